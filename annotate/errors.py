@@ -1,0 +1,17 @@
+from config.errors import Conflict, NotAllowed, NotFound
+
+
+class AlreadyJudged(Conflict):
+    code = "already_judged"
+
+
+class ComparisonFull(Conflict):
+    code = "comparison_full"
+
+
+class NotServed(NotAllowed):
+    code = "not_served"
+
+
+class ComparisonNotFound(NotFound):
+    code = "comparison_not_found"

@@ -1,0 +1,56 @@
+import json
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from annotate.models import Comparison
+from annotate.services import comparison_create_from_texts
+from generation.messages import messages_from_text, messages_hash
+from generation.models import Prompt
+from generation.prompt_files import prompt_drafts_read
+from generation.services import prompts_import
+
+DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
+DEMO_ROUND = "demo"
+USERS = [
+    # (username, password, staff)
+    ("admin", "prefloop-admin", True),
+    ("annotator1", "prefloop-annotator1", False),
+    ("annotator2", "prefloop-annotator2", False),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo users and load the bundled sample prompts and comparisons (idempotent)."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        User = get_user_model()
+        for username, password, staff in USERS:
+            user, _ = User.objects.get_or_create(username=username)
+            user.is_staff = user.is_superuser = staff
+            user.set_password(password)
+            user.save()
+        with (DEMO_DIR / "prompts.jsonl").open("rb") as stream:
+            drafts = prompt_drafts_read(stream, name="demo/prompts.jsonl")
+        prompts = prompts_import(drafts=drafts, source="demo", tags=["demo"])
+        created = 0
+        if not Comparison.objects.filter(round_label=DEMO_ROUND).exists():
+            for line in (DEMO_DIR / "comparisons.jsonl").read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                prompt = Prompt.objects.get(content_hash=messages_hash(messages_from_text(row["prompt"])))
+                comparison_create_from_texts(
+                    prompt=prompt, first=row["first"], second=row["second"], round_label=DEMO_ROUND, overlap=2
+                )
+                created += 1
+        self.stdout.write(
+            f"demo data: {prompts.created} prompts imported ({prompts.duplicates} already there), "
+            f"{created} comparisons queued"
+        )
+        self.stdout.write("demo users (username / password):")
+        for username, password, staff in USERS:
+            self.stdout.write(
+                f"  {username:<11} / {password:<20} {'staff (admin, API, export)' if staff else 'annotator'}"
+            )

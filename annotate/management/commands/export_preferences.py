@@ -1,0 +1,65 @@
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotate.models import Kind
+from annotate.selectors import EXPORT_FORMATS, EXPORT_SPLITS, ExportReport, preference_rows
+
+
+class Command(BaseCommand):
+    help = (
+        "Export judged comparisons as TRL preference JSONL (majority vote per comparison). "
+        "Rows stream in constant memory; what was excluded, and why, is printed at the end."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--out", required=True, help="output file, or - for standard output")
+        parser.add_argument("--format", choices=EXPORT_FORMATS, default="conversational")
+        parser.add_argument("--round", dest="round_label", help="only comparisons of this round label")
+        parser.add_argument("--split", choices=EXPORT_SPLITS, default="train", help="prompt split (train)")
+        parser.add_argument(
+            "--kind", action="append", choices=Kind.values, help="comparison kinds (default: train and gold)"
+        )
+        parser.add_argument("--min-agreement", type=float, default=0.0, help="winning share required, 0..1")
+        parser.add_argument(
+            "--include-ties",
+            action="store_true",
+            help="also write tie / both-bad majorities (with 'outcome')",
+        )
+
+    def handle(self, *args, out, format, round_label, split, kind, min_agreement, include_ties, **options):
+        if not 0.0 <= min_agreement <= 1.0:
+            raise CommandError(f"--min-agreement must be between 0 and 1 (got {min_agreement})")
+        report = ExportReport()
+        rows = preference_rows(
+            report=report,
+            fmt=format,
+            round_label=round_label,
+            split=split,
+            kinds=kind or (Kind.TRAIN, Kind.GOLD),
+            min_agreement=min_agreement,
+            include_ties=include_ties,
+        )
+        if out == "-":
+            for row in rows:
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self.stderr.write(report.summary())
+            return
+        path = Path(out)
+        if not path.parent.is_dir():
+            raise CommandError(f"{path.parent}: no such directory")
+        # Written beside the target and renamed when complete: a failed export leaves no partial file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                for row in rows:
+                    stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.stdout.write(f"{path}: {report.summary()}")

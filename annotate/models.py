@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from generation.models import Prompt, Response
+
+
+class Choice(models.TextChoices):
+    FIRST = "first", "first is better"
+    SECOND = "second", "second is better"
+    TIE = "tie", "tie"
+    BOTH_BAD = "both_bad", "both bad"
+
+
+class Strength(models.TextChoices):
+    SLIGHT = "slight", "slightly better"
+    CLEAR = "clear", "clearly better"
+
+
+class Side(models.TextChoices):
+    """Which of the comparison's responses was shown on the left."""
+
+    FIRST = "first", "first"
+    SECOND = "second", "second"
+
+
+class Kind(models.TextChoices):
+    TRAIN = "train", "train (preference data)"
+    EVAL = "eval", "eval (policy vs policy)"
+    GOLD = "gold", "gold (known answer)"
+
+
+class Source(models.TextChoices):
+    HUMAN = "human", "human"
+    IMPORTED = "imported", "imported"
+    SIMULATED = "simulated", "simulated"
+
+
+class Comparison(models.Model):
+    """Two distinct responses to one prompt, waiting for ``overlap`` judgments.
+
+    The database enforces that the responses differ and that a gold comparison (and only a gold one)
+    has an expected answer; a trigger (migration 0002) enforces that both responses answer ``prompt``.
+    """
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="comparisons")
+    response_a = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="comparisons_as_a")
+    response_b = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="comparisons_as_b")
+    round_label = models.CharField(max_length=100, blank=True, db_index=True)
+    kind = models.CharField(max_length=5, choices=Kind, default=Kind.TRAIN, db_index=True)
+    overlap = models.PositiveSmallIntegerField(default=1, help_text="How many judgments it wants.")
+    gold_answer = models.CharField(max_length=8, choices=Choice, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(response_a=F("response_b")), name="comparison_distinct_responses"
+            ),
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="comparison_overlap_positive"),
+            models.CheckConstraint(
+                condition=(Q(kind=Kind.GOLD) & Q(gold_answer__in=Choice.values))
+                | (~Q(kind=Kind.GOLD) & Q(gold_answer="")),
+                name="comparison_gold_has_answer",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Comparison {self.pk}"
+
+
+class Judgment(models.Model):
+    """One annotator's verdict on one comparison. ``choice`` names the comparison's responses
+    (first = response_a), never the screen sides; ``left`` records which one was shown on the left."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="judgments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
+    )
+    choice = models.CharField(max_length=8, choices=Choice)
+    strength = models.CharField(max_length=6, choices=Strength, blank=True)
+    rationale = models.TextField(blank=True)
+    left = models.CharField(
+        max_length=6, choices=Side, blank=True, help_text="Blank when unknown (imported)."
+    )
+    time_on_task_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="From serving to submission, measured by the server."
+    )
+    source = models.CharField(max_length=9, choices=Source, default=Source.HUMAN, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="judgment_one_per_annotator"),
+            models.CheckConstraint(condition=Q(choice__in=Choice.values), name="judgment_choice_valid"),
+            models.CheckConstraint(
+                condition=Q(strength="") | Q(choice__in=[Choice.FIRST, Choice.SECOND]),
+                name="judgment_strength_only_for_a_winner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} on {self.comparison}: {self.choice}"
+
+
+class Assignment(models.Model):
+    """A comparison served to an annotator: the lease that reserves it, and the side shown left.
+
+    The lease keeps a comparison from being served to more annotators than its overlap wants; once
+    ``expires_at`` passes without a judgment the slot returns to the pool.
+    """
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    left = models.CharField(max_length=6, choices=Side)
+    served_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_one_per_annotator"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.comparison} for {self.annotator}"

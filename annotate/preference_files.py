@@ -1,0 +1,115 @@
+"""Existing preference data (JSONL) parsed into validated drafts, every bad line collected.
+
+Accepted shapes, per line:
+
+- standard: ``{"prompt": str, "chosen": str, "rejected": str}``
+- the same with ``preferred`` / ``dispreferred`` instead of ``chosen`` / ``rejected``
+- conversational, explicit prompt: ``{"prompt": [messages], "chosen": [assistant message],
+  "rejected": [assistant message]}`` (TRL's conversational preference format)
+- conversational, implicit prompt: ``{"chosen": [messages], "rejected": [messages]}``: two whole
+  conversations that share every message but the last, an assistant turn (Anthropic HH style)
+
+Optional: ``split`` (train/eval) and ``tags``. Other fields are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import IO, Any
+
+from generation.errors import InvalidFile, LineProblem
+from generation.messages import messages_problem
+from generation.prompt_files import PromptDraft, prompt_draft_from_record
+from generation.records import records_read
+
+
+@dataclass(frozen=True)
+class PreferenceDraft:
+    line: int
+    prompt: PromptDraft
+    chosen: str
+    rejected: str
+
+
+def _pick(record: dict[str, Any], names: tuple[str, str]) -> tuple[Any, str | None]:
+    present = [name for name in names if name in record]
+    if len(present) == 2:
+        return None, f"give either {names[0]!r} or {names[1]!r}, not both"
+    if not present:
+        return None, f"missing field {names[0]!r} (or {names[1]!r})"
+    return record[present[0]], None
+
+
+def _completion_text(value: Any, field: str) -> tuple[str | None, str | None]:
+    """A completion as text: a string, or a list holding one assistant message."""
+    if isinstance(value, str):
+        return (value, None) if value.strip() else (None, f"{field!r} is empty")
+    if isinstance(value, list):
+        if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
+            return None, f"{field!r} must be one assistant message (got {len(value)} message(s))"
+        content = value[0].get("content")
+        if not isinstance(content, str) or not content.strip():
+            return None, f"{field!r} has an empty assistant message"
+        return content, None
+    return None, f"{field!r} must be a string or a list of messages"
+
+
+def _split_implicit_prompt(chosen: Any, rejected: Any) -> tuple[list, list, list] | str:
+    """(prompt, chosen tail, rejected tail) from two whole conversations, or why that fails."""
+    for field, conversation in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(conversation, list) or len(conversation) < 2:
+            return f"without 'prompt', {field!r} must be a whole conversation (a list of 2+ messages)"
+        if not isinstance(conversation[-1], dict) or conversation[-1].get("role") != "assistant":
+            return f"the last message of {field!r} must be the assistant's answer"
+    if chosen[:-1] != rejected[:-1]:
+        return "'chosen' and 'rejected' must share every message before the last (the prompt)"
+    return chosen[:-1], chosen[-1:], rejected[-1:]
+
+
+def preference_draft_from_record(line: int, record: dict[str, Any]) -> PreferenceDraft | LineProblem:
+    chosen, problem = _pick(record, ("chosen", "preferred"))
+    if problem:
+        return LineProblem(line, problem)
+    rejected, problem = _pick(record, ("rejected", "dispreferred"))
+    if problem:
+        return LineProblem(line, problem)
+    prompt_record: dict[str, Any] = {"split": record.get("split"), "tags": record.get("tags")}
+    prompt = record.get("prompt")
+    if prompt is None:
+        parts = _split_implicit_prompt(chosen, rejected)
+        if isinstance(parts, str):
+            return LineProblem(line, parts)
+        prompt_record["messages"], chosen, rejected = parts
+    elif isinstance(prompt, list):
+        problem = messages_problem(prompt)
+        if problem:
+            return LineProblem(line, f"'prompt': {problem}")
+        prompt_record["messages"] = prompt
+    else:
+        prompt_record["prompt"] = prompt
+    draft = prompt_draft_from_record(line, prompt_record)
+    if isinstance(draft, LineProblem):
+        return draft
+    chosen_text, problem = _completion_text(chosen, "chosen")
+    if problem:
+        return LineProblem(line, problem)
+    rejected_text, problem = _completion_text(rejected, "rejected")
+    if problem:
+        return LineProblem(line, problem)
+    if chosen_text == rejected_text:
+        return LineProblem(line, "'chosen' and 'rejected' are identical")
+    return PreferenceDraft(line=line, prompt=draft, chosen=chosen_text, rejected=rejected_text)
+
+
+def preference_drafts_read(stream: IO[bytes], *, name: str) -> list[PreferenceDraft]:
+    """Every line of a JSONL preference file as a draft; raises InvalidFile listing every bad line."""
+    drafts: list[PreferenceDraft] = []
+    problems: list[LineProblem] = []
+    for line, record in records_read(stream, name=name, fmt="jsonl"):
+        parsed = record if isinstance(record, LineProblem) else preference_draft_from_record(line, record)
+        (problems if isinstance(parsed, LineProblem) else drafts).append(parsed)
+    if problems:
+        raise InvalidFile(name=name, problems=problems)
+    if not drafts:
+        raise InvalidFile(name=name, problems=[LineProblem(0, "the file holds no preference pairs")])
+    return drafts

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Prefetch, QuerySet
+
+from annotate.models import Choice, Comparison, Judgment, Kind
+
+EXPORT_FORMATS = ("conversational", "standard")
+EXPORT_SPLITS = ("train", "eval", "all")
+
+
+@dataclass
+class ExportReport:
+    """Filled while the rows stream: what was written and what was left out, by reason."""
+
+    written: int = 0
+    excluded: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        parts = [f"{self.written} pairs written"]
+        if self.excluded:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.excluded.items()))
+            parts.append(f"{sum(self.excluded.values())} comparisons excluded ({reasons})")
+        return "; ".join(parts)
+
+
+def judgments_visible_to(*, user: AbstractBaseUser) -> QuerySet[Judgment]:
+    """Staff see every judgment, anyone else only their own."""
+    judgments = Judgment.objects.select_related("annotator").order_by("-id")
+    return judgments if user.is_staff else judgments.filter(annotator=user)
+
+
+def _majority(choices: Sequence[str]) -> tuple[str | None, float]:
+    """The most frequent choice and its share; None when two choices share the top count."""
+    counts = Counter(choices).most_common()
+    if len(counts) > 1 and counts[0][1] == counts[1][1]:
+        return None, counts[0][1] / len(choices)
+    return counts[0][0], counts[0][1] / len(choices)
+
+
+def preference_rows(
+    *,
+    report: ExportReport,
+    fmt: str = "conversational",
+    round_label: str | None = None,
+    split: str = "train",
+    kinds: Sequence[str] = (Kind.TRAIN, Kind.GOLD),
+    min_agreement: float = 0.0,
+    include_ties: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Aggregate each comparison's judgments (majority vote) into one TRL preference row.
+
+    Streams in chunks (constant memory). ``conversational`` rows hold a message-list prompt and a
+    one-assistant-message chosen/rejected, so a trainer applies the model's chat template;
+    ``standard`` rows hold plain strings and exclude multi-turn prompts. Ties and both-bad majorities
+    are left out unless ``include_ties``; then every row carries ``outcome`` (preferred, tie or
+    both_bad) and such rows list the responses in comparison order. Every row carries
+    ``comparison_id``, ``judgments`` and ``agreement`` (the winning share).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS} (got {fmt!r})")
+    comparisons = Comparison.objects.filter(kind__in=kinds)
+    if split != "all":
+        comparisons = comparisons.filter(prompt__split=split)
+    if round_label is not None:
+        comparisons = comparisons.filter(round_label=round_label)
+    comparisons = (
+        comparisons.select_related("prompt", "response_a", "response_b")
+        .prefetch_related(Prefetch("judgments", queryset=Judgment.objects.only("comparison_id", "choice")))
+        .order_by("id")
+    )
+    for comparison in comparisons.iterator(chunk_size=500):
+        choices = [judgment.choice for judgment in comparison.judgments.all()]
+        if not choices:
+            report.excluded["not judged"] += 1
+            continue
+        winner, agreement = _majority(choices)
+        if winner is None:
+            report.excluded["no majority"] += 1
+            continue
+        if agreement < min_agreement:
+            report.excluded[f"agreement below {min_agreement:g}"] += 1
+            continue
+        if winner in (Choice.TIE, Choice.BOTH_BAD) and not include_ties:
+            report.excluded["tie" if winner == Choice.TIE else "both bad"] += 1
+            continue
+        prompt = comparison.prompt
+        messages = prompt.as_messages()
+        if fmt == "standard" and (len(messages) != 1):
+            report.excluded["multi-turn prompt (standard format)"] += 1
+            continue
+        first, second = comparison.response_a.text, comparison.response_b.text
+        chosen, rejected = (second, first) if winner == Choice.SECOND else (first, second)
+        if fmt == "conversational":
+            row: dict[str, Any] = {
+                "prompt": messages,
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        else:
+            row = {"prompt": messages[0]["content"], "chosen": chosen, "rejected": rejected}
+        if include_ties:
+            row["outcome"] = winner if winner in (Choice.TIE, Choice.BOTH_BAD) else "preferred"
+        row.update(comparison_id=comparison.pk, judgments=len(choices), agreement=round(agreement, 4))
+        report.written += 1
+        yield row

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from annotate.errors import AlreadyJudged, ComparisonFull, NotServed
+from annotate.models import Assignment, Choice, Comparison, Judgment, Side, Source
+from annotate.preference_files import PreferenceDraft
+from config.errors import Invalid
+from generation.models import Prompt, Response
+from generation.services import prompts_import
+
+IMPORT_USERNAME = "imported"
+
+# What the annotator clicked, in screen terms, mapped through the side shown on the left.
+VERDICTS = ("left", "right", "tie", "both_bad")
+
+
+@dataclass(frozen=True)
+class PreferenceImport:
+    prompts_created: int
+    comparisons_created: int
+    duplicates: int
+
+
+def import_user() -> AbstractBaseUser:
+    """The inactive user that imported judgments belong to (one judgment per comparison)."""
+    user, created = get_user_model().objects.get_or_create(
+        username=IMPORT_USERNAME, defaults={"is_active": False}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def _response_for(*, prompt: Prompt, text: str) -> Response:
+    existing = Response.objects.filter(prompt=prompt, policy=None, text=text).first()
+    return existing or Response.objects.create(prompt=prompt, policy=None, text=text)
+
+
+@transaction.atomic
+def preferences_import(
+    *,
+    drafts: Sequence[PreferenceDraft],
+    split: str | None = None,
+    tags: Sequence[str] = (),
+    source: str = "",
+    round_label: str = "imported",
+    overlap: int = 1,
+) -> PreferenceImport:
+    """Prompts, responses, comparisons and one imported judgment (chosen = first) per pair.
+
+    A pair already imported for the same prompt (same two texts, either order) is a duplicate. Give
+    ``overlap`` > 1 to leave room for annotators to review the imported verdicts.
+    """
+    prompt_result = prompts_import(drafts=[d.prompt for d in drafts], split=split, tags=tags, source=source)
+    prompts = {
+        p.content_hash: p
+        for p in Prompt.objects.filter(content_hash__in={d.prompt.content_hash for d in drafts})
+    }
+    annotator = import_user()
+    created = duplicates = 0
+    for draft in drafts:
+        prompt = prompts[draft.prompt.content_hash]
+        chosen = _response_for(prompt=prompt, text=draft.chosen)
+        rejected = _response_for(prompt=prompt, text=draft.rejected)
+        pair = Q(response_a=chosen, response_b=rejected) | Q(response_a=rejected, response_b=chosen)
+        if Comparison.objects.filter(pair).exists():
+            duplicates += 1
+            continue
+        comparison = Comparison.objects.create(
+            prompt=prompt, response_a=chosen, response_b=rejected, round_label=round_label, overlap=overlap
+        )
+        Judgment.objects.create(
+            comparison=comparison, annotator=annotator, choice=Choice.FIRST, source=Source.IMPORTED
+        )
+        created += 1
+    return PreferenceImport(
+        prompts_created=prompt_result.created, comparisons_created=created, duplicates=duplicates
+    )
+
+
+def _count(queryset) -> Subquery:
+    return Coalesce(
+        Subquery(
+            queryset.values("comparison").annotate(n=Count("*")).values("n"), output_field=IntegerField()
+        ),
+        Value(0),
+    )
+
+
+@transaction.atomic
+def comparison_assign_next(*, annotator: AbstractBaseUser) -> Assignment | None:
+    """Serve the annotator their next comparison, reserving it with a lease; None when none is left.
+
+    An unexpired, unjudged assignment is served again (a reload shows the same comparison). Otherwise
+    the oldest comparison the annotator has not judged whose judgments plus live leases of others
+    are below its overlap. On PostgreSQL the candidate row is locked with SKIP LOCKED so concurrent
+    annotators do not wait on each other; SQLite serialises writers (IMMEDIATE transactions).
+    """
+    now = timezone.now()
+    live = (
+        Assignment.objects.filter(annotator=annotator, expires_at__gt=now)
+        .exclude(comparison__judgments__annotator=annotator)
+        .select_related("comparison__prompt", "comparison__response_a", "comparison__response_b")
+        .order_by("served_at")
+        .first()
+    )
+    if live is not None:
+        return live
+    judged = _count(Judgment.objects.filter(comparison=OuterRef("pk")))
+    leased = _count(
+        Assignment.objects.filter(comparison=OuterRef("pk"), expires_at__gt=now).exclude(annotator=annotator)
+    )
+    candidates = (
+        Comparison.objects.exclude(judgments__annotator=annotator)
+        .annotate(judged=judged, leased=leased)
+        .filter(judged__lt=F("overlap") - F("leased"))
+        .order_by("id")
+    )
+    comparison = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+    if comparison is None:
+        return None
+    assignment, _ = Assignment.objects.update_or_create(
+        comparison=comparison,
+        annotator=annotator,
+        defaults={
+            "left": random.choice(Side.values),
+            "served_at": now,
+            "expires_at": now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
+        },
+    )
+    return assignment
+
+
+def _choice_for(*, verdict: str, left: str) -> str:
+    if verdict == "left":
+        return left
+    if verdict == "right":
+        return Side.SECOND if left == Side.FIRST else Side.FIRST
+    return verdict
+
+
+@transaction.atomic
+def judgment_submit(
+    *,
+    comparison: Comparison,
+    annotator: AbstractBaseUser,
+    verdict: str,
+    strength: str = "",
+    rationale: str = "",
+) -> Judgment:
+    """Record a verdict given in screen terms (left/right/tie/both_bad) on a comparison served to
+    ``annotator``; the side shown and the time since serving come from the assignment."""
+    assignment = (
+        Assignment.objects.select_for_update().filter(comparison=comparison, annotator=annotator).first()
+    )
+    if assignment is None:
+        raise NotServed("this comparison was not served to you", comparison=comparison.pk)
+    if Judgment.objects.filter(comparison=comparison, annotator=annotator).exists():
+        raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
+    if Judgment.objects.filter(comparison=comparison).count() >= comparison.overlap:
+        raise ComparisonFull("this comparison already has all its judgments", comparison=comparison.pk)
+    if verdict not in VERDICTS:
+        raise Invalid(f"verdict must be one of {', '.join(VERDICTS)} (got {verdict!r})")
+    if strength and verdict not in ("left", "right"):
+        raise Invalid("a strength applies only when one response wins")
+    choice = _choice_for(verdict=verdict, left=assignment.left)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            judgment = Judgment.objects.create(
+                comparison=comparison,
+                annotator=annotator,
+                choice=choice,
+                strength=strength or "",
+                rationale=rationale,
+                left=assignment.left,
+                time_on_task_ms=int((now - assignment.served_at).total_seconds() * 1000),
+                source=Source.HUMAN,
+            )
+    except IntegrityError as exc:  # one judgment per annotator, enforced by the database
+        raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk) from exc
+    assignment.expires_at = now
+    assignment.save(update_fields=["expires_at"])
+    return judgment
+
+
+@transaction.atomic
+def comparison_create_from_texts(
+    *, prompt: Prompt, first: str, second: str, round_label: str = "", overlap: int = 1
+) -> Comparison:
+    """A comparison of two texts written outside prefloop (responses with no policy)."""
+    return Comparison.objects.create(
+        prompt=prompt,
+        response_a=_response_for(prompt=prompt, text=first),
+        response_b=_response_for(prompt=prompt, text=second),
+        round_label=round_label,
+        overlap=overlap,
+    )

@@ -1,0 +1,75 @@
+"""Domain error kinds and their one mapping to HTTP.
+
+Services raise these; nothing else in the project turns an error into a status code. DRF reaches
+them through ``api_exception_handler`` (EXCEPTION_HANDLER), HTML and htmx views through
+``DomainErrorMiddleware``. Any other exception is a bug and becomes a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class DomainError(Exception):
+    """A problem the caller can act on; ``detail`` is shown to them as it is."""
+
+    status = 400
+    code = "error"
+
+    def __init__(self, detail: str, **context: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.context = context
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.detail, **self.context}
+
+
+class Invalid(DomainError):
+    status = 400
+    code = "invalid"
+
+
+class NotAllowed(DomainError):
+    status = 403
+    code = "not_allowed"
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        return Response(exc.as_dict(), status=exc.status)
+    return exception_handler(exc, context)
+
+
+class DomainErrorMiddleware:
+    """Renders a DomainError raised by an HTML view as ``_error.html`` with its status.
+
+    htmx requests get the fragment alone (base.html lets 4xx responses swap), full requests the page.
+    """
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if not isinstance(exc, DomainError):
+            return None
+        template = "_error.html" if getattr(request, "htmx", False) else "error.html"
+        return render(request, template, {"error": exc}, status=exc.status)

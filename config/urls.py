@@ -1,0 +1,31 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from annotate import api as annotate_api
+from config import views
+from generation import api as generation_api
+
+api = [
+    path("prompts/", generation_api.PromptListCreateApi.as_view(), name="prompts"),
+    path("prompts/import/", generation_api.PromptImportApi.as_view(), name="prompts-import"),
+    path("policies/", generation_api.PolicyListApi.as_view(), name="policies"),
+    path("policies/<int:pk>/", generation_api.PolicyDetailApi.as_view(), name="policy"),
+    path("comparisons/", annotate_api.ComparisonListApi.as_view(), name="comparisons"),
+    path("comparisons/next/", annotate_api.ComparisonNextApi.as_view(), name="comparisons-next"),
+    path("judgments/", annotate_api.JudgmentListCreateApi.as_view(), name="judgments"),
+    path("export/", annotate_api.ExportApi.as_view(), name="export"),
+    path("auth/token/", obtain_auth_token, name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/", include((api, "api"))),
+]

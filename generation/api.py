@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.errors import Invalid
+from generation.errors import LineProblem
+from generation.models import Policy, Prompt, Split
+from generation.prompt_files import prompt_draft_from_record, prompt_drafts_from_objects, prompt_drafts_read
+from generation.services import prompts_import
+
+
+class PromptSerializer(serializers.ModelSerializer):
+    tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+
+    class Meta:
+        model = Prompt
+        fields = ["id", "text", "messages", "split", "tags", "source", "content_hash", "created_at"]
+        read_only_fields = ["content_hash", "created_at"]
+
+
+class PromptCreateSerializer(serializers.Serializer):
+    prompt = serializers.CharField(required=False, trim_whitespace=False)
+    messages = serializers.JSONField(required=False)
+    split = serializers.ChoiceField(choices=Split.choices, required=False)
+    tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+
+
+class PromptListCreateApi(generics.ListAPIView):
+    """Prompts (staff). POST one prompt as ``{"prompt": ...}`` or ``{"messages": [...]}``."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = PromptSerializer
+
+    def get_queryset(self):
+        prompts = Prompt.objects.prefetch_related("tags").order_by("id")
+        split = self.request.query_params.get("split")
+        return prompts.filter(split=split) if split else prompts
+
+    @extend_schema(request=PromptCreateSerializer, responses={201: PromptSerializer})
+    def post(self, request: Request) -> Response:
+        data = PromptCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        draft = prompt_draft_from_record(1, dict(data.validated_data))
+        if isinstance(draft, LineProblem):
+            raise Invalid(draft.problem)
+        result = prompts_import(drafts=[draft], source="api")
+        prompt = Prompt.objects.get(content_hash=draft.content_hash)
+        return Response(PromptSerializer(prompt).data, status=201 if result.created else 200)
+
+
+class PromptImportSerializer(serializers.Serializer):
+    file = serializers.FileField(required=False, help_text="a JSONL or CSV prompt file")
+    prompts = serializers.ListField(child=serializers.JSONField(), required=False, help_text="or a list")
+    split = serializers.ChoiceField(choices=Split.choices, required=False)
+    tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+
+
+class PromptImportApi(APIView):
+    """Bulk import (staff): a file upload or a JSON list, all or nothing, bad lines listed."""
+
+    permission_classes = [IsAdminUser]
+    parser_classes = [MultiPartParser, JSONParser]
+
+    @extend_schema(request=PromptImportSerializer, responses={201: dict})
+    def post(self, request: Request) -> Response:
+        data = PromptImportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload, objects = data.validated_data.get("file"), data.validated_data.get("prompts")
+        if (upload is None) == (objects is None):
+            raise Invalid("send either a 'file' or a 'prompts' list")
+        if upload is not None:
+            drafts = prompt_drafts_read(upload, name=upload.name)
+            source = upload.name
+        else:
+            drafts = prompt_drafts_from_objects(objects)
+            source = "api"
+        result = prompts_import(
+            drafts=drafts,
+            split=data.validated_data.get("split"),
+            tags=data.validated_data.get("tags", []),
+            source=source,
+        )
+        body = {"read": len(drafts), "created": result.created, "duplicates": result.duplicates}
+        return Response(body, status=201)
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    parent = serializers.SlugRelatedField(read_only=True, slug_field="name")
+
+    class Meta:
+        model = Policy
+        fields = ["id", "name", "location", "location_kind", "adapter", "parent", "notes", "created_at"]
+
+
+class PolicyListApi(generics.ListAPIView):
+    """Policies (staff): annotators judge blind, so they never see which policy wrote what."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = PolicySerializer
+    queryset = Policy.objects.select_related("parent").order_by("id")
+
+
+class PolicyDetailApi(generics.RetrieveAPIView):
+    permission_classes = [IsAdminUser]
+    serializer_class = PolicySerializer
+    queryset = Policy.objects.select_related("parent")

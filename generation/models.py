@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from generation.messages import messages_from_text, messages_hash
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "train"
+    EVAL = "eval", "eval (held out)"
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    """What the model is asked: a plain string (``text``) or a conversation (``messages``), never both."""
+
+    text = models.TextField(blank=True, help_text="A plain prompt; empty when 'messages' is set.")
+    messages = models.JSONField(
+        null=True, blank=True, help_text="A conversation ending with a user turn; null for a plain prompt."
+    )
+    split = models.CharField(max_length=5, choices=Split, default=Split.TRAIN, db_index=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="prompts")
+    source = models.CharField(
+        max_length=300, blank=True, help_text="Where the prompt came from (file, dataset)."
+    )
+    content_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(messages__isnull=True) & ~Q(text="")) | (Q(messages__isnull=False) & Q(text="")),
+                name="prompt_text_xor_messages",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        content = self.as_messages()[-1]["content"].strip()
+        return content.splitlines()[0][:80] if content else f"Prompt {self.pk}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.content_hash = messages_hash(self.as_messages())
+        super().save(*args, **kwargs)
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    def as_messages(self) -> list[dict[str, str]]:
+        """The prompt as a chat conversation, whichever form it was given in."""
+        return self.messages if self.messages is not None else messages_from_text(self.text)
+
+
+class LocationKind(models.TextChoices):
+    DIRECTORY = "directory", "directory (Hugging Face format)"
+    HUB = "hub", "hub id"
+    GGUF = "gguf", "GGUF file"
+
+
+class Policy(models.Model):
+    """A model checkpoint that can generate; policies form a lineage through ``parent``."""
+
+    name = models.CharField(max_length=100, unique=True)
+    location = models.CharField(max_length=1000, help_text="A directory, a hub id, or a .gguf file.")
+    location_kind = models.CharField(max_length=10, choices=LocationKind, default=LocationKind.DIRECTORY)
+    adapter = models.CharField(max_length=1000, blank=True, help_text="A LoRA adapter directory, if any.")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FinishReason(models.TextChoices):
+    STOP = "stop", "stop (end of sequence)"
+    LENGTH = "length", "length (hit max tokens)"
+
+
+class Response(models.Model):
+    """One completion of a prompt. ``policy`` is null for responses imported from outside."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="responses")
+    policy = models.ForeignKey(
+        Policy, null=True, blank=True, on_delete=models.PROTECT, related_name="responses"
+    )
+    text = models.TextField(blank=True)
+    sampling = models.JSONField(default=dict, blank=True, help_text="Sampling parameters used.")
+    seed = models.BigIntegerField(null=True, blank=True)
+    token_count = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=10, choices=FinishReason, blank=True)
+    mean_logprob = models.FloatField(null=True, blank=True, help_text="Mean token log-probability.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["prompt", "policy"], name="response_prompt_policy")]
+
+    def __str__(self) -> str:
+        return f"Response {self.pk} to prompt {self.prompt_id}"

@@ -1,0 +1,78 @@
+"""Import files read record by record, each with the line number an error message should name.
+
+JSONL: one JSON object per non-blank line. CSV: a header row, then one record per row (the number is
+the line the row starts on). Both are UTF-8 (a byte-order mark is accepted).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import IO, Any
+
+from generation.errors import InvalidFile, LineProblem
+
+FORMATS = ("jsonl", "csv")
+
+
+def records_format(name: str, fmt: str | None = None) -> str:
+    """The format to read ``name`` as: ``fmt`` if given, else from the extension (default JSONL)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise InvalidFile(name=name, problems=[LineProblem(0, f"unknown format {fmt!r}")])
+        return fmt
+    return "csv" if name.lower().endswith(".csv") else "jsonl"
+
+
+def records_read(
+    stream: IO[bytes], *, name: str, fmt: str, csv_columns: tuple[str, ...] = ()
+) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, record)``; a line that does not parse yields ``(n, LineProblem)``.
+
+    A CSV header lacking one of ``csv_columns`` fails the whole file at line 1.
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        if fmt == "csv":
+            yield from _csv_records(text, name=name, columns=csv_columns)
+        else:
+            yield from _jsonl_records(text)
+    except UnicodeDecodeError as exc:
+        raise InvalidFile(name=name, problems=[LineProblem(0, f"not UTF-8 text ({exc.reason})")]) from exc
+    finally:
+        text.detach()
+
+
+def _jsonl_records(text: IO[str]) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(text, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, LineProblem(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(record, dict):
+            yield number, LineProblem(number, "expected a JSON object")
+            continue
+        yield number, record
+
+
+def _csv_records(text: IO[str], *, name: str, columns: tuple[str, ...]) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(text)
+    header = reader.fieldnames or []
+    missing = [column for column in columns if column not in header]
+    if missing:
+        problem = f"the CSV header has no {', '.join(repr(c) for c in missing)} column (found: {header})"
+        raise InvalidFile(name=name, problems=[LineProblem(1, problem)])
+    line = reader.line_num + 1
+    for row in reader:
+        if None in row:
+            yield line, LineProblem(line, "more fields than the header has")
+        elif any(value is None for value in row.values()):
+            yield line, LineProblem(line, "fewer fields than the header has")
+        else:
+            yield line, row
+        line = reader.line_num + 1

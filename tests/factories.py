@@ -1,0 +1,57 @@
+import factory
+from django.contrib.auth import get_user_model
+
+from annotate.models import Choice, Comparison, Judgment, Source
+from generation.models import Policy, Prompt, Response
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+
+    username = factory.Sequence(lambda n: f"annotator{n}")
+    password = factory.PostGenerationMethodCall("set_password", "pw-for-tests")
+
+
+class PromptFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Prompt
+
+    text = factory.Sequence(lambda n: f"Prompt number {n}?")
+
+
+class PolicyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Policy
+
+    name = factory.Sequence(lambda n: f"policy-{n}")
+    location = factory.Sequence(lambda n: f"/models/policy-{n}")
+
+
+class ResponseFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Response
+
+    prompt = factory.SubFactory(PromptFactory)
+    policy = factory.SubFactory(PolicyFactory)
+    text = factory.Sequence(lambda n: f"Answer number {n}.")
+
+
+class ComparisonFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Comparison
+
+    prompt = factory.SubFactory(PromptFactory)
+    response_a = factory.SubFactory(ResponseFactory, prompt=factory.SelfAttribute("..prompt"))
+    response_b = factory.SubFactory(ResponseFactory, prompt=factory.SelfAttribute("..prompt"))
+
+
+class JudgmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Judgment
+
+    comparison = factory.SubFactory(ComparisonFactory)
+    annotator = factory.SubFactory(UserFactory)
+    choice = Choice.FIRST
+    source = Source.HUMAN

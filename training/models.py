@@ -1,0 +1,1 @@
+# TrainingRound arrives with the training-round work; training/dpo/ stays free of Django.
