@@ -34,3 +34,8 @@ def write_file(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,160 @@
+import json
+from io import StringIO
+
+import datasets
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotate.models import Choice, Kind
+from generation.models import Split
+from tests.factories import ComparisonFactory, JudgmentFactory, PromptFactory, UserFactory
+
+
+def judge(comparison, *choices):
+    for choice in choices:
+        JudgmentFactory(comparison=comparison, choice=choice)
+
+
+def export(tmp_path, *args) -> tuple[list[dict], str]:
+    path = tmp_path / "prefs.jsonl"
+    out = StringIO()
+    call_command("export_preferences", "--out", str(path), *args, stdout=out)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return rows, out.getvalue()
+
+
+@pytest.fixture
+def judged(db):
+    """Comparisons covering each aggregation case, keyed by what their votes say."""
+    cases = {
+        "first wins": (Choice.FIRST,),
+        "second wins 2:1": (Choice.SECOND, Choice.SECOND, Choice.FIRST),
+        "split vote": (Choice.FIRST, Choice.SECOND),
+        "tie": (Choice.TIE,),
+        "both bad": (Choice.BOTH_BAD, Choice.BOTH_BAD),
+        "unjudged": (),
+    }
+    comparisons = {}
+    for name, choices in cases.items():
+        comparisons[name] = ComparisonFactory(prompt=PromptFactory(text=f"Prompt: {name}"), overlap=3)
+        judge(comparisons[name], *choices)
+    return comparisons
+
+
+def test_majority_decides_and_exclusions_are_counted(judged, tmp_path):
+    rows, out = export(tmp_path)
+
+    by_id = {row["comparison_id"]: row for row in rows}
+    assert set(by_id) == {judged["first wins"].pk, judged["second wins 2:1"].pk}
+    first = judged["first wins"]
+    assert by_id[first.pk]["chosen"] == [{"role": "assistant", "content": first.response_a.text}]
+    assert by_id[first.pk]["rejected"] == [{"role": "assistant", "content": first.response_b.text}]
+    second = judged["second wins 2:1"]
+    assert by_id[second.pk]["chosen"][0]["content"] == second.response_b.text
+    assert by_id[second.pk]["agreement"] == pytest.approx(2 / 3, abs=1e-4)
+    assert "2 pairs written" in out
+    assert "4 comparisons excluded" in out
+    for reason in ("both bad: 1", "no majority: 1", "not judged: 1", "tie: 1"):
+        assert reason in out
+
+
+def test_min_agreement_and_include_ties(judged, tmp_path):
+    rows, out = export(tmp_path, "--min-agreement", "0.9")
+    assert [row["comparison_id"] for row in rows] == [judged["first wins"].pk]
+    assert "agreement below 0.9: 1" in out
+
+    rows, _ = export(tmp_path, "--include-ties")
+    outcomes = {row["comparison_id"]: row["outcome"] for row in rows}
+    assert outcomes[judged["tie"].pk] == "tie"
+    assert outcomes[judged["both bad"].pk] == "both_bad"
+    assert outcomes[judged["first wins"].pk] == "preferred"
+
+
+@pytest.mark.django_db
+def test_split_round_and_kind_filters(tmp_path):
+    train = ComparisonFactory(round_label="r1")
+    held_out = ComparisonFactory(prompt=PromptFactory(split=Split.EVAL), round_label="r1")
+    other_round = ComparisonFactory(round_label="r2")
+    policy_vs_policy = ComparisonFactory(kind=Kind.EVAL, round_label="r1")
+    for comparison in (train, held_out, other_round, policy_vs_policy):
+        judge(comparison, Choice.FIRST)
+
+    assert [r["comparison_id"] for r in export(tmp_path, "--round", "r1")[0]] == [train.pk]
+    assert [r["comparison_id"] for r in export(tmp_path, "--split", "eval")[0]] == [held_out.pk]
+    assert {r["comparison_id"] for r in export(tmp_path, "--kind", "eval", "--split", "all")[0]} == {
+        policy_vs_policy.pk
+    }
+
+
+@pytest.mark.django_db
+def test_conversational_export_round_trips_through_datasets(tmp_path):
+    chat = PromptFactory(
+        text="",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}],
+    )
+    comparison = ComparisonFactory(prompt=chat)
+    judge(comparison, Choice.SECOND)
+    judge(ComparisonFactory(), Choice.FIRST)
+    rows, _ = export(tmp_path)
+
+    dataset = datasets.load_dataset("json", data_files=str(tmp_path / "prefs.jsonl"), split="train")
+
+    assert dataset.num_rows == len(rows) == 2
+    assert dataset[0]["comparison_id"] == comparison.pk
+    assert {"prompt", "chosen", "rejected"} <= set(dataset.column_names)
+    first = dataset[0]
+    assert first["prompt"] == chat.messages
+    assert first["chosen"] == [{"role": "assistant", "content": comparison.response_b.text}]
+    assert first["rejected"] == [{"role": "assistant", "content": comparison.response_a.text}]
+    assert dataset[1]["prompt"][0]["role"] == "user"
+
+
+@pytest.mark.django_db
+def test_standard_export_round_trips_and_excludes_multi_turn_prompts(tmp_path):
+    plain = ComparisonFactory(prompt=PromptFactory(text="Say hi"))
+    multi = ComparisonFactory(
+        prompt=PromptFactory(
+            text="",
+            messages=[
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": "Again"},
+            ],
+        )
+    )
+    judge(plain, Choice.FIRST)
+    judge(multi, Choice.FIRST)
+
+    _, out = export(tmp_path, "--format", "standard")
+    dataset = datasets.load_dataset("json", data_files=str(tmp_path / "prefs.jsonl"), split="train")
+
+    assert dataset.num_rows == 1
+    assert dataset[0]["prompt"] == "Say hi"
+    assert dataset[0]["chosen"] == plain.response_a.text
+    assert dataset[0]["rejected"] == plain.response_b.text
+    assert "multi-turn prompt (standard format): 1" in out
+
+
+@pytest.mark.django_db
+def test_export_to_stdout(capsys):
+    comparison = ComparisonFactory()
+    judge(comparison, Choice.FIRST)
+    call_command("export_preferences", "--out", "-")
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["comparison_id"] == comparison.pk
+    assert "1 pairs written" in captured.err
+
+
+@pytest.mark.django_db
+def test_export_into_a_missing_directory_fails_and_writes_nothing(tmp_path):
+    with pytest.raises(CommandError, match="no such directory"):
+        call_command("export_preferences", "--out", str(tmp_path / "absent" / "x.jsonl"))
+
+
+@pytest.mark.django_db
+def test_simulated_and_imported_judgments_count_as_votes(tmp_path):
+    comparison = ComparisonFactory(overlap=2)
+    JudgmentFactory(comparison=comparison, annotator=UserFactory(), choice=Choice.SECOND, source="simulated")
+    JudgmentFactory(comparison=comparison, annotator=UserFactory(), choice=Choice.SECOND, source="imported")
+    rows, _ = export(tmp_path)
+    assert rows[0]["judgments"] == 2

@@ -1,0 +1,116 @@
+from datetime import timedelta
+
+import pytest
+from django.db.models import F
+from django.utils import timezone
+
+from annotate.errors import AlreadyJudged, ComparisonFull, NotServed
+from annotate.models import Assignment, Choice, Judgment, Side, Strength
+from annotate.services import comparison_assign_next, judgment_submit
+from config.errors import Invalid
+from tests.factories import ComparisonFactory, JudgmentFactory, UserFactory
+
+
+@pytest.mark.django_db
+def test_overlap_1_comparison_is_not_served_to_a_second_annotator_while_leased(annotator, other_annotator):
+    only = ComparisonFactory(overlap=1)
+    assert comparison_assign_next(annotator=annotator).comparison == only
+    assert comparison_assign_next(annotator=other_annotator) is None
+
+
+@pytest.mark.django_db
+def test_overlap_2_comparison_is_served_to_two_annotators_but_not_a_third(annotator, other_annotator):
+    both = ComparisonFactory(overlap=2)
+    assert comparison_assign_next(annotator=annotator).comparison == both
+    assert comparison_assign_next(annotator=other_annotator).comparison == both
+    assert comparison_assign_next(annotator=UserFactory()) is None
+
+
+@pytest.mark.django_db
+def test_expired_lease_returns_the_comparison_to_the_pool(annotator, other_annotator):
+    comparison = ComparisonFactory(overlap=1)
+    comparison_assign_next(annotator=annotator)
+    Assignment.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert comparison_assign_next(annotator=other_annotator).comparison == comparison
+
+
+@pytest.mark.django_db
+def test_reload_serves_the_same_leased_comparison_and_judged_ones_never_again(annotator):
+    first, second = ComparisonFactory(overlap=2), ComparisonFactory(overlap=2)
+    served = comparison_assign_next(annotator=annotator)
+    assert served.comparison == first
+    assert comparison_assign_next(annotator=annotator).pk == served.pk
+    judgment_submit(comparison=first, annotator=annotator, verdict="tie")
+    assert comparison_assign_next(annotator=annotator).comparison == second
+    judgment_submit(comparison=second, annotator=annotator, verdict="both_bad")
+    assert comparison_assign_next(annotator=annotator) is None
+
+
+@pytest.mark.django_db
+def test_full_comparison_is_not_served(annotator):
+    full = ComparisonFactory(overlap=1)
+    JudgmentFactory(comparison=full)
+    assert comparison_assign_next(annotator=annotator) is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("left", "verdict", "choice"),
+    [
+        (Side.FIRST, "left", Choice.FIRST),
+        (Side.FIRST, "right", Choice.SECOND),
+        (Side.SECOND, "left", Choice.SECOND),
+        (Side.SECOND, "right", Choice.FIRST),
+        (Side.SECOND, "tie", Choice.TIE),
+    ],
+)
+def test_verdict_on_screen_maps_through_the_side_shown_left(annotator, left, verdict, choice):
+    comparison = ComparisonFactory()
+    comparison_assign_next(annotator=annotator)
+    Assignment.objects.update(left=left, served_at=F("served_at") - timedelta(seconds=7))
+
+    judgment = judgment_submit(comparison=comparison, annotator=annotator, verdict=verdict)
+
+    assert (judgment.choice, judgment.left) == (choice, left)
+    assert 7000 <= judgment.time_on_task_ms < 60_000
+
+
+@pytest.mark.django_db
+def test_judgment_for_a_comparison_not_served_is_refused(annotator):
+    comparison = ComparisonFactory()
+    with pytest.raises(NotServed):
+        judgment_submit(comparison=comparison, annotator=annotator, verdict="left")
+    assert not Judgment.objects.exists()
+
+
+@pytest.mark.django_db
+def test_double_submit_keeps_one_judgment(annotator):
+    comparison = ComparisonFactory(overlap=2)
+    comparison_assign_next(annotator=annotator)
+    judgment_submit(comparison=comparison, annotator=annotator, verdict="left", strength=Strength.CLEAR)
+    with pytest.raises(AlreadyJudged):
+        judgment_submit(comparison=comparison, annotator=annotator, verdict="right")
+    assert Judgment.objects.get().strength == Strength.CLEAR
+
+
+@pytest.mark.django_db
+def test_judgment_after_lease_expired_and_slot_was_taken_is_refused(annotator, other_annotator):
+    comparison = ComparisonFactory(overlap=1)
+    comparison_assign_next(annotator=annotator)
+    Assignment.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    comparison_assign_next(annotator=other_annotator)
+    judgment_submit(comparison=comparison, annotator=other_annotator, verdict="left")
+    with pytest.raises(ComparisonFull):
+        judgment_submit(comparison=comparison, annotator=annotator, verdict="left")
+    assert Judgment.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_strength_on_a_tie_and_unknown_verdicts_are_invalid(annotator):
+    comparison = ComparisonFactory()
+    comparison_assign_next(annotator=annotator)
+    with pytest.raises(Invalid, match="strength applies only"):
+        judgment_submit(comparison=comparison, annotator=annotator, verdict="tie", strength=Strength.CLEAR)
+    with pytest.raises(Invalid, match="verdict must be one of"):
+        judgment_submit(comparison=comparison, annotator=annotator, verdict="first")
+    assert not Judgment.objects.exists()

@@ -1,0 +1,178 @@
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+
+from annotate.models import Choice, Judgment
+from generation.models import Prompt
+from tests.factories import ComparisonFactory, JudgmentFactory, PolicyFactory, UserFactory
+
+# (method, url, who may call it): "user" = any logged-in user, "staff" = staff only.
+ENDPOINTS = [
+    ("get", "/api/prompts/", "staff"),
+    ("post", "/api/prompts/", "staff"),
+    ("post", "/api/prompts/import/", "staff"),
+    ("get", "/api/policies/", "staff"),
+    ("get", "/api/policies/{policy}/", "staff"),
+    ("get", "/api/comparisons/", "staff"),
+    ("post", "/api/comparisons/next/", "user"),
+    ("get", "/api/judgments/", "user"),
+    ("post", "/api/judgments/", "user"),
+    ("get", "/api/export/", "staff"),
+    ("get", "/api/schema/", "user"),
+    ("get", "/api/docs/", "user"),
+]
+
+
+@pytest.fixture
+def policy(db):
+    return PolicyFactory()
+
+
+def call(api, method, url, policy):
+    return getattr(api, method)(url.format(policy=policy.pk), {}, format="json")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "url", "who"), ENDPOINTS)
+def test_anonymous_users_are_refused_everywhere(api, policy, method, url, who):
+    assert call(api, method, url, policy).status_code in (401, 403)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "url", "who"), ENDPOINTS)
+def test_annotators_reach_only_annotator_endpoints(api, annotator, policy, method, url, who):
+    api.force_authenticate(annotator)
+    status = call(api, method, url, policy).status_code
+    if who == "staff":
+        assert status == 403
+    else:
+        assert status not in (401, 403)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "url", "who"), ENDPOINTS)
+def test_staff_reach_every_endpoint(api, staff, policy, method, url, who):
+    api.force_authenticate(staff)
+    assert call(api, method, url, policy).status_code not in (401, 403, 404, 405)
+
+
+@pytest.mark.django_db
+def test_token_auth_works_for_the_api(api, annotator):
+    token = Token.objects.create(user=annotator)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert api.get("/api/judgments/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_annotators_see_only_their_own_judgments_and_staff_see_all(api, annotator, other_annotator, staff):
+    mine = JudgmentFactory(annotator=annotator)
+    JudgmentFactory(annotator=other_annotator)
+    api.force_authenticate(annotator)
+    assert [j["id"] for j in api.get("/api/judgments/").json()["results"]] == [mine.pk]
+    api.force_authenticate(staff)
+    assert api.get("/api/judgments/").json()["count"] == 2
+
+
+@pytest.mark.django_db
+def test_next_then_judge_through_the_api_is_blind_and_recorded(api, annotator):
+    comparison = ComparisonFactory()
+    api.force_authenticate(annotator)
+
+    served = api.post("/api/comparisons/next/").json()
+    assert served["comparison"] == comparison.pk
+    assert {served["left"], served["right"]} == {comparison.response_a.text, comparison.response_b.text}
+    assert "policy" not in json.dumps(served)
+
+    created = api.post(
+        "/api/judgments/",
+        {"comparison": comparison.pk, "verdict": "left", "strength": "clear"},
+        format="json",
+    )
+    assert created.status_code == 201
+    judgment = Judgment.objects.get()
+    shown_left = comparison.response_a.text if judgment.left == "first" else comparison.response_b.text
+    assert shown_left == served["left"]
+    assert judgment.choice == judgment.left
+    assert api.post("/api/comparisons/next/").status_code == 204
+
+
+@pytest.mark.django_db
+def test_errors_come_back_as_typed_json(api, annotator):
+    comparison = ComparisonFactory()
+    api.force_authenticate(annotator)
+    refused = api.post("/api/judgments/", {"comparison": comparison.pk, "verdict": "left"}, format="json")
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "not_served"
+    api.post("/api/comparisons/next/")
+    api.post("/api/judgments/", {"comparison": comparison.pk, "verdict": "left"}, format="json")
+    again = api.post("/api/judgments/", {"comparison": comparison.pk, "verdict": "right"}, format="json")
+    assert (again.status_code, again.json()["error"]) == (409, "already_judged")
+    assert Judgment.objects.count() == 1
+    missing = api.post("/api/judgments/", {"comparison": 999999, "verdict": "left"}, format="json")
+    assert missing.status_code == 404
+
+
+@pytest.mark.django_db
+def test_prompt_create_and_bulk_import(api, staff):
+    api.force_authenticate(staff)
+    created = api.post("/api/prompts/", {"prompt": "Hello?", "tags": ["x"]}, format="json")
+    assert created.status_code == 201
+    assert created.json()["tags"] == ["x"]
+    assert api.post("/api/prompts/", {"prompt": "Hello?"}, format="json").status_code == 200
+
+    listing = {
+        "prompts": [{"prompt": "A"}, {"messages": [{"role": "user", "content": "B"}]}],
+        "split": "eval",
+    }
+    assert api.post("/api/prompts/import/", listing, format="json").json() == {
+        "read": 2,
+        "created": 2,
+        "duplicates": 0,
+    }
+    upload = SimpleUploadedFile("p.csv", b"prompt\nC\nHello?\n", content_type="text/csv")
+    body = api.post("/api/prompts/import/", {"file": upload}, format="multipart").json()
+    assert body == {"read": 2, "created": 1, "duplicates": 1}
+    assert Prompt.objects.filter(split="eval").count() == 2
+
+
+@pytest.mark.django_db
+def test_bulk_import_with_bad_lines_lists_them_and_stores_nothing(api, staff):
+    api.force_authenticate(staff)
+    upload = SimpleUploadedFile("p.jsonl", b'{"prompt": "ok"}\n{"nope": 1}\nbroken\n')
+    response = api.post("/api/prompts/import/", {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert [p["line"] for p in response.json()["problems"]] == [2, 3]
+    assert not Prompt.objects.exists()
+
+
+@pytest.mark.django_db
+def test_export_streams_jsonl(api, staff):
+    comparison = ComparisonFactory()
+    JudgmentFactory(comparison=comparison, choice=Choice.SECOND, annotator=UserFactory())
+    api.force_authenticate(staff)
+    response = api.get("/api/export/", {"format": "standard"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/jsonl"
+    rows = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+    assert rows == [
+        {
+            "prompt": comparison.prompt.text,
+            "chosen": comparison.response_b.text,
+            "rejected": comparison.response_a.text,
+            "comparison_id": comparison.pk,
+            "judgments": 1,
+            "agreement": 1.0,
+        }
+    ]
+    assert api.get("/api/export/", {"format": "yaml"}).status_code == 400
+
+
+@pytest.mark.django_db
+def test_comparison_list_shows_policies_to_staff(api, staff):
+    comparison = ComparisonFactory()
+    api.force_authenticate(staff)
+    row = api.get("/api/comparisons/").json()["results"][0]
+    assert row["first_policy"] == comparison.response_a.policy.name
+    assert row["judgments"] == 0
