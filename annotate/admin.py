@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from annotate.models import Assignment, Comparison, Judgment
+from annotate.models import Assignment, Comparison, Guideline, Judgment, JudgmentRevision
 
 
 class JudgmentInline(admin.TabularInline):
@@ -53,7 +53,22 @@ class JudgmentAdmin(admin.ModelAdmin):
 
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
-    list_display = ["comparison", "annotator", "left", "served_at", "expires_at"]
+    list_display = ["comparison", "annotator", "left", "served_at", "expires_at", "skipped_at"]
     list_filter = ["left"]
     search_fields = ["annotator__username", "comparison__id"]
     raw_id_fields = ["comparison", "annotator"]
+
+
+@admin.register(Guideline)
+class GuidelineAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "updated_by", "created_at"]
+    search_fields = ["text"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(JudgmentRevision)
+class JudgmentRevisionAdmin(admin.ModelAdmin):
+    list_display = ["judgment", "choice", "strength", "changed_at"]
+    list_filter = ["choice"]
+    search_fields = ["judgment__annotator__username", "rationale"]
+    raw_id_fields = ["judgment"]

@@ -122,6 +122,7 @@ class Assignment(models.Model):
     left = models.CharField(max_length=6, choices=Side)
     served_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
+    skipped_at = models.DateTimeField(null=True, blank=True, help_text="Skipped: not served to them again.")
 
     class Meta:
         constraints = [
@@ -130,3 +131,35 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.comparison} for {self.annotator}"
+
+
+class JudgmentRevision(models.Model):
+    """What a judgment said before its annotator changed it, and when it was changed."""
+
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="revisions")
+    choice = models.CharField(max_length=8, choices=Choice)
+    strength = models.CharField(max_length=6, choices=Strength, blank=True)
+    rationale = models.TextField(blank=True)
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.judgment} was {self.choice} until {self.changed_at:%Y-%m-%d %H:%M}"
+
+
+class Guideline(models.Model):
+    """Annotation guidelines in Markdown; annotators see the latest version."""
+
+    text = models.TextField(help_text="Markdown, shown to annotators above every comparison.")
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Guidelines of {self.created_at:%Y-%m-%d %H:%M}"

@@ -3,12 +3,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from annotate.models import Choice, Comparison, Judgment, Kind
+from annotate.models import Assignment, Choice, Comparison, Judgment, Kind
 
 EXPORT_FORMATS = ("conversational", "standard")
 EXPORT_SPLITS = ("train", "eval", "all")
@@ -27,6 +30,53 @@ class ExportReport:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.excluded.items()))
             parts.append(f"{sum(self.excluded.values())} comparisons excluded ({reasons})")
         return "; ".join(parts)
+
+
+def _count(queryset: QuerySet) -> Coalesce:
+    counted = queryset.values("comparison").annotate(n=Count("*")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def comparisons_open_for(*, annotator: AbstractBaseUser, now: datetime | None = None) -> QuerySet[Comparison]:
+    """Comparisons the annotator may be served: not judged or skipped by them, and (gold excepted,
+    which every annotator sees once) with judgments plus other annotators' live leases below overlap."""
+    now = now or timezone.now()
+    judged = _count(Judgment.objects.filter(comparison=OuterRef("pk")))
+    leased = _count(
+        Assignment.objects.filter(comparison=OuterRef("pk"), expires_at__gt=now, skipped_at=None).exclude(
+            annotator=annotator
+        )
+    )
+    return (
+        Comparison.objects.exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
+        .exclude(
+            pk__in=Assignment.objects.filter(annotator=annotator, skipped_at__isnull=False).values(
+                "comparison"
+            )
+        )
+        .annotate(judged=judged, leased=leased)
+        .filter(Q(kind=Kind.GOLD) | Q(judged__lt=F("overlap") - F("leased")))
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    judged_today: int
+    remaining: int
+
+
+def annotator_progress(*, annotator: AbstractBaseUser) -> Progress:
+    start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    return Progress(
+        judged_today=Judgment.objects.filter(annotator=annotator, created_at__gte=start_of_day).count(),
+        remaining=comparisons_open_for(annotator=annotator).count(),
+    )
+
+
+def annotator_gold_accuracy(*, annotator: AbstractBaseUser) -> tuple[int, int]:
+    """(correct, judged) over the gold comparisons the annotator has judged."""
+    gold = Judgment.objects.filter(annotator=annotator, comparison__kind=Kind.GOLD)
+    return gold.filter(choice=F("comparison__gold_answer")).count(), gold.count()
 
 
 def judgments_visible_to(*, user: AbstractBaseUser) -> QuerySet[Judgment]:

@@ -3,20 +3,30 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from annotate.errors import AlreadyJudged, ComparisonFull, NotServed
-from annotate.models import Assignment, Choice, Comparison, Judgment, Side, Source
+from annotate.models import (
+    Assignment,
+    Choice,
+    Comparison,
+    Judgment,
+    JudgmentRevision,
+    Kind,
+    Side,
+    Source,
+    Strength,
+)
 from annotate.preference_files import PreferenceDraft
-from config.errors import Invalid
+from annotate.selectors import comparisons_open_for
+from config.errors import Invalid, NotAllowed
 from generation.models import Prompt, Response
 from generation.services import prompts_import
 
@@ -91,45 +101,34 @@ def preferences_import(
     )
 
 
-def _count(queryset) -> Subquery:
-    return Coalesce(
-        Subquery(
-            queryset.values("comparison").annotate(n=Count("*")).values("n"), output_field=IntegerField()
-        ),
-        Value(0),
-    )
-
-
 @transaction.atomic
 def comparison_assign_next(*, annotator: AbstractBaseUser) -> Assignment | None:
     """Serve the annotator their next comparison, reserving it with a lease; None when none is left.
 
-    An unexpired, unjudged assignment is served again (a reload shows the same comparison). Otherwise
-    the oldest comparison the annotator has not judged whose judgments plus live leases of others
-    are below its overlap. On PostgreSQL the candidate row is locked with SKIP LOCKED so concurrent
-    annotators do not wait on each other; SQLite serialises writers (IMMEDIATE transactions).
+    An unexpired, unjudged, unskipped assignment is served again (a reload shows the same comparison).
+    Otherwise the oldest open comparison (``comparisons_open_for``); at ``PREFLOOP_GOLD_RATE`` a gold
+    one is preferred while any is left. On PostgreSQL the candidate row is locked with SKIP LOCKED so
+    concurrent annotators do not wait on each other; SQLite serialises writers (IMMEDIATE transactions).
     """
     now = timezone.now()
     live = (
-        Assignment.objects.filter(annotator=annotator, expires_at__gt=now)
-        .exclude(comparison__judgments__annotator=annotator)
+        Assignment.objects.filter(annotator=annotator, expires_at__gt=now, skipped_at=None)
+        .exclude(comparison__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
         .select_related("comparison__prompt", "comparison__response_a", "comparison__response_b")
         .order_by("served_at")
         .first()
     )
     if live is not None:
         return live
-    judged = _count(Judgment.objects.filter(comparison=OuterRef("pk")))
-    leased = _count(
-        Assignment.objects.filter(comparison=OuterRef("pk"), expires_at__gt=now).exclude(annotator=annotator)
+    candidates = comparisons_open_for(annotator=annotator, now=now).order_by("id")
+    preferred = (
+        candidates.filter(kind=Kind.GOLD)
+        if random.random() < settings.PREFLOOP_GOLD_RATE
+        else candidates.exclude(kind=Kind.GOLD)
     )
-    candidates = (
-        Comparison.objects.exclude(judgments__annotator=annotator)
-        .annotate(judged=judged, leased=leased)
-        .filter(judged__lt=F("overlap") - F("leased"))
-        .order_by("id")
+    comparison = _lock_open(preferred, annotator=annotator, now=now) or _lock_open(
+        candidates, annotator=annotator, now=now
     )
-    comparison = candidates.select_for_update(skip_locked=True, of=("self",)).first()
     if comparison is None:
         return None
     assignment, _ = Assignment.objects.update_or_create(
@@ -139,9 +138,57 @@ def comparison_assign_next(*, annotator: AbstractBaseUser) -> Assignment | None:
             "left": random.choice(Side.values),
             "served_at": now,
             "expires_at": now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
+            "skipped_at": None,
         },
     )
     return assignment
+
+
+def _lock_open(
+    candidates: QuerySet[Comparison], *, annotator: AbstractBaseUser, now: datetime
+) -> Comparison | None:
+    """Lock the first open candidate, and make sure it is still open once locked.
+
+    First pass: SKIP LOCKED, so concurrent annotators take different rows without waiting. Only if
+    every candidate is held by someone else, a second pass waits for a lock (a few milliseconds:
+    the holders' transactions are short) rather than report an empty queue that is not empty.
+    The candidate query counts leases as of its snapshot; a lease committed by the previous lock
+    holder after that snapshot is seen by the fresh query made here while we hold the lock.
+    """
+    passed: list[int] = []
+    for skip_locked in (True, False):
+        while True:
+            comparison = (
+                candidates.exclude(pk__in=passed)
+                .select_for_update(skip_locked=skip_locked, of=("self",))
+                .first()
+            )
+            if comparison is None:
+                break
+            if comparisons_open_for(annotator=annotator, now=now).filter(pk=comparison.pk).exists():
+                return comparison
+            passed.append(comparison.pk)
+    return None
+
+
+@transaction.atomic
+def assignment_skip(*, comparison: Comparison, annotator: AbstractBaseUser) -> None:
+    """Pass on a served comparison: its lease ends and it is not served to this annotator again."""
+    now = timezone.now()
+    updated = Assignment.objects.filter(comparison=comparison, annotator=annotator).update(
+        skipped_at=now, expires_at=now
+    )
+    if not updated:
+        raise NotServed("this comparison was not served to you", comparison=comparison.pk)
+
+
+def _validate_verdict(*, verdict: str, strength: str) -> None:
+    if verdict not in VERDICTS:
+        raise Invalid(f"verdict must be one of {', '.join(VERDICTS)} (got {verdict!r})")
+    if strength and strength not in Strength.values:
+        raise Invalid(f"strength must be one of {', '.join(Strength.values)} (got {strength!r})")
+    if strength and verdict not in ("left", "right"):
+        raise Invalid("a strength applies only when one response wins")
 
 
 def _choice_for(*, verdict: str, left: str) -> str:
@@ -170,12 +217,12 @@ def judgment_submit(
         raise NotServed("this comparison was not served to you", comparison=comparison.pk)
     if Judgment.objects.filter(comparison=comparison, annotator=annotator).exists():
         raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
-    if Judgment.objects.filter(comparison=comparison).count() >= comparison.overlap:
+    if (
+        comparison.kind != Kind.GOLD
+        and Judgment.objects.filter(comparison=comparison).count() >= comparison.overlap
+    ):
         raise ComparisonFull("this comparison already has all its judgments", comparison=comparison.pk)
-    if verdict not in VERDICTS:
-        raise Invalid(f"verdict must be one of {', '.join(VERDICTS)} (got {verdict!r})")
-    if strength and verdict not in ("left", "right"):
-        raise Invalid("a strength applies only when one response wins")
+    _validate_verdict(verdict=verdict, strength=strength)
     choice = _choice_for(verdict=verdict, left=assignment.left)
     now = timezone.now()
     try:
@@ -209,3 +256,23 @@ def comparison_create_from_texts(
         round_label=round_label,
         overlap=overlap,
     )
+
+
+@transaction.atomic
+def judgment_change(
+    *, judgment: Judgment, annotator: AbstractBaseUser, verdict: str, strength: str = "", rationale: str = ""
+) -> Judgment:
+    """Change one's own judgment (verdict in the screen terms it was judged in); the previous
+    version is kept as a JudgmentRevision with the time of the change."""
+    if judgment.annotator_id != annotator.pk:
+        raise NotAllowed("you can only change your own judgments", judgment=judgment.pk)
+    _validate_verdict(verdict=verdict, strength=strength)
+    choice = _choice_for(verdict=verdict, left=judgment.left or Side.FIRST)
+    if (choice, strength, rationale) == (judgment.choice, judgment.strength, judgment.rationale):
+        return judgment
+    JudgmentRevision.objects.create(
+        judgment=judgment, choice=judgment.choice, strength=judgment.strength, rationale=judgment.rationale
+    )
+    judgment.choice, judgment.strength, judgment.rationale = choice, strength, rationale
+    judgment.save(update_fields=["choice", "strength", "rationale", "updated_at"])
+    return judgment

@@ -75,6 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "annotate.context_processors.progress",
             ],
         },
     },
@@ -99,6 +100,8 @@ def _database() -> dict:
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         }
+        # Tests use a file too (not :memory:), so concurrent tests see SQLite's real locking.
+        db["TEST"] = {"NAME": str(VAR_DIR / "test-prefloop.sqlite3")}
     return db
 
 
@@ -155,6 +158,8 @@ SPECTACULAR_SETTINGS = {
 
 # Annotation: how long a served comparison stays reserved for the annotator it was served to.
 PREFLOOP_LEASE_SECONDS = int(os.environ.get("PREFLOOP_LEASE_SECONDS", "900"))
+# Share of served comparisons drawn from gold ones (known answer) while any are left for the annotator.
+PREFLOOP_GOLD_RATE = float(os.environ.get("PREFLOOP_GOLD_RATE", "0.1"))
 
 LOGGING = {
     "version": 1,

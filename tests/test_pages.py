@@ -11,6 +11,8 @@ ADMIN_MODELS = [
     "annotate/comparison",
     "annotate/judgment",
     "annotate/assignment",
+    "annotate/guideline",
+    "annotate/judgmentrevision",
 ]
 
 

@@ -1,0 +1,34 @@
+// Keyboard judging: 1/2 left/right better, Shift+1/Shift+2 clearly better, 3 tie, 4 both bad, s skip.
+// Keys typed into a text box stay there (Esc leaves the box); after a swap the comparison takes focus.
+(function () {
+  "use strict";
+
+  function keyName(event) {
+    if (event.code && event.code.indexOf("Digit") === 0) {
+      return (event.shiftKey ? "shift+" : "") + event.code.slice(5);
+    }
+    if (!event.shiftKey && (event.key === "s" || event.key === "S")) return "s";
+    return null;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    var target = event.target;
+    if (target.closest && target.closest("textarea, input, select, [contenteditable]")) {
+      if (event.key === "Escape") target.blur();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    var key = keyName(event);
+    if (!key) return;
+    var button = document.querySelector('#judge button[data-key="' + key + '"]');
+    if (!button || button.disabled) return;
+    event.preventDefault();
+    button.click();
+  });
+
+  document.addEventListener("htmx:afterSwap", function () {
+    var comparison = document.getElementById("comparison");
+    if (comparison) comparison.focus({ preventScroll: true });
+    window.scrollTo(0, 0);
+  });
+})();

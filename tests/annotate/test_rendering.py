@@ -1,0 +1,79 @@
+from html.parser import HTMLParser
+
+import pytest
+
+from annotate.rendering import markdown_html
+
+
+class ActiveContent(HTMLParser):
+    """Collects every element and attribute that could run script or load content."""
+
+    DANGEROUS_TAGS = {"script", "img", "iframe", "svg", "object", "embed", "style", "link", "meta", "form"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.DANGEROUS_TAGS:
+            self.found.append(f"<{tag}>")
+        for name, value in attrs:
+            if name.startswith("on") or name in {"src", "style", "srcdoc"}:
+                self.found.append(f"{tag}[{name}]")
+            if name == "href" and not (value or "").lower().startswith(("http://", "https://", "mailto:")):
+                self.found.append(f"{tag}[href={value}]")
+
+
+def active_content(html: str) -> list[str]:
+    parser = ActiveContent()
+    parser.feed(html)
+    return parser.found
+
+
+PAYLOADS = [
+    "<script>alert('x')</script>",
+    "<img src=x onerror=alert(1)>",
+    "[click](javascript:alert(1))",
+    '<a href="javascript:alert(1)">raw link</a>',
+    "![pic](javascript:alert(1))",
+    "```html\n<script>alert(1)</script>\n<img src=x onerror=alert(1)>\n```",
+    '<iframe src="https://evil.example"></iframe>',
+    "<svg onload=alert(1)>",
+    '[x](JaVaScRiPt:alert(1) "t")',
+    "[x](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_untrusted_markdown_comes_out_inert(payload):
+    assert active_content(markdown_html(payload)) == []
+
+
+def test_html_inside_code_blocks_is_shown_as_text():
+    html = markdown_html("```html\n<script>alert(1)</script>\n```")
+    assert "&lt;" in html
+    assert "script" in html
+    assert "<script" not in html
+
+
+def test_links_get_noopener_and_safe_markdown_survives():
+    html = markdown_html("**bold** and [docs](https://example.com)\n\n```python\nprint('hi')\n```")
+    assert "<strong>bold</strong>" in html
+    assert 'href="https://example.com"' in html
+    assert 'rel="noopener noreferrer nofollow"' in html
+    assert '<code class="language-python">' in html
+    assert '<span class="nb">print</span>' in html
+
+
+def test_single_newlines_are_line_breaks():
+    assert "<br" in markdown_html("line one\nline two")
+
+
+def test_the_checker_sees_active_content_in_raw_html():
+    assert active_content('<img src=x onerror=alert(1)><a href="javascript:x">y</a><script></script>') == [
+        "<img>",
+        "img[src]",
+        "img[onerror]",
+        "a[href=javascript:x]",
+        "<script>",
+    ]

@@ -1,0 +1,235 @@
+import re
+import threading
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+
+from annotate.models import Assignment, Choice, Guideline, Judgment, JudgmentRevision, Kind, Side, Strength
+from annotate.services import comparison_assign_next
+from tests.annotate.test_rendering import active_content
+from tests.factories import ComparisonFactory, JudgmentFactory, PromptFactory, ResponseFactory, UserFactory
+
+QUEUE = reverse("annotate:queue")
+JUDGE = reverse("annotate:judge")
+MINE = reverse("annotate:mine")
+GUIDELINES = reverse("annotate:guidelines")
+
+
+def untrusted_part(html: str) -> str:
+    """The prompt and the two responses: everything of the comparison above our own form."""
+    return re.search(r'<article id="comparison".*?(?=<form id="judge")', html, re.S).group(0)
+
+
+@pytest.fixture
+def logged_in(client, annotator):
+    client.force_login(annotator)
+    return client
+
+
+@pytest.mark.django_db
+def test_every_page_needs_login(client):
+    judgment = JudgmentFactory()
+    for url in (QUEUE, MINE, reverse("annotate:change", args=[judgment.pk]), GUIDELINES, reverse("home")):
+        response = client.get(url)
+        assert response.status_code == 302 and "login" in response["Location"], url
+    response = client.post(JUDGE, {"comparison": judgment.comparison_id, "answer": "left"})
+    assert response.status_code == 302 and "login" in response["Location"]
+    assert Judgment.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_guidelines_editor_is_staff_only(logged_in, client, staff):
+    assert logged_in.get(GUIDELINES).status_code == 302
+    assert logged_in.post(GUIDELINES, {"text": "hijack"}).status_code == 302
+    assert not Guideline.objects.exists()
+    client.force_login(staff)
+    assert client.get(GUIDELINES).status_code == 200
+    assert client.post(GUIDELINES, {"text": "Prefer **correct** answers."}).status_code == 302
+    assert Guideline.objects.get().updated_by == staff
+
+
+@pytest.mark.django_db
+def test_queue_shows_prompt_turns_and_both_responses_without_policies(logged_in):
+    prompt = PromptFactory(
+        text="",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a colour."},
+        ],
+    )
+    comparison = ComparisonFactory(prompt=prompt)
+    Guideline.objects.create(text="Prefer *short* answers.")
+
+    html = logged_in.get(QUEUE).content.decode()
+
+    assert "Be brief." in html and "Name a colour." in html
+    assert comparison.response_a.text in html and comparison.response_b.text in html
+    assert comparison.response_a.policy.name not in html
+    assert comparison.response_b.policy.name not in html
+    assert "<em>short</em>" in html
+    assert "Judged today: <strong>0</strong>" in html
+
+
+@pytest.mark.django_db
+def test_xss_payloads_in_prompt_and_responses_render_inert(logged_in):
+    prompt = PromptFactory(text="<script>alert('prompt')</script> [x](javascript:alert(1))")
+    a = ResponseFactory(prompt=prompt, text="<img src=x onerror=alert(1)>")
+    b = ResponseFactory(
+        prompt=prompt, text="```html\n<script>alert(2)</script>\n```\n<a href='javascript:alert(3)'>y</a>"
+    )
+    ComparisonFactory(prompt=prompt, response_a=a, response_b=b)
+
+    fragment = untrusted_part(logged_in.get(QUEUE).content.decode())
+
+    assert active_content(fragment) == []
+    assert "&lt;script&gt;" in fragment or "&lt;</span><span" in fragment
+
+
+@pytest.mark.django_db
+def test_plain_form_post_judges_and_redirects(logged_in, annotator):
+    comparison = ComparisonFactory()
+    logged_in.get(QUEUE)
+    left = Assignment.objects.get().left
+
+    response = logged_in.post(
+        JUDGE, {"comparison": comparison.pk, "answer": "right:clear", "rationale": " terse "}
+    )
+
+    assert response.status_code == 302 and response["Location"] == QUEUE
+    judgment = Judgment.objects.get()
+    assert judgment.choice == (Choice.SECOND if left == Side.FIRST else Choice.FIRST)
+    assert (judgment.strength, judgment.rationale, judgment.left) == (Strength.CLEAR, "terse", left)
+    assert judgment.time_on_task_ms is not None
+
+
+@pytest.mark.django_db
+def test_htmx_post_swaps_in_the_next_comparison_and_progress(logged_in):
+    first, second = ComparisonFactory(), ComparisonFactory()
+    logged_in.get(QUEUE)
+
+    response = logged_in.post(JUDGE, {"comparison": first.pk, "answer": "tie"}, HTTP_HX_REQUEST="true")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" not in html
+    assert f'name="comparison" value="{second.pk}"' in html
+    assert 'id="progress" class="progress" hx-swap-oob="true"' in html
+    assert "Judged today: <strong>1</strong>" in html
+
+
+@pytest.mark.django_db
+def test_double_submit_keeps_one_judgment_and_moves_on(logged_in):
+    comparison = ComparisonFactory(overlap=2)
+    logged_in.get(QUEUE)
+    for answer in ("left", "right"):
+        assert logged_in.post(JUDGE, {"comparison": comparison.pk, "answer": answer}).status_code == 302
+    judgment = Judgment.objects.get()
+    assert judgment.choice == judgment.left  # the first answer, "left", is the one kept
+
+
+@pytest.mark.django_db
+def test_judging_a_comparison_not_served_is_refused(logged_in, other_annotator):
+    comparison = ComparisonFactory()
+    comparison_assign_next(annotator=other_annotator)
+    response = logged_in.post(JUDGE, {"comparison": comparison.pk, "answer": "left"})
+    assert response.status_code == 403
+    assert b"not served to you" in response.content
+    assert not Judgment.objects.exists()
+
+
+@pytest.mark.django_db
+def test_skip_is_not_served_again(logged_in):
+    skipped, other = ComparisonFactory(), ComparisonFactory()
+    logged_in.get(QUEUE)
+    html = logged_in.post(JUDGE, {"comparison": skipped.pk, "answer": "skip"}, HTTP_HX_REQUEST="true").content
+    assert f'value="{other.pk}"'.encode() in html
+    logged_in.post(JUDGE, {"comparison": other.pk, "answer": "left"})
+    assert b"All caught up" in logged_in.get(QUEUE).content
+    assert not Judgment.objects.filter(comparison=skipped).exists()
+
+
+@pytest.mark.django_db
+def test_changing_a_judgment_records_the_previous_answer_and_time(logged_in, annotator):
+    comparison = ComparisonFactory()
+    logged_in.get(QUEUE)
+    logged_in.post(JUDGE, {"comparison": comparison.pk, "answer": "left"})
+    judgment = Judgment.objects.get()
+    url = reverse("annotate:change", args=[judgment.pk])
+    page = logged_in.get(url).content.decode()
+    assert 'value="left" checked' in page
+
+    assert logged_in.post(url, {"answer": "tie", "rationale": "on reflection"}).status_code == 302
+
+    judgment.refresh_from_db()
+    assert (judgment.choice, judgment.rationale) == (Choice.TIE, "on reflection")
+    revision = JudgmentRevision.objects.get()
+    assert revision.choice == judgment.left and revision.changed_at >= judgment.created_at
+    assert b"1\xc3\x97, last" in logged_in.get(MINE).content
+
+
+@pytest.mark.django_db
+def test_someone_elses_judgment_cannot_be_seen_or_changed(logged_in, other_annotator):
+    theirs = JudgmentFactory(annotator=other_annotator)
+    url = reverse("annotate:change", args=[theirs.pk])
+    assert logged_in.get(url).status_code == 404
+    assert logged_in.post(url, {"answer": "tie"}).status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.choice == Choice.FIRST and not JudgmentRevision.objects.exists()
+
+
+@pytest.mark.django_db
+def test_empty_queue_says_so_and_polls(logged_in):
+    html = logged_in.get(QUEUE).content.decode()
+    assert "All caught up" in html
+    assert 'hx-trigger="every 30s"' in html
+
+
+@pytest.mark.django_db
+def test_gold_is_mixed_in_at_the_configured_rate_and_accuracy_is_kept(logged_in, annotator, settings):
+    settings.PREFLOOP_GOLD_RATE = 1.0
+    ComparisonFactory()
+    gold = ComparisonFactory(kind=Kind.GOLD, gold_answer=Choice.FIRST)
+    JudgmentFactory(comparison=gold)  # gold is served to everyone, whatever its overlap
+    logged_in.get(QUEUE)
+    assignment = Assignment.objects.get(annotator=annotator)
+    assert assignment.comparison == gold
+    logged_in.post(
+        JUDGE, {"comparison": gold.pk, "answer": "left" if assignment.left == Side.FIRST else "right"}
+    )
+    assert b"Gold accuracy: <strong>1/1</strong>" in logged_in.get(MINE).content
+
+    settings.PREFLOOP_GOLD_RATE = 0.0
+    other_gold = ComparisonFactory(kind=Kind.GOLD, gold_answer=Choice.TIE)
+    assert comparison_assign_next(annotator=UserFactory()).comparison.kind == Kind.TRAIN
+    assert other_gold.kind == Kind.GOLD
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("overlap", [1, 2])
+def test_concurrent_annotators_are_never_served_beyond_overlap(overlap):
+    comparisons = [ComparisonFactory(overlap=overlap) for _ in range(3)]
+    annotators = [UserFactory() for _ in range(8)]
+    barrier = threading.Barrier(len(annotators))
+    errors: list[BaseException] = []
+
+    def work(user):
+        try:
+            barrier.wait()
+            comparison_assign_next(annotator=user)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()  # each thread has its own connection
+
+    threads = [threading.Thread(target=work, args=(user,)) for user in annotators]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    served = Assignment.objects.values_list("comparison", flat=True)
+    for comparison in comparisons:
+        assert list(served).count(comparison.pk) == overlap
+    assert Assignment.objects.count() == 3 * overlap
