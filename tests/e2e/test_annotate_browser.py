@@ -1,0 +1,80 @@
+"""A real browser judges by keyboard: headless Chromium against the live server."""
+
+import os
+
+import pytest
+
+from annotate.models import Choice, Judgment, JudgmentRevision, Side, Strength
+from tests.factories import ComparisonFactory, PromptFactory, ResponseFactory, UserFactory
+
+
+def shown_comparison(page) -> int:
+    return int(page.locator('#judge input[name="comparison"]').get_attribute("value"))
+
+
+def press_and_wait(page, key: str) -> None:
+    before = shown_comparison(page) if page.locator("#judge").count() else None
+    page.keyboard.press(key)
+    page.wait_for_function(
+        "before => { const i = document.querySelector('#judge input[name=comparison]');"
+        " return !i || i.value !== String(before); }",
+        arg=before,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_annotator_judges_three_by_keyboard_and_changes_one(live_server, browser_page):
+    UserFactory(username="kim", password="kim-password-123")
+    prompt = PromptFactory(text="Explain `git rebase` in one line.")
+    ComparisonFactory(
+        prompt=prompt,
+        response_a=ResponseFactory(prompt=prompt, text="Replays your commits on top of another branch."),
+        response_b=ResponseFactory(prompt=prompt, text="```sh\ngit rebase main\n```\nMoves commits."),
+    )
+    for _ in range(3):
+        ComparisonFactory()
+    page = browser_page
+
+    page.goto(f"{live_server.url}/annotate/")
+    page.fill("#id_username", "kim")
+    page.fill("#id_password", "kim-password-123")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#judge")
+    page.evaluate("window.__sameDocument = true")
+    if path := os.environ.get("PREFLOOP_SCREENSHOT"):
+        page.screenshot(path=path, full_page=True)
+
+    served = [shown_comparison(page)]
+    press_and_wait(page, "1")
+    served.append(shown_comparison(page))
+    press_and_wait(page, "Shift+Digit2")
+    served.append(shown_comparison(page))
+    # Typing in the rationale box must not judge; Escape leaves it and the keys work again.
+    page.click("textarea[name=rationale]")
+    page.keyboard.type("34 reasons")
+    assert Judgment.objects.count() == 2
+    page.keyboard.press("Escape")
+    press_and_wait(page, "3")
+
+    assert page.evaluate("window.__sameDocument") is True  # no full page load happened
+    assert page.evaluate("document.activeElement.id") == "comparison"
+    assert "Judged today: 3" in page.inner_text("#progress")
+
+    judgments = {j.comparison_id: j for j in Judgment.objects.all()}
+    assert list(judgments) == served
+    first, second, third = (judgments[pk] for pk in served)
+    assert first.choice == first.left and first.strength == ""
+    assert second.choice != second.left and second.strength == Strength.CLEAR
+    assert third.choice == Choice.TIE and third.rationale == "34 reasons"
+    assert all(j.left in Side.values and j.time_on_task_ms is not None for j in judgments.values())
+
+    page.click("text=My judgments")
+    page.locator("table.list tr", has_text="git rebase").locator("text=Review / change").click()
+    page.check('input[name="answer"][value="both_bad"]')
+    page.click("text=Save change")
+    page.wait_for_selector("table.list")
+
+    first.refresh_from_db()
+    assert first.choice == Choice.BOTH_BAD
+    assert JudgmentRevision.objects.get(judgment=first).choice == first.left
+    assert Judgment.objects.count() == 3
