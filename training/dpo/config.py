@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Losses, each from its paper (see losses.py). The reference-free ones load no reference model.
+LOSSES = ("sigmoid", "ipo", "hinge", "robust", "dpop", "simpo", "orpo")
+REFERENCE_FREE = ("simpo", "orpo")
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    policy_path: str  # the starting model: a Hugging Face directory (or hub id already cached)
+    data_path: str  # JSONL preference pairs, as export_preferences writes them
+    output_dir: str
+    ref_path: str | None = None  # reference model; None: the starting model itself
+    eval_data_path: str | None = None  # held-out pairs: preference accuracy before and after
+    loss: str = "sigmoid"
+    beta: float = 0.1  # how hard the reference holds the policy back (ORPO: the odds-ratio weight)
+    label_smoothing: float = 0.0  # robust (cDPO): assumed share of flipped labels, < 0.5
+    dpop_lambda: float = 50.0  # DPO-Positive: penalty on the chosen log-ratio falling below 0
+    simpo_gamma: float = 0.5  # SimPO: target reward margin
+    lr: float | None = None  # None: 5e-7 for full fine-tuning, 5e-5 with LoRA
+    epochs: int = 1
+    batch_size: int = 4  # pairs per micro-batch (per process)
+    grad_accum: int = 1
+    max_length: int = 1024  # prompt + response tokens
+    max_prompt_length: int | None = None  # prompt tokens kept (its end); None: as many as fit
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_r: int = 0  # 0: full fine-tuning
+    lora_alpha: int | None = None  # None: 2 * lora_r
+    merge: bool = False  # with LoRA: also write the merged model
+    seed: int = 42
+    dtype: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32
+    save_steps: int = 0  # checkpoint every N optimizer steps (0: at the end of each epoch)
+    resume: bool = False  # continue from the last complete checkpoint in output_dir
+    max_steps: int = 0  # stop after N optimizer steps (0: run all epochs)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive (got {self.beta})")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5) (got {self.label_smoothing})")
+        if self.label_smoothing and self.loss != "robust":
+            raise ValueError("label_smoothing applies to the 'robust' loss only")
+        for name in ("epochs", "batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.max_prompt_length is not None and not 0 < self.max_prompt_length < self.max_length:
+            raise ValueError(
+                f"max_prompt_length must be between 1 and max_length - 1 (got {self.max_prompt_length})"
+            )
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"dtype must be auto, bf16 or fp32 (got {self.dtype!r})")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0 (got {self.lora_r})")
+        if self.merge and not self.lora_r:
+            raise ValueError("merge applies to LoRA training only (set lora_r)")
+
+    @property
+    def reference_free(self) -> bool:
+        return self.loss in REFERENCE_FREE
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 5e-5 if self.lora_r else 5e-7

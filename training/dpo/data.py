@@ -1,0 +1,237 @@
+"""Preference JSONL → token ids → the ``[chosen; rejected]`` batch with a completion mask.
+
+Both shapes that ``export_preferences`` writes are read, as TRL reads them:
+
+- conversational: ``prompt`` a message list, ``chosen``/``rejected`` one assistant message each. The
+  model's chat template renders the prompt with the generation prompt, and the prompt plus response;
+  the response tokens are what follows the rendered prompt, up to and including the first EOS. (TRL
+  also counts what a template writes after the EOS, such as a newline; we stop at the EOS, the token
+  the model must learn to emit.)
+- standard: plain strings, tokenised as they are; the EOS token is appended to each response.
+
+Truncation (``max_length`` for prompt + response, ``max_prompt_length`` for the prompt): the prompt
+keeps its end (the text nearest the answer), the response keeps its start. A prompt longer than
+``max_prompt_length`` (default: ``max_length // 2`` when the prompt alone would not leave room for a
+response token) is cut from the left; then the response is cut to what remains.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Pair:
+    line: int
+    prompt: Any  # str (standard) or list of messages (conversational)
+    chosen: Any
+    rejected: Any
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.prompt, list)
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+
+@dataclass
+class Batch:
+    """``input_ids``/``attention_mask``/``completion_mask`` are [2B, T]: rows 0..B-1 the prompts with
+    their chosen responses, rows B..2B-1 the same prompts with the rejected ones; right-padded."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    completion_mask: Tensor
+    index: Tensor  # [B]: each pair's position in the dataset (to look up reference log-probs)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.completion_mask)), self.index
+        )
+
+
+def _message_problem(value: Any, field: str, *, assistant_only: bool) -> str | None:
+    if not isinstance(value, list) or not value:
+        return f"'{field}' must be a non-empty list of messages"
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            return f"'{field}'[{i}] must be an object with string 'role' and 'content'"
+        if message.get("role") not in ("system", "user", "assistant"):
+            return f"'{field}'[{i}].role must be system, user or assistant"
+        if assistant_only and message["role"] != "assistant":
+            return f"'{field}' must hold assistant messages only"
+    if assistant_only and not "".join(m["content"] for m in value).strip():
+        return f"'{field}' is empty"
+    return None
+
+
+def _pair_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return "expected a JSON object"
+    for field in ("prompt", "chosen", "rejected"):
+        if field not in record:
+            return f"missing field '{field}'"
+    prompt, chosen, rejected = record["prompt"], record["chosen"], record["rejected"]
+    if isinstance(prompt, list):
+        if problem := _message_problem(prompt, "prompt", assistant_only=False):
+            return problem
+        for field, value in (("chosen", chosen), ("rejected", rejected)):
+            if problem := _message_problem(value, field, assistant_only=True):
+                return problem
+    elif isinstance(prompt, str):
+        for field, value in (("chosen", chosen), ("rejected", rejected)):
+            if not isinstance(value, str):
+                return f"'{field}' must be a string when 'prompt' is a string"
+            if not value.strip():
+                return f"'{field}' is empty"
+    else:
+        return "'prompt' must be a string or a list of messages"
+    if chosen == rejected:
+        return "'chosen' and 'rejected' are identical"
+    return None
+
+
+def pairs_read(path: str | Path) -> list[Pair]:
+    """Every pair of a JSONL file, validated; raises ValueError listing every bad line."""
+    pairs: list[Pair] = []
+    problems: list[str] = []
+    shapes: set[bool] = set()
+    with open(path, encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path}:{number}: not valid JSON ({exc.msg})")
+                continue
+            if problem := _pair_problem(record):
+                problems.append(f"{path}:{number}: {problem}")
+                continue
+            pair = Pair(number, record["prompt"], record["chosen"], record["rejected"])
+            if shapes and pair.conversational not in shapes:
+                problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
+                continue
+            shapes.add(pair.conversational)
+            pairs.append(pair)
+    if problems:
+        raise ValueError(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
+    if not pairs:
+        raise ValueError(f"{path}: no preference pairs")
+    return pairs
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _completion_ids(
+    tokenizer: Any, pair: Pair, prompt_ids: list[int], response: Any
+) -> tuple[int, list[int]]:
+    """(where the response starts in the full sequence, the response's ids)."""
+    if pair.conversational:
+        full = tokenizer.apply_chat_template(pair.prompt + response, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+        start = _common_prefix(prompt_ids, full)
+        completion = list(full[start:])
+        eos = tokenizer.eos_token_id
+        if eos in completion:  # stop at the EOS: what a template writes after it is not the answer
+            completion = completion[: completion.index(eos) + 1]
+        else:
+            completion.append(eos)
+        return start, completion
+    full = tokenizer(text=pair.prompt + response + tokenizer.eos_token)["input_ids"]
+    start = _common_prefix(prompt_ids, full)
+    return start, list(full[start:])
+
+
+def pair_tokenize(
+    tokenizer: Any, pair: Pair, *, max_length: int, max_prompt_length: int | None
+) -> TokenizedPair:
+    """Token ids of one pair; see the module docstring for the rules."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; responses could not be ended")
+    if pair.conversational:
+        if not tokenizer.chat_template:
+            raise ValueError(f"line {pair.line}: conversational data needs a tokenizer with a chat template")
+        prompt_ids = list(
+            tokenizer.apply_chat_template(
+                pair.prompt, tokenize=True, add_generation_prompt=True, return_dict=True
+            )["input_ids"]
+        )
+    else:
+        prompt_ids = list(tokenizer(text=pair.prompt)["input_ids"])
+    chosen_start, chosen = _completion_ids(tokenizer, pair, prompt_ids, pair.chosen)
+    rejected_start, rejected = _completion_ids(tokenizer, pair, prompt_ids, pair.rejected)
+    # Tokens can merge across the prompt/response boundary: the prompt is what both sequences share.
+    shared = min(chosen_start, rejected_start)
+    if shared < len(prompt_ids):
+        full_chosen = prompt_ids[:chosen_start] + chosen
+        full_rejected = prompt_ids[:rejected_start] + rejected
+        prompt_ids = prompt_ids[:shared]
+        chosen, rejected = full_chosen[shared:], full_rejected[shared:]
+    prompt_budget = max_prompt_length
+    if prompt_budget is None and len(prompt_ids) >= max_length:
+        prompt_budget = max_length // 2
+    if prompt_budget is not None and len(prompt_ids) > prompt_budget:
+        prompt_ids = prompt_ids[-prompt_budget:]  # keep the end, nearest the answer
+    room = max_length - len(prompt_ids)
+    return TokenizedPair(prompt_ids, chosen[:room], rejected[:room])
+
+
+def pairs_tokenize(
+    tokenizer: Any, pairs: list[Pair], *, max_length: int, max_prompt_length: int | None
+) -> list[TokenizedPair]:
+    return [
+        pair_tokenize(tokenizer, p, max_length=max_length, max_prompt_length=max_prompt_length) for p in pairs
+    ]
+
+
+def batch_collate(items: list[tuple[int, TokenizedPair]], *, pad_id: int) -> Batch:
+    """The ``[chosen; rejected]`` batch of (dataset index, tokenized pair) items."""
+    rows, masks = [], []
+    for side in ("chosen_ids", "rejected_ids"):
+        for _, pair in items:
+            completion = getattr(pair, side)
+            rows.append(pair.prompt_ids + completion)
+            masks.append([0] * len(pair.prompt_ids) + [1] * len(completion))
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    completion = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+        completion[i, : len(row)] = torch.tensor(mask)
+    return Batch(input_ids, attention, completion, torch.tensor([index for index, _ in items]))
+
+
+def batches(
+    data: list[TokenizedPair], indices: list[int], *, batch_size: int, pad_id: int, shuffle_seed: int | None
+) -> list[Batch]:
+    """The micro-batches of ``indices`` (shuffled with ``shuffle_seed`` unless it is None)."""
+    order = list(indices)
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(order)
+    return [
+        batch_collate([(i, data[i]) for i in order[start : start + batch_size]], pad_id=pad_id)
+        for start in range(0, len(order), batch_size)
+    ]

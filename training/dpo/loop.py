@@ -1,0 +1,379 @@
+"""The training loop, read top to bottom: seed, load, reference pass, then batch → log-probs → loss
+→ step → log → checkpoint.
+
+Reference log-probs are computed once, before the first step, in a no-grad pass over every pair,
+then the reference is gone: with no ``ref_path`` the reference *is* the starting policy, measured
+before it changes (with LoRA: the base with adapters disabled), so no second copy is ever loaded.
+Under ``torchrun`` each process trains on its shard with DistributedDataParallel; rank 0 writes
+metrics and checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from training.dpo import losses
+from training.dpo.checkpoint import STATE_FILE, checkpoint_latest, checkpoint_save, directory_write_atomic
+from training.dpo.config import DPOConfig
+from training.dpo.data import Batch, TokenizedPair, batches, pairs_read, pairs_tokenize
+from training.dpo.logps import dataset_logps, sequence_logps
+
+MetricsCallback = Callable[[dict[str, float]], None]
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path  # the trained model (for LoRA: the adapter), Hugging Face format
+    merged_dir: Path | None
+    steps: int
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    eval_before: dict[str, float] = field(default_factory=dict)
+    eval_after: dict[str, float] = field(default_factory=dict)
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return rank, world, device
+
+
+def _dtype(cfg: DPOConfig, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "fp32":
+        return torch.float32
+    if cfg.dtype == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def _tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _model(cfg: DPOConfig, dtype: torch.dtype, resume_from: Path | None) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    if not cfg.lora_r:
+        return AutoModelForCausalLM.from_pretrained(str(resume_from or cfg.policy_path), dtype=dtype)
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(cfg.policy_path, dtype=dtype)
+    if resume_from is not None:
+        return PeftModel.from_pretrained(base, str(resume_from), is_trainable=True)
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, lora)
+
+
+def _loss(
+    cfg: DPOConfig, *, pc: Tensor, pr: Tensor, rc: Tensor | None, rr: Tensor | None, tc: Tensor, tr: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    beta = cfg.beta
+    if cfg.loss == "simpo":
+        return losses.simpo(
+            policy_chosen=pc,
+            policy_rejected=pr,
+            chosen_tokens=tc,
+            rejected_tokens=tr,
+            beta=beta,
+            gamma=cfg.simpo_gamma,
+        )
+    if cfg.loss == "orpo":
+        return losses.orpo(
+            policy_chosen=pc, policy_rejected=pr, chosen_tokens=tc, rejected_tokens=tr, beta=beta
+        )
+    assert rc is not None and rr is not None
+    pair = {"policy_chosen": pc, "policy_rejected": pr, "ref_chosen": rc, "ref_rejected": rr, "beta": beta}
+    if cfg.loss == "sigmoid":
+        return losses.dpo_sigmoid(**pair)
+    if cfg.loss == "robust":
+        return losses.dpo_robust(**pair, label_smoothing=cfg.label_smoothing)
+    if cfg.loss == "hinge":
+        return losses.dpo_hinge(**pair)
+    if cfg.loss == "ipo":
+        return losses.dpo_ipo(**pair, chosen_tokens=tc, rejected_tokens=tr)
+    if cfg.loss == "dpop":
+        return losses.dpo_positive(**pair, dpop_lambda=cfg.dpop_lambda)
+    raise ValueError(f"unknown loss {cfg.loss!r}")
+
+
+def _reference_logps(
+    cfg: DPOConfig,
+    model: nn.Module,
+    ref_batches: list[Batch],
+    size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """[size, 2] reference log-probs, computed once; no reference model outlives this call."""
+    if cfg.ref_path:
+        from transformers import AutoModelForCausalLM
+
+        ref_model = AutoModelForCausalLM.from_pretrained(cfg.ref_path, dtype=dtype).to(device)
+        out = dataset_logps(ref_model, ref_batches, size, device)
+        del ref_model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return out
+    adapters_off = model.disable_adapter() if cfg.lora_r else contextlib.nullcontext()
+    with adapters_off:
+        return dataset_logps(model, ref_batches, size, device)
+
+
+def _evaluate(
+    cfg: DPOConfig,
+    model: nn.Module,
+    eval_batches: list[Batch],
+    eval_ref: Tensor | None,
+    size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Preference accuracy on held-out pairs: the share where the implicit reward (log-ratio to the
+    reference; reference-free losses: the length-normalised log-prob) ranks chosen above rejected,
+    ties counting one half, so an untrained policy scores 0.5."""
+    policy = dataset_logps(model, eval_batches, size, device)
+    if eval_ref is not None:
+        margins = (policy[:, 0] - eval_ref[:, 0]) - (policy[:, 1] - eval_ref[:, 1])
+    else:
+        tokens = torch.zeros(size, 2)
+        for batch in eval_batches:
+            counts = batch.completion_mask[:, 1:].sum(-1).float().chunk(2)
+            tokens[batch.index, 0], tokens[batch.index, 1] = counts
+        margins = policy[:, 0] / tokens[:, 0].clamp(min=1) - policy[:, 1] / tokens[:, 1].clamp(min=1)
+    accuracy = ((margins > 0).float() + 0.5 * (margins == 0).float()).mean().item()
+    return {"eval/preference_accuracy": accuracy, "eval/rewards/margins": cfg.beta * margins.mean().item()}
+
+
+def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> TrainResult:
+    """Train from ``cfg``; every optimizer step's metrics go to ``metrics.jsonl`` and ``on_metrics``."""
+    rank, world, device = _distributed()
+    is_main = rank == 0
+    out = Path(cfg.output_dir)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # Data first: a bad file fails in seconds, before any model is loaded.
+    pairs = pairs_read(cfg.data_path)
+    eval_pairs = pairs_read(cfg.eval_data_path) if cfg.eval_data_path else []
+    tokenizer = _tokenizer(cfg.policy_path)
+    shape = {"max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length}
+    data: list[TokenizedPair] = pairs_tokenize(tokenizer, pairs, **shape)
+    eval_data = pairs_tokenize(tokenizer, eval_pairs, **shape)
+    pad_id = tokenizer.pad_token_id
+
+    resume_from = checkpoint_latest(out) if cfg.resume else None
+    dtype = _dtype(cfg, device)
+    model = _model(cfg, dtype, resume_from).to(device)
+    model.config.use_cache = False
+    mine = list(range(rank, len(data), world))  # this process's shard, fixed across epochs
+    fixed = batches(data, mine, batch_size=cfg.batch_size, pad_id=pad_id, shuffle_seed=None)
+    eval_batches = batches(
+        eval_data, list(range(len(eval_data))), batch_size=cfg.batch_size, pad_id=pad_id, shuffle_seed=None
+    )
+
+    # Reference log-probs: once, before any step (kept on disk so a resumed run reuses them).
+    ref = eval_ref = None
+    if not cfg.reference_free:
+        ref_file = out / f"ref_logps.rank{rank}.pt"
+        if resume_from is not None and ref_file.is_file():
+            saved = torch.load(ref_file)
+            ref, eval_ref = saved["train"], saved["eval"]
+        else:
+            ref = _reference_logps(cfg, model, fixed, len(data), dtype, device)
+            eval_ref = (
+                _reference_logps(cfg, model, eval_batches, len(eval_data), dtype, device)
+                if eval_data
+                else None
+            )
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = ref_file.with_suffix(".tmp")
+            torch.save({"train": ref, "eval": eval_ref}, tmp)
+            os.replace(tmp, ref_file)
+    eval_before = _evaluate(cfg, model, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
+
+    from transformers import get_linear_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+    )
+    groups_per_epoch = math.ceil(len(fixed) / cfg.grad_accum)
+    total_steps = groups_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    step = 0
+    if resume_from is not None:
+        state = torch.load(resume_from / STATE_FILE, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+    trained: nn.Module = model
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def save_checkpoint() -> None:
+        if is_main:
+            state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            saved = checkpoint_save(out, step=step, model=model, tokenizer=tokenizer, state=state)
+            for older in out.glob("checkpoint-*"):  # keep the newest complete one only
+                if older != saved and older.is_dir():
+                    shutil.rmtree(older, ignore_errors=True)
+        if world > 1:
+            dist.barrier()
+
+    from tqdm.auto import tqdm
+
+    progress = tqdm(
+        total=total_steps,
+        initial=step,
+        desc="dpo",
+        unit="step",
+        disable=not is_main or not sys.stderr.isatty(),
+    )
+    metrics: dict[str, float] = {}
+    model.train()
+    shuffled: tuple[int, list[Batch]] = (-1, [])
+    while step < total_steps:
+        epoch, group_index = divmod(step, groups_per_epoch)
+        if shuffled[0] != epoch:  # each epoch its own order, reproducible from the seed (and on resume)
+            shuffled = (
+                epoch,
+                batches(data, mine, batch_size=cfg.batch_size, pad_id=pad_id, shuffle_seed=cfg.seed + epoch),
+            )
+        epoch_batches = shuffled[1]
+        group = epoch_batches[group_index * cfg.grad_accum : (group_index + 1) * cfg.grad_accum]
+        n_pairs = sum(batch.index.numel() for batch in group)
+        started = time.perf_counter()
+        totals = torch.zeros(9, dtype=torch.float64)
+        for k, batch in enumerate(group):
+            sync = k == len(group) - 1 or world == 1
+            with contextlib.nullcontext() if sync else trained.no_sync():
+                on_device = batch.to(device)
+                logps, tokens = sequence_logps(trained, on_device)
+                pc, pr = logps.chunk(2)
+                tc, tr = tokens.chunk(2)
+                rc = rr = None
+                if ref is not None:
+                    rc, rr = (ref[batch.index].to(device).T.to(pc.dtype)).unbind(0)
+                per_pair, chosen_rewards, rejected_rewards = _loss(
+                    cfg, pc=pc, pr=pr, rc=rc, rr=rr, tc=tc, tr=tr
+                )
+                (per_pair.mean() * (batch.index.numel() / n_pairs)).backward()
+            totals += torch.tensor(
+                [
+                    per_pair.detach().sum().item(),
+                    chosen_rewards.sum().item(),
+                    rejected_rewards.sum().item(),
+                    (chosen_rewards > rejected_rewards).float().sum().item(),
+                    (chosen_rewards - rejected_rewards).sum().item(),
+                    pc.detach().sum().item(),
+                    pr.detach().sum().item(),
+                    batch.index.numel(),
+                    on_device.attention_mask.sum().item(),
+                ],
+                dtype=torch.float64,
+            )
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        learning_rate = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if world > 1:
+            on = totals.to(device)
+            dist.all_reduce(on)
+            totals = on.cpu()
+        elapsed = time.perf_counter() - started
+        n = totals[7].item()
+        metrics = {
+            "step": step,
+            "epoch": round(step / groups_per_epoch, 4),
+            "loss": totals[0].item() / n,
+            "rewards/chosen": totals[1].item() / n,
+            "rewards/rejected": totals[2].item() / n,
+            "rewards/accuracies": totals[3].item() / n,
+            "rewards/margins": totals[4].item() / n,
+            "logps/chosen": totals[5].item() / n,
+            "logps/rejected": totals[6].item() / n,
+            "grad_norm": float(grad_norm),
+            "learning_rate": learning_rate,
+            "tokens/s": totals[8].item() / elapsed,
+        }
+        if is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
+                stream.write(json.dumps(metrics) + "\n")
+            if on_metrics is not None:
+                on_metrics(metrics)
+            progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracies']:.2f}")
+            progress.update(1)
+        if (cfg.save_steps and step % cfg.save_steps == 0) or (
+            not cfg.save_steps and step % groups_per_epoch == 0
+        ):
+            save_checkpoint()
+    progress.close()
+
+    eval_after = _evaluate(cfg, model, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
+    final_dir, merged_dir = out / "final", None
+    if is_main:
+        if eval_data:
+            with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
+                stream.write(
+                    json.dumps({"step": step, "eval_before": eval_before, "eval_after": eval_after}) + "\n"
+                )
+
+        def write_final(tmp: Path) -> None:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+
+        directory_write_atomic(final_dir, write_final)
+        if cfg.lora_r and cfg.merge:
+            merged = model.merge_and_unload()
+
+            def write_merged(tmp: Path) -> None:
+                merged.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+
+            merged_dir = directory_write_atomic(out / "merged", write_merged)
+    if world > 1:
+        dist.barrier()
+    return TrainResult(out, final_dir, merged_dir, step, metrics, eval_before, eval_after)
