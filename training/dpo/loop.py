@@ -244,6 +244,13 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
+        if is_main and (out / METRICS_FILE).is_file():  # drop what steps after the checkpoint had logged
+            kept = [
+                line
+                for line in (out / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+                if json.loads(line).get("step", 0) <= step and "eval_before" not in line
+            ]
+            (out / METRICS_FILE).write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
     trained: nn.Module = model
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(

@@ -1,0 +1,210 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from training.dpo import DPOConfig, train
+from training.dpo import loop as loop_module
+from training.dpo.__main__ import main
+
+TRL_METRICS = {
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "grad_norm",
+    "learning_rate",
+    "tokens/s",
+}
+
+
+def config(model_dir, data, out, **overrides):
+    settings = {"lr": 1e-2, "epochs": 3, "batch_size": 4, "seed": 0} | overrides
+    return DPOConfig(policy_path=str(model_dir), data_path=str(data), output_dir=str(out), **settings)
+
+
+def metrics_lines(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_few_steps_raise_the_margins_and_stream_trl_named_metrics(
+    chat_model_dir, conversational_pairs, tmp_path
+):
+    seen = []
+    out = tmp_path / "run"
+
+    result = train(
+        config(chat_model_dir, conversational_pairs, out, eval_data_path=str(conversational_pairs)),
+        on_metrics=seen.append,
+    )
+
+    assert result.steps == 6 == len(seen)
+    assert TRL_METRICS <= set(seen[0])
+    assert seen[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # step 1: policy == reference
+    assert seen[0]["loss"] == pytest.approx(0.693147, abs=1e-4)
+    assert seen[-1]["rewards/margins"] > 0.5
+    assert seen[-1]["rewards/accuracies"] == 1.0
+    assert metrics_lines(out)[:6] == [json.loads(json.dumps(m)) for m in seen]
+    assert result.eval_before["eval/preference_accuracy"] == 0.5
+    assert result.eval_after["eval/preference_accuracy"] > 0.5
+
+
+def test_final_checkpoint_is_complete_loadable_and_no_temporary_directory_remains(
+    plain_model_dir, standard_pairs, tmp_path
+):
+    out = tmp_path / "run"
+    result = train(config(plain_model_dir, standard_pairs, out, epochs=1))
+
+    reloaded = AutoModelForCausalLM.from_pretrained(result.final_dir)
+    assert (result.final_dir / "model.safetensors").is_file()
+    assert (result.final_dir / "tokenizer.json").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    start = AutoModelForCausalLM.from_pretrained(plain_model_dir)
+    changed = any(
+        not torch.equal(a, b) for a, b in zip(reloaded.parameters(), start.parameters(), strict=True)
+    )
+    assert changed
+
+
+def test_crash_mid_checkpoint_leaves_no_half_checkpoint(
+    plain_model_dir, standard_pairs, tmp_path, monkeypatch
+):
+    from training.dpo import checkpoint
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", explode)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train(config(plain_model_dir, standard_pairs, tmp_path / "run", epochs=1))
+    assert not list((tmp_path / "run").glob("*checkpoint*"))
+
+
+def test_resume_continues_from_the_last_complete_checkpoint(plain_model_dir, standard_pairs, tmp_path):
+    out = tmp_path / "run"
+    train(config(plain_model_dir, standard_pairs, tmp_path / "straight", epochs=2))
+
+    def crash_at_step_3(metrics):
+        if metrics["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            config(plain_model_dir, standard_pairs, out, epochs=2, save_steps=1), on_metrics=crash_at_step_3
+        )
+    assert [m["step"] for m in metrics_lines(out)] == [1, 2, 3]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+
+    resumed = train(config(plain_model_dir, standard_pairs, out, epochs=2, save_steps=1, resume=True))
+
+    assert [m["step"] for m in metrics_lines(out)] == [1, 2, 3, 4]
+    assert resumed.steps == 4
+    straight = metrics_lines(tmp_path / "straight")
+    for step in (2, 3):
+        assert metrics_lines(out)[step]["loss"] == pytest.approx(straight[step]["loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["simpo", "orpo"])
+def test_reference_free_losses_compute_no_reference(
+    loss, chat_model_dir, conversational_pairs, tmp_path, monkeypatch
+):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a reference-free loss computed reference log-probs")
+
+    monkeypatch.setattr(loop_module, "_reference_logps", forbidden)
+    beta = 2.0 if loss == "simpo" else 0.1
+    result = train(
+        config(chat_model_dir, conversational_pairs, tmp_path / "run", loss=loss, beta=beta, epochs=2)
+    )
+    assert result.steps == 4
+    assert not list((tmp_path / "run").glob("ref_logps*"))
+
+
+@pytest.mark.parametrize("loss", ["ipo", "hinge", "robust", "dpop"])
+def test_every_reference_loss_trains(loss, plain_model_dir, standard_pairs, tmp_path):
+    extra = {"label_smoothing": 0.1} if loss == "robust" else {}
+    seen = []
+    train(
+        config(plain_model_dir, standard_pairs, tmp_path / "run", loss=loss, **extra), on_metrics=seen.append
+    )
+    assert seen[-1]["rewards/margins"] > seen[0]["rewards/margins"]
+
+
+def test_lora_uses_the_base_as_reference_and_writes_adapter_and_merged_model(
+    chat_model_dir, conversational_pairs, tmp_path, monkeypatch
+):
+    loads = []
+    original = AutoModelForCausalLM.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(args[0])
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(counting))
+    seen = []
+    result = train(
+        config(chat_model_dir, conversational_pairs, tmp_path / "run", lora_r=4, merge=True, lr=5e-2),
+        on_metrics=seen.append,
+    )
+    assert len(loads) == 1  # the base only: no second copy for the reference
+    assert seen[-1]["rewards/margins"] > 0
+    assert (result.final_dir / "adapter_config.json").is_file()
+    assert (result.final_dir / "adapter_model.safetensors").is_file()
+    monkeypatch.undo()
+    merged = AutoModelForCausalLM.from_pretrained(result.merged_dir)
+    assert merged.config.vocab_size > 0
+
+
+def test_bad_data_fails_before_any_model_is_loaded(chat_model_dir, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x", "chosen": "a"}\n')
+    monkeypatch.setattr(loop_module, "_model", lambda *a, **k: pytest.fail("model loaded before validation"))
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing field 'rejected'"):
+        train(config(chat_model_dir, bad, tmp_path / "run"))
+
+
+def test_command_line_trains_and_prints_a_summary(plain_model_dir, standard_pairs, tmp_path, capsys):
+    code = main(
+        [
+            "--data",
+            str(standard_pairs),
+            "--model",
+            str(plain_model_dir),
+            "--out",
+            str(tmp_path / "run"),
+            "--lr",
+            "1e-2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--loss",
+            "hinge",
+            "--dtype",
+            "fp32",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 1 and summary["final"].endswith("final")
+
+
+def test_command_line_reports_bad_settings(standard_pairs, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--data",
+                str(standard_pairs),
+                "--model",
+                "m",
+                "--out",
+                str(tmp_path),
+                "--label-smoothing",
+                "0.2",
+            ]
+        )
+    assert "label_smoothing applies to the 'robust' loss only" in capsys.readouterr().err
