@@ -11,12 +11,19 @@ def sequence_logps(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     """Summed log-probabilities of each row's response tokens, and how many there are; [2B] each.
 
     Position t's logits predict token t+1, so the completion mask is shifted by one; prompt and
-    padding tokens contribute nothing. Log-softmax runs in float32 whatever the model's dtype.
+    padding tokens contribute nothing. Only positions from the batch's earliest response token on
+    go through the LM head (``logits_to_keep``): the vocabulary projection is the largest tensor
+    of the step, and prompt positions would be thrown away. Log-softmax runs in float32.
     """
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-    labels = batch.input_ids[:, 1:]
-    mask = batch.completion_mask[:, 1:].float()
-    per_token = -F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, reduction="none")
+    # the earliest response token of any row (position 0 has no context to be predicted from)
+    first = max(1, int(batch.completion_mask.float().argmax(dim=1).min()))
+    keep = batch.input_ids.shape[1] - first + 1
+    logits = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, logits_to_keep=keep
+    ).logits
+    labels = batch.input_ids[:, first:]
+    mask = batch.completion_mask[:, first:].float()
+    per_token = -F.cross_entropy(logits[:, -keep:-1].float().transpose(1, 2), labels, reduction="none")
     return (per_token * mask).sum(dim=-1), mask.sum(dim=-1)
 
 

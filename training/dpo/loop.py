@@ -47,6 +47,8 @@ class TrainResult:
     last_metrics: dict[str, float] = field(default_factory=dict)
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
+    reference_seconds: float = 0.0  # the one reference pass
+    train_seconds: float = 0.0  # the optimizer steps (reference pass, evaluation and saving excluded)
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -209,6 +211,7 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
 
     # Reference log-probs: once, before any step (kept on disk so a resumed run reuses them).
     ref = eval_ref = None
+    reference_started = time.perf_counter()
     if not cfg.reference_free:
         ref_file = out / f"ref_logps.rank{rank}.pt"
         if resume_from is not None and ref_file.is_file():
@@ -225,6 +228,7 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
             tmp = ref_file.with_suffix(".tmp")
             torch.save({"train": ref, "eval": eval_ref}, tmp)
             os.replace(tmp, ref_file)
+    reference_seconds = time.perf_counter() - reference_started
     eval_before = _evaluate(cfg, model, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
 
     from transformers import get_linear_schedule_with_warmup
@@ -277,6 +281,7 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
         disable=not is_main or not sys.stderr.isatty(),
     )
     metrics: dict[str, float] = {}
+    train_seconds = 0.0
     model.train()
     shuffled: tuple[int, list[Batch]] = (-1, [])
     while step < total_steps:
@@ -330,6 +335,7 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
             dist.all_reduce(on)
             totals = on.cpu()
         elapsed = time.perf_counter() - started
+        train_seconds += elapsed
         n = totals[7].item()
         metrics = {
             "step": step,
@@ -383,4 +389,6 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
             merged_dir = directory_write_atomic(out / "merged", write_merged)
     if world > 1:
         dist.barrier()
-    return TrainResult(out, final_dir, merged_dir, step, metrics, eval_before, eval_after)
+    return TrainResult(
+        out, final_dir, merged_dir, step, metrics, eval_before, eval_after, reference_seconds, train_seconds
+    )
