@@ -30,9 +30,17 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	touch $(STAMP)
 
+# Demo comparisons are written by the embedded SmolLM2 on the CPU (a minute or two the first time;
+# a rerun generates nothing new). DEMO_PROMPTS x DEMO_SAMPLES responses.
+DEMO_PROMPTS ?= 8
+DEMO_SAMPLES ?= 3
+
 demo: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_setup
+	$(PY) manage.py register_policy --embedded
+	$(PY) manage.py generate --policy smollm2-135m-instruct --prompts $(DEMO_PROMPTS) \
+		--samples $(DEMO_SAMPLES) --max-new-tokens 160 --round demo --overlap 2 --pairs all
 	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it)"
 	DEBUG=1 $(PY) manage.py runserver $(HOST)
 

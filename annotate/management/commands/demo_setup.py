@@ -23,10 +23,18 @@ USERS = [
 
 
 class Command(BaseCommand):
-    help = "Create the demo users and load the bundled sample prompts and comparisons (idempotent)."
+    help = (
+        "Create the demo users and load the bundled sample prompts (idempotent). With --canned, also queue "
+        "the bundled hand-written comparisons (make demo generates them with the embedded model instead)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--canned", action="store_true", help="queue the bundled hand-written comparisons"
+        )
 
     @transaction.atomic
-    def handle(self, *args, **options):
+    def handle(self, *args, canned, **options):
         User = get_user_model()
         for username, password, staff in USERS:
             user, _ = User.objects.get_or_create(username=username)
@@ -37,7 +45,7 @@ class Command(BaseCommand):
             drafts = prompt_drafts_read(stream, name="demo/prompts.jsonl")
         prompts = prompts_import(drafts=drafts, source="demo", tags=["demo"])
         created = 0
-        if not Comparison.objects.filter(round_label=DEMO_ROUND).exists():
+        if canned and not Comparison.objects.filter(round_label=DEMO_ROUND).exists():
             for line in (DEMO_DIR / "comparisons.jsonl").read_text(encoding="utf-8").splitlines():
                 row = json.loads(line)
                 prompt = Prompt.objects.get(content_hash=messages_hash(messages_from_text(row["prompt"])))

@@ -1,0 +1,183 @@
+"""The transformers backend: batched ``generate`` with left padding and the KV cache, anywhere.
+
+bf16 on a GPU that supports it, float32 on a CPU. Prompts are sorted by length so that a batch pads
+little; the batch size fits memory (on a GPU from the free memory and the KV cache a sequence needs).
+The mean log-probability of each completion comes from one extra forward pass over the finished
+sequences, under the model's own distribution (not the temperature/top-p-warped one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from generation.backends import Completion, Messages, ModelSpec, Sampling
+
+CPU_SEQUENCES_PER_BATCH = 64  # on a CPU larger batches stop paying off and only hold memory
+LOGPROB_CHUNK_ELEMENTS = 2**26  # rows x positions x vocabulary per scoring forward (~256 MB of float32)
+
+
+def _load_args(location: str) -> tuple[str, dict[str, Any]]:
+    path = Path(location)
+    if path.suffix == ".gguf":
+        return str(path.parent), {"gguf_file": path.name}
+    return location, {}
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype is None:
+            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            dtype = torch.bfloat16 if cuda_bf16 else torch.float32
+        where, extra = _load_args(spec.location)
+        self.tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **extra)
+        if spec.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(
+                model, spec.adapter
+            ).merge_and_unload()  # no adapter cost per token
+        self.model = model.to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        if not eos_ids:
+            raise ValueError(f"{spec.location}: the model has no EOS token; completions could not end")
+        self.eos_ids = sorted(eos_ids)
+        self.batch_size = batch_size
+
+    def render(self, messages: Messages) -> list[int]:
+        """The prompt's token ids, through the chat template (a plain prompt without one: as is)."""
+        if self.tokenizer.chat_template:
+            return list(
+                self.tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=True, return_dict=True
+                )["input_ids"]
+            )
+        if len(messages) == 1 and messages[0]["role"] == "user":
+            return list(self.tokenizer(text=messages[0]["content"])["input_ids"])
+        raise ValueError("a conversation prompt needs a model whose tokenizer has a chat template")
+
+    def prompts_per_batch(self, sampling: Sampling, longest_prompt: int) -> int:
+        if self.batch_size:
+            return self.batch_size
+        if self.device.type != "cuda":
+            return max(1, CPU_SEQUENCES_PER_BATCH // sampling.samples)
+        config = self.model.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        bytes_per_token = 2 * config.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
+        per_sequence = bytes_per_token * (longest_prompt + sampling.max_new_tokens)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return max(1, min(256, int(0.5 * free / per_sequence) // sampling.samples))
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[list[Completion]]:
+        rendered = [self.render(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(rendered[i]))
+        results: list[list[Completion]] = [[] for _ in prompts]
+        per_batch = self.prompts_per_batch(sampling, max((len(r) for r in rendered), default=1))
+        for start in range(0, len(order), per_batch):
+            chosen = order[start : start + per_batch]
+            completions = self._generate_batch(
+                [rendered[i] for i in chosen], sampling, seed=sampling.seed + start
+            )
+            for j, i in enumerate(chosen):
+                results[i] = completions[j * sampling.samples : (j + 1) * sampling.samples]
+        return results
+
+    def _generate_batch(
+        self, batch_ids: list[list[int]], sampling: Sampling, *, seed: int
+    ) -> list[Completion]:
+        padded = self.tokenizer.pad({"input_ids": batch_ids}, padding=True, return_tensors="pt").to(
+            self.device
+        )
+        width = padded["input_ids"].shape[1]
+        torch.manual_seed(seed)
+        sample = sampling.temperature > 0
+        # Greedy decoding gives one answer per prompt: generate it once, repeat it K times below.
+        returned = sampling.samples if sample else 1
+        out = self.model.generate(
+            **padded,
+            do_sample=sample,
+            temperature=sampling.temperature if sample else None,
+            top_p=sampling.top_p if sample else None,
+            top_k=None,
+            max_new_tokens=sampling.max_new_tokens,
+            num_return_sequences=returned,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.eos_ids,
+            use_cache=True,
+        )
+        new = out[:, width:]
+        is_eos = torch.isin(new, torch.tensor(self.eos_ids, device=new.device))
+        has_eos = is_eos.any(dim=1)
+        first_eos = torch.where(
+            has_eos, is_eos.int().argmax(dim=1), torch.full_like(has_eos, new.shape[1], dtype=torch.long)
+        )
+        lengths = torch.where(has_eos, first_eos + 1, first_eos)  # the EOS counts as a generated token
+        prompt_mask = padded["attention_mask"].repeat_interleave(returned, dim=0)
+        mean_logprobs = self._mean_logprobs(out, prompt_mask, lengths)
+        completions = []
+        for row in range(new.shape[0]):
+            text_ids = new[row, : int(first_eos[row])]
+            completions.append(
+                Completion(
+                    text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+                    token_count=int(lengths[row]),
+                    finish_reason="stop" if bool(has_eos[row]) else "length",
+                    mean_logprob=float(mean_logprobs[row]),
+                )
+            )
+        if returned != sampling.samples:
+            completions = [c for c in completions for _ in range(sampling.samples)]
+        return completions
+
+    def _mean_logprobs(
+        self, sequences: torch.Tensor, prompt_mask: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean log-prob of each row's first ``lengths`` generated tokens, scored in row chunks."""
+        width = prompt_mask.shape[1]
+        new_len = sequences.shape[1] - width
+        positions = torch.arange(new_len, device=sequences.device)
+        completion_mask = (positions.unsqueeze(0) < lengths.unsqueeze(1)).long()
+        attention = torch.cat([prompt_mask, completion_mask], dim=1)
+        vocab = self.model.config.vocab_size
+        rows = max(1, LOGPROB_CHUNK_ELEMENTS // max(1, (new_len + 1) * vocab))
+        means = []
+        for start in range(0, sequences.shape[0], rows):
+            chunk = slice(start, start + rows)
+            logits = (
+                self.model(
+                    input_ids=sequences[chunk],
+                    attention_mask=attention[chunk],
+                    use_cache=False,
+                    logits_to_keep=new_len + 1,
+                )
+                .logits[:, :-1]
+                .float()
+            )
+            token_logps = -F.cross_entropy(logits.transpose(1, 2), sequences[chunk, width:], reduction="none")
+            mask = completion_mask[chunk].float()
+            means.append((token_logps * mask).sum(1) / mask.sum(1).clamp(min=1))
+        return torch.cat(means).cpu()

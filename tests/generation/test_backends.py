@@ -1,0 +1,106 @@
+"""The transformers backend on tiny random Llamas built from a config, and on the real SmolLM2."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from generation.backends import Completion, ModelSpec, Sampling, backend_choose, backend_load
+from generation.backends.transformers import TransformersBackend
+from generation.embedded import embedded_materialise
+
+PROMPTS = [
+    [{"role": "user", "content": "name a colour"}],
+    [
+        {"role": "system", "content": "answer briefly please."},
+        {"role": "user", "content": "what is the capital?"},
+    ],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(chat_model_dir):
+    return TransformersBackend(ModelSpec(str(chat_model_dir)))
+
+
+def test_k_completions_per_prompt_with_counts_reasons_and_logprobs(tiny_backend):
+    results = tiny_backend.generate(PROMPTS, Sampling(samples=3, max_new_tokens=6, seed=1))
+
+    assert [len(r) for r in results] == [3, 3]
+    for completion in (c for r in results for c in r):
+        assert isinstance(completion, Completion)
+        assert 1 <= completion.token_count <= 6
+        assert completion.finish_reason in ("stop", "length")
+        assert completion.finish_reason == "stop" or completion.token_count == 6
+        assert completion.mean_logprob < 0
+
+
+def test_same_seed_same_samples_other_seed_other_samples(tiny_backend):
+    first = tiny_backend.generate(PROMPTS, Sampling(samples=2, max_new_tokens=8, temperature=1.0, seed=7))
+    again = tiny_backend.generate(PROMPTS, Sampling(samples=2, max_new_tokens=8, temperature=1.0, seed=7))
+    other = tiny_backend.generate(PROMPTS, Sampling(samples=2, max_new_tokens=8, temperature=1.0, seed=8))
+    assert first == again
+    assert first != other
+
+
+def test_left_padded_batch_gives_what_each_prompt_gives_alone(chat_model_dir):
+    batched = TransformersBackend(ModelSpec(str(chat_model_dir)))
+    greedy = Sampling(samples=1, temperature=0, max_new_tokens=6)
+    together = batched.generate(PROMPTS, greedy)
+    alone = [batched.generate([p], greedy)[0] for p in PROMPTS]
+    assert [r[0].text for r in together] == [r[0].text for r in alone]
+    assert [r[0].mean_logprob for r in together] == pytest.approx(
+        [r[0].mean_logprob for r in alone], abs=1e-4
+    )
+
+
+def test_mean_logprob_is_the_models_own_for_the_generated_tokens(chat_model_dir, tiny_backend):
+    completion = tiny_backend.generate(PROMPTS[:1], Sampling(samples=1, temperature=0, max_new_tokens=5))[0][
+        0
+    ]
+    model = AutoModelForCausalLM.from_pretrained(chat_model_dir)
+    eos = AutoTokenizer.from_pretrained(chat_model_dir).eos_token_id
+    ids = tiny_backend.render(PROMPTS[0])
+    logps = []
+    with torch.no_grad():  # greedy decoding by hand, the log-prob of each chosen token noted
+        for _ in range(5):
+            step = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
+            token = int(step.argmax())
+            logps.append(step[token].item())
+            ids.append(token)
+            if token == eos:
+                break
+    assert completion.token_count == len(logps)
+    assert completion.mean_logprob == pytest.approx(sum(logps) / len(logps), abs=1e-4)
+
+
+def test_plain_tokenizer_takes_single_user_prompts_and_refuses_conversations(plain_model_dir):
+    backend = TransformersBackend(ModelSpec(str(plain_model_dir)))
+    assert len(backend.generate(PROMPTS[:1], Sampling(samples=2, max_new_tokens=3))[0]) == 2
+    with pytest.raises(ValueError, match="needs a model whose tokenizer has a chat template"):
+        backend.generate(PROMPTS[1:], Sampling(samples=2, max_new_tokens=3))
+
+
+def test_auto_picks_transformers_without_a_gpu_or_vllm():
+    assert backend_choose("auto") == "transformers"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        backend_choose("onnx")
+
+
+def test_embedded_smollm2_answers_with_text_that_stops_at_eos():
+    backend = backend_load("transformers", ModelSpec(str(embedded_materialise())))
+    prompts = [[{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]]
+
+    completion = backend.generate(prompts, Sampling(samples=1, temperature=0, max_new_tokens=40))[0][0]
+
+    assert completion.finish_reason == "stop"
+    assert "Paris" in completion.text
+    assert "<|im_end|>" not in completion.text and "<|im_start|>" not in completion.text
+    assert 1 < completion.token_count <= 40
+    sampled = backend.generate(prompts, Sampling(samples=3, temperature=0.8, max_new_tokens=24, seed=3))[0]
+    assert all(c.text.strip() and c.token_count <= 24 for c in sampled)
+
+
+def test_greedy_decoding_with_k_samples_gives_k_identical_answers(tiny_backend):
+    results = tiny_backend.generate(PROMPTS, Sampling(samples=3, temperature=0, max_new_tokens=4))
+    assert [len(r) for r in results] == [3, 3]
+    assert all(len({c.text for c in r}) == 1 for r in results)
