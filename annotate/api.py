@@ -8,12 +8,14 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.models import Assignment, Comparison, Judgment, Kind, Side, Strength
+from annotate.preference_files import preference_drafts_from_objects, preference_drafts_read
 from annotate.selectors import (
     EXPORT_FORMATS,
     EXPORT_SPLITS,
@@ -21,7 +23,9 @@ from annotate.selectors import (
     judgments_visible_to,
     preference_rows,
 )
-from annotate.services import VERDICTS, comparison_assign_next, judgment_submit
+from annotate.services import VERDICTS, comparison_assign_next, judgment_submit, preferences_import
+from config.errors import Invalid
+from generation.models import Split
 
 
 class ComparisonSerializer(serializers.ModelSerializer):
@@ -155,6 +159,51 @@ class JudgmentListCreateApi(generics.ListAPIView):
             rationale=data.validated_data["rationale"],
         )
         return Response(JudgmentSerializer(judgment).data, status=201)
+
+
+class PreferenceImportSerializer(serializers.Serializer):
+    file = serializers.FileField(required=False, help_text="a JSONL preference file")
+    pairs = serializers.ListField(
+        child=serializers.JSONField(), required=False, help_text="or a list of rows"
+    )
+    split = serializers.ChoiceField(choices=Split.choices, required=False)
+    tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+    round = serializers.CharField(required=False, default="imported", max_length=100)
+    overlap = serializers.IntegerField(required=False, default=1, min_value=1)
+
+
+class PreferenceImportApi(APIView):
+    """Import existing preference pairs (staff), as ``import_preferences`` does: all or nothing."""
+
+    permission_classes = [IsAdminUser]
+    parser_classes = [MultiPartParser, JSONParser]
+
+    @extend_schema(request=PreferenceImportSerializer, responses={201: dict})
+    def post(self, request: Request) -> Response:
+        data = PreferenceImportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload, objects = data.validated_data.get("file"), data.validated_data.get("pairs")
+        if (upload is None) == (objects is None):
+            raise Invalid("send either a 'file' or a 'pairs' list")
+        if upload is not None:
+            drafts, source = preference_drafts_read(upload, name=upload.name), upload.name
+        else:
+            drafts, source = preference_drafts_from_objects(objects), "api"
+        result = preferences_import(
+            drafts=drafts,
+            split=data.validated_data.get("split"),
+            tags=data.validated_data.get("tags", []),
+            source=source,
+            round_label=data.validated_data["round"],
+            overlap=data.validated_data["overlap"],
+        )
+        body = {
+            "read": len(drafts),
+            "comparisons": result.comparisons_created,
+            "prompts": result.prompts_created,
+            "duplicates": result.duplicates,
+        }
+        return Response(body, status=201)
 
 
 class ExportQuerySerializer(serializers.Serializer):

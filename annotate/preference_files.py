@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import IO, Any
 
-from generation.errors import InvalidFile, LineProblem
+from generation.errors import LineProblem
 from generation.messages import messages_problem
 from generation.prompt_files import PromptDraft, prompt_draft_from_record
-from generation.records import records_read
+from generation.records import records_numbered, records_parse, records_read
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,14 @@ def preference_draft_from_record(line: int, record: dict[str, Any]) -> Preferenc
 
 def preference_drafts_read(stream: IO[bytes], *, name: str) -> list[PreferenceDraft]:
     """Every line of a JSONL preference file as a draft; raises InvalidFile listing every bad line."""
-    drafts: list[PreferenceDraft] = []
-    problems: list[LineProblem] = []
-    for line, record in records_read(stream, name=name, fmt="jsonl"):
-        parsed = record if isinstance(record, LineProblem) else preference_draft_from_record(line, record)
-        (problems if isinstance(parsed, LineProblem) else drafts).append(parsed)
-    if problems:
-        raise InvalidFile(name=name, problems=problems)
-    if not drafts:
-        raise InvalidFile(name=name, problems=[LineProblem(0, "the file holds no preference pairs")])
-    return drafts
+    records = records_read(stream, name=name, fmt="jsonl")
+    return records_parse(
+        records, preference_draft_from_record, name=name, empty="the file holds no preference pairs"
+    )
+
+
+def preference_drafts_from_objects(objects: list[Any], *, name: str = "request") -> list[PreferenceDraft]:
+    """Drafts from already-decoded JSON objects (the API); item i is 'line' i+1."""
+    return records_parse(
+        records_numbered(objects), preference_draft_from_record, name=name, empty="no preference pairs given"
+    )

@@ -16,6 +16,7 @@ api = [
     path("comparisons/", annotate_api.ComparisonListApi.as_view(), name="comparisons"),
     path("comparisons/next/", annotate_api.ComparisonNextApi.as_view(), name="comparisons-next"),
     path("judgments/", annotate_api.JudgmentListCreateApi.as_view(), name="judgments"),
+    path("preferences/import/", annotate_api.PreferenceImportApi.as_view(), name="preferences-import"),
     path("export/", annotate_api.ExportApi.as_view(), name="export"),
     path("auth/token/", obtain_auth_token, name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from generation.errors import InvalidFile, LineProblem
+from generation.errors import LineProblem
 from generation.messages import messages_from_text, messages_hash, messages_problem
 from generation.models import Split
-from generation.records import records_format, records_read
+from generation.records import records_format, records_numbered, records_parse, records_read
 
 
 @dataclass(frozen=True)
@@ -64,31 +64,12 @@ def prompt_draft_from_record(line: int, record: dict[str, Any]) -> PromptDraft |
 def prompt_drafts_read(stream: IO[bytes], *, name: str, fmt: str | None = None) -> list[PromptDraft]:
     """Every record of the file as a draft; raises InvalidFile listing every bad line."""
     fmt = records_format(name, fmt)
-    drafts: list[PromptDraft] = []
-    problems: list[LineProblem] = []
-    for line, record in records_read(stream, name=name, fmt=fmt, csv_columns=("prompt",)):
-        parsed = record if isinstance(record, LineProblem) else prompt_draft_from_record(line, record)
-        (problems if isinstance(parsed, LineProblem) else drafts).append(parsed)
-    if problems:
-        raise InvalidFile(name=name, problems=problems)
-    if not drafts:
-        raise InvalidFile(name=name, problems=[LineProblem(0, "the file holds no prompts")])
-    return drafts
+    records = records_read(stream, name=name, fmt=fmt, csv_columns=("prompt",))
+    return records_parse(records, prompt_draft_from_record, name=name, empty="the file holds no prompts")
 
 
 def prompt_drafts_from_objects(objects: list[Any], *, name: str = "request") -> list[PromptDraft]:
     """Drafts from already-decoded JSON objects (the API's bulk import); item i is 'line' i+1."""
-    drafts: list[PromptDraft] = []
-    problems: list[LineProblem] = []
-    for index, record in enumerate(objects, start=1):
-        parsed = (
-            prompt_draft_from_record(index, record)
-            if isinstance(record, dict)
-            else LineProblem(index, "expected a JSON object")
-        )
-        (problems if isinstance(parsed, LineProblem) else drafts).append(parsed)
-    if problems:
-        raise InvalidFile(name=name, problems=problems)
-    if not drafts:
-        raise InvalidFile(name=name, problems=[LineProblem(0, "no prompts given")])
-    return drafts
+    return records_parse(
+        records_numbered(objects), prompt_draft_from_record, name=name, empty="no prompts given"
+    )

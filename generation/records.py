@@ -9,12 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
 
 from generation.errors import InvalidFile, LineProblem
 
 FORMATS = ("jsonl", "csv")
+T = TypeVar("T")
 
 
 def records_format(name: str, fmt: str | None = None) -> str:
@@ -76,3 +77,33 @@ def _csv_records(text: IO[str], *, name: str, columns: tuple[str, ...]) -> Itera
         else:
             yield line, row
         line = reader.line_num + 1
+
+
+def records_parse(
+    records: Iterator[tuple[int, Any]] | list[tuple[int, Any]],
+    parse: Callable[[int, dict[str, Any]], T | LineProblem],
+    *,
+    name: str,
+    empty: str,
+) -> list[T]:
+    """Parse every record; raise InvalidFile listing every bad one (or ``empty`` when there are none)."""
+    parsed: list[T] = []
+    problems: list[LineProblem] = []
+    for line, record in records:
+        if isinstance(record, LineProblem):
+            result: T | LineProblem = record
+        elif not isinstance(record, dict):
+            result = LineProblem(line, "expected a JSON object")
+        else:
+            result = parse(line, record)
+        (problems if isinstance(result, LineProblem) else parsed).append(result)  # type: ignore[arg-type]
+    if problems:
+        raise InvalidFile(name=name, problems=problems)
+    if not parsed:
+        raise InvalidFile(name=name, problems=[LineProblem(0, empty)])
+    return parsed
+
+
+def records_numbered(objects: list[Any]) -> list[tuple[int, Any]]:
+    """Already-decoded JSON objects (an API body) numbered like lines: item i is 'line' i+1."""
+    return list(enumerate(objects, start=1))

@@ -19,6 +19,7 @@ ENDPOINTS = [
     ("post", "/api/comparisons/next/", "user"),
     ("get", "/api/judgments/", "user"),
     ("post", "/api/judgments/", "user"),
+    ("post", "/api/preferences/import/", "staff"),
     ("get", "/api/export/", "staff"),
     ("get", "/api/schema/", "user"),
     ("get", "/api/docs/", "user"),
@@ -176,3 +177,25 @@ def test_comparison_list_shows_policies_to_staff(api, staff):
     row = api.get("/api/comparisons/").json()["results"][0]
     assert row["first_policy"] == comparison.response_a.policy.name
     assert row["judgments"] == 0
+
+
+@pytest.mark.django_db
+def test_preference_import_through_the_api_is_all_or_nothing(api, staff):
+    from annotate.models import Comparison
+
+    api.force_authenticate(staff)
+    good = {"pairs": [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}], "overlap": 2, "round": "seed"}
+    assert api.post("/api/preferences/import/", good, format="json").json() == {
+        "read": 1,
+        "comparisons": 1,
+        "prompts": 1,
+        "duplicates": 0,
+    }
+    assert Comparison.objects.get().overlap == 2
+    upload = SimpleUploadedFile(
+        "p.jsonl", b'{"prompt": "a", "chosen": "x", "rejected": "y"}\n{"prompt": "b"}\n'
+    )
+    refused = api.post("/api/preferences/import/", {"file": upload}, format="multipart")
+    assert refused.status_code == 400
+    assert refused.json()["problems"] == [{"line": 2, "problem": "missing field 'chosen' (or 'preferred')"}]
+    assert Comparison.objects.count() == 1
