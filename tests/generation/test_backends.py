@@ -104,3 +104,26 @@ def test_greedy_decoding_with_k_samples_gives_k_identical_answers(tiny_backend):
     results = tiny_backend.generate(PROMPTS, Sampling(samples=3, temperature=0, max_new_tokens=4))
     assert [len(r) for r in results] == [3, 3]
     assert all(len({c.text for c in r}) == 1 for r in results)
+
+
+@pytest.mark.parametrize(("top_p", "k"), [(0.9, 256), (0.9, 2), (1.0, 256)])
+def test_nucleus_sampler_draws_from_the_temperature_top_p_distribution(top_p, k):
+    from generation.backends.transformers import NucleusSampler
+
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.0, -1.0, -3.0])
+    temperature = 0.7
+    probs = torch.softmax(logits / temperature, -1)
+    # by hand: keep tokens while the mass before them is below top_p, then renormalise
+    keep = (probs.cumsum(0) - probs) < top_p
+    expected = torch.where(keep, probs, torch.zeros_like(probs))
+    expected = expected / expected.sum()
+
+    torch.manual_seed(0)
+    draws = 20_000
+    sampler = NucleusSampler(temperature=temperature, top_p=top_p, k=k)
+    out = sampler(None, logits.repeat(draws, 1))
+    chosen = out.argmax(-1)
+
+    assert torch.isinf(out).sum(-1).eq(len(logits) - 1).all()  # one finite logit per row: greedy picks it
+    frequencies = torch.bincount(chosen, minlength=len(logits)).float() / draws
+    assert frequencies.tolist() == pytest.approx(expected.tolist(), abs=0.015)
