@@ -24,7 +24,7 @@ from annotate.selectors import (
     preference_rows,
 )
 from annotate.services import VERDICTS, comparison_assign_next, judgment_submit, preferences_import
-from config.errors import Invalid
+from generation.api import drafts_from_request
 from generation.models import Split
 
 
@@ -182,13 +182,12 @@ class PreferenceImportApi(APIView):
     def post(self, request: Request) -> Response:
         data = PreferenceImportSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        upload, objects = data.validated_data.get("file"), data.validated_data.get("pairs")
-        if (upload is None) == (objects is None):
-            raise Invalid("send either a 'file' or a 'pairs' list")
-        if upload is not None:
-            drafts, source = preference_drafts_read(upload, name=upload.name), upload.name
-        else:
-            drafts, source = preference_drafts_from_objects(objects), "api"
+        drafts, source = drafts_from_request(
+            data.validated_data,
+            list_field="pairs",
+            read_file=preference_drafts_read,
+            read_list=preference_drafts_from_objects,
+        )
         result = preferences_import(
             drafts=drafts,
             split=data.validated_data.get("split"),

@@ -43,6 +43,8 @@ def _pick(record: dict[str, Any], names: tuple[str, str]) -> tuple[Any, str | No
 def _completion_text(value: Any, field: str) -> tuple[str | None, str | None]:
     """A completion as text: a string, or a list holding one assistant message."""
     if isinstance(value, str):
+        if "\x00" in value:
+            return None, f"{field!r} contains a NUL character, which databases cannot store"
         return (value, None) if value.strip() else (None, f"{field!r} is empty")
     if isinstance(value, list):
         if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
@@ -50,7 +52,7 @@ def _completion_text(value: Any, field: str) -> tuple[str | None, str | None]:
         content = value[0].get("content")
         if not isinstance(content, str) or not content.strip():
             return None, f"{field!r} has an empty assistant message"
-        return content, None
+        return _completion_text(content, field)
     return None, f"{field!r} must be a string or a list of messages"
 
 

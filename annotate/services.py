@@ -332,10 +332,9 @@ def comparisons_generate(
             for a, b in responses_pair(responses, how=pairs, rng=rng)
         ]
         Comparison.objects.bulk_create(comparisons)
-        report.extra["comparisons"] = report.extra.get("comparisons", 0) + len(comparisons)
-        too_few = sum(1 for responses in stored.values() if len(responses) < 2)
-        report.extra["prompts with fewer than 2 distinct responses"] = (
-            report.extra.get("prompts with fewer than 2 distinct responses", 0) + too_few
+        report.extra["comparisons"] += len(comparisons)
+        report.extra["prompts with fewer than 2 distinct responses"] += sum(
+            1 for r in stored.values() if len(r) < 2
         )
 
     return responses_generate(
@@ -399,7 +398,7 @@ def comparisons_generate_versus(
             if not responses or prompt.pk not in theirs:
                 continue
             if responses[0].text == theirs[prompt.pk].text:
-                report.extra["identical answers"] = report.extra.get("identical answers", 0) + 1
+                report.extra["identical answers"] += 1
                 continue
             pair = [responses[0], theirs[prompt.pk]]
             rng.shuffle(pair)
@@ -414,7 +413,7 @@ def comparisons_generate_versus(
                 )
             )
         Comparison.objects.bulk_create(comparisons)
-        report.extra["comparisons"] = report.extra.get("comparisons", 0) + len(comparisons)
+        report.extra["comparisons"] += len(comparisons)
 
     new_pending = list(
         prompts_pending(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -54,6 +56,18 @@ class PromptListCreateApi(generics.ListAPIView):
         return Response(PromptSerializer(prompt).data, status=201 if result.created else 200)
 
 
+def drafts_from_request(
+    data: dict, *, list_field: str, read_file: Callable, read_list: Callable
+) -> tuple[list, str]:
+    """(drafts, source) from a bulk-import body holding either an uploaded ``file`` or a JSON list."""
+    upload, objects = data.get("file"), data.get(list_field)
+    if (upload is None) == (objects is None):
+        raise Invalid(f"send either a 'file' or a '{list_field}' list")
+    if upload is not None:
+        return read_file(upload, name=upload.name), upload.name
+    return read_list(objects), "api"
+
+
 class PromptImportSerializer(serializers.Serializer):
     file = serializers.FileField(required=False, help_text="a JSONL or CSV prompt file")
     prompts = serializers.ListField(child=serializers.JSONField(), required=False, help_text="or a list")
@@ -71,15 +85,12 @@ class PromptImportApi(APIView):
     def post(self, request: Request) -> Response:
         data = PromptImportSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        upload, objects = data.validated_data.get("file"), data.validated_data.get("prompts")
-        if (upload is None) == (objects is None):
-            raise Invalid("send either a 'file' or a 'prompts' list")
-        if upload is not None:
-            drafts = prompt_drafts_read(upload, name=upload.name)
-            source = upload.name
-        else:
-            drafts = prompt_drafts_from_objects(objects)
-            source = "api"
+        drafts, source = drafts_from_request(
+            data.validated_data,
+            list_field="prompts",
+            read_file=prompt_drafts_read,
+            read_list=prompt_drafts_from_objects,
+        )
         result = prompts_import(
             drafts=drafts,
             split=data.validated_data.get("split"),

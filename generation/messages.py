@@ -26,6 +26,8 @@ def messages_problem(messages: Any) -> str | None:
             return f"messages[{index}].role must be one of {', '.join(ROLES)} (got {role!r})"
         if not isinstance(content, str) or not content.strip():
             return f"messages[{index}].content must be a non-empty string"
+        if "\x00" in content:
+            return f"messages[{index}].content contains a NUL character, which databases cannot store"
         extra = set(message) - {"role", "content"}
         if extra:
             return f"messages[{index}] has unknown field(s): {', '.join(sorted(extra))}"

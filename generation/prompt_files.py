@@ -42,6 +42,8 @@ def prompt_draft_from_record(line: int, record: dict[str, Any]) -> PromptDraft |
             return LineProblem(line, f"'prompt' must be a string (got {type(text).__name__})")
         if not text.strip():
             return LineProblem(line, "'prompt' is blank")
+        if "\x00" in text:
+            return LineProblem(line, "'prompt' contains a NUL character, which databases cannot store")
     else:
         problem = messages_problem(record["messages"])
         if problem:

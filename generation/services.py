@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +147,7 @@ class GenerationReport:
     responses: int = 0
     duplicates: int = 0  # exact duplicate texts of one prompt, dropped
     tokens: int = 0
-    extra: dict[str, int] = field(default_factory=dict)  # what the caller's on_batch counted
+    extra: Counter[str] = field(default_factory=Counter)  # what the caller's on_batch counted
 
 
 def prompts_pending(*, policy: Policy, round_label: str, prompts: QuerySet[Prompt]) -> QuerySet[Prompt]:
@@ -184,15 +185,17 @@ def responses_generate(
                 stored[prompt] = []
                 for completion in outputs:
                     report.tokens += completion.token_count
-                    if completion.text in seen:
+                    # Model output is untrusted text; NUL is the one character no database stores.
+                    text = completion.text.replace("\x00", "\ufffd")
+                    if text in seen:
                         report.duplicates += 1
                         continue
-                    seen.add(completion.text)
+                    seen.add(text)
                     stored[prompt].append(
                         Response(
                             prompt=prompt,
                             policy=policy,
-                            text=completion.text,
+                            text=text,
                             sampling=sampling.as_dict(),
                             seed=sampling.seed,
                             token_count=completion.token_count,

@@ -199,3 +199,10 @@ def test_generate_command_on_a_tiny_model_is_resumable(chat_model_dir):
         call_command("generate", "--policy", "tiny", "--samples", "1")
     with pytest.raises(CommandError, match="no policy named"):
         call_command("generate", "--policy", "ghost")
+
+
+@pytest.mark.django_db
+def test_nul_characters_from_a_model_are_replaced_so_any_database_stores_them():
+    report = run(PolicyFactory(), [PromptFactory()], ScriptedBackend(lambda p: ["a\x00b", "c"]))
+    assert report.responses == 2
+    assert Response.objects.filter(text="a\ufffdb").exists()

@@ -126,3 +126,11 @@ def test_missing_empty_and_non_utf8_files_are_refused(write_file, tmp_path):
     with pytest.raises(CommandError, match="not UTF-8"):
         run(latin)
     assert Prompt.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_nul_characters_in_prompts_are_refused_with_their_line(write_file):
+    path = write_file("p.jsonl", '{"prompt": "ok"}\n{"prompt": "bad\\u0000"}\n')
+    with pytest.raises(CommandError, match=r"p.jsonl:2: 'prompt' contains a NUL character"):
+        run(path)
+    assert Prompt.objects.count() == 0
