@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from annotate.errors import AlreadyJudged, ComparisonFull, NotServed
@@ -25,6 +26,8 @@ from annotate.models import (
     Source,
     Strength,
 )
+from annotate.oracles import VERDICTS as VERDICT_CHOICES
+from annotate.oracles import oracle_resolve
 from annotate.preference_files import PreferenceDraft
 from annotate.selectors import comparisons_open_for
 from config.errors import Invalid, NotAllowed
@@ -429,3 +432,76 @@ def comparisons_generate_versus(
         on_batch=queue,
         on_progress=on_progress,
     )
+
+
+@dataclass
+class SimulationReport:
+    judged: int = 0
+    verdicts: Counter[str] = field(default_factory=Counter)
+
+
+def simulated_annotator(*, oracle_name: str, index: int) -> AbstractBaseUser:
+    """The inactive user a simulated judge works as (``sim:<oracle>:<n>``, no password)."""
+    label = oracle_name.rsplit(".", 1)[-1][:60]
+    user, created = get_user_model().objects.get_or_create(
+        username=f"sim:{label}:{index}", defaults={"is_active": False}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def comparisons_simulate(
+    *, oracle_name: str, count: int, noise: float = 0.0, seed: int = 0, annotators: int = 0
+) -> SimulationReport:
+    """Judge up to ``count`` queued comparisons by a scripted oracle, as simulated annotators.
+
+    Comparisons are served exactly as to people (assignment, overlap, leases); the judgments carry
+    source "simulated". With probability ``noise`` the oracle's verdict is replaced by a random one.
+    ``annotators`` simulated users take turns (default: as many as the largest overlap queued).
+    """
+    try:
+        oracle = oracle_resolve(oracle_name)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc
+    if not 0.0 <= noise <= 1.0:
+        raise Invalid(f"noise must be between 0 and 1 (got {noise})")
+    rng = random.Random(seed)
+    width = annotators or max(Comparison.objects.aggregate(m=Max("overlap"))["m"] or 1, 1)
+    users = [simulated_annotator(oracle_name=oracle_name, index=i + 1) for i in range(width)]
+    report = SimulationReport()
+    idle: set[int] = set()
+    while report.judged < count and len(idle) < len(users):
+        for user in users:
+            if report.judged >= count or user.pk in idle:
+                continue
+            assignment = comparison_assign_next(annotator=user)
+            if assignment is None:
+                idle.add(user.pk)
+                continue
+            comparison = assignment.comparison
+            verdict = oracle(
+                comparison.prompt.as_messages()[-1]["content"],
+                comparison.response_a.text,
+                comparison.response_b.text,
+            )
+            if verdict not in VERDICT_CHOICES:
+                raise Invalid(
+                    f"oracle {oracle_name!r} answered {verdict!r}; expected one of {VERDICT_CHOICES}"
+                )
+            if rng.random() < noise:
+                verdict = rng.choice(VERDICT_CHOICES)
+            with transaction.atomic():
+                Judgment.objects.create(
+                    comparison=comparison,
+                    annotator=user,
+                    choice=verdict,
+                    left=assignment.left,
+                    source=Source.SIMULATED,
+                    time_on_task_ms=0,
+                )
+                Assignment.objects.filter(pk=assignment.pk).update(expires_at=timezone.now())
+            report.judged += 1
+            report.verdicts[verdict] += 1
+    return report

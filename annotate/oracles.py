@@ -1,0 +1,71 @@
+"""Scripted judges for simulated annotators: ``(prompt, first, second) -> "first" | "second" | "tie" |
+"both_bad"``. Named ones live here; ``oracle_resolve`` also takes a dotted path to any function of that
+shape, so a team can plug in its own judge (a rule, a classifier, a larger model)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from django.utils.module_loading import import_string
+
+Oracle = Callable[[str, str, str], str]
+VERDICTS = ("first", "second", "tie", "both_bad")
+_BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+", re.MULTILINE)
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
+_STOPWORDS = {
+    "what", "which", "when", "where", "explain", "write", "give", "name", "tell", "about", "please", "short",
+    "sentence", "sentences", "three", "with", "that", "this", "there", "their", "your", "does", "into", "from",
+    "have", "would", "could", "should", "make", "between", "difference",
+}  # fmt: skip
+
+
+def prefers_shorter(prompt: str, first: str, second: str) -> str:
+    """The shorter answer wins (in characters, surrounding space ignored); equal lengths tie."""
+    a, b = len(first.strip()), len(second.strip())
+    return "tie" if a == b else "first" if a < b else "second"
+
+
+def prefers_no_bullets(prompt: str, first: str, second: str) -> str:
+    """An answer without bullet or numbered lists beats one with; otherwise the shorter wins."""
+    a, b = bool(_BULLET.search(first)), bool(_BULLET.search(second))
+    if a != b:
+        return "second" if a else "first"
+    return prefers_shorter(prompt, first, second)
+
+
+def key_noun(prompt: str) -> str | None:
+    """The prompt's key word: its longest word of 4+ letters that is not a common instruction word."""
+    words = [w.lower() for w in _WORD.findall(prompt) if w.lower() not in _STOPWORDS]
+    return max(words, key=len) if words else None
+
+
+def prefers_key_noun(prompt: str, first: str, second: str) -> str:
+    """An answer that mentions the prompt's key word beats one that does not; both or neither tie."""
+    noun = key_noun(prompt)
+    if noun is None:
+        return "tie"
+    a, b = noun in first.lower(), noun in second.lower()
+    return "tie" if a == b else "first" if a else "second"
+
+
+ORACLES: dict[str, Oracle] = {
+    "shorter": prefers_shorter,
+    "no-bullets": prefers_no_bullets,
+    "key-noun": prefers_key_noun,
+}
+
+
+def oracle_resolve(name: str) -> Oracle:
+    """A named oracle, or a function given by its dotted path (``package.module.function``)."""
+    if name in ORACLES:
+        return ORACLES[name]
+    if "." not in name:
+        raise ValueError(f"unknown oracle {name!r}: use one of {', '.join(ORACLES)} or a dotted path")
+    try:
+        oracle = import_string(name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import oracle {name!r}: {exc}") from exc
+    if not callable(oracle):
+        raise ValueError(f"oracle {name!r} is not a function")
+    return oracle

@@ -1,0 +1,81 @@
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotate.models import Choice, Judgment, Source
+from annotate.oracles import key_noun, oracle_resolve, prefers_key_noun, prefers_no_bullets, prefers_shorter
+from tests.factories import ComparisonFactory, PromptFactory, ResponseFactory
+
+
+def always_second(prompt, first, second):
+    return "second"
+
+
+def test_named_oracles_by_hand():
+    assert prefers_shorter("q", "short", "much longer") == "first"
+    assert prefers_shorter("q", "same", "same") == "tie"
+    assert prefers_no_bullets("q", "- one\n- two", "one and two, said plainly") == "second"
+    assert prefers_no_bullets("q", "1. a", "2) b") == "tie"  # both listed: the shorter, here equal
+    assert key_noun("Explain what a hash table is in two sentences.") == "table"
+    assert (
+        prefers_key_noun("Explain what a hash table is.", "It maps keys.", "A table of buckets.") == "second"
+    )
+    assert oracle_resolve("shorter") is prefers_shorter
+    assert oracle_resolve("tests.annotate.test_simulation.always_second") is always_second
+    with pytest.raises(ValueError, match="unknown oracle"):
+        oracle_resolve("longest")
+
+
+def comparison(first, second, overlap=1):
+    prompt = PromptFactory()
+    return ComparisonFactory(
+        prompt=prompt,
+        response_a=ResponseFactory(prompt=prompt, text=first),
+        response_b=ResponseFactory(prompt=prompt, text=second),
+        overlap=overlap,
+    )
+
+
+@pytest.mark.django_db
+def test_simulated_annotators_judge_by_the_oracle_within_overlap():
+    short_first = comparison("ok", "a much longer answer", overlap=2)
+    short_second = comparison("a much longer answer", "ok")
+    out = StringIO()
+
+    call_command("simulate_annotators", "--oracle", "shorter", "--count", "10", stdout=out)
+
+    assert "3 comparisons judged" in out.getvalue()  # overlap 2 + overlap 1
+    judgments = Judgment.objects.all()
+    assert {j.source for j in judgments} == {Source.SIMULATED}
+    assert {j.choice for j in judgments.filter(comparison=short_first)} == {Choice.FIRST}
+    assert judgments.get(comparison=short_second).choice == Choice.SECOND
+    assert all(
+        j.annotator.username.startswith("sim:shorter:") and not j.annotator.is_active for j in judgments
+    )
+    call_command("simulate_annotators", "--oracle", "shorter", "--count", "10", stdout=out)
+    assert Judgment.objects.count() == 3  # nothing left to judge
+
+
+@pytest.mark.django_db
+def test_noise_and_custom_oracles_and_errors():
+    for _ in range(40):
+        comparison("a", "bb")
+    out = StringIO()
+    call_command(
+        "simulate_annotators",
+        "--oracle",
+        "tests.annotate.test_simulation.always_second",
+        "--count",
+        "20",
+        "--noise",
+        "0.5",
+        stdout=out,
+    )
+    choices = list(Judgment.objects.values_list("choice", flat=True))
+    assert len(choices) == 20
+    assert 0 < choices.count("second") < 20  # noise replaced some verdicts
+    with pytest.raises(CommandError, match="unknown oracle"):
+        call_command("simulate_annotators", "--oracle", "loudest", "--count", "1")
+    with pytest.raises(CommandError, match="noise must be between 0 and 1"):
+        call_command("simulate_annotators", "--oracle", "shorter", "--count", "1", "--noise", "2")
