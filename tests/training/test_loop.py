@@ -223,7 +223,7 @@ def test_torchrun_with_two_processes_trains_one_model(plain_model_dir, standard_
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        "--master_port=29533",
+        "--standalone",  # a free port of its own: runs side by side do not clash
         "-m",
         "training.dpo",
         "--data",
