@@ -47,6 +47,7 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # The suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set (CI sets it).
 test: lint

@@ -58,7 +58,10 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
-            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.completion_mask)), self.index
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            completion_mask=self.completion_mask.to(device),
+            index=self.index,
         )
 
 

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from training.dpo.data import Batch
 
 
-def sequence_logps(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+def sequence_logps(model: Any, batch: Batch) -> tuple[Tensor, Tensor]:
     """Summed log-probabilities of each row's response tokens, and how many there are; [2B] each.
 
     Position t's logits predict token t+1, so the completion mask is shifted by one; prompt and
@@ -28,7 +30,7 @@ def sequence_logps(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def dataset_logps(model: nn.Module, batches: list[Batch], size: int, device: torch.device) -> Tensor:
+def dataset_logps(model: Any, batches: list[Batch], size: int, device: torch.device) -> Tensor:
     """[size, 2] summed (chosen, rejected) log-probs of every pair, in one no-grad pass."""
     out = torch.zeros(size, 2, dtype=torch.float32)
     was_training = model.training

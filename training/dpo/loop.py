@@ -35,6 +35,7 @@ from training.dpo.data import Batch, TokenizedPair, batches, pairs_read, pairs_t
 from training.dpo.logps import dataset_logps, sequence_logps
 
 MetricsCallback = Callable[[dict[str, float]], None]
+Model = Any  # a transformers PreTrainedModel, a peft PeftModel, or either wrapped in DDP
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -82,7 +83,7 @@ def _tokenizer(path: str) -> Any:
     return tokenizer
 
 
-def _model(cfg: DPOConfig, dtype: torch.dtype, resume_from: Path | None) -> nn.Module:
+def _model(cfg: DPOConfig, dtype: torch.dtype, resume_from: Path | None) -> Model:
     from transformers import AutoModelForCausalLM
 
     if not cfg.lora_r:
@@ -120,23 +121,48 @@ def _loss(
             policy_chosen=pc, policy_rejected=pr, chosen_tokens=tc, rejected_tokens=tr, beta=beta
         )
     assert rc is not None and rr is not None
-    pair = {"policy_chosen": pc, "policy_rejected": pr, "ref_chosen": rc, "ref_rejected": rr, "beta": beta}
     if cfg.loss == "sigmoid":
-        return losses.dpo_sigmoid(**pair)
+        return losses.dpo_sigmoid(
+            policy_chosen=pc, policy_rejected=pr, ref_chosen=rc, ref_rejected=rr, beta=beta
+        )
     if cfg.loss == "robust":
-        return losses.dpo_robust(**pair, label_smoothing=cfg.label_smoothing)
+        return losses.dpo_robust(
+            policy_chosen=pc,
+            policy_rejected=pr,
+            ref_chosen=rc,
+            ref_rejected=rr,
+            beta=beta,
+            label_smoothing=cfg.label_smoothing,
+        )
     if cfg.loss == "hinge":
-        return losses.dpo_hinge(**pair)
+        return losses.dpo_hinge(
+            policy_chosen=pc, policy_rejected=pr, ref_chosen=rc, ref_rejected=rr, beta=beta
+        )
     if cfg.loss == "ipo":
-        return losses.dpo_ipo(**pair, chosen_tokens=tc, rejected_tokens=tr)
+        return losses.dpo_ipo(
+            policy_chosen=pc,
+            policy_rejected=pr,
+            ref_chosen=rc,
+            ref_rejected=rr,
+            chosen_tokens=tc,
+            rejected_tokens=tr,
+            beta=beta,
+        )
     if cfg.loss == "dpop":
-        return losses.dpo_positive(**pair, dpop_lambda=cfg.dpop_lambda)
+        return losses.dpo_positive(
+            policy_chosen=pc,
+            policy_rejected=pr,
+            ref_chosen=rc,
+            ref_rejected=rr,
+            beta=beta,
+            dpop_lambda=cfg.dpop_lambda,
+        )
     raise ValueError(f"unknown loss {cfg.loss!r}")
 
 
 def _reference_logps(
     cfg: DPOConfig,
-    model: nn.Module,
+    model: Model,
     ref_batches: list[Batch],
     size: int,
     dtype: torch.dtype,
@@ -146,7 +172,8 @@ def _reference_logps(
     if cfg.ref_path:
         from transformers import AutoModelForCausalLM
 
-        ref_model = AutoModelForCausalLM.from_pretrained(cfg.ref_path, dtype=dtype).to(device)
+        ref_model: Model = AutoModelForCausalLM.from_pretrained(cfg.ref_path, dtype=dtype)
+        ref_model = ref_model.to(device)
         out = dataset_logps(ref_model, ref_batches, size, device)
         del ref_model
         gc.collect()
@@ -160,7 +187,7 @@ def _reference_logps(
 
 def _evaluate(
     cfg: DPOConfig,
-    model: nn.Module,
+    model: Model,
     eval_batches: list[Batch],
     eval_ref: Tensor | None,
     size: int,
@@ -194,9 +221,12 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
     pairs = pairs_read(cfg.data_path)
     eval_pairs = pairs_read(cfg.eval_data_path) if cfg.eval_data_path else []
     tokenizer = _tokenizer(cfg.policy_path)
-    shape = {"max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length}
-    data: list[TokenizedPair] = pairs_tokenize(tokenizer, pairs, **shape)
-    eval_data = pairs_tokenize(tokenizer, eval_pairs, **shape)
+    data: list[TokenizedPair] = pairs_tokenize(
+        tokenizer, pairs, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
+    )
+    eval_data = pairs_tokenize(
+        tokenizer, eval_pairs, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
+    )
     pad_id = tokenizer.pad_token_id
 
     resume_from = checkpoint_latest(out) if cfg.resume else None
@@ -231,8 +261,6 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
     reference_seconds = time.perf_counter() - reference_started
     eval_before = _evaluate(cfg, model, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
 
-    from transformers import get_linear_schedule_with_warmup
-
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
@@ -241,7 +269,14 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
     total_steps = groups_per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def lr_factor(done: int) -> float:  # linear warmup, then linear decay to 0 (transformers' "linear")
+        if done < warmup:
+            return done / max(1, warmup)
+        return max(0.0, (total_steps - done) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     step = 0
     if resume_from is not None:
         state = torch.load(resume_from / STATE_FILE, weights_only=False)
@@ -255,7 +290,7 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
                 if json.loads(line).get("step", 0) <= step and "eval_before" not in line
             ]
             (out / METRICS_FILE).write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    trained: nn.Module = model
+    trained: Model = model
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -309,7 +344,7 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
                 per_pair, chosen_rewards, rejected_rewards = _loss(
                     cfg, pc=pc, pr=pr, rc=rc, rr=rr, tc=tc, tr=tr
                 )
-                (per_pair.mean() * (batch.index.numel() / n_pairs)).backward()
+                (per_pair.mean() * (batch.index.numel() / n_pairs)).backward()  # type: ignore[no-untyped-call]
             totals += torch.tensor(
                 [
                     per_pair.detach().sum().item(),
@@ -348,7 +383,7 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
             "logps/chosen": totals[5].item() / n,
             "logps/rejected": totals[6].item() / n,
             "grad_norm": float(grad_norm),
-            "learning_rate": learning_rate,
+            "learning_rate": float(learning_rate),
             "tokens/s": totals[8].item() / elapsed,
         }
         if is_main:
