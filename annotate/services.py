@@ -48,15 +48,18 @@ class PreferenceImport:
     duplicates: int
 
 
-def import_user() -> AbstractBaseUser:
-    """The inactive user that imported judgments belong to (one judgment per comparison)."""
-    user, created = get_user_model().objects.get_or_create(
-        username=IMPORT_USERNAME, defaults={"is_active": False}
-    )
+def _system_user(username: str) -> AbstractBaseUser:
+    """An inactive user without a password, that judgments not made by a person belong to."""
+    user, created = get_user_model().objects.get_or_create(username=username, defaults={"is_active": False})
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])
     return user
+
+
+def import_user() -> AbstractBaseUser:
+    """The user imported judgments belong to (one judgment per comparison)."""
+    return _system_user(IMPORT_USERNAME)
 
 
 def _response_for(*, prompt: Prompt, text: str) -> Response:
@@ -442,14 +445,7 @@ class SimulationReport:
 
 def simulated_annotator(*, oracle_name: str, index: int) -> AbstractBaseUser:
     """The inactive user a simulated judge works as (``sim:<oracle>:<n>``, no password)."""
-    label = oracle_name.rsplit(".", 1)[-1][:60]
-    user, created = get_user_model().objects.get_or_create(
-        username=f"sim:{label}:{index}", defaults={"is_active": False}
-    )
-    if created:
-        user.set_unusable_password()
-        user.save(update_fields=["password"])
-    return user
+    return _system_user(f"sim:{oracle_name.rsplit('.', 1)[-1][:60]}:{index}")
 
 
 def comparisons_simulate(
