@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.distributed as dist
@@ -103,60 +103,37 @@ def _model(cfg: DPOConfig, dtype: torch.dtype, resume_from: Path | None) -> Mode
     return get_peft_model(base, lora)
 
 
+class _PolicyPair(TypedDict):
+    policy_chosen: Tensor
+    policy_rejected: Tensor
+    beta: float
+
+
+class _ReferencePair(_PolicyPair):
+    ref_chosen: Tensor
+    ref_rejected: Tensor
+
+
 def _loss(
     cfg: DPOConfig, *, pc: Tensor, pr: Tensor, rc: Tensor | None, rr: Tensor | None, tc: Tensor, tr: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    beta = cfg.beta
+    policy: _PolicyPair = {"policy_chosen": pc, "policy_rejected": pr, "beta": cfg.beta}
     if cfg.loss == "simpo":
-        return losses.simpo(
-            policy_chosen=pc,
-            policy_rejected=pr,
-            chosen_tokens=tc,
-            rejected_tokens=tr,
-            beta=beta,
-            gamma=cfg.simpo_gamma,
-        )
+        return losses.simpo(**policy, chosen_tokens=tc, rejected_tokens=tr, gamma=cfg.simpo_gamma)
     if cfg.loss == "orpo":
-        return losses.orpo(
-            policy_chosen=pc, policy_rejected=pr, chosen_tokens=tc, rejected_tokens=tr, beta=beta
-        )
+        return losses.orpo(**policy, chosen_tokens=tc, rejected_tokens=tr)
     assert rc is not None and rr is not None
+    pair: _ReferencePair = {**policy, "ref_chosen": rc, "ref_rejected": rr}
     if cfg.loss == "sigmoid":
-        return losses.dpo_sigmoid(
-            policy_chosen=pc, policy_rejected=pr, ref_chosen=rc, ref_rejected=rr, beta=beta
-        )
+        return losses.dpo_sigmoid(**pair)
     if cfg.loss == "robust":
-        return losses.dpo_robust(
-            policy_chosen=pc,
-            policy_rejected=pr,
-            ref_chosen=rc,
-            ref_rejected=rr,
-            beta=beta,
-            label_smoothing=cfg.label_smoothing,
-        )
+        return losses.dpo_robust(**pair, label_smoothing=cfg.label_smoothing)
     if cfg.loss == "hinge":
-        return losses.dpo_hinge(
-            policy_chosen=pc, policy_rejected=pr, ref_chosen=rc, ref_rejected=rr, beta=beta
-        )
+        return losses.dpo_hinge(**pair)
     if cfg.loss == "ipo":
-        return losses.dpo_ipo(
-            policy_chosen=pc,
-            policy_rejected=pr,
-            ref_chosen=rc,
-            ref_rejected=rr,
-            chosen_tokens=tc,
-            rejected_tokens=tr,
-            beta=beta,
-        )
+        return losses.dpo_ipo(**pair, chosen_tokens=tc, rejected_tokens=tr)
     if cfg.loss == "dpop":
-        return losses.dpo_positive(
-            policy_chosen=pc,
-            policy_rejected=pr,
-            ref_chosen=rc,
-            ref_rejected=rr,
-            beta=beta,
-            dpop_lambda=cfg.dpop_lambda,
-        )
+        return losses.dpo_positive(**pair, dpop_lambda=cfg.dpop_lambda)
     raise ValueError(f"unknown loss {cfg.loss!r}")
 
 
