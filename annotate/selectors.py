@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotate.models import Assignment, Choice, Comparison, Judgment, Kind
+from generation.models import Policy
 
 EXPORT_FORMATS = ("conversational", "standard")
 EXPORT_SPLITS = ("train", "eval", "all")
@@ -37,9 +38,12 @@ def _count(queryset: QuerySet) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
-def comparisons_open_for(*, annotator: AbstractBaseUser, now: datetime | None = None) -> QuerySet[Comparison]:
+def comparisons_open_for(
+    *, annotator: AbstractBaseUser, now: datetime | None = None, round_label: str | None = None
+) -> QuerySet[Comparison]:
     """Comparisons the annotator may be served: not judged or skipped by them, and (gold excepted,
-    which every annotator sees once) with judgments plus other annotators' live leases below overlap."""
+    which every annotator sees once) with judgments plus other annotators' live leases below overlap.
+    ``round_label`` narrows them to one round."""
     now = now or timezone.now()
     judged = _count(Judgment.objects.filter(comparison=OuterRef("pk")))
     leased = _count(
@@ -47,8 +51,13 @@ def comparisons_open_for(*, annotator: AbstractBaseUser, now: datetime | None = 
             annotator=annotator
         )
     )
+    comparisons = (
+        Comparison.objects.all()
+        if round_label is None
+        else Comparison.objects.filter(round_label=round_label)
+    )
     return (
-        Comparison.objects.exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
+        comparisons.exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
         .exclude(
             pk__in=Assignment.objects.filter(annotator=annotator, skipped_at__isnull=False).values(
                 "comparison"
@@ -102,6 +111,7 @@ def preference_rows(
     kinds: Sequence[str] = (Kind.TRAIN, Kind.GOLD),
     min_agreement: float = 0.0,
     include_ties: bool = False,
+    policy: Policy | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Aggregate each comparison's judgments (majority vote) into one TRL preference row.
 
@@ -110,7 +120,8 @@ def preference_rows(
     ``standard`` rows hold plain strings and exclude multi-turn prompts. Ties and both-bad majorities
     are left out unless ``include_ties``; then every row carries ``outcome`` (preferred, tie or
     both_bad) and such rows list the responses in comparison order. Every row carries
-    ``comparison_id``, ``judgments`` and ``agreement`` (the winning share).
+    ``comparison_id``, ``judgments`` and ``agreement`` (the winning share). With ``policy``, only
+    comparisons between two of that policy's responses (its own samples: on-policy DPO data).
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS} (got {fmt!r})")
@@ -119,6 +130,8 @@ def preference_rows(
         comparisons = comparisons.filter(prompt__split=split)
     if round_label is not None:
         comparisons = comparisons.filter(round_label=round_label)
+    if policy is not None:
+        comparisons = comparisons.filter(response_a__policy=policy, response_b__policy=policy)
     comparisons = (
         comparisons.select_related("prompt", "response_a", "response_b")
         .prefetch_related(Prefetch("judgments", queryset=Judgment.objects.only("comparison_id", "choice")))

@@ -110,25 +110,29 @@ def preferences_import(
 
 
 @transaction.atomic
-def comparison_assign_next(*, annotator: AbstractBaseUser) -> Assignment | None:
+def comparison_assign_next(
+    *, annotator: AbstractBaseUser, round_label: str | None = None
+) -> Assignment | None:
     """Serve the annotator their next comparison, reserving it with a lease; None when none is left.
 
     An unexpired, unjudged, unskipped assignment is served again (a reload shows the same comparison).
     Otherwise the oldest open comparison (``comparisons_open_for``); at ``PREFLOOP_GOLD_RATE`` a gold
-    one is preferred while any is left. On PostgreSQL the candidate row is locked with SKIP LOCKED so
+    one is preferred while any is left. ``round_label`` serves that round's comparisons only. On PostgreSQL the candidate row is locked with SKIP LOCKED so
     concurrent annotators do not wait on each other; SQLite serialises writers (IMMEDIATE transactions).
     """
     now = timezone.now()
+    leases = Assignment.objects.filter(annotator=annotator, expires_at__gt=now, skipped_at=None)
+    if round_label is not None:
+        leases = leases.filter(comparison__round_label=round_label)
     live = (
-        Assignment.objects.filter(annotator=annotator, expires_at__gt=now, skipped_at=None)
-        .exclude(comparison__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
+        leases.exclude(comparison__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
         .select_related("comparison__prompt", "comparison__response_a", "comparison__response_b")
         .order_by("served_at")
         .first()
     )
     if live is not None:
         return live
-    candidates = comparisons_open_for(annotator=annotator, now=now).order_by("id")
+    candidates = comparisons_open_for(annotator=annotator, now=now, round_label=round_label).order_by("id")
     preferred = (
         candidates.filter(kind=Kind.GOLD)
         if random.random() < settings.PREFLOOP_GOLD_RATE
@@ -395,31 +399,16 @@ def comparisons_generate_versus(
     rng = random.Random(sampling.seed)
 
     def queue(stored: dict[Prompt, list[Response]], report: GenerationReport) -> None:
-        theirs = {
-            r.prompt_id: r
-            for r in Response.objects.filter(policy=old, round_label=round_label, prompt__in=list(stored))
-        }
-        comparisons = []
-        for prompt, responses in stored.items():
-            if not responses or prompt.pk not in theirs:
-                continue
-            if responses[0].text == theirs[prompt.pk].text:
-                report.extra["identical answers"] += 1
-                continue
-            pair = [responses[0], theirs[prompt.pk]]
-            rng.shuffle(pair)
-            comparisons.append(
-                Comparison(
-                    prompt=prompt,
-                    response_a=pair[0],
-                    response_b=pair[1],
-                    round_label=round_label,
-                    kind=Kind.EVAL,
-                    overlap=overlap,
-                )
-            )
-        Comparison.objects.bulk_create(comparisons)
-        report.extra["comparisons"] += len(comparisons)
+        mine = {prompt.pk: responses[0] for prompt, responses in stored.items() if responses}
+        _versus_queue(
+            mine,
+            old=old,
+            old_label=round_label,
+            round_label=round_label,
+            overlap=overlap,
+            rng=rng,
+            report=report,
+        )
 
     new_pending = list(
         prompts_pending(
@@ -437,6 +426,76 @@ def comparisons_generate_versus(
     )
 
 
+def _versus_queue(
+    mine: dict[int, Response],
+    *,
+    old: Policy,
+    old_label: str,
+    round_label: str,
+    overlap: int,
+    rng: random.Random,
+    report: GenerationReport,
+) -> None:
+    """Eval comparisons of each of ``mine`` (by prompt id) against ``old``'s response to the same
+    prompt in ``old_label``, sides in random order; identical answers are counted, not compared."""
+    theirs = {
+        r.prompt_id: r
+        for r in Response.objects.filter(policy=old, round_label=old_label, prompt__in=list(mine))
+    }
+    comparisons = []
+    for prompt_id, response in mine.items():
+        other = theirs.get(prompt_id)
+        if other is None:
+            continue
+        if response.text == other.text:
+            report.extra["identical answers"] += 1
+            continue
+        pair = [response, other]
+        rng.shuffle(pair)
+        comparisons.append(
+            Comparison(
+                prompt_id=prompt_id,
+                response_a=pair[0],
+                response_b=pair[1],
+                round_label=round_label,
+                kind=Kind.EVAL,
+                overlap=overlap,
+            )
+        )
+    Comparison.objects.bulk_create(comparisons)
+    report.extra["comparisons"] += len(comparisons)
+
+
+@transaction.atomic
+def comparisons_pair_policies(
+    *,
+    new: Policy,
+    new_label: str,
+    old: Policy,
+    old_label: str,
+    round_label: str,
+    overlap: int = 1,
+    seed: int = 0,
+) -> GenerationReport:
+    """Blind eval comparisons between answers both policies already gave (one each per prompt, in
+    their own generation labels), so a policy's held-out answers are generated once and compared
+    with several others (its parent, the base)."""
+    report = GenerationReport()
+    mine: dict[int, Response] = {}
+    for response in Response.objects.filter(policy=new, round_label=new_label).order_by("id"):
+        mine.setdefault(response.prompt_id, response)
+    _versus_queue(
+        mine,
+        old=old,
+        old_label=old_label,
+        round_label=round_label,
+        overlap=overlap,
+        rng=random.Random(seed),
+        report=report,
+    )
+    return report
+
+
 @dataclass
 class SimulationReport:
     judged: int = 0
@@ -449,13 +508,20 @@ def simulated_annotator(*, oracle_name: str, index: int) -> AbstractBaseUser:
 
 
 def comparisons_simulate(
-    *, oracle_name: str, count: int, noise: float = 0.0, seed: int = 0, annotators: int = 0
+    *,
+    oracle_name: str,
+    count: int,
+    noise: float = 0.0,
+    seed: int = 0,
+    annotators: int = 0,
+    round_label: str | None = None,
 ) -> SimulationReport:
     """Judge up to ``count`` queued comparisons by a scripted oracle, as simulated annotators.
 
     Comparisons are served exactly as to people (assignment, overlap, leases); the judgments carry
     source "simulated". With probability ``noise`` the oracle's verdict is replaced by a random one.
-    ``annotators`` simulated users take turns (default: as many as the largest overlap queued).
+    ``annotators`` simulated users take turns (default: as many as the largest overlap queued);
+    ``round_label`` keeps them to one round's comparisons.
     """
     try:
         oracle = oracle_resolve(oracle_name)
@@ -472,7 +538,7 @@ def comparisons_simulate(
         for user in users:
             if report.judged >= count or user.pk in idle:
                 continue
-            assignment = comparison_assign_next(annotator=user)
+            assignment = comparison_assign_next(annotator=user, round_label=round_label)
             if assignment is None:
                 idle.add(user.pk)
                 continue

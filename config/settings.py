@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_tasks",
+    "django_tasks_db",
     "generation",
     "annotate",
     "training",
@@ -161,9 +163,20 @@ PREFLOOP_LEASE_SECONDS = int(os.environ.get("PREFLOOP_LEASE_SECONDS", "900"))
 # Share of served comparisons drawn from gold ones (known answer) while any are left for the annotator.
 PREFLOOP_GOLD_RATE = float(os.environ.get("PREFLOOP_GOLD_RATE", "0.1"))
 
+# Training rounds: fewest preference pairs a round trains on; where rounds write their data and
+# checkpoints; how long a running round may stay silent before cancelling it stops waiting for it.
+PREFLOOP_MIN_PAIRS = int(os.environ.get("PREFLOOP_MIN_PAIRS", "8"))
+PREFLOOP_ROUNDS_DIR = Path(os.environ.get("PREFLOOP_ROUNDS_DIR", VAR_DIR / "rounds"))
+PREFLOOP_ROUND_STALE_SECONDS = int(os.environ.get("PREFLOOP_ROUND_STALE_SECONDS", "600"))
+
+# Long work (training rounds) runs in `manage.py db_worker` processes: the task queue is a table in
+# the same database (no broker on one machine; several workers share PostgreSQL beyond one).
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    "loggers": {"prefloop": {"level": os.environ.get("PREFLOOP_LOG_LEVEL", "INFO")}},
 }

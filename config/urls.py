@@ -28,6 +28,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("annotate/", include("annotate.urls")),
+    path("training/", include("training.urls")),
     path("admin/", admin.site.urls),
     path("api/", include((api, "api"))),
 ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from config.errors import Conflict, Invalid
 from generation.backends import Backend, Sampling
@@ -154,6 +154,15 @@ def prompts_pending(*, policy: Policy, round_label: str, prompts: QuerySet[Promp
     """Prompts without a response from ``policy`` in ``round_label``: what a (re)run still has to do."""
     done = Response.objects.filter(policy=policy, round_label=round_label).values("prompt")
     return prompts.exclude(pk__in=done).order_by("id")
+
+
+def prompts_least_answered(*, policy: Policy, round_label: str, split: str, limit: int) -> list[Prompt]:
+    """Up to ``limit`` prompts of ``split`` still pending for ``policy`` in ``round_label``, those
+    with the fewest responses so far first: each round of a loop takes fresh prompts while any are left."""
+    pending = prompts_pending(
+        policy=policy, round_label=round_label, prompts=Prompt.objects.filter(split=split)
+    )
+    return list(pending.annotate(answered=Count("responses")).order_by("answered", "id")[:limit])
 
 
 def responses_generate(

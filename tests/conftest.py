@@ -52,3 +52,26 @@ def chat_model_dir(tmp_path_factory):
 def plain_model_dir(tmp_path_factory):
     """A tiny random Llama whose tokenizer has no chat template."""
     return tiny_model_save(tmp_path_factory.mktemp("tiny-plain"), tiny_tokenizer(None))
+
+
+@pytest.fixture
+def worker_environment(settings, tmp_path):
+    """Environment for a ``manage.py db_worker`` subprocess that sees this test's database (the test
+    must commit: ``django_db(transaction=True)``) and writes rounds under tmp_path."""
+    import os
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        url = f"sqlite:///{db['NAME']}"
+    else:
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    settings.PREFLOOP_ROUNDS_DIR = tmp_path / "rounds"
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PREFLOOP_ROUNDS_DIR": str(settings.PREFLOOP_ROUNDS_DIR),
+        "PYTHONUNBUFFERED": "1",
+    }

@@ -1,1 +1,117 @@
-# TrainingRound arrives with the training-round work; training/dpo/ stays free of Django.
+"""A DPO round: the data it trained on, how, what came out, and how it went step by step.
+
+training/dpo/ stays free of Django; this app drives it (services.py) and records what it did.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from generation.models import Policy
+
+
+class RoundStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+FINISHED = (RoundStatus.SUCCEEDED, RoundStatus.FAILED, RoundStatus.CANCELLED)
+
+
+class TrainingRound(models.Model):
+    """One DPO round from ``policy`` on the judged comparisons of its rounds.
+
+    The database enforces: a succeeded round has an output policy and no other status has one; a
+    failed round says why; a finished round has an end time, an unfinished one has none.
+    """
+
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="rounds_started")
+    reference = models.ForeignKey(
+        Policy,
+        on_delete=models.PROTECT,
+        related_name="rounds_as_reference",
+        help_text="The model the DPO loss holds the policy close to (default: the starting policy).",
+    )
+    output_policy = models.OneToOneField(
+        Policy, null=True, blank=True, on_delete=models.PROTECT, related_name="trained_by"
+    )
+    status = models.CharField(max_length=9, choices=RoundStatus, default=RoundStatus.QUEUED, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    hyperparameters = models.JSONField(default=dict, blank=True, help_text="DPOConfig fields set.")
+    min_pairs = models.PositiveIntegerField(default=8, help_text="Fewer pairs: the round refuses to run.")
+    then_generate = models.PositiveIntegerField(
+        default=0, help_text="Prompts the new policy answers after training (their comparisons queued)."
+    )
+    generation = models.JSONField(
+        default=dict, blank=True, help_text="Sampling and pairing for then_generate (samples, overlap, ...)."
+    )
+    output_dir = models.CharField(max_length=1000, blank=True)
+    data_file = models.CharField(max_length=1000, blank=True, help_text="The exported pairs (JSONL).")
+    data_sha256 = models.CharField(max_length=64, blank=True)
+    pairs = models.PositiveIntegerField(null=True, blank=True, help_text="Pairs trained on.")
+    excluded = models.JSONField(
+        default=dict, blank=True, help_text="Comparisons left out of the data, by reason."
+    )
+    steps_total = models.PositiveIntegerField(null=True, blank=True)
+    log = models.TextField(blank=True, help_text="The worker's log lines for this round (the tail).")
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True, help_text="The background task running it.")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life from the worker.")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status=RoundStatus.SUCCEEDED, output_policy__isnull=False)
+                | (~Q(status=RoundStatus.SUCCEEDED) & Q(output_policy__isnull=True)),
+                name="round_output_iff_succeeded",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=RoundStatus.FAILED) | ~Q(error=""), name="round_failure_has_error"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=FINISHED, finished_at__isnull=False)
+                | (~Q(status__in=FINISHED) & Q(finished_at__isnull=True)),
+                name="round_finished_has_end_time",
+            ),
+            models.CheckConstraint(condition=Q(status__in=RoundStatus.values), name="round_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Round {self.pk} from {self.policy}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def generation_label(self) -> str:
+        """The round label of the comparisons its output policy generates."""
+        return f"round-{self.pk}"
+
+
+class RoundMetric(models.Model):
+    """One optimizer step's metrics, with TRL's names (``loss``, ``rewards/accuracies``, ...)."""
+
+    round = models.ForeignKey(TrainingRound, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    values = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "step"]
+        constraints = [models.UniqueConstraint(fields=["round", "step"], name="round_metric_one_per_step")]
+
+    def __str__(self) -> str:
+        return f"{self.round} step {self.step}"

@@ -1,0 +1,228 @@
+"""Training rounds end to end on a tiny chat model: export → train → register → generate next."""
+
+import hashlib
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotate.models import Comparison, Judgment, Kind, Source
+from annotate.services import comparisons_simulate
+from generation.models import Policy, Prompt, Response, Split
+from generation.services import policy_register
+from tests.factories import ComparisonFactory, JudgmentFactory, PolicyFactory, PromptFactory, ResponseFactory
+from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
+from training.models import RoundMetric, RoundStatus, TrainingRound
+from training.services import round_cancel, round_create, round_run
+
+FAST = {"lr": 1e-3, "batch_size": 2, "max_length": 64, "dtype": "fp32"}
+
+
+@pytest.fixture(autouse=True)
+def rounds_dir(settings, tmp_path):
+    settings.PREFLOOP_ROUNDS_DIR = tmp_path / "rounds"
+    return settings.PREFLOOP_ROUNDS_DIR
+
+
+def judged_policy(model_dir, *, pairs=4, name="tiny"):
+    """A policy on the tiny model with ``pairs`` comparisons of its answers, each judged."""
+    policy = policy_register(name=name, location=str(model_dir))
+    for i in range(pairs):
+        prompt = PromptFactory(text=f"name a colour {i}")
+        ComparisonFactory(
+            prompt=prompt,
+            response_a=ResponseFactory(prompt=prompt, policy=policy, text="blue."),
+            response_b=ResponseFactory(prompt=prompt, policy=policy, text="the quick brown fox " * 3),
+            round_label="r0",
+        )
+    comparisons_simulate(oracle_name="shorter", count=100, round_label="r0")
+    return policy
+
+
+@pytest.mark.django_db
+def test_train_round_trains_registers_and_generates_next(chat_model_dir, rounds_dir):
+    policy = judged_policy(chat_model_dir)
+    for i in range(3):
+        PromptFactory(text=f"answer briefly please {i}")
+    PromptFactory(text="what is the capital of france?", split=Split.EVAL)
+    out = StringIO()
+
+    call_command(
+        "train_round",
+        "--policy=tiny",
+        "--min-pairs=4",
+        "--lr=1e-3",
+        "--batch-size=2",
+        "--max-length=64",
+        "--epochs=2",
+        "--then-generate=2",
+        "--samples=2",
+        "--max-new-tokens=6",
+        "--backend=transformers",
+        stdout=out,
+    )
+
+    training_round = TrainingRound.objects.get()
+    assert training_round.status == RoundStatus.SUCCEEDED, training_round.log
+    new = training_round.output_policy
+    assert new.parent == policy and new.name == f"tiny-round{training_round.pk}"
+    assert (Path(new.location) / "model.safetensors").is_file()
+    # the data it trained on is on disk, named by its hash, with the counts on the round
+    data = Path(training_round.data_file)
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == training_round.data_sha256
+    assert training_round.pairs == 4 == len(data.read_text().splitlines())
+    assert all(json.loads(line)["chosen"][0]["content"] == "blue." for line in data.read_text().splitlines())
+    # every optimizer step's metrics, TRL names
+    steps = list(training_round.metrics.values_list("step", flat=True))
+    assert steps == [1, 2, 3, 4] and training_round.steps_total == 4
+    assert {"loss", "rewards/accuracies", "rewards/margins"} <= set(training_round.metrics.first().values)
+    # then-generate: the new policy answered 2 fresh train prompts; eval vs its parent is queued
+    fresh = Response.objects.filter(policy=new, round_label=training_round.generation_label)
+    assert fresh.values("prompt").distinct().count() == 2
+    assert not fresh.filter(prompt__text__startswith="name a colour").exists()  # least answered first
+    eval_queued = Comparison.objects.filter(round_label=f"{training_round.generation_label}-eval")
+    assert eval_queued.count() <= 1 and all(c.kind == Kind.EVAL for c in eval_queued)
+    assert {r.policy for c in eval_queued for r in (c.response_a, c.response_b)} <= {new, policy}
+    assert "registered policy" in out.getvalue() and "succeeded" in out.getvalue()
+    assert training_round.error == ""
+
+
+@pytest.mark.django_db
+def test_round_with_too_few_pairs_refuses_and_says_how_many():
+    policy = PolicyFactory(name="small")
+    prompt = PromptFactory()
+    JudgmentFactory(
+        comparison=ComparisonFactory(
+            prompt=prompt,
+            response_a=ResponseFactory(prompt=prompt, policy=policy),
+            response_b=ResponseFactory(prompt=prompt, policy=policy),
+        )
+    )
+    with pytest.raises(NotEnoughPairs, match=r"has 1 preference pairs .* needs at least 8"):
+        round_create(policy=policy)
+    with pytest.raises(CommandError, match="has 1 preference pairs"):
+        call_command("train_round", "--policy=small")
+    assert not TrainingRound.objects.exists()
+
+
+@pytest.mark.django_db
+def test_bad_settings_and_untrainable_policies_are_refused():
+    policy = PolicyFactory(name="p")
+    with pytest.raises(NotTrainable, match="beta must be positive"):
+        round_create(policy=policy, hyperparameters={"beta": -1}, min_pairs=1)
+    with pytest.raises(NotTrainable, match="unknown training option 'momentum'"):
+        round_create(policy=policy, hyperparameters={"momentum": 0.9}, min_pairs=1)
+    with pytest.raises(NotTrainable, match="GGUF"):
+        round_create(policy=PolicyFactory(location="/m.gguf", location_kind="gguf"), min_pairs=1)
+    with pytest.raises(CommandError, match="no policy named 'nope'"):
+        call_command("train_round", "--policy=nope")
+
+
+@pytest.mark.django_db
+def test_a_failed_round_records_the_error_and_registers_nothing(chat_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in chat_model_dir.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    policy = judged_policy(broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
+
+    finished = round_run(round_id=training_round.pk)
+
+    assert finished.status == RoundStatus.FAILED
+    assert finished.error and finished.finished_at is not None
+    assert "failed:" in finished.log
+    assert Policy.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_cancelling_a_queued_round_stops_it_before_it_starts(chat_model_dir):
+    policy = judged_policy(chat_model_dir)
+    training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
+
+    round_cancel(training_round=training_round)
+    finished = round_run(round_id=training_round.pk)
+
+    assert finished.status == RoundStatus.CANCELLED and finished.started_at is None
+    with pytest.raises(RoundFinished):
+        round_cancel(training_round=finished)
+
+
+@pytest.mark.django_db
+def test_cancelling_a_running_round_stops_it_at_the_next_step(chat_model_dir):
+    policy = judged_policy(chat_model_dir)
+    training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
+    TrainingRound.objects.filter(pk=training_round.pk).update(cancel_requested=True)  # as if staff pressed it
+
+    finished = round_run(round_id=training_round.pk)
+
+    assert finished.status == RoundStatus.CANCELLED
+    assert finished.output_policy is None and Policy.objects.count() == 1
+    assert RoundMetric.objects.filter(round=finished).count() <= 1
+
+
+@pytest.mark.django_db
+def test_training_data_is_the_policys_own_judged_comparisons(chat_model_dir):
+    policy = judged_policy(chat_model_dir, pairs=2)
+    other = PolicyFactory()
+    prompt = PromptFactory()
+    JudgmentFactory(  # another policy's pair: not this policy's data
+        comparison=ComparisonFactory(
+            prompt=prompt,
+            response_a=ResponseFactory(prompt=prompt, policy=other),
+            response_b=ResponseFactory(prompt=prompt, policy=other),
+        )
+    )
+    training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
+    finished = round_run(round_id=training_round.pk)
+    assert finished.status == RoundStatus.SUCCEEDED
+    assert finished.pairs == 2
+    assert Judgment.objects.filter(source=Source.SIMULATED).count() == 2
+
+
+@pytest.mark.django_db
+def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
+    policy_register(name="base", location=str(chat_model_dir))
+    for i in range(6):
+        PromptFactory(text=f"answer briefly please {i}")
+    for i in range(3):
+        PromptFactory(text=f"what is the capital of country {i}?", split=Split.EVAL)
+    report = tmp_path / "loop.json"
+    out = StringIO()
+
+    call_command(
+        "run_loop",
+        "--rounds=2",
+        "--oracle=shorter",
+        "--policy=base",
+        "--prompts=3",
+        "--samples=3",
+        "--pairs=all",
+        "--max-new-tokens=8",
+        "--backend=transformers",
+        "--lr=1e-3",
+        "--batch-size=4",
+        "--max-length=64",
+        f"--report={report}",
+        stdout=out,
+    )
+
+    results = json.loads(report.read_text())["rounds"]
+    assert [r["round"] for r in results] == [1, 2]
+    second = Policy.objects.get(name=results[1]["policy"])
+    assert second.parent.name == results[0]["policy"] and second.parent.parent.name == "base"
+    assert results[1]["vs_previous"]["opponent"] == results[0]["policy"]
+    assert results[1]["vs_base"]["opponent"] == "base"
+    for row in results:
+        for key in ("vs_previous", "vs_base"):
+            rate = row[key]
+            if rate is not None:  # no games when every held-out answer came out identical
+                assert rate["low"] <= rate["rate"] <= rate["high"]
+                assert rate["wins"] + rate["ties"] + rate["losses"] <= 3
+    printed = out.getvalue()
+    assert "round 2/2" in printed and "on held-out prompts:" in printed
+    # three train prompts fresh in each round: the second round did not re-answer the first's
+    assert Prompt.objects.filter(split=Split.TRAIN, responses__isnull=True).count() == 0

@@ -1,0 +1,46 @@
+"""The numbers behind the dashboard, worked by hand."""
+
+import math
+
+import pytest
+
+from training.stats import Game, bradley_terry, krippendorff_alpha_nominal, win_rate
+
+
+def test_bradley_terry_three_wins_in_four_is_odds_of_three():
+    games = [Game("a", "b", 1.0)] * 3 + [Game("a", "b", 0.0)]
+    ratings = bradley_terry(games, prior=0.0)
+    assert ratings["a"] - ratings["b"] == pytest.approx(400 * math.log10(3), abs=1e-6)
+    assert (ratings["a"] + ratings["b"]) / 2 == pytest.approx(1000.0)
+
+
+def test_bradley_terry_ties_are_half_a_win_and_the_prior_keeps_an_unbeaten_player_finite():
+    assert bradley_terry([Game("a", "b", 0.5)] * 4, prior=0.0) == pytest.approx({"a": 1000.0, "b": 1000.0})
+    unbeaten = bradley_terry([Game("a", "b", 1.0)] * 2, prior=0.5)
+    # 2.5 wins against 0.5: odds 5, finite
+    assert unbeaten["a"] - unbeaten["b"] == pytest.approx(400 * math.log10(5), abs=1e-6)
+
+
+def test_bradley_terry_orders_a_chain_transitively():
+    games = [Game("a", "b", 1.0)] * 3 + [Game("b", "c", 1.0)] * 3 + [Game("a", "b", 0.0), Game("b", "c", 0.0)]
+    ratings = bradley_terry(games)
+    assert ratings["a"] > ratings["b"] > ratings["c"]
+
+
+def test_krippendorff_alpha_nominal_by_hand():
+    # units: (first, first), (second, second), (first, second). Coincidences: o_ff=2, o_ss=2, o_fs=o_sf=1;
+    # n=6, n_f=n_s=3. D_o = 2/6; D_e = 2*3*3/(6*5) = 0.6; alpha = 1 - (1/3)/0.6 = 4/9.
+    counts = [[2, 0, 0, 0], [0, 2, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]]  # a single judgment: ignored
+    assert krippendorff_alpha_nominal(counts) == pytest.approx(4 / 9)
+    assert krippendorff_alpha_nominal([[2, 0, 0, 0], [0, 2, 0, 0]]) == pytest.approx(1.0)
+    assert krippendorff_alpha_nominal([[2, 0, 0, 0]]) is None  # one category: undefined
+    assert krippendorff_alpha_nominal([[1, 0, 0, 0]]) is None
+
+
+def test_win_rate_counts_ties_as_half_with_an_interval_around_it():
+    rate = win_rate([1.0, 1.0, 0.5, 0.0])
+    assert (rate.wins, rate.ties, rate.losses, rate.games) == (2, 1, 1, 4)
+    assert rate.rate == pytest.approx(0.625)
+    assert 0.0 <= rate.low <= 0.625 <= rate.high <= 1.0
+    assert win_rate([]) is None
+    assert win_rate([1.0] * 50).low == 1.0

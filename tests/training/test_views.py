@@ -1,0 +1,129 @@
+"""Staff start, watch and cancel rounds in the browser; the work goes to the task queue."""
+
+import pytest
+from django.urls import reverse
+from django_tasks_db.models import DBTaskResult
+
+from annotate.models import Choice
+from tests.factories import ComparisonFactory, JudgmentFactory, PolicyFactory, PromptFactory, ResponseFactory
+from training.models import RoundMetric, RoundStatus, TrainingRound
+
+FORM = {
+    "loss": "sigmoid",
+    "beta": "0.1",
+    "lr": "1e-5",
+    "epochs": "1",
+    "batch_size": "4",
+    "lora_r": "0",
+    "max_length": "256",
+    "then_generate": "4",
+    "samples": "3",
+    "max_new_tokens": "64",
+    "overlap": "2",
+}
+
+
+def judged_pairs(policy, n):
+    for _ in range(n):
+        prompt = PromptFactory()
+        JudgmentFactory(
+            comparison=ComparisonFactory(
+                prompt=prompt,
+                response_a=ResponseFactory(prompt=prompt, policy=policy),
+                response_b=ResponseFactory(prompt=prompt, policy=policy),
+            ),
+            choice=Choice.FIRST,
+        )
+
+
+@pytest.mark.django_db
+def test_training_pages_are_staff_only(client, annotator):
+    client.force_login(annotator)
+    assert client.get(reverse("training:dashboard")).status_code == 302
+    assert client.post(reverse("training:start"), {}).status_code == 302
+
+
+@pytest.mark.django_db
+def test_dashboard_shows_policies_with_their_ready_pairs(client, staff):
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 3)
+    client.force_login(staff)
+    page = client.get(reverse("training:dashboard")).content.decode()
+    assert "smol — 3 pairs ready" in page
+    assert "Leaderboard" in page and "Start round" in page
+
+
+@pytest.mark.django_db
+def test_start_round_enqueues_a_task_and_shows_the_round(client, staff):
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 8)
+    client.force_login(staff)
+
+    response = client.post(reverse("training:start"), {**FORM, "policy": policy.pk})
+
+    training_round = TrainingRound.objects.get()
+    assert response.status_code == 302 and response.url == reverse("training:round", args=[training_round.pk])
+    assert training_round.status == RoundStatus.QUEUED and training_round.started_by == staff
+    assert training_round.hyperparameters["lr"] == 1e-5 and training_round.then_generate == 4
+    task = DBTaskResult.objects.get()
+    assert str(task.id) == training_round.task_id
+    assert task.task_path == "training.tasks.round_run_task" and task.args_kwargs["kwargs"] == {
+        "round_id": training_round.pk
+    }
+    page = client.get(response.url).content.decode()
+    assert "Queued" in page and "Waiting for a worker" in page and 'hx-trigger="every 2s"' in page
+
+
+@pytest.mark.django_db
+def test_start_round_with_too_few_pairs_says_how_many(client, staff):
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 2)
+    client.force_login(staff)
+    response = client.post(reverse("training:start"), {**FORM, "policy": policy.pk})
+    assert response.status_code == 400
+    assert "has 2 preference pairs" in response.content.decode()
+    assert not TrainingRound.objects.exists() and not DBTaskResult.objects.exists()
+
+
+@pytest.mark.django_db
+def test_live_fragment_draws_the_curves_and_stops_polling_when_finished(client, staff):
+    policy = PolicyFactory()
+    training_round = TrainingRound.objects.create(policy=policy, reference=policy, status=RoundStatus.RUNNING)
+    for step, loss in [(1, 0.69), (2, 0.5), (3, 0.4)]:
+        RoundMetric.objects.create(
+            round=training_round,
+            step=step,
+            values={
+                "step": step,
+                "loss": loss,
+                "rewards/accuracies": 0.5 + step / 10,
+                "rewards/margins": step / 100,
+            },
+        )
+    client.force_login(staff)
+    live = reverse("training:round-live", args=[training_round.pk])
+
+    running = client.get(live, headers={"HX-Request": "true"})
+    assert running.status_code == 200
+    body = running.content.decode()
+    assert body.count("<polyline") == 3 and "0.4000" in body and "every 2s" in body
+
+    TrainingRound.objects.filter(pk=training_round.pk).update(
+        status=RoundStatus.FAILED, error="boom <b>", finished_at="2026-01-01T00:00Z"
+    )
+    finished = client.get(live, headers={"HX-Request": "true"})
+    assert finished.status_code == 286  # htmx stops polling
+    assert "boom &lt;b&gt;" in finished.content.decode() and "every 2s" not in finished.content.decode()
+
+
+@pytest.mark.django_db
+def test_cancel_from_the_page(client, staff):
+    policy = PolicyFactory()
+    training_round = TrainingRound.objects.create(policy=policy, reference=policy)
+    client.force_login(staff)
+    response = client.post(reverse("training:cancel", args=[training_round.pk]))
+    assert response.status_code == 302
+    training_round.refresh_from_db()
+    assert training_round.status == RoundStatus.CANCELLED
+    again = client.post(reverse("training:cancel", args=[training_round.pk]))
+    assert again.status_code == 409

@@ -1,0 +1,62 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from config.errors import DomainError
+from generation.models import Policy
+from training.management.arguments import add_training_arguments, training_options
+from training.models import RoundStatus
+from training.services import round_create, round_run, round_start
+
+
+def policy_named(name: str) -> Policy:
+    policy = Policy.objects.filter(name=name).first()
+    if policy is None:
+        raise CommandError(f"no policy named {name!r} (see register_policy)")
+    return policy
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a DPO round: export the judged comparisons of the policy's rounds, train with training/dpo, "
+        "register the result as a new policy (its parent: the starting one) and, with --then-generate N, "
+        "queue comparisons of its answers to the next N prompts (and blind held-out comparisons against "
+        "its parent). Runs here; --enqueue hands it to a db_worker instead."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--policy", required=True, help="the starting policy")
+        parser.add_argument("--reference", help="reference policy for the DPO loss (default: --policy)")
+        parser.add_argument("--min-pairs", type=int, help="refuse with fewer pairs (PREFLOOP_MIN_PAIRS: 8)")
+        parser.add_argument(
+            "--then-generate", type=int, default=0, metavar="N", help="prompts to answer next"
+        )
+        parser.add_argument("--enqueue", action="store_true", help="queue it for a db_worker and return")
+        add_training_arguments(parser)
+
+    def handle(self, *args, **o):
+        policy = policy_named(o["policy"])
+        reference = policy_named(o["reference"]) if o["reference"] else None
+        hyperparameters, generation = training_options(o)
+        options = {
+            "policy": policy,
+            "reference": reference,
+            "hyperparameters": hyperparameters,
+            "min_pairs": o["min_pairs"],
+            "then_generate": o["then_generate"],
+            "generation": generation,
+        }
+        try:
+            if o["enqueue"]:
+                queued = round_start(**options)
+                self.stdout.write(f"round {queued.pk} queued (task {queued.task_id}); a db_worker runs it")
+                return
+            created = round_create(**options)
+        except DomainError as exc:
+            raise CommandError(exc.detail) from exc
+        self.stdout.write(f"round {created.pk}: {policy.name}, running here")
+        finished = round_run(round_id=created.pk, on_progress=lambda line: self.stdout.write(f"  {line}"))
+        if finished.status != RoundStatus.SUCCEEDED:
+            raise CommandError(f"round {finished.pk} {finished.status}: {finished.error or 'see its log'}")
+        self.stdout.write(
+            f"round {finished.pk} succeeded: {finished.pairs} pairs, policy {finished.output_policy.name} "
+            f"at {finished.output_policy.location}"
+        )

@@ -1,0 +1,131 @@
+"""Numbers behind the dashboard and the leaderboard: pure functions of plain values, no Django.
+
+- Krippendorff's alpha (nominal) from per-comparison vote counts, by the ``krippendorff`` package.
+- Bradley-Terry strengths from pairwise outcomes (Hunter's MM algorithm), on an Elo-like scale.
+- Win rates with percentile-bootstrap intervals, resampling comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ELO_SCALE = 400 / math.log(10)  # a 400-point gap is 10:1 odds, as in chess ratings
+ELO_CENTRE = 1000.0
+
+
+def krippendorff_alpha_nominal(counts: Sequence[Sequence[int]]) -> float | None:
+    """Alpha over units (comparisons) given as counts per category; units with fewer than two
+    judgments carry no agreement information and are ignored. None when alpha is undefined (fewer
+    than two pairable judgments, or every judgment in one category)."""
+    usable = [row for row in counts if sum(row) >= 2]
+    if not usable:
+        return None
+    matrix = np.asarray(usable, dtype=float)
+    if np.count_nonzero(matrix.sum(axis=0)) < 2:  # one category only: no disagreement is possible
+        return None
+    import krippendorff
+
+    value = float(krippendorff.alpha(value_counts=matrix, level_of_measurement="nominal"))
+    return None if math.isnan(value) else value
+
+
+@dataclass(frozen=True)
+class Game:
+    """One judged comparison between two players: ``score`` is a's share (1 win, 0.5 tie, 0 loss)."""
+
+    a: str
+    b: str
+    score: float
+
+
+def bradley_terry(games: Sequence[Game], *, prior: float = 0.5, iterations: int = 500) -> dict[str, float]:
+    """Bradley-Terry strengths as Elo-like ratings centred on 1000.
+
+    P(a beats b) = p_a / (p_a + p_b). Fitted by Hunter's (2004) MM updates on win counts (a tie is
+    half a win each). ``prior`` adds that many virtual wins each way to every pair that played, so a
+    player who never lost gets a finite rating.
+    """
+    players = sorted({g.a for g in games} | {g.b for g in games})
+    if not players:
+        return {}
+    index = {name: i for i, name in enumerate(players)}
+    n = len(players)
+    wins = np.zeros((n, n))  # wins[i, j]: i's (fractional) wins over j
+    for g in games:
+        i, j = index[g.a], index[g.b]
+        wins[i, j] += g.score
+        wins[j, i] += 1.0 - g.score
+    played = (wins + wins.T) > 0
+    wins = wins + prior * played
+    games_between = wins + wins.T
+    strength = np.ones(n)
+    total_wins = wins.sum(axis=1)
+    for _ in range(iterations):
+        denom = (games_between / (strength[:, None] + strength[None, :])).sum(axis=1)
+        updated = np.where(denom > 0, total_wins / np.where(denom > 0, denom, 1), strength)
+        updated /= math.exp(np.log(updated).mean())  # fix the scale: geometric mean 1
+        if np.max(np.abs(updated - strength)) < 1e-10:
+            strength = updated
+            break
+        strength = updated
+    return {name: ELO_CENTRE + ELO_SCALE * math.log(strength[index[name]]) for name in players}
+
+
+def bootstrap_interval(
+    values: Sequence[object],
+    statistic: Callable[[Sequence[object]], float],
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over ``values`` resampled with replacement."""
+    if not values:
+        return (math.nan, math.nan)
+    rng = random.Random(seed)
+    n = len(values)
+    estimates = sorted(statistic([values[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return estimates[int(tail * (resamples - 1))], estimates[math.ceil((1 - tail) * (resamples - 1))]
+
+
+@dataclass(frozen=True)
+class WinRate:
+    wins: int
+    ties: int
+    losses: int
+    rate: float  # (wins + ties / 2) / games
+    low: float  # 95% percentile-bootstrap interval
+    high: float
+
+    @property
+    def games(self) -> int:
+        return self.wins + self.ties + self.losses
+
+
+def win_rate(scores: Sequence[float], *, seed: int = 0) -> WinRate | None:
+    """Win rate from per-comparison scores (1 win, 0.5 tie or both bad, 0 loss), with its interval."""
+    if not scores:
+        return None
+
+    def mean(sample: Sequence[object]) -> float:
+        return sum(float(s) for s in sample) / len(sample)  # type: ignore[arg-type]
+
+    low, high = bootstrap_interval(list(scores), mean, seed=seed)
+    return WinRate(
+        wins=sum(1 for s in scores if s == 1.0),
+        ties=sum(1 for s in scores if s == 0.5),
+        losses=sum(1 for s in scores if s == 0.0),
+        rate=mean(list(scores)),
+        low=low,
+        high=high,
+    )
+
+
+def median(values: Sequence[float]) -> float | None:
+    return float(np.median(values)) if len(values) else None

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from training import views
+
+app_name = "training"
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("rounds/start/", views.start, name="start"),
+    path("rounds/<int:pk>/", views.round_detail, name="round"),
+    path("rounds/<int:pk>/live/", views.round_live, name="round-live"),
+    path("rounds/<int:pk>/cancel/", views.cancel, name="cancel"),
+]

@@ -1,0 +1,113 @@
+"""Staff pages: the dashboard (rounds, annotation quality, leaderboard), a round's live page, and
+starting and cancelling rounds. Training itself runs in a db_worker, never in these requests."""
+
+from __future__ import annotations
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from config.errors import DomainError
+from generation.models import Policy
+from training.charts import round_charts
+from training.forms import StartRoundForm
+from training.models import TrainingRound
+from training.selectors import annotation_stats, leaderboard, rounds_recent
+from training.services import round_cancel, round_pairs_count, round_start
+
+
+def _include_simulated(request: HttpRequest) -> bool:
+    return request.GET.get("simulated") == "1"
+
+
+def _policy_choices() -> list[tuple[Policy, int]]:
+    """The newest policies, each with the preference pairs its judged comparisons give now."""
+    return [(policy, round_pairs_count(policy=policy)[0]) for policy in Policy.objects.order_by("-id")[:20]]
+
+
+def _default_policy(choices: list[tuple[Policy, int]]) -> Policy | None:
+    with_pairs = [policy for policy, pairs in choices if pairs]
+    return with_pairs[0] if with_pairs else (choices[0][0] if choices else None)
+
+
+@staff_member_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    simulated = _include_simulated(request)
+    rounds, annotators = annotation_stats(include_simulated=simulated)
+    choices = _policy_choices()
+    default = _default_policy(choices)
+    form = StartRoundForm(initial={"policy": default.pk if default else None})
+    return render(
+        request,
+        "training/dashboard.html",
+        {
+            "simulated": simulated,
+            "training_rounds": rounds_recent(),
+            "comparison_rounds": rounds,
+            "annotators": annotators,
+            "leaderboard": leaderboard(include_simulated=simulated),
+            "form": form,
+            "policy_choices": choices,
+        },
+    )
+
+
+@staff_member_required
+@require_POST
+def start(request: HttpRequest) -> HttpResponse:
+    form = StartRoundForm(request.POST)
+    error = None
+    if form.is_valid():
+        try:
+            started = round_start(**form.round_options(), started_by=request.user)
+        except DomainError as exc:
+            error = exc.detail
+        else:
+            return redirect("training:round", pk=started.pk)
+    choices = _policy_choices()
+    return render(
+        request,
+        "training/start.html",
+        {"form": form, "error": error, "policy_choices": choices},
+        status=400,
+    )
+
+
+def _round_context(training_round: TrainingRound) -> dict:
+    metrics = list(training_round.metrics.values_list("step", "values"))
+    return {
+        "round": training_round,
+        "charts": round_charts(metrics),
+        "latest": metrics[-1][1] if metrics else None,
+        "log_tail": training_round.log.splitlines()[-40:],
+    }
+
+
+def _round(pk: int) -> TrainingRound:
+    return get_object_or_404(
+        TrainingRound.objects.select_related("policy", "reference", "output_policy", "started_by"), pk=pk
+    )
+
+
+@staff_member_required
+def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return render(request, "training/round.html", _round_context(_round(pk)))
+
+
+@staff_member_required
+def round_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The part of the round page that changes; polled every 2 s until the round has finished."""
+    training_round = _round(pk)
+    response = render(request, "training/_round_live.html", _round_context(training_round))
+    return HttpResponseStopPolling(response.content) if training_round.is_finished else response
+
+
+@staff_member_required
+@require_POST
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    training_round = round_cancel(training_round=_round(pk))
+    if request.htmx:
+        return render(request, "training/_round_live.html", _round_context(training_round))
+    return redirect("training:round", pk=training_round.pk)
