@@ -41,8 +41,11 @@ demo: install
 	$(PY) manage.py register_policy --embedded
 	$(PY) manage.py generate --policy smollm2-135m-instruct --prompts $(DEMO_PROMPTS) \
 		--samples $(DEMO_SAMPLES) --max-new-tokens 160 --round demo --overlap 2 --pairs all
-	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it)"
-	DEBUG=1 $(PY) manage.py runserver $(HOST)
+	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it); a db_worker runs training rounds beside it"
+	@# The worker runs what the web queues (training rounds); it stops with the server.
+	DEBUG=1 $(PY) manage.py db_worker --interval 1 --no-reload & worker=$$!; \
+		trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+		DEBUG=1 $(PY) manage.py runserver $(HOST)
 
 lint: install
 	$(PY) -m ruff check .

@@ -7,6 +7,7 @@ from rest_framework.authtoken.views import obtain_auth_token
 from annotate import api as annotate_api
 from config import views
 from generation import api as generation_api
+from training import api as training_api
 
 api = [
     path("prompts/", generation_api.PromptListCreateApi.as_view(), name="prompts"),
@@ -18,6 +19,9 @@ api = [
     path("judgments/", annotate_api.JudgmentListCreateApi.as_view(), name="judgments"),
     path("preferences/import/", annotate_api.PreferenceImportApi.as_view(), name="preferences-import"),
     path("export/", annotate_api.ExportApi.as_view(), name="export"),
+    path("rounds/", training_api.RoundListApi.as_view(), name="rounds"),
+    path("rounds/<int:pk>/", training_api.RoundDetailApi.as_view(), name="round"),
+    path("rounds/<int:pk>/cancel/", training_api.RoundCancelApi.as_view(), name="round-cancel"),
     path("auth/token/", obtain_auth_token, name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

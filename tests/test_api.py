@@ -21,6 +21,8 @@ ENDPOINTS = [
     ("post", "/api/judgments/", "user"),
     ("post", "/api/preferences/import/", "staff"),
     ("get", "/api/export/", "staff"),
+    ("get", "/api/rounds/", "staff"),
+    ("post", "/api/rounds/", "staff"),
     ("get", "/api/schema/", "user"),
     ("get", "/api/docs/", "user"),
 ]

@@ -42,6 +42,9 @@ class TrainingRound(models.Model):
     )
     status = models.CharField(max_length=9, choices=RoundStatus, default=RoundStatus.QUEUED, db_index=True)
     cancel_requested = models.BooleanField(default=False)
+    following_up = models.BooleanField(
+        default=False, help_text="Trained and registered; the new policy is still generating what comes next."
+    )
     hyperparameters = models.JSONField(default=dict, blank=True, help_text="DPOConfig fields set.")
     min_pairs = models.PositiveIntegerField(default=8, help_text="Fewer pairs: the round refuses to run.")
     then_generate = models.PositiveIntegerField(
@@ -94,6 +97,11 @@ class TrainingRound(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def is_settled(self) -> bool:
+        """Finished, and nothing more will happen: the page stops polling."""
+        return self.is_finished and not self.following_up
 
     @property
     def generation_label(self) -> str:

@@ -216,9 +216,10 @@ class _Recorder:
         self.echo = echo
 
     def log(self, message: str) -> None:
-        logger.info("round %s: %s", self.round.pk, message)
         if self.echo is not None:
             self.echo(message)
+        else:  # in a worker: its console shows the round's progress
+            logger.info("round %s: %s", self.round.pk, message)
         self.lines.append(f"{timezone.now():%H:%M:%S} {message}")
         self.lines = self.lines[-LOG_LINES:]
         self._update(log="\n".join(self.lines) + "\n")
@@ -353,7 +354,11 @@ def _train_and_register(training_round: TrainingRound, recorder: _Recorder, out:
         )
         now = timezone.now()
         TrainingRound.objects.filter(pk=training_round.pk).update(
-            status=RoundStatus.SUCCEEDED, output_policy=policy, finished_at=now, heartbeat_at=now
+            status=RoundStatus.SUCCEEDED,
+            output_policy=policy,
+            finished_at=now,
+            heartbeat_at=now,
+            following_up=True,
         )
     training_round.refresh_from_db()
     recorder.log(f"registered policy {policy.name}")
@@ -414,6 +419,8 @@ def _follow_up(training_round: TrainingRound, recorder: _Recorder) -> None:
         TrainingRound.objects.filter(pk=training_round.pk).update(
             error=f"after training: {type(exc).__name__}: {exc}"
         )
+    finally:
+        TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
         training_round.refresh_from_db()
 
 

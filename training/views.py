@@ -101,7 +101,7 @@ def round_live(request: HttpRequest, pk: int) -> HttpResponse:
     """The part of the round page that changes; polled every 2 s until the round has finished."""
     training_round = _round(pk)
     response = render(request, "training/_round_live.html", _round_context(training_round))
-    return HttpResponseStopPolling(response.content) if training_round.is_finished else response
+    return HttpResponseStopPolling(response.content) if training_round.is_settled else response
 
 
 @staff_member_required

@@ -127,3 +127,35 @@ def test_cancel_from_the_page(client, staff):
     assert training_round.status == RoundStatus.CANCELLED
     again = client.post(reverse("training:cancel", args=[training_round.pk]))
     assert again.status_code == 409
+
+
+@pytest.mark.django_db
+def test_rounds_over_the_api(api, staff):
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 2)
+    api.force_authenticate(staff)
+
+    refused = api.post("/api/rounds/", {"policy": "smol"}, format="json")
+    assert refused.status_code == 400 and refused.json()["error"] == "not_enough_pairs"
+    assert refused.json()["pairs"] == 2 and refused.json()["needed"] == 8
+
+    started = api.post(
+        "/api/rounds/",
+        {"policy": "smol", "min_pairs": 2, "hyperparameters": {"lr": 1e-5}, "then_generate": 3},
+        format="json",
+    )
+    assert started.status_code == 201, started.json()
+    body = started.json()
+    assert body["status"] == "queued" and body["policy"] == "smol" and body["task_id"]
+    training_round = TrainingRound.objects.get(pk=body["id"])
+    RoundMetric.objects.create(round=training_round, step=1, values={"step": 1, "loss": 0.69})
+
+    detail = api.get(f"/api/rounds/{training_round.pk}/").json()
+    assert detail["metrics"] == [{"step": 1, "loss": 0.69}]
+    assert api.get("/api/rounds/").json()["results"][0]["id"] == training_round.pk
+    cancelled = api.post(f"/api/rounds/{training_round.pk}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    bad = api.post(
+        "/api/rounds/", {"policy": "smol", "hyperparameters": {"beta": 0}, "min_pairs": 1}, format="json"
+    )
+    assert bad.status_code == 400 and "beta must be positive" in bad.json()["detail"]

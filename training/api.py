@@ -1,0 +1,107 @@
+"""Training rounds over the REST API (staff): list, start (queued for a db_worker), watch, cancel."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from generation.models import Policy
+from training.models import TrainingRound
+from training.services import GENERATION_DEFAULTS, HYPERPARAMETERS, round_cancel, round_start
+
+
+class TrainingRoundSerializer(serializers.ModelSerializer):
+    policy = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    reference = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    output_policy = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    started_by = serializers.SlugRelatedField(read_only=True, slug_field="username")
+
+    class Meta:
+        model = TrainingRound
+        fields = [
+            "id",
+            "policy",
+            "reference",
+            "status",
+            "cancel_requested",
+            "following_up",
+            "hyperparameters",
+            "min_pairs",
+            "then_generate",
+            "generation",
+            "data_file",
+            "data_sha256",
+            "pairs",
+            "excluded",
+            "steps_total",
+            "output_policy",
+            "error",
+            "task_id",
+            "started_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+        ]
+
+
+class TrainingRoundDetailSerializer(TrainingRoundSerializer):
+    metrics = serializers.SerializerMethodField()
+    log = serializers.CharField(read_only=True)
+
+    class Meta(TrainingRoundSerializer.Meta):
+        fields = [*TrainingRoundSerializer.Meta.fields, "metrics", "log"]
+
+    def get_metrics(self, obj: TrainingRound) -> list[dict]:
+        return [values for values in obj.metrics.values_list("values", flat=True)]
+
+
+class RoundStartSerializer(serializers.Serializer):
+    policy = serializers.SlugRelatedField(queryset=Policy.objects.all(), slug_field="name")
+    reference = serializers.SlugRelatedField(queryset=Policy.objects.all(), slug_field="name", required=False)
+    hyperparameters = serializers.DictField(
+        required=False, help_text=f"DPO settings: {', '.join(HYPERPARAMETERS)}"
+    )
+    min_pairs = serializers.IntegerField(required=False, min_value=1)
+    then_generate = serializers.IntegerField(required=False, min_value=0, default=0)
+    generation = serializers.DictField(
+        required=False, help_text=f"sampling for then_generate: {', '.join(GENERATION_DEFAULTS)}"
+    )
+
+
+class RoundListApi(generics.ListAPIView):
+    """Training rounds, newest first (staff). POST starts one: it is queued for a db_worker."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = TrainingRoundSerializer
+    queryset = TrainingRound.objects.select_related("policy", "reference", "output_policy", "started_by")
+
+    @extend_schema(request=RoundStartSerializer, responses={201: TrainingRoundSerializer})
+    def post(self, request: Request) -> Response:
+        data = RoundStartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        started = round_start(**data.validated_data, started_by=request.user)
+        return Response(TrainingRoundSerializer(started).data, status=201)
+
+
+class RoundDetailApi(generics.RetrieveAPIView):
+    """One round with its per-step metrics and log tail (staff)."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = TrainingRoundDetailSerializer
+    queryset = RoundListApi.queryset
+
+
+class RoundCancelApi(APIView):
+    """Cancel a round: a queued one at once, a running one at its next step (staff)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={200: TrainingRoundSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        training_round = generics.get_object_or_404(TrainingRound, pk=pk)
+        return Response(TrainingRoundSerializer(round_cancel(training_round=training_round)).data)
