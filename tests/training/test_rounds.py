@@ -226,3 +226,39 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
     assert "round 2/2" in printed and "on held-out prompts:" in printed
     # three train prompts fresh in each round: the second round did not re-answer the first's
     assert Prompt.objects.filter(split=Split.TRAIN, responses__isnull=True).count() == 0
+
+
+@pytest.mark.django_db
+def test_a_round_on_the_embedded_smollm2_trains_registers_and_the_new_policy_answers():
+    from generation.services import policy_register_embedded
+
+    base = policy_register_embedded()
+    for i, (short, long) in enumerate(
+        [("4.", "It is four, I believe, but let me explain."), ("Red.", "Red is one of the primary colours.")]
+    ):
+        prompt = PromptFactory(text=["What is 2 + 2?", "Name a primary colour."][i])
+        ComparisonFactory(
+            prompt=prompt,
+            response_a=ResponseFactory(prompt=prompt, policy=base, text=long),
+            response_b=ResponseFactory(prompt=prompt, policy=base, text=short),
+        )
+    comparisons_simulate(oracle_name="shorter", count=10)
+    PromptFactory(text="Say hello.")
+    PromptFactory(text="Name a fruit.", split=Split.EVAL)
+    training_round = round_create(
+        policy=base,
+        hyperparameters={"lr": 1e-5, "batch_size": 2, "max_length": 96, "dtype": "fp32"},
+        min_pairs=2,
+        then_generate=1,
+        generation={"samples": 2, "max_new_tokens": 12, "backend": "transformers"},
+    )
+
+    finished = round_run(round_id=training_round.pk)
+
+    assert finished.status == RoundStatus.SUCCEEDED, finished.log
+    assert finished.pairs == 2 and finished.metrics.count() == 1
+    assert finished.output_policy.parent == base
+    answers = Response.objects.filter(policy=finished.output_policy)
+    assert answers.filter(round_label=finished.generation_label, prompt__text="Say hello.").count() >= 1
+    assert answers.filter(round_label="heldout", prompt__text="Name a fruit.").exclude(text="").exists()
+    assert not finished.following_up and finished.error == ""
