@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config.errors import Invalid
+from config.errors import Invalid, NotFound
 
 
 @dataclass(frozen=True)
@@ -25,3 +25,7 @@ class InvalidFile(Invalid):
             f"{name}: {len(problems)} bad {noun}, nothing imported\n{lines}",
             problems=[{"line": p.line, "problem": p.problem} for p in problems],
         )
+
+
+class PolicyNotFound(NotFound):
+    code = "policy_not_found"

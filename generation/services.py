@@ -11,6 +11,7 @@ from django.db.models import Count, QuerySet
 from config.errors import Conflict, Invalid
 from generation.backends import Backend, Sampling
 from generation.embedded import EMBEDDED_NAME, embedded_is_materialised, embedded_materialise
+from generation.errors import PolicyNotFound
 from generation.models import LocationKind, Policy, Prompt, Response, Split, Tag
 from generation.prompt_files import PromptDraft
 
@@ -102,6 +103,14 @@ def _adapter_problem(adapter: str) -> str | None:
     if not (path / "adapter_config.json").is_file():
         return f"{adapter}: not a LoRA adapter directory (no adapter_config.json)"
     return None
+
+
+def policy_named(name: str) -> Policy:
+    """The policy called ``name``; PolicyNotFound names it and where policies come from."""
+    policy = Policy.objects.filter(name=name).first()
+    if policy is None:
+        raise PolicyNotFound(f"no policy named {name!r} (see register_policy)")
+    return policy
 
 
 def policy_register(

@@ -55,3 +55,17 @@ class JudgmentFactory(factory.django.DjangoModelFactory):
     annotator = factory.SubFactory(UserFactory)
     choice = Choice.FIRST
     source = Source.HUMAN
+
+
+def judged_pairs(policy, n, choice=Choice.FIRST):
+    """``n`` comparisons between two of ``policy``'s answers, each judged once: n preference pairs."""
+    for _ in range(n):
+        prompt = PromptFactory()
+        JudgmentFactory(
+            comparison=ComparisonFactory(
+                prompt=prompt,
+                response_a=ResponseFactory(prompt=prompt, policy=policy),
+                response_b=ResponseFactory(prompt=prompt, policy=policy),
+            ),
+            choice=choice,
+        )

@@ -10,7 +10,7 @@ import pytest
 from annotate.models import Judgment
 from tests.e2e.test_annotate_browser import press_and_wait
 from tests.factories import PromptFactory, UserFactory
-from tests.training.test_worker import tiny_policy_with_pairs
+from tests.training.test_rounds import judged_policy
 from training.models import RoundStatus, TrainingRound
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def test_admin_starts_a_round_watches_it_and_judges_what_it_generated(
 ):
     settings.PREFLOOP_MIN_PAIRS = 4
     UserFactory(username="boss", password="boss-password-123", is_staff=True, is_superuser=True)
-    tiny_policy_with_pairs(chat_model_dir)
+    judged_policy(chat_model_dir)
     for i in range(2):
         PromptFactory(text=f"answer briefly please {i}")
     page = browser_page

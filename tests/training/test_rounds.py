@@ -12,7 +12,7 @@ from annotate.models import Comparison, Judgment, Kind, Source
 from annotate.services import comparisons_simulate
 from generation.models import Policy, Prompt, Response, Split
 from generation.services import policy_register
-from tests.factories import ComparisonFactory, JudgmentFactory, PolicyFactory, PromptFactory, ResponseFactory
+from tests.factories import ComparisonFactory, PolicyFactory, PromptFactory, ResponseFactory, judged_pairs
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
 from training.models import RoundMetric, RoundStatus, TrainingRound
 from training.services import round_cancel, round_create, round_run
@@ -92,14 +92,7 @@ def test_train_round_trains_registers_and_generates_next(chat_model_dir, rounds_
 @pytest.mark.django_db
 def test_round_with_too_few_pairs_refuses_and_says_how_many():
     policy = PolicyFactory(name="small")
-    prompt = PromptFactory()
-    JudgmentFactory(
-        comparison=ComparisonFactory(
-            prompt=prompt,
-            response_a=ResponseFactory(prompt=prompt, policy=policy),
-            response_b=ResponseFactory(prompt=prompt, policy=policy),
-        )
-    )
+    judged_pairs(policy, 1)
     with pytest.raises(NotEnoughPairs, match=r"has 1 preference pairs .* needs at least 8"):
         round_create(policy=policy)
     with pytest.raises(CommandError, match="has 1 preference pairs"):
@@ -167,15 +160,7 @@ def test_cancelling_a_running_round_stops_it_at_the_next_step(chat_model_dir):
 @pytest.mark.django_db
 def test_training_data_is_the_policys_own_judged_comparisons(chat_model_dir):
     policy = judged_policy(chat_model_dir, pairs=2)
-    other = PolicyFactory()
-    prompt = PromptFactory()
-    JudgmentFactory(  # another policy's pair: not this policy's data
-        comparison=ComparisonFactory(
-            prompt=prompt,
-            response_a=ResponseFactory(prompt=prompt, policy=other),
-            response_b=ResponseFactory(prompt=prompt, policy=other),
-        )
-    )
+    judged_pairs(PolicyFactory(), 1)  # another policy's pair: not this policy's data
     training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
     finished = round_run(round_id=training_round.pk)
     assert finished.status == RoundStatus.SUCCEEDED

@@ -4,8 +4,7 @@ import pytest
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
-from annotate.models import Choice
-from tests.factories import ComparisonFactory, JudgmentFactory, PolicyFactory, PromptFactory, ResponseFactory
+from tests.factories import PolicyFactory, judged_pairs
 from training.models import RoundMetric, RoundStatus, TrainingRound
 
 FORM = {
@@ -21,19 +20,6 @@ FORM = {
     "max_new_tokens": "64",
     "overlap": "2",
 }
-
-
-def judged_pairs(policy, n):
-    for _ in range(n):
-        prompt = PromptFactory()
-        JudgmentFactory(
-            comparison=ComparisonFactory(
-                prompt=prompt,
-                response_a=ResponseFactory(prompt=prompt, policy=policy),
-                response_b=ResponseFactory(prompt=prompt, policy=policy),
-            ),
-            choice=Choice.FIRST,
-        )
 
 
 @pytest.mark.django_db

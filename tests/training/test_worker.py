@@ -7,32 +7,17 @@ from pathlib import Path
 import pytest
 from django_tasks_db.models import DBTaskResult
 
-from annotate.services import comparisons_simulate
 from generation.models import Policy
-from generation.services import policy_register
-from tests.factories import ComparisonFactory, PromptFactory, ResponseFactory
+from tests.training.test_rounds import judged_policy
 from training.models import RoundStatus, TrainingRound
 from training.services import round_start
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tiny_policy_with_pairs(model_dir, pairs=4):
-    policy = policy_register(name="tiny", location=str(model_dir))
-    for i in range(pairs):
-        prompt = PromptFactory(text=f"name a colour {i}")
-        ComparisonFactory(
-            prompt=prompt,
-            response_a=ResponseFactory(prompt=prompt, policy=policy, text="blue."),
-            response_b=ResponseFactory(prompt=prompt, policy=policy, text="the quick brown fox " * 3),
-        )
-    comparisons_simulate(oracle_name="shorter", count=100)
-    return policy
-
-
 @pytest.mark.django_db(transaction=True)
 def test_db_worker_process_runs_a_queued_round(chat_model_dir, worker_environment):
-    policy = tiny_policy_with_pairs(chat_model_dir)
+    policy = judged_policy(chat_model_dir)
     queued = round_start(
         policy=policy, hyperparameters={"lr": 1e-3, "batch_size": 2, "max_length": 64}, min_pairs=4
     )

@@ -7,14 +7,14 @@ from annotate.services import PAIRINGS, comparisons_generate, comparisons_genera
 from config.errors import DomainError
 from generation.backends import BACKENDS, BackendUnavailable, ModelSpec, Sampling, backend_load
 from generation.models import Policy, Prompt, Split
-from generation.services import prompts_pending
+from generation.services import policy_named, prompts_pending
 
 
 def _policy(name: str) -> Policy:
-    policy = Policy.objects.filter(name=name).first()
-    if policy is None:
-        raise CommandError(f"no policy named {name!r} (see register_policy)")
-    return policy
+    try:
+        return policy_named(name)
+    except DomainError as exc:
+        raise CommandError(exc.detail) from exc
 
 
 class Command(BaseCommand):

@@ -9,9 +9,8 @@ from annotate.services import comparisons_generate, comparisons_pair_policies, c
 from config.errors import DomainError
 from generation.backends import ModelSpec, backend_load
 from generation.models import Split
-from generation.services import policy_register_embedded, prompts_least_answered
+from generation.services import policy_named, policy_register_embedded, prompts_least_answered
 from training.management.arguments import add_training_arguments, training_options
-from training.management.commands.train_round import policy_named
 from training.models import RoundStatus
 from training.selectors import head_to_head, policy_games
 from training.services import (

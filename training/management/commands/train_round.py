@@ -1,17 +1,10 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import DomainError
-from generation.models import Policy
+from generation.services import policy_named
 from training.management.arguments import add_training_arguments, training_options
 from training.models import RoundStatus
 from training.services import round_create, round_run, round_start
-
-
-def policy_named(name: str) -> Policy:
-    policy = Policy.objects.filter(name=name).first()
-    if policy is None:
-        raise CommandError(f"no policy named {name!r} (see register_policy)")
-    return policy
 
 
 class Command(BaseCommand):
@@ -33,18 +26,16 @@ class Command(BaseCommand):
         add_training_arguments(parser)
 
     def handle(self, *args, **o):
-        policy = policy_named(o["policy"])
-        reference = policy_named(o["reference"]) if o["reference"] else None
         hyperparameters, generation = training_options(o)
         options = {
-            "policy": policy,
-            "reference": reference,
             "hyperparameters": hyperparameters,
             "min_pairs": o["min_pairs"],
             "then_generate": o["then_generate"],
             "generation": generation,
         }
         try:
+            policy = options["policy"] = policy_named(o["policy"])
+            options["reference"] = policy_named(o["reference"]) if o["reference"] else None
             if o["enqueue"]:
                 queued = round_start(**options)
                 self.stdout.write(f"round {queued.pk} queued (task {queued.task_id}); a db_worker runs it")
