@@ -22,13 +22,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--annotators", type=int, default=0, help="simulated users (default: max overlap)"
         )
+        parser.add_argument("--round", dest="round_label", help="only this round's comparisons")
 
-    def handle(self, *args, oracle, count, noise, seed, annotators, **options):
+    def handle(self, *args, oracle, count, noise, seed, annotators, round_label, **options):
         if count < 1:
             raise CommandError(f"--count must be at least 1 (got {count})")
         try:
             report = comparisons_simulate(
-                oracle_name=oracle, count=count, noise=noise, seed=seed, annotators=annotators
+                oracle_name=oracle,
+                count=count,
+                noise=noise,
+                seed=seed,
+                annotators=annotators,
+                round_label=round_label,
             )
         except DomainError as exc:
             raise CommandError(exc.detail) from exc
