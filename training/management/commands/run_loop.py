@@ -159,7 +159,8 @@ class Command(BaseCommand):
                     if rate
                     else "no games"
                 )
-                self._say(f"  {new.name} over {opponent.name} on held-out prompts: {shown}")
+                if key == "vs_previous" or current.pk != base.pk:  # round 1: the previous is the base
+                    self._say(f"  {new.name} over {opponent.name} on held-out prompts: {shown}")
             results.append(row)
             current, label = new, finished.generation_label
         elapsed = time.perf_counter() - started
