@@ -147,7 +147,8 @@ def round_create(
         _dpo_config(hyperparameters, policy_path="-", data_path="-", output_dir="-")
     except (TypeError, ValueError) as exc:
         raise NotTrainable(str(exc)) from exc
-    generation = _generation_settings(generation or {}) if then_generate else {}
+    # Sampling settings serve the held-out answers too, so they are kept even without then_generate.
+    generation = _generation_settings(generation or {})
     if then_generate < 0:
         raise NotTrainable(f"then_generate must be 0 or more (got {then_generate})")
     needed = settings.PREFLOOP_MIN_PAIRS if min_pairs is None else min_pairs

@@ -207,6 +207,11 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
             if rate is not None:  # no games when every held-out answer came out identical
                 assert rate["low"] <= rate["rate"] <= rate["high"]
                 assert rate["wins"] + rate["ties"] + rate["losses"] <= 3
+    # every held-out answer, the last round's included, was sampled with the loop's settings
+    assert set(
+        Response.objects.filter(round_label="heldout").values_list("sampling__max_new_tokens", flat=True)
+    ) == {8}
+    assert all(r["heldout_answers"]["count"] == 3 for r in results)
     printed = out.getvalue()
     assert "round 2/2" in printed and "on held-out prompts:" in printed
     # three train prompts fresh in each round: the second round did not re-answer the first's

@@ -3,12 +3,14 @@ import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Avg
+from django.db.models.functions import Length
 
 from annotate.oracles import ORACLES
 from annotate.services import comparisons_generate, comparisons_pair_policies, comparisons_simulate
 from config.errors import DomainError
 from generation.backends import ModelSpec, backend_load
-from generation.models import Split
+from generation.models import FinishReason, Response, Split
 from generation.services import policy_named, policy_register_embedded, prompts_least_answered
 from training.management.arguments import add_training_arguments, training_options
 from training.models import RoundStatus
@@ -161,6 +163,17 @@ class Command(BaseCommand):
                 )
                 if key == "vs_previous" or current.pk != base.pk:  # round 1: the previous is the base
                     self._say(f"  {new.name} over {opponent.name} on held-out prompts: {shown}")
+            answers = Response.objects.filter(policy=new, round_label=HELDOUT_LABEL)
+            row["heldout_answers"] = {
+                "count": answers.count(),
+                "mean_chars": round(answers.aggregate(n=Avg(Length("text")))["n"] or 0, 1),
+                "stopped": answers.filter(finish_reason=FinishReason.STOP).count(),
+            }
+            self._say(
+                f"  {new.name}'s held-out answers: {row['heldout_answers']['mean_chars']} characters on "
+                f"average, {row['heldout_answers']['stopped']} of {row['heldout_answers']['count']} ended by "
+                "the model (the rest hit --max-new-tokens)"
+            )
             results.append(row)
             current, label = new, finished.generation_label
         elapsed = time.perf_counter() - started
