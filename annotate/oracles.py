@@ -49,10 +49,18 @@ def prefers_key_noun(prompt: str, first: str, second: str) -> str:
     return "tie" if a == b else "first" if a else "second"
 
 
+def prefers_on_topic_shorter(prompt: str, first: str, second: str) -> str:
+    """Mentioning the prompt's key word comes first; between answers alike in that, the shorter wins.
+    Brevity alone is easy to game (a short answer about anything wins); this keeps it on topic."""
+    verdict = prefers_key_noun(prompt, first, second)
+    return verdict if verdict != "tie" else prefers_shorter(prompt, first, second)
+
+
 ORACLES: dict[str, Oracle] = {
     "shorter": prefers_shorter,
     "no-bullets": prefers_no_bullets,
     "key-noun": prefers_key_noun,
+    "on-topic-shorter": prefers_on_topic_shorter,
 }
 
 

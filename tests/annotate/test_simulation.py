@@ -4,7 +4,14 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotate.models import Choice, Judgment, Source
-from annotate.oracles import key_noun, oracle_resolve, prefers_key_noun, prefers_no_bullets, prefers_shorter
+from annotate.oracles import (
+    key_noun,
+    oracle_resolve,
+    prefers_key_noun,
+    prefers_no_bullets,
+    prefers_on_topic_shorter,
+    prefers_shorter,
+)
 from tests.factories import ComparisonFactory, PromptFactory, ResponseFactory
 
 
@@ -20,6 +27,13 @@ def test_named_oracles_by_hand():
     assert key_noun("Explain what a hash table is in two sentences.") == "table"
     assert (
         prefers_key_noun("Explain what a hash table is.", "It maps keys.", "A table of buckets.") == "second"
+    )
+    assert (
+        prefers_on_topic_shorter("Explain what a hash table is.", "Keys.", "A hash table maps keys.")
+        == "second"
+    )
+    assert (
+        prefers_on_topic_shorter("Explain what a hash table is.", "A table.", "A long table here.") == "first"
     )
     assert oracle_resolve("shorter") is prefers_shorter
     assert oracle_resolve("tests.annotate.test_simulation.always_second") is always_second
