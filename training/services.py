@@ -32,7 +32,13 @@ from annotate.selectors import ExportReport, preference_rows
 from annotate.services import PAIRINGS, comparisons_generate, comparisons_pair_policies
 from generation.backends import Backend, ModelSpec, Sampling, backend_load
 from generation.models import LocationKind, Policy, Prompt, Response, Split
-from generation.services import policy_register, prompts_least_answered, prompts_pending, responses_generate
+from generation.services import (
+    GenerationReport,
+    policy_register,
+    prompts_least_answered,
+    prompts_pending,
+    responses_generate,
+)
 from training.errors import NotEnoughPairs, NotTrainable, RoundCancelled, RoundFinished
 from training.models import RoundMetric, RoundStatus, TrainingRound
 
@@ -377,23 +383,14 @@ def _follow_up(training_round: TrainingRound, recorder: _Recorder) -> None:
     sampling = sampling_from(gen)
     label = training_round.generation_label
     try:
-        backend = None
-        prompts = prompts_least_answered(
-            policy=policy, round_label=label, split=Split.TRAIN, limit=training_round.then_generate
+        report, backend = train_prompts_answer(
+            policy=policy,
+            round_label=label,
+            limit=training_round.then_generate,
+            generation=gen,
+            recorder=recorder,
         )
-        if prompts:
-            recorder.log(f"generating {gen['samples']} answers to {len(prompts)} prompts with {policy.name}")
-            backend = backend_load(gen["backend"], ModelSpec(policy.location, policy.adapter))
-            report = comparisons_generate(
-                policy=policy,
-                prompts=prompts,
-                sampling=sampling,
-                backend=backend,
-                pairs=gen["pairs"],
-                round_label=label,
-                overlap=int(gen["overlap"]),
-                on_progress=_progress(recorder, len(prompts), "prompts answered"),
-            )
+        if report is not None:
             recorder.log(f"queued {report.extra.get('comparisons', 0)} comparisons in round {label!r}")
         parent = training_round.policy
         heldout = heldout_answer(
@@ -423,6 +420,39 @@ def _follow_up(training_round: TrainingRound, recorder: _Recorder) -> None:
     finally:
         TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
         training_round.refresh_from_db()
+
+
+def train_prompts_answer(
+    *,
+    policy: Policy,
+    round_label: str,
+    limit: int,
+    generation: dict[str, Any],
+    backend: Backend | None = None,
+    recorder: _Recorder | None = None,
+) -> tuple[GenerationReport | None, Backend | None]:
+    """``policy`` answers up to ``limit`` train prompts, fewest answered first, and the comparisons
+    of its answers are queued under ``round_label``. Returns the report (None when no prompt was
+    pending) and the backend, loaded only when there was work, so a caller can reuse it."""
+    prompts = prompts_least_answered(policy=policy, round_label=round_label, split=Split.TRAIN, limit=limit)
+    if not prompts:
+        return None, backend
+    if recorder is not None:
+        recorder.log(
+            f"generating {generation['samples']} answers to {len(prompts)} prompts with {policy.name}"
+        )
+    backend = backend or backend_load(generation["backend"], ModelSpec(policy.location, policy.adapter))
+    report = comparisons_generate(
+        policy=policy,
+        prompts=prompts,
+        sampling=sampling_from(generation),
+        backend=backend,
+        pairs=generation["pairs"],
+        round_label=round_label,
+        overlap=int(generation["overlap"]),
+        on_progress=_progress(recorder, len(prompts), "prompts answered") if recorder else None,
+    )
+    return report, backend
 
 
 def _progress(recorder: _Recorder, total: int, what: str) -> Callable[[int, int], None]:

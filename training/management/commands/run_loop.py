@@ -7,11 +7,11 @@ from django.db.models import Avg
 from django.db.models.functions import Length
 
 from annotate.oracles import ORACLES
-from annotate.services import comparisons_generate, comparisons_pair_policies, comparisons_simulate
+from annotate.services import comparisons_pair_policies, comparisons_simulate
 from config.errors import DomainError
 from generation.backends import ModelSpec, backend_load
-from generation.models import FinishReason, Response, Split
-from generation.services import policy_named, policy_register_embedded, prompts_least_answered
+from generation.models import FinishReason, Response
+from generation.services import policy_named, policy_register_embedded
 from training.management.arguments import add_training_arguments, training_options
 from training.models import RoundStatus
 from training.selectors import head_to_head, policy_games
@@ -22,6 +22,7 @@ from training.services import (
     round_create,
     round_run,
     sampling_from,
+    train_prompts_answer,
 )
 
 EVERYTHING = 10**9
@@ -77,20 +78,11 @@ class Command(BaseCommand):
         )
 
         label = f"loop-{base.pk}-base"
-        prompts = prompts_least_answered(
-            policy=base, round_label=label, split=Split.TRAIN, limit=o["prompts"]
-        )
         backend = backend_load(gen["backend"], ModelSpec(base.location, base.adapter))
-        if prompts:
-            report = comparisons_generate(
-                policy=base,
-                prompts=prompts,
-                sampling=sampling,
-                backend=backend,
-                pairs=gen["pairs"],
-                round_label=label,
-                overlap=int(gen["overlap"]),
-            )
+        report, _ = train_prompts_answer(
+            policy=base, round_label=label, limit=o["prompts"], generation=gen, backend=backend
+        )
+        if report is not None:
             self._say(
                 f"  {base.name} answered {report.prompts} prompts: {report.extra['comparisons']} comparisons"
             )
