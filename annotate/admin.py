@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from annotate.models import Assignment, Comparison, Guideline, Judgment, JudgmentRevision
+from annotate.models import Assignment, Campaign, Comparison, Judgment, JudgmentRevision
 
 
 class JudgmentInline(admin.TabularInline):
@@ -22,9 +22,9 @@ class JudgmentInline(admin.TabularInline):
 
 @admin.register(Comparison)
 class ComparisonAdmin(admin.ModelAdmin):
-    list_display = ["id", "prompt", "round_label", "kind", "overlap", "gold_answer", "created_at"]
-    list_filter = ["kind", "round_label", "prompt__split"]
-    search_fields = ["prompt__text", "round_label", "response_a__text", "response_b__text"]
+    list_display = ["id", "prompt", "campaign", "kind", "overlap", "gold_answer", "created_at"]
+    list_filter = ["kind", "campaign", "prompt__split"]
+    search_fields = ["prompt__text", "campaign__name", "response_a__text", "response_b__text"]
     raw_id_fields = ["prompt", "response_a", "response_b"]
     list_select_related = ["prompt"]
     inlines = [JudgmentInline]
@@ -43,7 +43,7 @@ class JudgmentAdmin(admin.ModelAdmin):
         "source",
         "updated_at",
     ]
-    list_filter = ["choice", "source", "strength", "left", "comparison__kind", "comparison__round_label"]
+    list_filter = ["choice", "source", "strength", "left", "comparison__kind", "comparison__campaign"]
     search_fields = ["annotator__username", "rationale", "comparison__id"]
     raw_id_fields = ["comparison", "annotator"]
     list_select_related = ["comparison", "annotator"]
@@ -59,11 +59,12 @@ class AssignmentAdmin(admin.ModelAdmin):
     raw_id_fields = ["comparison", "annotator"]
 
 
-@admin.register(Guideline)
-class GuidelineAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "updated_by", "created_at"]
-    search_fields = ["text"]
-    readonly_fields = ["created_at"]
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "status", "priority", "overlap", "gold_rate", "open_to_all", "created_at"]
+    list_filter = ["status", "open_to_all"]
+    search_fields = ["name", "guidelines"]
+    filter_horizontal = ["members"]
 
 
 @admin.register(JudgmentRevision)

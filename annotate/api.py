@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 
-from django.db.models import Count
+from django.contrib.auth import get_user_model
+from django.db.models import Count, QuerySet
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
@@ -14,16 +14,37 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.models import Assignment, Comparison, Judgment, Kind, Side, Strength
+from annotate.errors import CampaignNotFound, ComparisonNotFound
+from annotate.models import (
+    Assignment,
+    Campaign,
+    CampaignStatus,
+    Comparison,
+    Judgment,
+    Kind,
+    Side,
+    Strength,
+    Verdict,
+)
 from annotate.preference_files import preference_drafts_from_objects, preference_drafts_read
 from annotate.selectors import (
     EXPORT_FORMATS,
     EXPORT_SPLITS,
     ExportReport,
+    campaigns_open_for,
     judgments_visible_to,
     preference_rows,
 )
-from annotate.services import VERDICTS, comparison_assign_next, judgment_submit, preferences_import
+from annotate.services.campaigns import (
+    campaign_create,
+    campaign_get_or_create,
+    campaign_members_set,
+    campaign_update,
+)
+from annotate.services.imports import preferences_import
+from annotate.services.judgments import judgment_submit
+from annotate.services.queue import comparison_assign_next
+from config.errors import NotAllowed, object_or_404
 from generation.api import drafts_from_request
 from generation.models import Split
 
@@ -37,6 +58,7 @@ class ComparisonSerializer(serializers.ModelSerializer):
     first_policy = serializers.CharField(source="response_a.policy", read_only=True, default=None)
     second_policy = serializers.CharField(source="response_b.policy", read_only=True, default=None)
     judgments = serializers.IntegerField(source="judgment_count", read_only=True)
+    campaign = serializers.CharField(source="campaign.name", read_only=True)
 
     class Meta:
         model = Comparison
@@ -47,7 +69,7 @@ class ComparisonSerializer(serializers.ModelSerializer):
             "second",
             "first_policy",
             "second_policy",
-            "round_label",
+            "campaign",
             "kind",
             "overlap",
             "gold_answer",
@@ -57,20 +79,22 @@ class ComparisonSerializer(serializers.ModelSerializer):
 
 
 class ComparisonListApi(generics.ListAPIView):
-    """All comparisons (staff); filter with ?round=LABEL and ?kind=train|eval|gold."""
+    """All comparisons (staff); filter with ?campaign=NAME and ?kind=train|eval|gold."""
 
     permission_classes = [IsAdminUser]
     serializer_class = ComparisonSerializer
 
     def get_queryset(self):
         comparisons = (
-            Comparison.objects.select_related("prompt", "response_a__policy", "response_b__policy")
+            Comparison.objects.select_related(
+                "prompt", "campaign", "response_a__policy", "response_b__policy"
+            )
             .annotate(judgment_count=Count("judgments"))
             .order_by("id")
         )
         params = self.request.query_params
-        if "round" in params:
-            comparisons = comparisons.filter(round_label=params["round"])
+        if "campaign" in params:
+            comparisons = comparisons.filter(campaign__name=params["campaign"])
         if "kind" in params:
             comparisons = comparisons.filter(kind=params["kind"])
         return comparisons
@@ -80,6 +104,8 @@ class AssignedComparisonSerializer(serializers.Serializer):
     """The annotator's blind view: the prompt and two texts in the order shown, nothing else."""
 
     comparison = serializers.IntegerField(source="comparison.pk")
+    campaign = serializers.CharField(source="comparison.campaign.name")
+    guidelines = serializers.CharField(source="comparison.campaign.guidelines")
     prompt = serializers.JSONField(source="comparison.prompt.as_messages")
     left = serializers.SerializerMethodField()
     right = serializers.SerializerMethodField()
@@ -96,12 +122,23 @@ class AssignedComparisonSerializer(serializers.Serializer):
         return self._text(assignment, Side.SECOND if assignment.left == Side.FIRST else Side.FIRST)
 
 
-class ComparisonNextApi(APIView):
-    """The next comparison for me, reserved for a while (204 when the queue is empty)."""
+class NextQuerySerializer(serializers.Serializer):
+    campaign = serializers.CharField(required=False, help_text="only this campaign (its name)")
 
-    @extend_schema(request=None, responses={200: AssignedComparisonSerializer, 204: None})
+
+class ComparisonNextApi(APIView):
+    """The next comparison for me, reserved for a while (204 when the queue is empty): from the
+    campaigns open to me, highest priority first, or only from ``campaign``."""
+
+    @extend_schema(request=NextQuerySerializer, responses={200: AssignedComparisonSerializer, 204: None})
     def post(self, request: Request) -> Response:
-        assignment = comparison_assign_next(annotator=request.user)
+        query = NextQuerySerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        name = query.validated_data.get("campaign")
+        campaign = (
+            object_or_404(Campaign, error=CampaignNotFound, what="campaign", name=name) if name else None
+        )
+        assignment = comparison_assign_next(annotator=request.user, campaign=campaign)
         if assignment is None:
             return Response(status=204)
         return Response(AssignedComparisonSerializer(assignment).data)
@@ -130,7 +167,7 @@ class JudgmentSerializer(serializers.ModelSerializer):
 
 class JudgmentCreateSerializer(serializers.Serializer):
     comparison = serializers.IntegerField()
-    verdict = serializers.ChoiceField(choices=VERDICTS, help_text="in screen terms, as served")
+    verdict = serializers.ChoiceField(choices=Verdict.choices, help_text="in screen terms, as served")
     strength = serializers.ChoiceField(choices=Strength.choices, required=False, default="")
     rationale = serializers.CharField(required=False, default="", allow_blank=True, max_length=10_000)
 
@@ -150,7 +187,7 @@ class JudgmentListCreateApi(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = JudgmentCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        comparison = get_object_or_404(Comparison, pk=data.validated_data["comparison"])
+        comparison = object_or_404(Comparison, error=ComparisonNotFound, pk=data.validated_data["comparison"])
         judgment = judgment_submit(
             comparison=comparison,
             annotator=request.user,
@@ -168,8 +205,12 @@ class PreferenceImportSerializer(serializers.Serializer):
     )
     split = serializers.ChoiceField(choices=Split.choices, required=False)
     tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
-    round = serializers.CharField(required=False, default="imported", max_length=100)
-    overlap = serializers.IntegerField(required=False, default=1, min_value=1)
+    campaign = serializers.CharField(
+        required=False, default="imported", max_length=100, help_text="created if new"
+    )
+    overlap = serializers.IntegerField(
+        required=False, min_value=1, help_text="judgments wanted (default: the campaign's)"
+    )
 
 
 class PreferenceImportApi(APIView):
@@ -193,8 +234,8 @@ class PreferenceImportApi(APIView):
             split=data.validated_data.get("split"),
             tags=data.validated_data.get("tags", []),
             source=source,
-            round_label=data.validated_data["round"],
-            overlap=data.validated_data["overlap"],
+            campaign=campaign_get_or_create(name=data.validated_data["campaign"]),
+            overlap=data.validated_data.get("overlap"),
         )
         body = {
             "read": len(drafts),
@@ -207,7 +248,7 @@ class PreferenceImportApi(APIView):
 
 class ExportQuerySerializer(serializers.Serializer):
     format = serializers.ChoiceField(choices=EXPORT_FORMATS, default="conversational")
-    round = serializers.CharField(required=False)
+    campaign = serializers.CharField(required=False, help_text="only this campaign (its name)")
     split = serializers.ChoiceField(choices=EXPORT_SPLITS, default="train")
     kind = serializers.MultipleChoiceField(choices=Kind.choices, required=False)
     min_agreement = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
@@ -227,10 +268,15 @@ class ExportApi(APIView):
         query = ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
+        campaign = (
+            object_or_404(Campaign, error=CampaignNotFound, what="campaign", name=params["campaign"])
+            if params.get("campaign")
+            else None
+        )
         rows = preference_rows(
             report=ExportReport(),
             fmt=params["format"],
-            round_label=params.get("round"),
+            campaign=campaign,
             split=params["split"],
             kinds=sorted(params.get("kind") or (Kind.TRAIN, Kind.GOLD)),
             min_agreement=params["min_agreement"],
@@ -241,3 +287,86 @@ class ExportApi(APIView):
         )
         response["Content-Disposition"] = 'attachment; filename="preferences.jsonl"'
         return response
+
+
+class CampaignSerializer(serializers.ModelSerializer):
+    members = serializers.SlugRelatedField(
+        many=True, slug_field="username", queryset=get_user_model().objects.all(), required=False
+    )
+    comparison_count = serializers.IntegerField(read_only=True, default=None)
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "name",
+            "status",
+            "priority",
+            "overlap",
+            "gold_rate",
+            "open_to_all",
+            "members",
+            "guidelines",
+            "comparison_count",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        # Uniqueness and ranges are the services' to check (one message, one error code).
+        extra_kwargs = {"name": {"validators": []}, "status": {"choices": CampaignStatus.choices}}
+
+
+def _campaigns() -> QuerySet[Campaign]:
+    return Campaign.objects.annotate(comparison_count=Count("comparisons")).prefetch_related("members")
+
+
+class CampaignListApi(generics.ListAPIView):
+    """Campaigns: staff see all, an annotator those open to them. POST creates one (staff)."""
+
+    serializer_class = CampaignSerializer
+
+    def get_queryset(self):
+        if self.request.user.is_staff:
+            return _campaigns().order_by("-priority", "id")
+        return (
+            _campaigns()
+            .filter(pk__in=campaigns_open_for(annotator=self.request.user))
+            .order_by("-priority", "id")
+        )
+
+    @extend_schema(request=CampaignSerializer, responses={201: CampaignSerializer})
+    def post(self, request: Request) -> Response:
+        if not request.user.is_staff:
+            raise NotAllowed("only staff create campaigns")
+        data = CampaignSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        members = values.pop("members", [])
+        campaign = campaign_create(**values)
+        campaign.members.set(members)
+        return Response(CampaignSerializer(_campaigns().get(pk=campaign.pk)).data, status=201)
+
+
+class CampaignDetailApi(APIView):
+    """One campaign (staff); PATCH changes its settings, status (open/paused/closed) or members."""
+
+    permission_classes = [IsAdminUser]
+
+    def _get(self, pk: int) -> Campaign:
+        return object_or_404(_campaigns(), error=CampaignNotFound, what="campaign", pk=pk)
+
+    @extend_schema(responses={200: CampaignSerializer})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(CampaignSerializer(self._get(pk)).data)
+
+    @extend_schema(request=CampaignSerializer, responses={200: CampaignSerializer})
+    def patch(self, request: Request, pk: int) -> Response:
+        campaign = self._get(pk)
+        data = CampaignSerializer(campaign, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        members = values.pop("members", None)
+        campaign_update(campaign=campaign, **values)
+        if members is not None:
+            campaign_members_set(campaign=campaign, members=members)
+        return Response(CampaignSerializer(self._get(pk)).data)

@@ -15,3 +15,11 @@ class NotServed(NotAllowed):
 
 class ComparisonNotFound(NotFound):
     code = "comparison_not_found"
+
+
+class CampaignNotFound(NotFound):
+    code = "campaign_not_found"
+
+
+class CampaignNotOpen(NotAllowed):
+    code = "campaign_not_open"

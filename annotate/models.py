@@ -14,6 +14,15 @@ class Choice(models.TextChoices):
     BOTH_BAD = "both_bad", "both bad"
 
 
+class Verdict(models.TextChoices):
+    """What the annotator pressed, in screen terms; a Choice once mapped through the side shown left."""
+
+    LEFT = "left", "left is better"
+    RIGHT = "right", "right is better"
+    TIE = "tie", "tie"
+    BOTH_BAD = "both_bad", "both bad"
+
+
 class Strength(models.TextChoices):
     SLIGHT = "slight", "slightly better"
     CLEAR = "clear", "clearly better"
@@ -38,8 +47,58 @@ class Source(models.TextChoices):
     SIMULATED = "simulated", "simulated"
 
 
+class CampaignStatus(models.TextChoices):
+    OPEN = "open", "open"
+    PAUSED = "paused", "paused"
+    CLOSED = "closed", "closed"
+
+
+class Campaign(models.Model):
+    """A named set of comparisons with its own guidelines, annotators and serving rules.
+
+    Annotators are served the open campaigns they may judge (every annotator when ``open_to_all``,
+    else its ``members``), highest ``priority`` first; a paused or closed campaign serves nothing.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    guidelines = models.TextField(
+        blank=True, help_text="Markdown, shown to annotators above every comparison."
+    )
+    overlap = models.PositiveSmallIntegerField(
+        default=1, help_text="Judgments wanted per comparison, unless a comparison says otherwise."
+    )
+    gold_rate = models.FloatField(default=0.1, help_text="Share of served comparisons drawn from gold ones.")
+    status = models.CharField(
+        max_length=6, choices=CampaignStatus, default=CampaignStatus.OPEN, db_index=True
+    )
+    priority = models.IntegerField(default=0, help_text="Higher is served first.")
+    open_to_all = models.BooleanField(default=True, help_text="Every annotator may judge it (else: members).")
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="campaigns")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_positive"),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0.0) & Q(gold_rate__lte=1.0), name="campaign_gold_rate_share"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=CampaignStatus.values), name="campaign_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == CampaignStatus.OPEN
+
+
 class Comparison(models.Model):
-    """Two distinct responses to one prompt, waiting for ``overlap`` judgments.
+    """Two distinct responses to one prompt, in one campaign, waiting for ``overlap`` judgments.
 
     The database enforces that the responses differ and that a gold comparison (and only a gold one)
     has an expected answer; a trigger (migration 0002) enforces that both responses answer ``prompt``.
@@ -48,7 +107,7 @@ class Comparison(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="comparisons")
     response_a = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="comparisons_as_a")
     response_b = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="comparisons_as_b")
-    round_label = models.CharField(max_length=100, blank=True, db_index=True)
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="comparisons")
     kind = models.CharField(max_length=5, choices=Kind, default=Kind.TRAIN, db_index=True)
     overlap = models.PositiveSmallIntegerField(default=1, help_text="How many judgments it wants.")
     gold_answer = models.CharField(max_length=8, choices=Choice, blank=True)
@@ -147,19 +206,3 @@ class JudgmentRevision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.judgment} was {self.choice} until {self.changed_at:%Y-%m-%d %H:%M}"
-
-
-class Guideline(models.Model):
-    """Annotation guidelines in Markdown; annotators see the latest version."""
-
-    text = models.TextField(help_text="Markdown, shown to annotators above every comparison.")
-    updated_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-id"]
-
-    def __str__(self) -> str:
-        return f"Guidelines of {self.created_at:%Y-%m-%d %H:%M}"

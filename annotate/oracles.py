@@ -10,7 +10,7 @@ from collections.abc import Callable
 from django.utils.module_loading import import_string
 
 Oracle = Callable[[str, str, str], str]
-VERDICTS = ("first", "second", "tie", "both_bad")
+
 _BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+", re.MULTILINE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
 _STOPWORDS = {

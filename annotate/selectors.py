@@ -11,7 +11,7 @@ from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, Q, Quer
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotate.models import Assignment, Choice, Comparison, Judgment, Kind
+from annotate.models import Assignment, Campaign, CampaignStatus, Choice, Comparison, Judgment, Kind
 from generation.models import Policy
 
 EXPORT_FORMATS = ("conversational", "standard")
@@ -38,12 +38,22 @@ def _count(queryset: QuerySet) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
+def campaigns_open_for(*, annotator: AbstractBaseUser) -> QuerySet[Campaign]:
+    """Open campaigns the annotator may judge (open to all, or they are a member), highest priority first."""
+    member_of = Campaign.members.through.objects.filter(user_id=annotator.pk).values("campaign_id")
+    return (
+        Campaign.objects.filter(status=CampaignStatus.OPEN)
+        .filter(Q(open_to_all=True) | Q(pk__in=member_of))
+        .order_by("-priority", "id")
+    )
+
+
 def comparisons_open_for(
-    *, annotator: AbstractBaseUser, now: datetime | None = None, round_label: str | None = None
+    *, annotator: AbstractBaseUser, now: datetime | None = None, campaign: Campaign | None = None
 ) -> QuerySet[Comparison]:
-    """Comparisons the annotator may be served: not judged or skipped by them, and (gold excepted,
-    which every annotator sees once) with judgments plus other annotators' live leases below overlap.
-    ``round_label`` narrows them to one round."""
+    """Comparisons the annotator may be served: in a campaign open to them (or ``campaign``), not
+    judged or skipped by them, and (gold excepted, which every annotator sees once) with judgments
+    plus other annotators' live leases below overlap."""
     now = now or timezone.now()
     judged = _count(Judgment.objects.filter(comparison=OuterRef("pk")))
     leased = _count(
@@ -51,11 +61,9 @@ def comparisons_open_for(
             annotator=annotator
         )
     )
-    comparisons = (
-        Comparison.objects.all()
-        if round_label is None
-        else Comparison.objects.filter(round_label=round_label)
-    )
+    comparisons = Comparison.objects.filter(campaign__in=campaigns_open_for(annotator=annotator))
+    if campaign is not None:
+        comparisons = comparisons.filter(campaign=campaign)
     return (
         comparisons.exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
         .exclude(
@@ -94,9 +102,12 @@ def judgments_visible_to(*, user: AbstractBaseUser) -> QuerySet[Judgment]:
     return judgments if user.is_staff else judgments.filter(annotator=user)
 
 
-def _majority(choices: Sequence[str]) -> tuple[str | None, float]:
-    """The most frequent choice and its share; None when two choices share the top count."""
+def majority(choices: Sequence[str]) -> tuple[str | None, float]:
+    """The most frequent choice and its share; None when there is none or two share the top count.
+    The one majority vote of the project: export, agreement and the dashboard all use it."""
     counts = Counter(choices).most_common()
+    if not counts:
+        return None, 0.0
     if len(counts) > 1 and counts[0][1] == counts[1][1]:
         return None, counts[0][1] / len(choices)
     return counts[0][0], counts[0][1] / len(choices)
@@ -106,7 +117,7 @@ def preference_rows(
     *,
     report: ExportReport,
     fmt: str = "conversational",
-    round_label: str | None = None,
+    campaign: Campaign | None = None,
     split: str = "train",
     kinds: Sequence[str] = (Kind.TRAIN, Kind.GOLD),
     min_agreement: float = 0.0,
@@ -128,8 +139,8 @@ def preference_rows(
     comparisons = Comparison.objects.filter(kind__in=kinds)
     if split != "all":
         comparisons = comparisons.filter(prompt__split=split)
-    if round_label is not None:
-        comparisons = comparisons.filter(round_label=round_label)
+    if campaign is not None:
+        comparisons = comparisons.filter(campaign=campaign)
     if policy is not None:
         comparisons = comparisons.filter(response_a__policy=policy, response_b__policy=policy)
     comparisons = (
@@ -142,7 +153,7 @@ def preference_rows(
         if not choices:
             report.excluded["not judged"] += 1
             continue
-        winner, agreement = _majority(choices)
+        winner, agreement = majority(choices)
         if winner is None:
             report.excluded["no majority"] += 1
             continue

@@ -8,5 +8,6 @@ urlpatterns = [
     path("judge/", views.judge, name="judge"),
     path("mine/", views.mine, name="mine"),
     path("mine/<int:pk>/", views.change, name="change"),
-    path("guidelines/", views.guidelines, name="guidelines"),
+    path("campaigns/", views.campaigns, name="campaigns"),
+    path("campaigns/<int:pk>/", views.campaign, name="campaign"),
 ]

@@ -1,4 +1,5 @@
-"""The annotator's pages: the queue (judge or skip), my judgments (review, change), guidelines.
+"""The annotator's pages: the queue (judge or skip, in one campaign or all open to them), my
+judgments (review, change); and the staff's campaign pages (create, edit, pause, close, members).
 
 Every page works as plain form posts; with htmx, judging and skipping swap the ``#comparison``
 fragment in place and refresh ``#progress`` out of band.
@@ -9,15 +10,21 @@ from __future__ import annotations
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from annotate.errors import AlreadyJudged
-from annotate.models import Assignment, Comparison, Guideline, Judgment, Side
-from annotate.selectors import annotator_gold_accuracy
-from annotate.services import assignment_skip, comparison_assign_next, judgment_change, judgment_submit
-from config.errors import Invalid
+from annotate.errors import AlreadyJudged, CampaignNotFound, ComparisonNotFound
+from annotate.forms import CampaignForm
+from annotate.models import Assignment, Campaign, Comparison, Judgment, Side
+from annotate.selectors import annotator_gold_accuracy, campaigns_open_for
+from annotate.services.campaigns import campaign_create, campaign_members_set, campaign_update
+from annotate.services.judgments import judgment_change, judgment_submit, verdict_for
+from annotate.services.queue import assignment_skip, comparison_assign_next
+from config.errors import object_or_404
+
+SESSION_CAMPAIGN = "annotate_campaign"  # the campaign the annotator picked; absent: all open to them
 
 
 def _sides(assignment_or_judgment: Assignment | Judgment) -> dict:
@@ -30,15 +37,28 @@ def _sides(assignment_or_judgment: Assignment | Judgment) -> dict:
     return {"left": left, "right": right}
 
 
+def _picked(request: HttpRequest) -> Campaign | None:
+    """The campaign the annotator picked, while it is still open to them (else: all of theirs)."""
+    pk = request.session.get(SESSION_CAMPAIGN)
+    if pk is None:
+        return None
+    picked = campaigns_open_for(annotator=request.user).filter(pk=pk).first()
+    if picked is None:
+        request.session.pop(SESSION_CAMPAIGN, None)
+    return picked
+
+
 def _queue(request: HttpRequest, *, status: int = 200) -> HttpResponse:
-    assignment = comparison_assign_next(annotator=request.user)
+    picked = _picked(request)
+    assignment = comparison_assign_next(annotator=request.user, campaign=picked)
     context = {
         "assignment": assignment,
+        "picked": picked,
         **(_sides(assignment) if assignment else {}),
     }
     if request.htmx:
         return render(request, "annotate/_comparison_swap.html", context, status=status)
-    context["guideline"] = Guideline.objects.first()
+    context["campaigns"] = campaigns_open_for(annotator=request.user)
     return render(request, "annotate/compare.html", context, status=status)
 
 
@@ -50,13 +70,25 @@ def _parse_answer(answer: str) -> tuple[str, str]:
 
 @login_required
 def queue(request: HttpRequest) -> HttpResponse:
+    if "campaign" in request.GET:  # the picker: a campaign's id, or empty for all open to me
+        wanted = request.GET["campaign"]
+        if wanted:
+            picked = object_or_404(
+                campaigns_open_for(annotator=request.user),
+                error=CampaignNotFound,
+                what="open campaign",
+                pk=wanted,
+            )
+            request.session[SESSION_CAMPAIGN] = picked.pk
+        else:
+            request.session.pop(SESSION_CAMPAIGN, None)
     return _queue(request)
 
 
 @login_required
 @require_POST
 def judge(request: HttpRequest) -> HttpResponse:
-    comparison = get_object_or_404(Comparison, pk=request.POST.get("comparison"))
+    comparison = object_or_404(Comparison, error=ComparisonNotFound, pk=request.POST.get("comparison"))
     answer = request.POST.get("answer", "")
     if answer == "skip":
         assignment_skip(comparison=comparison, annotator=request.user)
@@ -79,7 +111,7 @@ def judge(request: HttpRequest) -> HttpResponse:
 def mine(request: HttpRequest) -> HttpResponse:
     judgments = (
         Judgment.objects.filter(annotator=request.user)
-        .select_related("comparison__prompt")
+        .select_related("comparison__prompt", "comparison__campaign")
         .prefetch_related("revisions")
         .order_by("-created_at")
     )
@@ -95,10 +127,11 @@ def mine(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def change(request: HttpRequest, pk: int) -> HttpResponse:
-    judgment = get_object_or_404(
+    judgment = object_or_404(
         Judgment.objects.select_related(
             "comparison__prompt", "comparison__response_a", "comparison__response_b"
         ),
+        what="judgment of yours",
         pk=pk,
         annotator=request.user,  # someone else's judgment is simply not found
     )
@@ -125,20 +158,47 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _current_answer(judgment: Judgment) -> str:
     """The judgment as the annotator gave it, in screen terms (left/right:clear/tie ...)."""
-    if judgment.choice in (Side.FIRST, Side.SECOND):
-        verdict = "left" if judgment.choice == (judgment.left or Side.FIRST) else "right"
-        return f"{verdict}:{judgment.strength}" if judgment.strength else verdict
-    return judgment.choice
+    verdict = verdict_for(choice=judgment.choice, left=judgment.left)
+    return f"{verdict}:{judgment.strength}" if judgment.strength else verdict
+
+
+# --- Campaigns (staff) -------------------------------------------------------------------------------
 
 
 @staff_member_required
 @require_http_methods(["GET", "POST"])
-def guidelines(request: HttpRequest) -> HttpResponse:
-    current = Guideline.objects.first()
-    if request.method == "POST":
-        text = request.POST.get("text", "").strip()
-        if not text:
-            raise Invalid("the guidelines are empty")
-        Guideline.objects.create(text=text, updated_by=request.user)
-        return redirect("annotate:guidelines")
-    return render(request, "annotate/guidelines.html", {"guideline": current})
+def campaigns(request: HttpRequest) -> HttpResponse:
+    """Every campaign with its progress; the form creates one."""
+    form = CampaignForm(request.POST or None, initial={"open_to_all": True})
+    if request.method == "POST" and form.is_valid():
+        created = campaign_create(**form.values())
+        campaign_members_set(campaign=created, members=form.cleaned_data["members"])
+        return redirect("annotate:campaign", pk=created.pk)
+    rows = Campaign.objects.annotate(
+        comparison_count=Count("comparisons", distinct=True), member_count=Count("members", distinct=True)
+    ).order_by("-priority", "id")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "annotate/campaigns.html", {"campaigns": rows, "form": form}, status=status)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def campaign(request: HttpRequest, pk: int) -> HttpResponse:
+    """One campaign's settings, guidelines and members; pause, resume and close are one click."""
+    current = object_or_404(Campaign, error=CampaignNotFound, pk=pk)
+    if request.method == "POST" and request.POST.get("status_only"):
+        campaign_update(campaign=current, status=request.POST.get("status", ""))
+        return redirect("annotate:campaign", pk=current.pk)
+    form = CampaignForm(request.POST or None, instance=current)
+    if request.method == "POST" and form.is_valid():
+        campaign_update(campaign=current, **form.values())
+        campaign_members_set(campaign=current, members=form.cleaned_data["members"])
+        return redirect("annotate:campaign", pk=current.pk)
+    if request.method == "POST":  # ModelForm validation changed the instance in memory: reload it
+        current.refresh_from_db()
+    return render(
+        request,
+        "annotate/campaign.html",
+        {"campaign": current, "form": form, "comparisons": current.comparisons.count()},
+        status=400 if request.method == "POST" else 200,
+    )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -51,6 +52,8 @@ class Conflict(DomainError):
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, Http404):  # a generic view's lookup: the same shape and code as NotFound
+        exc = NotFound(str(exc) or "not found")
     if isinstance(exc, DomainError):
         return Response(exc.as_dict(), status=exc.status)
     return exception_handler(exc, context)
@@ -69,7 +72,35 @@ class DomainErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if isinstance(exc, Http404):
+            exc = NotFound(str(exc) or f"no page at {request.path}")
         if not isinstance(exc, DomainError):
             return None
         template = "_error.html" if getattr(request, "htmx", False) else "error.html"
         return render(request, template, {"error": exc}, status=exc.status)
+
+
+def object_or_404(queryset: Any, *, error: type[NotFound] = NotFound, what: str = "", **lookup: Any) -> Any:
+    """The one object ``queryset`` (a model or a queryset) holds for ``lookup``; else ``error``, which
+    the one mapping above turns into a 404 with its code (never Django's bare 404 page)."""
+    manager = getattr(queryset, "_default_manager", None)
+    rows = manager.all() if manager is not None else queryset
+    try:
+        found = rows.filter(**lookup).first()
+    except (ValueError, TypeError, DjangoValidationError) as exc:  # "abc" for an integer id
+        raise Invalid(f"not a valid {', '.join(lookup)}: {', '.join(map(repr, lookup.values()))}") from exc
+    if found is None:
+        name = what or rows.model._meta.verbose_name
+        shown = ", ".join(f"{key} {value}" for key, value in lookup.items() if key != "annotator")
+        raise error(
+            f"no {name} with {shown}", **{key: str(value) for key, value in lookup.items() if key == "pk"}
+        )
+    return found
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: a URL no route matches, answered like every other NotFound (JSON under /api/)."""
+    error = NotFound(f"no page at {request.path}")
+    if request.path.startswith("/api/"):
+        return JsonResponse(error.as_dict(), status=error.status)
+    return render(request, "error.html", {"error": error}, status=error.status)

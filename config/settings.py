@@ -154,7 +154,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JudgmentChoiceEnum": "annotate.models.Choice",
         "ScreenSideEnum": "annotate.models.Side",
-        "VerdictEnum": "annotate.services.VERDICTS",
+        "VerdictEnum": "annotate.models.Verdict",
     },
 }
 

@@ -14,6 +14,8 @@ api = [
     path("prompts/import/", generation_api.PromptImportApi.as_view(), name="prompts-import"),
     path("policies/", generation_api.PolicyListApi.as_view(), name="policies"),
     path("policies/<int:pk>/", generation_api.PolicyDetailApi.as_view(), name="policy"),
+    path("campaigns/", annotate_api.CampaignListApi.as_view(), name="campaigns"),
+    path("campaigns/<int:pk>/", annotate_api.CampaignDetailApi.as_view(), name="campaign"),
     path("comparisons/", annotate_api.ComparisonListApi.as_view(), name="comparisons"),
     path("comparisons/next/", annotate_api.ComparisonNextApi.as_view(), name="comparisons-next"),
     path("judgments/", annotate_api.JudgmentListCreateApi.as_view(), name="judgments"),
@@ -36,3 +38,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include((api, "api"))),
 ]
+
+handler404 = "config.errors.not_found"

@@ -107,12 +107,14 @@ class Response(models.Model):
     token_count = models.PositiveIntegerField(null=True, blank=True)
     finish_reason = models.CharField(max_length=10, choices=FinishReason, blank=True)
     mean_logprob = models.FloatField(null=True, blank=True, help_text="Mean token log-probability.")
-    round_label = models.CharField(max_length=100, blank=True, help_text="The generation round it came from.")
+    heldout = models.BooleanField(
+        default=False, help_text="The policy's one answer to a held-out prompt, compared blind with others'."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["policy", "round_label", "prompt"], name="response_policy_round")]
+        indexes = [models.Index(fields=["policy", "heldout", "prompt"], name="response_policy_heldout")]
 
     def __str__(self) -> str:
         return f"Response {self.pk} to prompt {self.prompt_id}"

@@ -159,19 +159,16 @@ class GenerationReport:
     extra: Counter[str] = field(default_factory=Counter)  # what the caller's on_batch counted
 
 
-def prompts_pending(*, policy: Policy, round_label: str, prompts: QuerySet[Prompt]) -> QuerySet[Prompt]:
-    """Prompts without a response from ``policy`` in ``round_label``: what a (re)run still has to do."""
-    done = Response.objects.filter(policy=policy, round_label=round_label).values("prompt")
-    return prompts.exclude(pk__in=done).order_by("id")
+def prompts_least_answered(*, prompts: QuerySet[Prompt], limit: int) -> list[Prompt]:
+    """Up to ``limit`` of ``prompts``, those with the fewest responses so far first: each round of a
+    loop takes fresh prompts while any are left."""
+    return list(prompts.annotate(answered=Count("responses")).order_by("answered", "id")[:limit])
 
 
-def prompts_least_answered(*, policy: Policy, round_label: str, split: str, limit: int) -> list[Prompt]:
-    """Up to ``limit`` prompts of ``split`` still pending for ``policy`` in ``round_label``, those
-    with the fewest responses so far first: each round of a loop takes fresh prompts while any are left."""
-    pending = prompts_pending(
-        policy=policy, round_label=round_label, prompts=Prompt.objects.filter(split=split)
-    )
-    return list(pending.annotate(answered=Count("responses")).order_by("answered", "id")[:limit])
+def prompts_without_heldout_answer(*, policy: Policy) -> QuerySet[Prompt]:
+    """Held-out (eval) prompts ``policy`` has not given its one held-out answer to yet."""
+    done = Response.objects.filter(policy=policy, heldout=True).values("prompt")
+    return Prompt.objects.filter(split=Split.EVAL).exclude(pk__in=done).order_by("id")
 
 
 def responses_generate(
@@ -179,8 +176,8 @@ def responses_generate(
     policy: Policy,
     prompts: Sequence[Prompt],
     sampling: Sampling,
-    round_label: str,
     backend: Backend,
+    heldout: bool = False,
     batch_prompts: int = 16,
     on_batch: Callable[[dict[Prompt, list[Response]], GenerationReport], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
@@ -189,7 +186,7 @@ def responses_generate(
 
     One transaction per batch of prompts: its responses and whatever ``on_batch`` writes (the
     comparisons) land together or not at all, so a crash loses at most the batch in flight and a
-    rerun (``prompts_pending``) continues where it stopped. ``on_progress(prompts, tokens)`` is called
+    rerun continues where it stopped. ``heldout`` marks the policy's one answer per held-out prompt. ``on_progress(prompts, tokens)`` is called
     after each batch.
     """
     report = GenerationReport()
@@ -219,7 +216,7 @@ def responses_generate(
                             token_count=completion.token_count,
                             finish_reason=completion.finish_reason,
                             mean_logprob=completion.mean_logprob,
-                            round_label=round_label,
+                            heldout=heldout,
                         )
                     )
             Response.objects.bulk_create([r for rs in stored.values() for r in rs])

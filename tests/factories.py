@@ -1,7 +1,7 @@
 import factory
 from django.contrib.auth import get_user_model
 
-from annotate.models import Choice, Comparison, Judgment, Source
+from annotate.models import Campaign, Choice, Comparison, Judgment, Source
 from generation.models import Policy, Prompt, Response
 
 
@@ -38,10 +38,19 @@ class ResponseFactory(factory.django.DjangoModelFactory):
     text = factory.Sequence(lambda n: f"Answer number {n}.")
 
 
+class CampaignFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Campaign
+        django_get_or_create = ["name"]
+
+    name = "default"
+
+
 class ComparisonFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Comparison
 
+    campaign = factory.SubFactory(CampaignFactory)
     prompt = factory.SubFactory(PromptFactory)
     response_a = factory.SubFactory(ResponseFactory, prompt=factory.SelfAttribute("..prompt"))
     response_b = factory.SubFactory(ResponseFactory, prompt=factory.SelfAttribute("..prompt"))

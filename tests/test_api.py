@@ -186,7 +186,7 @@ def test_preference_import_through_the_api_is_all_or_nothing(api, staff):
     from annotate.models import Comparison
 
     api.force_authenticate(staff)
-    good = {"pairs": [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}], "overlap": 2, "round": "seed"}
+    good = {"pairs": [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}], "overlap": 2, "campaign": "seed"}
     assert api.post("/api/preferences/import/", good, format="json").json() == {
         "read": 1,
         "comparisons": 1,

@@ -11,7 +11,9 @@ ADMIN_MODELS = [
     "annotate/comparison",
     "annotate/judgment",
     "annotate/assignment",
-    "annotate/guideline",
+    "annotate/campaign",
+    "training/traininground",
+    "training/evaluation",
     "annotate/judgmentrevision",
 ]
 

@@ -9,9 +9,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import object_or_404
 from generation.models import Policy
+from training.errors import RoundNotFound
 from training.models import TrainingRound
-from training.services import GENERATION_DEFAULTS, HYPERPARAMETERS, round_cancel, round_start
+from training.options import GENERATION_DEFAULTS, HYPERPARAMETERS
+from training.rounds import round_cancel
+from training.tasks import round_start
 
 
 class TrainingRoundSerializer(serializers.ModelSerializer):
@@ -19,6 +23,8 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
     reference = serializers.SlugRelatedField(read_only=True, slug_field="name")
     output_policy = serializers.SlugRelatedField(read_only=True, slug_field="name")
     started_by = serializers.SlugRelatedField(read_only=True, slug_field="username")
+    campaign = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    eval_campaign = serializers.SlugRelatedField(read_only=True, slug_field="name")
 
     class Meta:
         model = TrainingRound
@@ -33,6 +39,8 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
             "min_pairs",
             "then_generate",
             "generation",
+            "campaign",
+            "eval_campaign",
             "data_file",
             "data_sha256",
             "pairs",
@@ -64,12 +72,14 @@ class RoundStartSerializer(serializers.Serializer):
     policy = serializers.SlugRelatedField(queryset=Policy.objects.all(), slug_field="name")
     reference = serializers.SlugRelatedField(queryset=Policy.objects.all(), slug_field="name", required=False)
     hyperparameters = serializers.DictField(
-        required=False, help_text=f"DPO settings: {', '.join(HYPERPARAMETERS)}"
+        required=False, help_text=f"DPO settings (training.options): {', '.join(HYPERPARAMETERS)}"
     )
     min_pairs = serializers.IntegerField(required=False, min_value=1)
     then_generate = serializers.IntegerField(required=False, min_value=0, default=0)
     generation = serializers.DictField(
-        required=False, help_text=f"sampling for then_generate: {', '.join(GENERATION_DEFAULTS)}"
+        required=False,
+        help_text="sampling for then_generate and the held-out answers: "
+        + ", ".join(f"{name} (default {value})" for name, value in GENERATION_DEFAULTS.items()),
     )
 
 
@@ -78,7 +88,9 @@ class RoundListApi(generics.ListAPIView):
 
     permission_classes = [IsAdminUser]
     serializer_class = TrainingRoundSerializer
-    queryset = TrainingRound.objects.select_related("policy", "reference", "output_policy", "started_by")
+    queryset = TrainingRound.objects.select_related(
+        "policy", "reference", "output_policy", "started_by", "campaign", "eval_campaign"
+    )
 
     @extend_schema(request=RoundStartSerializer, responses={201: TrainingRoundSerializer})
     def post(self, request: Request) -> Response:
@@ -103,5 +115,5 @@ class RoundCancelApi(APIView):
 
     @extend_schema(request=None, responses={200: TrainingRoundSerializer})
     def post(self, request: Request, pk: int) -> Response:
-        training_round = generics.get_object_or_404(TrainingRound, pk=pk)
+        training_round = object_or_404(TrainingRound, error=RoundNotFound, what="round", pk=pk)
         return Response(TrainingRoundSerializer(round_cancel(training_round=training_round)).data)

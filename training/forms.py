@@ -5,43 +5,59 @@ from typing import Any
 from django import forms
 
 from generation.models import Policy
-from training.dpo.config import LOSSES
+from training.options import GENERATION, TRAINING, Option
+
+# The settings the start form shows (names distinct across the two groups); the rest keep their
+# defaults (training.options, the one source).
+FORM_TRAINING = ("loss", "beta", "lr", "epochs", "batch_size", "lora_r", "max_length")
+FORM_GENERATION = ("samples", "max_new_tokens", "pairs", "overlap")
+LABELS = {
+    "lr": "Learning rate",
+    "lora_r": "LoRA rank (0: full)",
+    "max_length": "Max tokens per pair side",
+    "samples": "Answers per prompt",
+    "overlap": "Judgments per comparison",
+}
+
+
+def _field(option: Option) -> forms.Field:
+    label = LABELS.get(option.name, option.name.replace("_", " ").capitalize())
+    common: dict[str, Any] = {"label": label, "help_text": option.help, "initial": option.default}
+    if option.choices:
+        return forms.ChoiceField(choices=[(c, c) for c in option.choices], required=False, **common)
+    if option.kind is float:
+        return forms.FloatField(min_value=0, **common)
+    return forms.IntegerField(min_value=0, required=option.default is not None, **common)
 
 
 class StartRoundForm(forms.Form):
-    """What staff choose when starting a round from the dashboard; the rest keeps DPOConfig's defaults."""
+    """What staff choose when starting a round from the dashboard; fields, defaults and help come
+    from ``training.options``."""
 
     policy = forms.ModelChoiceField(queryset=Policy.objects.order_by("-id"), help_text="the starting policy")
-    loss = forms.ChoiceField(choices=[(loss, loss) for loss in LOSSES], initial="sigmoid")
-    beta = forms.FloatField(initial=0.1, min_value=1e-6)
-    lr = forms.FloatField(initial=1e-5, min_value=0, label="Learning rate")
-    epochs = forms.IntegerField(initial=1, min_value=1, max_value=100)
-    batch_size = forms.IntegerField(initial=4, min_value=1, max_value=1024)
-    lora_r = forms.IntegerField(initial=0, min_value=0, max_value=1024, label="LoRA rank (0: full)")
-    max_length = forms.IntegerField(initial=512, min_value=16, label="Max tokens per pair side")
     then_generate = forms.IntegerField(
         initial=8, min_value=0, label="Then generate for N prompts", help_text="0: train only"
     )
-    samples = forms.IntegerField(initial=3, min_value=2, max_value=16, label="Answers per prompt")
-    max_new_tokens = forms.IntegerField(initial=160, min_value=1, max_value=8192)
-    overlap = forms.IntegerField(initial=2, min_value=1, max_value=20, label="Judgments per comparison")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for option in TRAINING:
+            if option.name in FORM_TRAINING:
+                self.fields[option.name] = _field(option)
+        for option in GENERATION:
+            if option.name in FORM_GENERATION:
+                self.fields[option.name] = _field(option)
 
     def round_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``round_start`` from the cleaned form."""
+        """Keyword arguments for ``round_start`` from the cleaned form (only what was set)."""
         data = self.cleaned_data
-        hyperparameters = {
-            key: data[key] for key in ("loss", "beta", "lr", "epochs", "batch_size", "max_length")
-        }
-        if data["lora_r"]:
-            hyperparameters["lora_r"] = data["lora_r"]
+        hyperparameters = {name: data[name] for name in FORM_TRAINING if data.get(name) not in (None, "")}
+        if not hyperparameters.get("lora_r"):
+            hyperparameters.pop("lora_r", None)
+        generation = {name: data[name] for name in FORM_GENERATION if data.get(name) not in (None, "")}
         return {
             "policy": data["policy"],
             "hyperparameters": hyperparameters,
             "then_generate": data["then_generate"],
-            "generation": {
-                "samples": data["samples"],
-                "max_new_tokens": data["max_new_tokens"],
-                "overlap": data["overlap"],
-                "pairs": "all",
-            },
+            "generation": generation,
         }

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from annotate.models import Campaign, Comparison
 from generation.models import Policy
 
 
@@ -52,6 +53,22 @@ class TrainingRound(models.Model):
     )
     generation = models.JSONField(
         default=dict, blank=True, help_text="Sampling and pairing for then_generate (samples, overlap, ...)."
+    )
+    campaign = models.ForeignKey(
+        Campaign,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="rounds_feeding",
+        help_text="Where the comparisons of the new policy's answers to train prompts are queued.",
+    )
+    eval_campaign = models.ForeignKey(
+        Campaign,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="rounds_evaluating",
+        help_text="Where the blind held-out comparisons of the new policy against its parent are queued.",
     )
     output_dir = models.CharField(max_length=1000, blank=True)
     data_file = models.CharField(max_length=1000, blank=True, help_text="The exported pairs (JSONL).")
@@ -103,11 +120,6 @@ class TrainingRound(models.Model):
         """Finished, and nothing more will happen: the page stops polling."""
         return self.is_finished and not self.following_up
 
-    @property
-    def generation_label(self) -> str:
-        """The round label of the comparisons its output policy generates."""
-        return f"round-{self.pk}"
-
 
 class RoundMetric(models.Model):
     """One optimizer step's metrics, with TRL's names (``loss``, ``rewards/accuracies``, ...)."""
@@ -123,3 +135,26 @@ class RoundMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.round} step {self.step}"
+
+
+class Evaluation(models.Model):
+    """What a blind eval comparison is for: ``policy``'s held-out answer against ``opponent``'s,
+    asked for by ``training_round`` (null when staff queued it by hand with ``generate --vs``)."""
+
+    comparison = models.OneToOneField(
+        Comparison, primary_key=True, on_delete=models.CASCADE, related_name="evaluation"
+    )
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="evaluations")
+    opponent = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="evaluations_as_opponent")
+    training_round = models.ForeignKey(
+        TrainingRound, null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
+
+    class Meta:
+        ordering = ["comparison"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(policy=models.F("opponent")), name="evaluation_two_policies"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy} vs {self.opponent} ({self.comparison})"

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from config.errors import DomainError
+from config.errors import DomainError, object_or_404
 from generation.models import Policy
 from training.charts import round_charts
+from training.errors import RoundNotFound
+from training.evaluation import leaderboard
 from training.forms import StartRoundForm
 from training.models import TrainingRound
-from training.selectors import annotation_stats, leaderboard, rounds_recent
-from training.services import round_cancel, round_pairs_count, round_start
+from training.rounds import round_cancel, round_pairs_count
+from training.selectors import annotation_stats, rounds_recent
+from training.tasks import round_start
 
 
 def _include_simulated(request: HttpRequest) -> bool:
@@ -35,7 +38,7 @@ def _default_policy(choices: list[tuple[Policy, int]]) -> Policy | None:
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     simulated = _include_simulated(request)
-    rounds, annotators = annotation_stats(include_simulated=simulated)
+    campaign_stats, annotators = annotation_stats(include_simulated=simulated)
     choices = _policy_choices()
     default = _default_policy(choices)
     form = StartRoundForm(initial={"policy": default.pk if default else None})
@@ -45,7 +48,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         {
             "simulated": simulated,
             "training_rounds": rounds_recent(),
-            "comparison_rounds": rounds,
+            "campaign_stats": campaign_stats,
             "annotators": annotators,
             "leaderboard": leaderboard(include_simulated=simulated),
             "form": form,
@@ -86,8 +89,13 @@ def _round_context(training_round: TrainingRound) -> dict:
 
 
 def _round(pk: int) -> TrainingRound:
-    return get_object_or_404(
-        TrainingRound.objects.select_related("policy", "reference", "output_policy", "started_by"), pk=pk
+    return object_or_404(
+        TrainingRound.objects.select_related(
+            "policy", "reference", "output_policy", "started_by", "campaign", "eval_campaign"
+        ),
+        error=RoundNotFound,
+        what="round",
+        pk=pk,
     )
 
 

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 
 from annotate.models import Choice, Kind
 from generation.models import Split
-from tests.factories import ComparisonFactory, JudgmentFactory, PromptFactory, UserFactory
+from tests.factories import CampaignFactory, ComparisonFactory, JudgmentFactory, PromptFactory, UserFactory
 
 
 def judge(comparison, *choices):
@@ -72,14 +72,15 @@ def test_min_agreement_and_include_ties(judged, tmp_path):
 
 @pytest.mark.django_db
 def test_split_round_and_kind_filters(tmp_path):
-    train = ComparisonFactory(round_label="r1")
-    held_out = ComparisonFactory(prompt=PromptFactory(split=Split.EVAL), round_label="r1")
-    other_round = ComparisonFactory(round_label="r2")
-    policy_vs_policy = ComparisonFactory(kind=Kind.EVAL, round_label="r1")
+    r1 = CampaignFactory(name="r1")
+    train = ComparisonFactory(campaign=r1)
+    held_out = ComparisonFactory(prompt=PromptFactory(split=Split.EVAL), campaign=r1)
+    other_round = ComparisonFactory(campaign=CampaignFactory(name="r2"))
+    policy_vs_policy = ComparisonFactory(kind=Kind.EVAL, campaign=r1)
     for comparison in (train, held_out, other_round, policy_vs_policy):
         judge(comparison, Choice.FIRST)
 
-    assert [r["comparison_id"] for r in export(tmp_path, "--round", "r1")[0]] == [train.pk]
+    assert [r["comparison_id"] for r in export(tmp_path, "--campaign", "r1")[0]] == [train.pk]
     assert [r["comparison_id"] for r in export(tmp_path, "--split", "eval")[0]] == [held_out.pk]
     assert {r["comparison_id"] for r in export(tmp_path, "--kind", "eval", "--split", "all")[0]} == {
         policy_vs_policy.pk

@@ -42,7 +42,7 @@ def test_each_preference_shape_becomes_a_comparison_with_an_imported_judgment(sh
     comparison = Comparison.objects.get()
     assert comparison.prompt.as_messages() == [{"role": "user", "content": "2+2?"}]
     assert (comparison.response_a.text, comparison.response_b.text) == ("4", "5")
-    assert comparison.round_label == "imported"
+    assert comparison.campaign.name == "imported"
     judgment = Judgment.objects.get()
     assert (judgment.choice, judgment.source, judgment.left) == (Choice.FIRST, Source.IMPORTED, "")
     assert not judgment.annotator.is_active

@@ -2,11 +2,18 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from annotate.models import Choice, Comparison, Kind, Strength
-from tests.factories import ComparisonFactory, JudgmentFactory, PromptFactory, ResponseFactory
+from tests.factories import (
+    CampaignFactory,
+    ComparisonFactory,
+    JudgmentFactory,
+    PromptFactory,
+    ResponseFactory,
+)
 
 
 def rejected(**fields):
     """True when creating a Comparison with these fields violates a database rule."""
+    fields.setdefault("campaign", CampaignFactory())
     try:
         with transaction.atomic():
             Comparison.objects.create(**fields)

@@ -6,7 +6,8 @@ from django.utils import timezone
 
 from annotate.errors import AlreadyJudged, ComparisonFull, NotServed
 from annotate.models import Assignment, Choice, Judgment, Side, Strength
-from annotate.services import comparison_assign_next, judgment_submit
+from annotate.services.judgments import judgment_submit
+from annotate.services.queue import comparison_assign_next
 from config.errors import Invalid
 from tests.factories import ComparisonFactory, JudgmentFactory, UserFactory
 

@@ -5,15 +5,22 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from annotate.models import Assignment, Choice, Guideline, Judgment, JudgmentRevision, Kind, Side, Strength
-from annotate.services import comparison_assign_next
+from annotate.models import Assignment, Campaign, Choice, Judgment, JudgmentRevision, Kind, Side, Strength
+from annotate.services.queue import comparison_assign_next
 from tests.annotate.test_rendering import active_content
-from tests.factories import ComparisonFactory, JudgmentFactory, PromptFactory, ResponseFactory, UserFactory
+from tests.factories import (
+    CampaignFactory,
+    ComparisonFactory,
+    JudgmentFactory,
+    PromptFactory,
+    ResponseFactory,
+    UserFactory,
+)
 
 QUEUE = reverse("annotate:queue")
 JUDGE = reverse("annotate:judge")
 MINE = reverse("annotate:mine")
-GUIDELINES = reverse("annotate:guidelines")
+CAMPAIGNS = reverse("annotate:campaigns")
 
 
 def untrusted_part(html: str) -> str:
@@ -30,7 +37,7 @@ def logged_in(client, annotator):
 @pytest.mark.django_db
 def test_every_page_needs_login(client):
     judgment = JudgmentFactory()
-    for url in (QUEUE, MINE, reverse("annotate:change", args=[judgment.pk]), GUIDELINES, reverse("home")):
+    for url in (QUEUE, MINE, reverse("annotate:change", args=[judgment.pk]), CAMPAIGNS, reverse("home")):
         response = client.get(url)
         assert response.status_code == 302 and "login" in response["Location"], url
     response = client.post(JUDGE, {"comparison": judgment.comparison_id, "answer": "left"})
@@ -39,14 +46,17 @@ def test_every_page_needs_login(client):
 
 
 @pytest.mark.django_db
-def test_guidelines_editor_is_staff_only(logged_in, client, staff):
-    assert logged_in.get(GUIDELINES).status_code == 302
-    assert logged_in.post(GUIDELINES, {"text": "hijack"}).status_code == 302
-    assert not Guideline.objects.exists()
+def test_campaign_pages_are_staff_only(logged_in, client, staff):
+    assert logged_in.get(CAMPAIGNS).status_code == 302
+    assert (
+        logged_in.post(
+            CAMPAIGNS, {"name": "hijack", "status": "open", "priority": 0, "overlap": 1, "gold_rate": 0.1}
+        ).status_code
+        == 302
+    )
+    assert not Campaign.objects.exists()
     client.force_login(staff)
-    assert client.get(GUIDELINES).status_code == 200
-    assert client.post(GUIDELINES, {"text": "Prefer **correct** answers."}).status_code == 302
-    assert Guideline.objects.get().updated_by == staff
+    assert client.get(CAMPAIGNS).status_code == 200
 
 
 @pytest.mark.django_db
@@ -58,8 +68,9 @@ def test_queue_shows_prompt_turns_and_both_responses_without_policies(logged_in)
             {"role": "user", "content": "Name a colour."},
         ],
     )
-    comparison = ComparisonFactory(prompt=prompt)
-    Guideline.objects.create(text="Prefer *short* answers.")
+    comparison = ComparisonFactory(
+        prompt=prompt, campaign=CampaignFactory(name="colours", guidelines="Prefer *short* answers.")
+    )
 
     html = logged_in.get(QUEUE).content.decode()
 
@@ -187,7 +198,7 @@ def test_empty_queue_says_so_and_polls(logged_in):
 
 @pytest.mark.django_db
 def test_gold_is_mixed_in_at_the_configured_rate_and_accuracy_is_kept(logged_in, annotator, settings):
-    settings.PREFLOOP_GOLD_RATE = 1.0
+    CampaignFactory(gold_rate=1.0)  # the campaign's rate: always gold while any is left
     ComparisonFactory()
     gold = ComparisonFactory(kind=Kind.GOLD, gold_answer=Choice.FIRST)
     JudgmentFactory(comparison=gold)  # gold is served to everyone, whatever its overlap
@@ -199,7 +210,7 @@ def test_gold_is_mixed_in_at_the_configured_rate_and_accuracy_is_kept(logged_in,
     )
     assert b"Gold accuracy: <strong>1/1</strong>" in logged_in.get(MINE).content
 
-    settings.PREFLOOP_GOLD_RATE = 0.0
+    Campaign.objects.update(gold_rate=0.0)
     other_gold = ComparisonFactory(kind=Kind.GOLD, gold_answer=Choice.TIE)
     assert comparison_assign_next(annotator=UserFactory()).comparison.kind == Kind.TRAIN
     assert other_gold.kind == Kind.GOLD

@@ -6,13 +6,15 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotate.models import Comparison, Kind
-from annotate.services import comparisons_generate, comparisons_generate_versus, responses_pair
+from annotate.models import Campaign, Comparison, Kind
+from annotate.services.pairing import comparisons_generate, prompts_pending, responses_pair
 from config.errors import Invalid
 from generation.backends import Completion, Sampling
 from generation.models import Policy, Prompt, Response, Split
-from generation.services import policy_register, prompts_pending
-from tests.factories import PolicyFactory, PromptFactory
+from generation.services import policy_register
+from tests.factories import CampaignFactory, PolicyFactory, PromptFactory
+from training.evaluation import evaluation_campaign, evaluations_queue, heldout_answer
+from training.models import Evaluation
 
 
 class ScriptedBackend:
@@ -34,8 +36,8 @@ class ScriptedBackend:
 
 
 def run(policy, prompts, backend, **options):
-    settings = {"sampling": Sampling(samples=4), "round_label": "r1", "pairs": "random"} | options
-    return comparisons_generate(policy=policy, prompts=prompts, backend=backend, **settings)
+    settings = {"sampling": Sampling(samples=4), "campaign": CampaignFactory(name="r1"), "pairs": "random"}
+    return comparisons_generate(policy=policy, prompts=prompts, backend=backend, **(settings | options))
 
 
 @pytest.mark.django_db
@@ -47,10 +49,11 @@ def test_duplicates_are_dropped_and_distinct_responses_paired():
 
     assert (report.prompts, report.responses, report.duplicates) == (2, 6, 2)
     assert report.extra["comparisons"] == 2  # 3 distinct per prompt → 1 random pair each
-    assert Response.objects.filter(policy=policy, round_label="r1").count() == 6
+    assert Response.objects.filter(policy=policy).count() == 6
     for comparison in Comparison.objects.all():
         assert comparison.response_a.text != comparison.response_b.text
-        assert comparison.round_label == "r1"
+        assert comparison.campaign.name == "r1"
+        assert comparison.overlap == comparison.campaign.overlap  # the campaign's default
 
 
 @pytest.mark.django_db
@@ -64,9 +67,9 @@ def test_all_pairs_and_best_worst_by_logprob():
         [PromptFactory()],
         ScriptedBackend(lambda p: ["a", "b", "c", "d"]),
         pairs="best-worst-by-logprob",
-        round_label="r2",
+        campaign=CampaignFactory(name="r2"),
     )
-    comparison = Comparison.objects.get(round_label="r2")
+    comparison = Comparison.objects.get(campaign__name="r2")
     assert (comparison.response_a.text, comparison.response_b.text) == ("a", "d")  # -1 vs -4
 
 
@@ -90,50 +93,49 @@ def test_a_crash_loses_only_the_batch_in_flight_and_a_rerun_finishes_the_job():
 
     with pytest.raises(RuntimeError, match="fell off"):
         comparisons_generate(
-            policy=policy, prompts=prompts, backend=crashing, sampling=Sampling(samples=2), round_label="r1"
+            policy=policy,
+            prompts=prompts,
+            backend=crashing,
+            sampling=Sampling(samples=2),
+            campaign=CampaignFactory(name="r1"),
         )
 
     assert (
         Response.objects.count() == 32 and Comparison.objects.count() == 16
     )  # the first batch of 16 prompts
-    pending = list(prompts_pending(policy=policy, round_label="r1", prompts=Prompt.objects.all()))
+    campaign = Campaign.objects.get(name="r1")
+    pending = list(prompts_pending(policy=policy, campaign=campaign, prompts=Prompt.objects.all()))
     assert len(pending) == 4
     run(policy, pending, ScriptedBackend(lambda p: ["x", "y"]), sampling=Sampling(samples=2))
     assert Comparison.objects.count() == 20
-    assert not prompts_pending(policy=policy, round_label="r1", prompts=Prompt.objects.all()).exists()
+    assert not prompts_pending(policy=policy, campaign=campaign, prompts=Prompt.objects.all()).exists()
 
 
 @pytest.mark.django_db
-def test_policy_vs_policy_queues_one_blind_eval_comparison_per_prompt():
+def test_policy_vs_policy_queues_one_blind_eval_comparison_per_held_out_prompt():
     old, new = PolicyFactory(name="old"), PolicyFactory(name="new")
-    prompts = [PromptFactory(split=Split.EVAL) for _ in range(3)]
-    old_backend = ScriptedBackend(lambda p: ["old answer"])
-    new_backend = ScriptedBackend(lambda p: ["new answer"])
+    for _ in range(3):
+        PromptFactory(split=Split.EVAL)
+    PromptFactory(split=Split.TRAIN)
+    for policy, backend in (
+        (old, ScriptedBackend(lambda p: ["old answer"])),
+        (new, ScriptedBackend(lambda p: ["new"])),
+    ):
+        assert heldout_answer(policy=policy, sampling=Sampling(samples=4), backend=backend) == 3
+    campaign = evaluation_campaign(name="new vs old")
 
-    report = comparisons_generate_versus(
-        new=new,
-        old=old,
-        prompts=prompts,
-        sampling=Sampling(samples=1),
-        new_backend=new_backend,
-        old_backend=old_backend,
-        round_label="eval-1",
-    )
+    report = evaluations_queue(policy=new, opponent=old, campaign=campaign)
 
     assert report.extra["comparisons"] == 3
+    assert Response.objects.filter(heldout=True).count() == 6  # one answer per policy and prompt
     for comparison in Comparison.objects.all():
-        assert comparison.kind == Kind.EVAL
+        assert comparison.kind == Kind.EVAL and comparison.campaign == campaign
         assert {comparison.response_a.policy, comparison.response_b.policy} == {old, new}
-    again = comparisons_generate_versus(
-        new=new,
-        old=old,
-        prompts=[],
-        sampling=Sampling(samples=1),
-        new_backend=new_backend,
-        old_backend=old_backend,
-        round_label="eval-1",
-    )
-    assert again.prompts == 0 and Comparison.objects.count() == 3
+        assert (comparison.evaluation.policy, comparison.evaluation.opponent) == (new, old)
+    assert campaign.priority > CampaignFactory(name="train").priority  # evaluation is served first
+    again = evaluations_queue(policy=new, opponent=old, campaign=campaign)
+    assert "comparisons" not in again.extra and Evaluation.objects.count() == 3
+    assert heldout_answer(policy=new, sampling=Sampling(), backend=None) == 3  # nothing to generate
 
 
 @pytest.mark.django_db
@@ -178,7 +180,7 @@ def test_generate_command_on_a_tiny_model_is_resumable(chat_model_dir):
         "3",
         "--max-new-tokens",
         "5",
-        "--round",
+        "--campaign",
         "r1",
         "--overlap",
         "2",
@@ -191,7 +193,7 @@ def test_generate_command_on_a_tiny_model_is_resumable(chat_model_dir):
     call_command("generate", *options, stdout=out)
 
     assert "3 prompts, 9 responses stored" in out.getvalue()
-    assert Comparison.objects.filter(round_label="r1", overlap=2).count() >= 3
+    assert Comparison.objects.filter(campaign__name="r1", overlap=2).count() >= 3
     assert not Response.objects.filter(prompt__split=Split.EVAL).exists()
     call_command("generate", *options, stdout=out)
     assert "nothing to do" in out.getvalue()

@@ -4,6 +4,7 @@ import pytest
 
 from annotate.models import Choice, Kind, Side, Source
 from tests.factories import (
+    CampaignFactory,
     ComparisonFactory,
     JudgmentFactory,
     PolicyFactory,
@@ -11,20 +12,23 @@ from tests.factories import (
     ResponseFactory,
     UserFactory,
 )
-from training.selectors import annotation_stats, head_to_head, leaderboard, policy_games
+from training.evaluation import head_to_head, leaderboard, policy_games
+from training.models import Evaluation
+from training.selectors import annotation_stats
 
 
-def versus(new, old, *choices, round_label="eval", source=Source.HUMAN):
-    """An eval comparison with new's answer first, judged once per choice."""
+def versus(new, old, *choices, source=Source.HUMAN):
+    """An eval comparison with new's answer first (``new`` evaluated against ``old``), judged once per choice."""
     prompt = PromptFactory()
     comparison = ComparisonFactory(
         prompt=prompt,
         response_a=ResponseFactory(prompt=prompt, policy=new),
         response_b=ResponseFactory(prompt=prompt, policy=old),
         kind=Kind.EVAL,
-        round_label=round_label,
+        campaign=CampaignFactory(name="eval"),
         overlap=len(choices) or 1,
     )
+    Evaluation.objects.create(comparison=comparison, policy=new, opponent=old)
     for choice in choices:
         JudgmentFactory(comparison=comparison, choice=choice, source=source)
     return comparison
@@ -60,9 +64,9 @@ def test_head_to_head_scores_from_either_side_and_averages_several_judgments():
 
 
 @pytest.mark.django_db
-def test_annotation_stats_by_round_and_annotator():
+def test_annotation_stats_by_campaign_and_annotator():
     ann, bob, cat = UserFactory(username="ann"), UserFactory(username="bob"), UserFactory(username="cat")
-    one = ComparisonFactory(round_label="r1", overlap=3)
+    one = ComparisonFactory(campaign=CampaignFactory(name="r1"), overlap=3)
     JudgmentFactory(comparison=one, annotator=ann, choice=Choice.FIRST, left=Side.FIRST, time_on_task_ms=4000)
     JudgmentFactory(
         comparison=one, annotator=bob, choice=Choice.FIRST, left=Side.SECOND, time_on_task_ms=6000
@@ -70,22 +74,22 @@ def test_annotation_stats_by_round_and_annotator():
     JudgmentFactory(
         comparison=one, annotator=cat, choice=Choice.SECOND, left=Side.SECOND, time_on_task_ms=8000
     )
-    two = ComparisonFactory(round_label="r1", overlap=2)
+    two = ComparisonFactory(campaign=CampaignFactory(name="r1"), overlap=2)
     JudgmentFactory(comparison=two, annotator=ann, choice=Choice.TIE, left=Side.FIRST, time_on_task_ms=2000)
-    gold = ComparisonFactory(round_label="r1", kind=Kind.GOLD, gold_answer=Choice.SECOND)
+    gold = ComparisonFactory(campaign=CampaignFactory(name="r1"), kind=Kind.GOLD, gold_answer=Choice.SECOND)
     JudgmentFactory(
         comparison=gold, annotator=ann, choice=Choice.SECOND, left=Side.FIRST, time_on_task_ms=1000
     )
     JudgmentFactory(
         comparison=gold, annotator=bob, choice=Choice.FIRST, left=Side.FIRST, time_on_task_ms=3000
     )
-    ComparisonFactory(round_label="r2")
+    ComparisonFactory(campaign=CampaignFactory(name="r2"))
     sim = UserFactory(username="sim:shorter:1")
     JudgmentFactory(comparison=two, annotator=sim, choice=Choice.FIRST, source=Source.SIMULATED)
 
     rounds, people = annotation_stats()
 
-    r1 = next(r for r in rounds if r.label == "r1")
+    r1 = next(r for r in rounds if r.campaign.name == "r1")
     assert (r1.comparisons, r1.judged, r1.complete, r1.queued) == (3, 3, 2, 1)
     assert r1.judgments == 6 and r1.last_hour == 6 and r1.annotators == 3
     assert r1.gold_accuracy == pytest.approx(0.5)
@@ -99,7 +103,7 @@ def test_annotation_stats_by_round_and_annotator():
     assert (by_name["ann"].agreed, by_name["ann"].compared) == (0, 0)  # others split 1-1 on one
     assert (by_name["bob"].agreed, by_name["bob"].compared) == (0, 0)
     assert by_name["ann"].gold_accuracy == 1.0 and by_name["bob"].gold_accuracy == 0.0
-    r2 = next(r for r in rounds if r.label == "r2")
+    r2 = next(r for r in rounds if r.campaign.name == "r2")
     assert (r2.comparisons, r2.judged, r2.alpha) == (1, 0, None)
     _, with_sim = annotation_stats(include_simulated=True)
     assert "sim:shorter:1" in {p.username for p in with_sim}

@@ -9,13 +9,21 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotate.models import Comparison, Judgment, Kind, Source
-from annotate.services import comparisons_simulate
+from annotate.services.simulation import comparisons_simulate
 from generation.models import Policy, Prompt, Response, Split
 from generation.services import policy_register
-from tests.factories import ComparisonFactory, PolicyFactory, PromptFactory, ResponseFactory, judged_pairs
+from tests.factories import (
+    CampaignFactory,
+    ComparisonFactory,
+    PolicyFactory,
+    PromptFactory,
+    ResponseFactory,
+    judged_pairs,
+)
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
-from training.models import RoundMetric, RoundStatus, TrainingRound
-from training.services import round_cancel, round_create, round_run
+from training.evaluation import round_execute as round_run
+from training.models import Evaluation, RoundMetric, RoundStatus, TrainingRound
+from training.rounds import round_cancel, round_create
 
 FAST = {"lr": 1e-3, "batch_size": 2, "max_length": 64, "dtype": "fp32"}
 
@@ -35,9 +43,9 @@ def judged_policy(model_dir, *, pairs=4, name="tiny"):
             prompt=prompt,
             response_a=ResponseFactory(prompt=prompt, policy=policy, text="blue."),
             response_b=ResponseFactory(prompt=prompt, policy=policy, text="the quick brown fox " * 3),
-            round_label="r0",
+            campaign=CampaignFactory(name="r0"),
         )
-    comparisons_simulate(oracle_name="shorter", count=100, round_label="r0")
+    comparisons_simulate(oracle_name="shorter", count=100, campaign=CampaignFactory(name="r0"))
     return policy
 
 
@@ -79,12 +87,22 @@ def test_train_round_trains_registers_and_generates_next(chat_model_dir, rounds_
     assert steps == [1, 2, 3, 4] and training_round.steps_total == 4
     assert {"loss", "rewards/accuracies", "rewards/margins"} <= set(training_round.metrics.first().values)
     # then-generate: the new policy answered 2 fresh train prompts; eval vs its parent is queued
-    fresh = Response.objects.filter(policy=new, round_label=training_round.generation_label)
+    fresh = Response.objects.filter(policy=new, heldout=False)
     assert fresh.values("prompt").distinct().count() == 2
     assert not fresh.filter(prompt__text__startswith="name a colour").exists()  # least answered first
-    eval_queued = Comparison.objects.filter(round_label=f"{training_round.generation_label}-eval")
+    assert set(Comparison.objects.filter(response_a__in=fresh).values_list("campaign", flat=True)) <= {
+        training_round.campaign_id
+    }
+    assert training_round.campaign.name == f"Round {training_round.pk} answers"
+    eval_queued = Comparison.objects.filter(campaign=training_round.eval_campaign)
     assert eval_queued.count() <= 1 and all(c.kind == Kind.EVAL for c in eval_queued)
     assert {r.policy for c in eval_queued for r in (c.response_a, c.response_b)} <= {new, policy}
+    for evaluation in Evaluation.objects.filter(comparison__in=eval_queued):
+        assert (evaluation.policy, evaluation.opponent, evaluation.training_round) == (
+            new,
+            policy,
+            training_round,
+        )
     assert "registered policy" in out.getvalue() and "succeeded" in out.getvalue()
     assert training_round.error == ""
 
@@ -208,9 +226,9 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
                 assert rate["low"] <= rate["rate"] <= rate["high"]
                 assert rate["wins"] + rate["ties"] + rate["losses"] <= 3
     # every held-out answer, the last round's included, was sampled with the loop's settings
-    assert set(
-        Response.objects.filter(round_label="heldout").values_list("sampling__max_new_tokens", flat=True)
-    ) == {8}
+    assert set(Response.objects.filter(heldout=True).values_list("sampling__max_new_tokens", flat=True)) == {
+        8
+    }
     assert all(r["heldout_answers"]["count"] == 3 for r in results)
     printed = out.getvalue()
     assert "round 2/2" in printed and "on held-out prompts:" in printed
@@ -249,6 +267,6 @@ def test_a_round_on_the_embedded_smollm2_trains_registers_and_the_new_policy_ans
     assert finished.pairs == 2 and finished.metrics.count() == 1
     assert finished.output_policy.parent == base
     answers = Response.objects.filter(policy=finished.output_policy)
-    assert answers.filter(round_label=finished.generation_label, prompt__text="Say hello.").count() >= 1
-    assert answers.filter(round_label="heldout", prompt__text="Name a fruit.").exclude(text="").exists()
+    assert answers.filter(heldout=False, prompt__text="Say hello.").count() >= 1
+    assert answers.filter(heldout=True, prompt__text="Name a fruit.").exclude(text="").exists()
     assert not finished.following_up and finished.error == ""

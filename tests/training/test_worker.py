@@ -10,7 +10,7 @@ from django_tasks_db.models import DBTaskResult
 from generation.models import Policy
 from tests.training.test_rounds import judged_policy
 from training.models import RoundStatus, TrainingRound
-from training.services import round_start
+from training.tasks import round_start
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,14 +6,20 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from annotate.models import Comparison
-from annotate.services import comparison_create_from_texts
+from annotate.services.campaigns import campaign_get_or_create
+from annotate.services.imports import comparison_create_from_texts
 from generation.messages import messages_from_text, messages_hash
 from generation.models import Prompt
 from generation.prompt_files import prompt_drafts_read
 from generation.services import prompts_import
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
-DEMO_ROUND = "demo"
+DEMO_CAMPAIGN = "demo"
+DEMO_GUIDELINES = (
+    "Pick the answer that helps the person who asked more: correct, on the question, clear. "
+    "Prefer the shorter of two equally good answers. Mark **both bad** when neither answers the "
+    "question, and **tie** when you cannot tell them apart."
+)
 USERS = [
     # (username, password, staff)
     ("admin", "prefloop-admin", True),
@@ -44,13 +50,14 @@ class Command(BaseCommand):
         with (DEMO_DIR / "prompts.jsonl").open("rb") as stream:
             drafts = prompt_drafts_read(stream, name="demo/prompts.jsonl")
         prompts = prompts_import(drafts=drafts, source="demo", tags=["demo"])
+        campaign = campaign_get_or_create(name=DEMO_CAMPAIGN, overlap=2, guidelines=DEMO_GUIDELINES)
         created = 0
-        if canned and not Comparison.objects.filter(round_label=DEMO_ROUND).exists():
+        if canned and not Comparison.objects.filter(campaign=campaign).exists():
             for line in (DEMO_DIR / "comparisons.jsonl").read_text(encoding="utf-8").splitlines():
                 row = json.loads(line)
                 prompt = Prompt.objects.get(content_hash=messages_hash(messages_from_text(row["prompt"])))
                 comparison_create_from_texts(
-                    prompt=prompt, first=row["first"], second=row["second"], round_label=DEMO_ROUND, overlap=2
+                    prompt=prompt, first=row["first"], second=row["second"], campaign=campaign
                 )
                 created += 1
         self.stdout.write(

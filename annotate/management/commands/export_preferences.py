@@ -4,10 +4,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotate.models import Kind
 from annotate.selectors import EXPORT_FORMATS, EXPORT_SPLITS, ExportReport, preference_rows
+from annotate.services.campaigns import campaign_named
+from config.commands import Command as BaseCommand
 
 
 class Command(BaseCommand):
@@ -19,7 +21,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--out", required=True, help="output file, or - for standard output")
         parser.add_argument("--format", choices=EXPORT_FORMATS, default="conversational")
-        parser.add_argument("--round", dest="round_label", help="only comparisons of this round label")
+        parser.add_argument("--campaign", help="only comparisons of this campaign")
         parser.add_argument("--split", choices=EXPORT_SPLITS, default="train", help="prompt split (train)")
         parser.add_argument(
             "--kind", action="append", choices=Kind.values, help="comparison kinds (default: train and gold)"
@@ -31,14 +33,14 @@ class Command(BaseCommand):
             help="also write tie / both-bad majorities (with 'outcome')",
         )
 
-    def handle(self, *args, out, format, round_label, split, kind, min_agreement, include_ties, **options):
+    def handle(self, *args, out, format, campaign, split, kind, min_agreement, include_ties, **options):
         if not 0.0 <= min_agreement <= 1.0:
             raise CommandError(f"--min-agreement must be between 0 and 1 (got {min_agreement})")
         report = ExportReport()
         rows = preference_rows(
             report=report,
             fmt=format,
-            round_label=round_label,
+            campaign=campaign_named(campaign) if campaign else None,
             split=split,
             kinds=kind or (Kind.TRAIN, Kind.GOLD),
             min_agreement=min_agreement,

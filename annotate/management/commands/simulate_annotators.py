@@ -1,15 +1,17 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotate.oracles import ORACLES
-from annotate.services import comparisons_simulate
-from config.errors import DomainError
+from annotate.services.campaigns import campaign_named
+from annotate.services.simulation import comparisons_simulate
+from config.commands import Command as BaseCommand
 
 
 class Command(BaseCommand):
     help = (
         "Judge queued comparisons by a scripted preference, as simulated annotators (judgments of source "
         f"'simulated'). --oracle is one of {', '.join(ORACLES)} or a dotted path to a function "
-        "(prompt, first, second) -> 'first' | 'second' | 'tie' | 'both_bad'."
+        "(prompt, first, second) -> 'first' | 'second' | 'tie' | 'both_bad'. They are served like people: "
+        "open campaigns that are open to all, highest priority first."
     )
 
     def add_arguments(self, parser):
@@ -22,21 +24,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--annotators", type=int, default=0, help="simulated users (default: max overlap)"
         )
-        parser.add_argument("--round", dest="round_label", help="only this round's comparisons")
+        parser.add_argument("--campaign", help="only this campaign's comparisons")
 
-    def handle(self, *args, oracle, count, noise, seed, annotators, round_label, **options):
+    def handle(self, *args, oracle, count, noise, seed, annotators, campaign, **options):
         if count < 1:
             raise CommandError(f"--count must be at least 1 (got {count})")
-        try:
-            report = comparisons_simulate(
-                oracle_name=oracle,
-                count=count,
-                noise=noise,
-                seed=seed,
-                annotators=annotators,
-                round_label=round_label,
-            )
-        except DomainError as exc:
-            raise CommandError(exc.detail) from exc
+        report = comparisons_simulate(
+            oracle_name=oracle,
+            count=count,
+            noise=noise,
+            seed=seed,
+            annotators=annotators,
+            campaign=campaign_named(campaign) if campaign else None,
+        )
         verdicts = ", ".join(f"{k}: {v}" for k, v in sorted(report.verdicts.items())) or "none"
         self.stdout.write(f"oracle {oracle}: {report.judged} comparisons judged ({verdicts})")

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from config.errors import DomainError
+from config.commands import Command as BaseCommand
 from generation.models import Split
 from generation.prompt_files import prompt_drafts_read
 from generation.services import prompts_import
@@ -23,12 +23,9 @@ class Command(BaseCommand):
     def handle(self, *args, file: Path, split, tag, format, **options):
         if not file.is_file():
             raise CommandError(f"{file}: no such file")
-        try:
-            with file.open("rb") as stream:
-                drafts = prompt_drafts_read(stream, name=str(file), fmt=format)
-            result = prompts_import(drafts=drafts, split=split, tags=tag, source=file.name)
-        except DomainError as exc:
-            raise CommandError(exc.detail) from exc
+        with file.open("rb") as stream:
+            drafts = prompt_drafts_read(stream, name=str(file), fmt=format)
+        result = prompts_import(drafts=drafts, split=split, tags=tag, source=file.name)
         self.stdout.write(
             f"{file}: {len(drafts)} read, {result.created} imported, {result.duplicates} duplicates skipped"
         )

@@ -1,8 +1,7 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from config.errors import DomainError
-from generation.models import Policy
-from generation.services import policy_register, policy_register_embedded
+from config.commands import Command as BaseCommand
+from generation.services import policy_named, policy_register, policy_register_embedded
 
 
 class Command(BaseCommand):
@@ -20,22 +19,15 @@ class Command(BaseCommand):
         parser.add_argument("--embedded", action="store_true", help="the embedded SmolLM2-135M-Instruct")
 
     def handle(self, *args, name, path, adapter, parent, notes, embedded, **options):
-        try:
-            if embedded:
-                policy = policy_register_embedded(**({"name": name} if name else {}))
-            else:
-                if not name or not path:
-                    raise CommandError("give NAME and --path (or --embedded)")
-                parent_policy = None
-                if parent:
-                    parent_policy = Policy.objects.filter(name=parent).first()
-                    if parent_policy is None:
-                        raise CommandError(f"no policy named {parent!r}")
-                policy = policy_register(
-                    name=name, location=path, adapter=adapter, parent=parent_policy, notes=notes
-                )
-        except DomainError as exc:
-            raise CommandError(exc.detail) from exc
+        if embedded:
+            policy = policy_register_embedded(**({"name": name} if name else {}))
+        else:
+            if not name or not path:
+                raise CommandError("give NAME and --path (or --embedded)")
+            parent_policy = policy_named(parent) if parent else None
+            policy = policy_register(
+                name=name, location=path, adapter=adapter, parent=parent_policy, notes=notes
+            )
         self.stdout.write(
             f"policy {policy.name}: {policy.location}{' + ' + policy.adapter if policy.adapter else ''}"
         )

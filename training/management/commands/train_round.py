@@ -1,18 +1,21 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from config.errors import DomainError
+from config.commands import Command as BaseCommand
 from generation.services import policy_named
+from training.evaluation import round_execute
 from training.management.arguments import add_training_arguments, training_options
 from training.models import RoundStatus
-from training.services import round_create, round_run, round_start
+from training.rounds import round_create
+from training.tasks import round_start
 
 
 class Command(BaseCommand):
     help = (
-        "Run a DPO round: export the judged comparisons of the policy's rounds, train with training/dpo, "
-        "register the result as a new policy (its parent: the starting one) and, with --then-generate N, "
-        "queue comparisons of its answers to the next N prompts (and blind held-out comparisons against "
-        "its parent). Runs here; --enqueue hands it to a db_worker instead."
+        "Run a DPO round: export the judged comparisons between the policy's own answers, train with "
+        "training/dpo, register the result as a new policy (its parent: the starting one) and, with "
+        "--then-generate N, queue comparisons of its answers to the next N prompts in a new campaign (and "
+        "blind held-out comparisons against its parent in an evaluation campaign). Runs here; --enqueue "
+        "hands it to a db_worker instead."
     )
 
     def add_arguments(self, parser):
@@ -27,24 +30,22 @@ class Command(BaseCommand):
 
     def handle(self, *args, **o):
         hyperparameters, generation = training_options(o)
+        policy = policy_named(o["policy"])
         options = {
+            "policy": policy,
+            "reference": policy_named(o["reference"]) if o["reference"] else None,
             "hyperparameters": hyperparameters,
             "min_pairs": o["min_pairs"],
             "then_generate": o["then_generate"],
             "generation": generation,
         }
-        try:
-            policy = options["policy"] = policy_named(o["policy"])
-            options["reference"] = policy_named(o["reference"]) if o["reference"] else None
-            if o["enqueue"]:
-                queued = round_start(**options)
-                self.stdout.write(f"round {queued.pk} queued (task {queued.task_id}); a db_worker runs it")
-                return
-            created = round_create(**options)
-        except DomainError as exc:
-            raise CommandError(exc.detail) from exc
-        self.stdout.write(f"round {created.pk}: {policy.name}, running here")
-        finished = round_run(round_id=created.pk, on_progress=lambda line: self.stdout.write(f"  {line}"))
+        if o["enqueue"]:
+            queued = round_start(**options)
+            self.stdout.write(f"round {queued.pk} queued (task {queued.task_id}); a db_worker runs it")
+            return
+        created = round_create(**options)
+        self.say(f"round {created.pk}: {policy.name}, running here")
+        finished = round_execute(round_id=created.pk, on_progress=lambda line: self.say(f"  {line}"))
         if finished.status != RoundStatus.SUCCEEDED:
             raise CommandError(f"round {finished.pk} {finished.status}: {finished.error or 'see its log'}")
         self.stdout.write(

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth import get_user_model
+
+from annotate.models import Campaign
+
+
+class CampaignForm(forms.ModelForm):
+    """What staff set on a campaign; saved through ``annotate.services.campaigns``, not ``save()``."""
+
+    members = forms.ModelMultipleChoiceField(
+        queryset=get_user_model().objects.filter(is_active=True).order_by("username"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Who may judge it when it is not open to every annotator.",
+    )
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "name",
+            "status",
+            "priority",
+            "overlap",
+            "gold_rate",
+            "open_to_all",
+            "members",
+            "guidelines",
+        ]
+        widgets = {"guidelines": forms.Textarea(attrs={"rows": 12})}
+
+    def values(self) -> dict:
+        """The cleaned fields a service takes (members apart)."""
+        return {name: self.cleaned_data[name] for name in self.Meta.fields if name != "members"}

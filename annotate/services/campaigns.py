@@ -1,0 +1,79 @@
+"""Campaigns: a named set of comparisons with its guidelines, annotators and serving rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from annotate.errors import CampaignNotFound
+from annotate.models import Campaign, CampaignStatus
+from config.errors import Conflict, Invalid
+
+EDITABLE = ("name", "guidelines", "overlap", "gold_rate", "priority", "open_to_all", "status")
+
+
+def _validate(values: dict[str, Any]) -> None:
+    if "name" in values and not str(values["name"]).strip():
+        raise Invalid("a campaign needs a name")
+    if "overlap" in values and int(values["overlap"]) < 1:
+        raise Invalid(f"overlap must be at least 1 (got {values['overlap']})")
+    if "gold_rate" in values and not 0.0 <= float(values["gold_rate"]) <= 1.0:
+        raise Invalid(f"gold rate must be between 0 and 1 (got {values['gold_rate']})")
+    if "status" in values and values["status"] not in CampaignStatus.values:
+        raise Invalid(f"status must be one of {', '.join(CampaignStatus.values)} (got {values['status']!r})")
+
+
+def campaign_named(name: str) -> Campaign:
+    """The campaign called ``name``; CampaignNotFound names it."""
+    campaign = Campaign.objects.filter(name=name).first()
+    if campaign is None:
+        raise CampaignNotFound(f"no campaign named {name!r} (create it on the Campaigns page)")
+    return campaign
+
+
+@transaction.atomic
+def campaign_create(*, name: str, **values: Any) -> Campaign:
+    """A new campaign; ``values`` are any of the editable fields (gold rate: PREFLOOP_GOLD_RATE)."""
+    unknown = sorted(set(values) - set(EDITABLE))
+    if unknown:
+        raise Invalid(f"unknown campaign field {unknown[0]!r}")
+    values = {"gold_rate": settings.PREFLOOP_GOLD_RATE, **values}
+    _validate({"name": name, **values})
+    if Campaign.objects.filter(name=name.strip()).exists():
+        raise Conflict(f"a campaign named {name.strip()!r} already exists")
+    return Campaign.objects.create(name=name.strip(), **values)
+
+
+def campaign_get_or_create(*, name: str, **defaults: Any) -> Campaign:
+    """The campaign called ``name``, created with ``defaults`` when it does not exist yet."""
+    existing = Campaign.objects.filter(name=name).first()
+    return existing or campaign_create(name=name, **defaults)
+
+
+@transaction.atomic
+def campaign_update(*, campaign: Campaign, **values: Any) -> Campaign:
+    """Change a campaign's settings (any of the editable fields): pausing or closing it stops serving
+    it at once; comparisons already queued keep the overlap they were queued with."""
+    unknown = sorted(set(values) - set(EDITABLE))
+    if unknown:
+        raise Invalid(f"unknown campaign field {unknown[0]!r}")
+    _validate(values)
+    if "name" in values:
+        values["name"] = values["name"].strip()
+        if Campaign.objects.filter(name=values["name"]).exclude(pk=campaign.pk).exists():
+            raise Conflict(f"a campaign named {values['name']!r} already exists")
+    for name, value in values.items():
+        setattr(campaign, name, value)
+    campaign.save()
+    return campaign
+
+
+@transaction.atomic
+def campaign_members_set(*, campaign: Campaign, members: Iterable[AbstractBaseUser]) -> Campaign:
+    """The annotators allowed to judge a campaign that is not open to all."""
+    campaign.members.set(list(members))
+    return campaign

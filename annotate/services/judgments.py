@@ -1,0 +1,156 @@
+"""Recording verdicts: every judgment, human, imported or simulated, goes through ``_judgment_record``."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotate.errors import AlreadyJudged, ComparisonFull, NotServed
+from annotate.models import (
+    Assignment,
+    Choice,
+    Comparison,
+    Judgment,
+    JudgmentRevision,
+    Kind,
+    Side,
+    Source,
+    Strength,
+    Verdict,
+)
+from config.errors import Invalid, NotAllowed
+
+IMPORT_USERNAME = "imported"
+
+
+def system_user(username: str) -> AbstractBaseUser:
+    """An inactive user without a password, that judgments not made by a person belong to."""
+    user, created = get_user_model().objects.get_or_create(username=username, defaults={"is_active": False})
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def import_user() -> AbstractBaseUser:
+    """The user imported judgments belong to (one judgment per comparison)."""
+    return system_user(IMPORT_USERNAME)
+
+
+def _judgment_record(
+    *,
+    comparison: Comparison,
+    annotator: AbstractBaseUser,
+    choice: str,
+    source: str,
+    assignment: Assignment | None = None,
+    strength: str = "",
+    rationale: str = "",
+) -> Judgment:
+    """The one way a judgment is stored, whoever gives it. The caller holds a transaction.
+
+    Rules: one judgment per annotator and comparison (AlreadyJudged); never more judgments than the
+    comparison's overlap, gold excepted (ComparisonFull; the comparison row is locked first, so two
+    annotators finishing together cannot both take the last slot); a served comparison records the
+    side shown left and the server-measured time on task, and its lease ends.
+    """
+    locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
+    if Judgment.objects.filter(comparison=locked, annotator=annotator).exists():
+        raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
+    if locked.kind != Kind.GOLD and Judgment.objects.filter(comparison=locked).count() >= locked.overlap:
+        raise ComparisonFull("this comparison already has all its judgments", comparison=comparison.pk)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            judgment = Judgment.objects.create(
+                comparison=locked,
+                annotator=annotator,
+                choice=choice,
+                strength=strength,
+                rationale=rationale,
+                left=assignment.left if assignment else "",
+                time_on_task_ms=(
+                    int((now - assignment.served_at).total_seconds() * 1000) if assignment else None
+                ),
+                source=source,
+            )
+    except IntegrityError as exc:  # one judgment per annotator, enforced by the database
+        raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk) from exc
+    if assignment is not None:
+        Assignment.objects.filter(pk=assignment.pk).update(expires_at=now)
+    return judgment
+
+
+def _validate_verdict(*, verdict: str, strength: str) -> None:
+    if verdict not in Verdict.values:
+        raise Invalid(f"verdict must be one of {', '.join(Verdict.values)} (got {verdict!r})")
+    if strength and strength not in Strength.values:
+        raise Invalid(f"strength must be one of {', '.join(Strength.values)} (got {strength!r})")
+    if strength and verdict not in (Verdict.LEFT, Verdict.RIGHT):
+        raise Invalid("a strength applies only when one response wins")
+
+
+def choice_for(*, verdict: str, left: str) -> str:
+    """The Choice (first/second/tie/both_bad) a screen verdict means, given the side shown left."""
+    if verdict == Verdict.LEFT:
+        return left
+    if verdict == Verdict.RIGHT:
+        return Side.SECOND if left == Side.FIRST else Side.FIRST
+    return verdict
+
+
+def verdict_for(*, choice: str, left: str) -> str:
+    """The screen verdict (left/right/tie/both_bad) a stored Choice was given as."""
+    if choice in (Choice.FIRST, Choice.SECOND):
+        return Verdict.LEFT if choice == (left or Side.FIRST) else Verdict.RIGHT
+    return choice
+
+
+@transaction.atomic
+def judgment_submit(
+    *,
+    comparison: Comparison,
+    annotator: AbstractBaseUser,
+    verdict: str,
+    strength: str = "",
+    rationale: str = "",
+) -> Judgment:
+    """Record a verdict given in screen terms (left/right/tie/both_bad) on a comparison served to
+    ``annotator``; the side shown and the time since serving come from the assignment."""
+    assignment = (
+        Assignment.objects.select_for_update().filter(comparison=comparison, annotator=annotator).first()
+    )
+    if assignment is None:
+        raise NotServed("this comparison was not served to you", comparison=comparison.pk)
+    _validate_verdict(verdict=verdict, strength=strength)
+    return _judgment_record(
+        comparison=comparison,
+        annotator=annotator,
+        choice=choice_for(verdict=verdict, left=assignment.left),
+        source=Source.HUMAN,
+        assignment=assignment,
+        strength=strength or "",
+        rationale=rationale,
+    )
+
+
+@transaction.atomic
+def judgment_change(
+    *, judgment: Judgment, annotator: AbstractBaseUser, verdict: str, strength: str = "", rationale: str = ""
+) -> Judgment:
+    """Change one's own judgment (verdict in the screen terms it was judged in); the previous
+    version is kept as a JudgmentRevision with the time of the change."""
+    if judgment.annotator_id != annotator.pk:
+        raise NotAllowed("you can only change your own judgments", judgment=judgment.pk)
+    _validate_verdict(verdict=verdict, strength=strength)
+    choice = choice_for(verdict=verdict, left=judgment.left or Side.FIRST)
+    if (choice, strength, rationale) == (judgment.choice, judgment.strength, judgment.rationale):
+        return judgment
+    JudgmentRevision.objects.create(
+        judgment=judgment, choice=judgment.choice, strength=judgment.strength, rationale=judgment.rationale
+    )
+    judgment.choice, judgment.strength, judgment.rationale = choice, strength, rationale
+    judgment.save(update_fields=["choice", "strength", "rationale", "updated_at"])
+    return judgment

@@ -1,0 +1,111 @@
+"""Serving comparisons: the next one for an annotator under a lease, and skipping it."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from annotate.errors import CampaignNotOpen, NotServed
+from annotate.models import Assignment, Campaign, Comparison, Judgment, Kind, Side
+from annotate.selectors import campaigns_open_for, comparisons_open_for
+
+
+@transaction.atomic
+def comparison_assign_next(
+    *, annotator: AbstractBaseUser, campaign: Campaign | None = None
+) -> Assignment | None:
+    """Serve the annotator their next comparison, reserving it with a lease; None when none is left.
+
+    An unexpired, unjudged, unskipped assignment in a campaign still open to them is served again (a
+    reload shows the same comparison). Otherwise the campaigns open to the annotator are tried
+    highest priority first (or only ``campaign``), each oldest comparison first; at the campaign's
+    gold rate a gold comparison is preferred while any is left. On PostgreSQL the candidate row is
+    locked with SKIP LOCKED so concurrent annotators do not wait on each other; SQLite serialises
+    writers (IMMEDIATE transactions).
+    """
+    now = timezone.now()
+    allowed = campaigns_open_for(annotator=annotator)
+    if campaign is not None:
+        if not allowed.filter(pk=campaign.pk).exists():
+            raise CampaignNotOpen(f"campaign {campaign.name!r} is not open to you", campaign=campaign.pk)
+        allowed = allowed.filter(pk=campaign.pk)
+    live = (
+        Assignment.objects.filter(
+            annotator=annotator, expires_at__gt=now, skipped_at=None, comparison__campaign__in=allowed
+        )
+        .exclude(comparison__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
+        .select_related("comparison__prompt", "comparison__response_a", "comparison__response_b")
+        .order_by("served_at")
+        .first()
+    )
+    if live is not None:
+        return live
+    for candidate_campaign in allowed:
+        candidates = comparisons_open_for(annotator=annotator, now=now, campaign=candidate_campaign).order_by(
+            "id"
+        )
+        preferred = (
+            candidates.filter(kind=Kind.GOLD)
+            if random.random() < candidate_campaign.gold_rate
+            else candidates.exclude(kind=Kind.GOLD)
+        )
+        comparison = _lock_open(preferred, annotator=annotator, now=now) or _lock_open(
+            candidates, annotator=annotator, now=now
+        )
+        if comparison is not None:
+            assignment, _ = Assignment.objects.update_or_create(
+                comparison=comparison,
+                annotator=annotator,
+                defaults={
+                    "left": random.choice(Side.values),
+                    "served_at": now,
+                    "expires_at": now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
+                    "skipped_at": None,
+                },
+            )
+            return assignment
+    return None
+
+
+def _lock_open(
+    candidates: QuerySet[Comparison], *, annotator: AbstractBaseUser, now: datetime
+) -> Comparison | None:
+    """Lock the first open candidate, and make sure it is still open once locked.
+
+    First pass: SKIP LOCKED, so concurrent annotators take different rows without waiting. Only if
+    every candidate is held by someone else, a second pass waits for a lock (a few milliseconds:
+    the holders' transactions are short) rather than report an empty queue that is not empty.
+    The candidate query counts leases as of its snapshot; a lease committed by the previous lock
+    holder after that snapshot is seen by the fresh query made here while we hold the lock.
+    """
+    passed: list[int] = []
+    for skip_locked in (True, False):
+        while True:
+            comparison = (
+                candidates.exclude(pk__in=passed)
+                .select_for_update(skip_locked=skip_locked, of=("self",))
+                .first()
+            )
+            if comparison is None:
+                break
+            if comparisons_open_for(annotator=annotator, now=now).filter(pk=comparison.pk).exists():
+                return comparison
+            passed.append(comparison.pk)
+    return None
+
+
+@transaction.atomic
+def assignment_skip(*, comparison: Comparison, annotator: AbstractBaseUser) -> None:
+    """Pass on a served comparison: its lease ends and it is not served to this annotator again."""
+    now = timezone.now()
+    updated = Assignment.objects.filter(comparison=comparison, annotator=annotator).update(
+        skipped_at=now, expires_at=now
+    )
+    if not updated:
+        raise NotServed("this comparison was not served to you", comparison=comparison.pk)

@@ -1,0 +1,29 @@
+"""The base of every prefloop management command: domain errors become CommandError here, once.
+
+A command parses its options and calls services; a ``DomainError`` (or a ``ValueError`` from a
+settings dataclass such as DPOConfig or Sampling) it lets through is shown as the command's error
+message, with the exit status 1, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from config.errors import DomainError
+
+
+class Command(BaseCommand):
+    def execute(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute(*args, **options)
+        except DomainError as exc:
+            raise CommandError(exc.detail) from exc
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def say(self, message: str) -> None:
+        """One line to stdout, at once (long commands report as they go)."""
+        self.stdout.write(message)
+        self.stdout.flush()

@@ -1,0 +1,470 @@
+"""Evaluation: does the loop improve the model? Everything that sets policies against each other.
+
+- Held-out answers: each policy answers every held-out (eval split) prompt once (``Response.heldout``),
+  so its answers are generated once and compared with any other policy's.
+- Blind policy-vs-policy comparisons: kind eval, in a campaign, each with an ``Evaluation`` row
+  saying which policy is evaluated against which opponent and which round asked for it.
+- A round's follow-up (what the worker does after training) and the whole round as a task runs it.
+- Reads: the games, head-to-head win rates, the Bradley-Terry leaderboard.
+- The loop (``loop_run``): generate → simulate → train → evaluate, round after round; ``run_loop``
+  parses its options and prints what this returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Avg, Prefetch, QuerySet
+from django.db.models.functions import Length
+
+from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Source
+from annotate.services.campaigns import campaign_get_or_create
+from annotate.services.pairing import train_prompts_answer
+from annotate.services.simulation import comparisons_simulate
+from config.errors import Invalid
+from generation.backends import Backend, ModelSpec, Sampling, backend_load
+from generation.models import FinishReason, Policy, Response
+from generation.services import (
+    GenerationReport,
+    policy_register_embedded,
+    prompts_without_heldout_answer,
+    responses_generate,
+)
+from training.models import Evaluation, RoundStatus, TrainingRound
+from training.options import GENERATION_DEFAULTS, sampling_from
+from training.rounds import round_create
+from training.stats import Game, WinRate, bradley_terry, win_rate
+from training.worker import Recorder, round_run
+
+logger = logging.getLogger("prefloop.rounds")
+
+EVAL_PRIORITY = 10  # evaluation campaigns are served before training ones: they decide the leaderboard
+SCORE = {Choice.FIRST: 1.0, Choice.SECOND: 0.0, Choice.TIE: 0.5, Choice.BOTH_BAD: 0.5}
+
+
+# --- Held-out answers and blind comparisons (writes) -----------------------------------------------
+
+
+def heldout_answer(
+    *,
+    policy: Policy,
+    sampling: Sampling,
+    backend_name: str = "auto",
+    backend: Backend | None = None,
+    on_start: Callable[[int], Callable[[int, int], None] | None] | None = None,
+) -> int:
+    """One answer from ``policy`` to every held-out prompt it has not answered yet (``heldout``):
+    generated once per policy, compared with any other policy's. ``on_start(n)`` is told how many
+    prompts it answers and may return an ``on_progress(prompts, tokens)``. Returns how many held-out
+    prompts the policy has answered in all."""
+    pending = list(prompts_without_heldout_answer(policy=policy))
+    if pending:
+        on_progress = on_start(len(pending)) if on_start is not None else None
+        backend = backend or backend_load(backend_name, ModelSpec(policy.location, policy.adapter))
+        responses_generate(
+            policy=policy,
+            prompts=pending,
+            sampling=replace(sampling, samples=1),
+            backend=backend,
+            heldout=True,
+            on_progress=on_progress,
+        )
+    return Response.objects.filter(policy=policy, heldout=True).values("prompt").distinct().count()
+
+
+def evaluation_campaign(*, name: str) -> Campaign:
+    """The campaign blind eval comparisons go to (created open to all, served before training ones)."""
+    return campaign_get_or_create(name=name[:100], priority=EVAL_PRIORITY)
+
+
+@transaction.atomic
+def evaluations_queue(
+    *,
+    policy: Policy,
+    opponent: Policy,
+    campaign: Campaign,
+    training_round: TrainingRound | None = None,
+    overlap: int | None = None,
+    seed: int = 0,
+) -> GenerationReport:
+    """Blind eval comparisons of ``policy``'s held-out answers against ``opponent``'s, one per prompt
+    both answered, sides in random order, each with its Evaluation row. Prompts already evaluated
+    for this pair in ``campaign`` are skipped (a rerun adds nothing); identical answers are counted,
+    not compared."""
+    if policy.pk == opponent.pk:
+        raise Invalid(f"a policy is not evaluated against itself ({policy.name!r})")
+    report = GenerationReport()
+    rng = random.Random(seed)
+    theirs = {r.prompt_id: r for r in Response.objects.filter(policy=opponent, heldout=True).order_by("-id")}
+    done = set(
+        Evaluation.objects.filter(
+            policy=policy, opponent=opponent, comparison__campaign=campaign
+        ).values_list("comparison__prompt_id", flat=True)
+    )
+    mine: dict[int, Response] = {}
+    for response in Response.objects.filter(policy=policy, heldout=True).order_by("id"):
+        mine.setdefault(response.prompt_id, response)
+    for prompt_id, response in mine.items():
+        other = theirs.get(prompt_id)
+        if other is None or prompt_id in done:
+            continue
+        if response.text == other.text:
+            report.extra["identical answers"] += 1
+            continue
+        pair = [response, other]
+        rng.shuffle(pair)
+        comparison = Comparison.objects.create(
+            prompt_id=prompt_id,
+            response_a=pair[0],
+            response_b=pair[1],
+            campaign=campaign,
+            kind=Kind.EVAL,
+            overlap=overlap or campaign.overlap,
+        )
+        Evaluation.objects.create(
+            comparison=comparison, policy=policy, opponent=opponent, training_round=training_round
+        )
+        report.extra["comparisons"] += 1
+    return report
+
+
+# --- The round as the worker runs it ---------------------------------------------------------------
+
+
+def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
+    """After a successful round, with its new policy: answer the next ``then_generate`` train prompts
+    (fewest answered first) and queue their comparisons in the round's campaign; then answer the
+    held-out prompts and queue blind eval comparisons against the parent in its evaluation campaign.
+    A failure here leaves the round succeeded (its policy is good) and says so in the log and the
+    error; ``generate`` resumes it.
+    """
+    policy = training_round.output_policy
+    assert policy is not None
+    gen = {**GENERATION_DEFAULTS, **training_round.generation}
+    sampling = sampling_from(gen)
+    parent = training_round.policy
+    try:
+        backend = None
+        if training_round.then_generate:
+            campaign = campaign_get_or_create(name=f"Round {training_round.pk} answers")
+            TrainingRound.objects.filter(pk=training_round.pk).update(campaign=campaign)
+            report, backend = train_prompts_answer(
+                policy=policy,
+                campaign=campaign,
+                limit=training_round.then_generate,
+                sampling=sampling,
+                pairs=gen["pairs"],
+                overlap=gen["overlap"],
+                backend_name=gen["backend"],
+                on_start=lambda n: _generating(recorder, policy, gen["samples"], n),
+            )
+            if report is not None:
+                recorder.log(
+                    f"queued {report.extra.get('comparisons', 0)} comparisons in campaign {campaign.name!r}"
+                )
+        if _heldout(policy, sampling, gen["backend"], recorder, backend):
+            _heldout(parent, sampling, gen["backend"], recorder)
+            campaign = evaluation_campaign(name=f"Round {training_round.pk} held-out vs {parent.name}")
+            TrainingRound.objects.filter(pk=training_round.pk).update(eval_campaign=campaign)
+            report = evaluations_queue(
+                policy=policy,
+                opponent=parent,
+                campaign=campaign,
+                training_round=training_round,
+                overlap=gen["overlap"],
+                seed=int(gen["seed"]),
+            )
+            recorder.log(
+                f"queued {report.extra.get('comparisons', 0)} blind eval comparisons of {policy.name} "
+                f"against {parent.name} in campaign {campaign.name!r}"
+            )
+    except Exception as exc:
+        recorder.log(f"follow-up failed: {type(exc).__name__}: {exc}")
+        logger.error("round %s follow-up failed\n%s", training_round.pk, traceback.format_exc())
+        TrainingRound.objects.filter(pk=training_round.pk).update(
+            error=f"after training: {type(exc).__name__}: {exc}"
+        )
+    finally:
+        TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
+        training_round.refresh_from_db()
+
+
+def _generating(recorder: Recorder, policy: Policy, samples: int, n: int) -> Callable[[int, int], None]:
+    recorder.log(f"generating {samples} answers to {n} prompts with {policy.name}")
+    return recorder.progress(n, "prompts answered")
+
+
+def _heldout(
+    policy: Policy, sampling: Sampling, backend_name: str, recorder: Recorder, backend: Backend | None = None
+) -> int:
+    def start(n: int) -> Callable[[int, int], None]:
+        recorder.log(f"{policy.name} answers {n} held-out prompts")
+        return recorder.progress(n, "held-out prompts answered")
+
+    return heldout_answer(
+        policy=policy, sampling=sampling, backend_name=backend_name, backend=backend, on_start=start
+    )
+
+
+def round_execute(*, round_id: int, on_progress: Callable[[str], None] | None = None) -> TrainingRound:
+    """A queued round, whole: train and register (``worker.round_run``), then, if it succeeded, the
+    follow-up. What the task, ``train_round`` and ``run_loop`` call."""
+    training_round = round_run(round_id=round_id, on_progress=on_progress)
+    if training_round.status == RoundStatus.SUCCEEDED and training_round.following_up:
+        round_follow_up(training_round, Recorder(training_round, echo=on_progress))
+    return training_round
+
+
+# --- Reads: games, head-to-head, leaderboard -------------------------------------------------------
+
+
+def _sources(include_simulated: bool) -> list[str]:
+    return [Source.HUMAN, Source.IMPORTED] + ([Source.SIMULATED] if include_simulated else [])
+
+
+@dataclass(frozen=True)
+class PolicyGame:
+    comparison_id: int
+    a: int  # policy ids: a wrote response_a
+    b: int
+    score: float  # a's mean score over the comparison's judgments
+
+
+def policy_games(
+    *, include_simulated: bool = False, evaluations: QuerySet[Evaluation] | None = None
+) -> list[PolicyGame]:
+    """Every judged blind eval comparison (or those of ``evaluations``), scored for response_a's policy."""
+    evaluations = Evaluation.objects.all() if evaluations is None else evaluations
+    judged = Judgment.objects.filter(source__in=_sources(include_simulated)).only("comparison_id", "choice")
+    comparisons = (
+        Comparison.objects.filter(pk__in=evaluations.values("comparison"))
+        .select_related("response_a", "response_b")
+        .prefetch_related(Prefetch("judgments", queryset=judged))
+        .order_by("id")
+    )
+    games = []
+    for comparison in comparisons:
+        choices = [j.choice for j in comparison.judgments.all()]
+        if not choices:
+            continue
+        games.append(
+            PolicyGame(
+                comparison_id=comparison.pk,
+                a=comparison.response_a.policy_id,
+                b=comparison.response_b.policy_id,
+                score=sum(SCORE[c] for c in choices) / len(choices),
+            )
+        )
+    return games
+
+
+def head_to_head(games: Iterable[PolicyGame], *, policy: int, opponent: int, seed: int = 0) -> WinRate | None:
+    """``policy``'s win rate over ``opponent`` in their games (ties and both-bad count one half)."""
+    scores = [g.score if g.a == policy else 1.0 - g.score for g in games if {g.a, g.b} == {policy, opponent}]
+    return win_rate(scores, seed=seed)
+
+
+@dataclass
+class LeaderboardRow:
+    policy: Policy
+    rating: float | None
+    low: float | None
+    high: float | None
+    games: int
+    versus_parent: WinRate | None
+
+
+def leaderboard(
+    *, include_simulated: bool = False, resamples: int = 200, seed: int = 0
+) -> list[LeaderboardRow]:
+    """Bradley-Terry ratings (Elo scale, centred on 1000) with 95% bootstrap intervals (games
+    resampled with replacement, ratings refitted), and each policy's win rate over its parent."""
+    games = policy_games(include_simulated=include_simulated)
+    policies = list(Policy.objects.select_related("parent").order_by("id"))
+
+    def fit(sample: Sequence[PolicyGame]) -> dict[str, float]:
+        return bradley_terry([Game(str(g.a), str(g.b), g.score) for g in sample])
+
+    ratings = fit(games)
+    draws: dict[str, list[float]] = defaultdict(list)
+    rng = random.Random(seed)
+    for _ in range(resamples if games else 0):
+        for player, value in fit([games[rng.randrange(len(games))] for _ in games]).items():
+            draws[player].append(value)
+    played = Counter(p for g in games for p in (g.a, g.b))
+    rows = []
+    for policy in policies:
+        key = str(policy.pk)
+        spread = sorted(draws.get(key, []))
+        low = spread[int(0.025 * (len(spread) - 1))] if spread else None
+        high = spread[int(0.975 * (len(spread) - 1) + 0.5)] if spread else None
+        rows.append(
+            LeaderboardRow(
+                policy=policy,
+                rating=ratings.get(key),
+                low=low,
+                high=high,
+                games=played.get(policy.pk, 0),
+                versus_parent=(
+                    head_to_head(games, policy=policy.pk, opponent=policy.parent_id)
+                    if policy.parent_id
+                    else None
+                ),
+            )
+        )
+    rows.sort(key=lambda r: (r.rating is None, -(r.rating or 0.0), r.policy.pk))
+    return rows
+
+
+# --- The loop ----------------------------------------------------------------------------------------
+
+EVERYTHING = 10**9
+
+
+@dataclass
+class LoopReport:
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    minutes: float = 0.0
+
+
+def _rate_row(rate: WinRate | None, opponent: Policy) -> dict[str, Any] | None:
+    return rate and {
+        "opponent": opponent.name,
+        "rate": rate.rate,
+        "low": rate.low,
+        "high": rate.high,
+        "wins": rate.wins,
+        "ties": rate.ties,
+        "losses": rate.losses,
+    }
+
+
+def _rate_text(rate: dict[str, Any] | None) -> str:
+    if rate is None:
+        return "no games"
+    return (
+        f"{rate['rate']:.3f} [95% {rate['low']:.3f}, {rate['high']:.3f}] "
+        f"({rate['wins']} won, {rate['ties']} tied, {rate['losses']} lost)"
+    )
+
+
+def loop_run(
+    *,
+    rounds: int,
+    oracle: str,
+    prompts: int = 32,
+    base: Policy | None = None,
+    noise: float = 0.0,
+    judge_seed: int = 0,
+    hyperparameters: dict[str, Any] | None = None,
+    generation: dict[str, Any] | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> LoopReport:
+    """The whole loop, scripted, for ``rounds`` rounds: the base answers ``prompts`` train prompts →
+    simulated judges (``oracle``, with ``noise``) judge them → a round trains → the new policy's
+    held-out answers meet the previous policy's and the base's in blind comparisons → the judges
+    judge those (no noise) → the next round starts from the new policy. Returns one row per round
+    (win rates with 95% bootstrap intervals, the held-out answers' length and endings); ``say`` is
+    told what happens as it happens."""
+    if rounds < 1 or prompts < 1:
+        raise Invalid("rounds and prompts must be at least 1")
+    started = time.perf_counter()
+    hyperparameters = hyperparameters or {}
+    generation = generation or {}
+    gen = {**GENERATION_DEFAULTS, **generation}
+    sampling = sampling_from(gen)
+    base = base or policy_register_embedded()
+    say(f"base policy {base.name}; oracle {oracle}; {rounds} round(s) of {prompts} prompts")
+
+    def simulate(campaign: Campaign, noise: float) -> None:
+        report = comparisons_simulate(
+            oracle_name=oracle, count=EVERYTHING, noise=noise, seed=judge_seed, campaign=campaign
+        )
+        verdicts = ", ".join(f"{k} {v}" for k, v in sorted(report.verdicts.items())) or "none"
+        say(f"  simulated {oracle}: {report.judged} judgments in {campaign.name!r} ({verdicts})")
+
+    campaign = campaign_get_or_create(name=f"{base.name} answers (run_loop)"[:100])
+    backend = backend_load(gen["backend"], ModelSpec(base.location, base.adapter))
+    answered, _ = train_prompts_answer(
+        policy=base,
+        campaign=campaign,
+        limit=prompts,
+        sampling=sampling,
+        pairs=gen["pairs"],
+        overlap=gen["overlap"],
+        backend=backend,
+    )
+    if answered is not None:
+        say(f"  {base.name} answered {answered.prompts} prompts: {answered.extra['comparisons']} comparisons")
+    heldout = heldout_answer(policy=base, sampling=sampling, backend=backend)
+    del backend
+    if not heldout:
+        raise Invalid("no held-out (eval split) prompts: import some with --split eval")
+    say(f"  {base.name} answered {heldout} held-out prompts")
+
+    current, report = base, LoopReport()
+    for number in range(1, rounds + 1):
+        say(f"round {number}/{rounds}")
+        simulate(campaign, noise)
+        created = round_create(
+            policy=current,
+            hyperparameters=hyperparameters,
+            min_pairs=1,
+            then_generate=prompts if number < rounds else 0,
+            generation=generation,
+        )
+        finished = round_execute(round_id=created.pk, on_progress=lambda line: say(f"    {line}"))
+        if finished.status != RoundStatus.SUCCEEDED or finished.output_policy is None:
+            raise Invalid(f"round {finished.pk} {finished.status}: {finished.error}")
+        new = finished.output_policy
+        if finished.eval_campaign is not None:
+            simulate(finished.eval_campaign, 0.0)
+        if current.pk != base.pk:
+            versus_base = evaluation_campaign(name=f"Round {finished.pk} held-out vs {base.name}")
+            evaluations_queue(
+                policy=new, opponent=base, campaign=versus_base, training_round=finished, seed=judge_seed
+            )
+            simulate(versus_base, 0.0)
+        last = finished.metrics.order_by("-step").first()
+        row: dict[str, Any] = {
+            "round": number,
+            "training_round": finished.pk,
+            "policy": new.name,
+            "pairs": finished.pairs,
+            "final_metrics": last.values if last else {},
+        }
+        for key, opponent in (("vs_previous", current), ("vs_base", base)):
+            games = policy_games(
+                include_simulated=True,
+                evaluations=Evaluation.objects.filter(training_round=finished, policy=new, opponent=opponent),
+            )
+            rate = head_to_head(games, policy=new.pk, opponent=opponent.pk, seed=judge_seed)
+            row[key] = _rate_row(rate, opponent)
+            if key == "vs_previous" or current.pk != base.pk:  # round 1: the previous is the base
+                say(f"  {new.name} over {opponent.name} on held-out prompts: {_rate_text(row[key])}")
+        answers = Response.objects.filter(policy=new, heldout=True)
+        row["heldout_answers"] = {
+            "count": answers.count(),
+            "mean_chars": round(answers.aggregate(n=Avg(Length("text")))["n"] or 0, 1),
+            "stopped": answers.filter(finish_reason=FinishReason.STOP).count(),
+        }
+        say(
+            f"  {new.name}'s held-out answers: {row['heldout_answers']['mean_chars']} characters on "
+            f"average, {row['heldout_answers']['stopped']} of {row['heldout_answers']['count']} ended by "
+            "the model (the rest hit --max-new-tokens)"
+        )
+        report.rounds.append(row)
+        current = new
+        if finished.campaign is not None:
+            campaign = finished.campaign
+    report.minutes = round((time.perf_counter() - started) / 60, 1)
+    say(f"done in {report.minutes:.1f} min")
+    return report

@@ -1,0 +1,149 @@
+import time
+
+from django.core.management.base import CommandError
+from tqdm import tqdm
+
+from annotate.services.campaigns import campaign_get_or_create
+from annotate.services.pairing import PAIRINGS, comparisons_generate, prompts_pending
+from config.commands import Command as BaseCommand
+from generation.backends import BACKENDS, BackendUnavailable, ModelSpec, Sampling, backend_load
+from generation.models import Prompt, Split
+from generation.services import policy_named
+from training.evaluation import evaluation_campaign, evaluations_queue, heldout_answer
+
+DEFAULT_CAMPAIGN = "default"
+
+
+class Command(BaseCommand):
+    help = (
+        "Sample responses from a policy and queue comparisons of distinct ones in a campaign. Resumable: "
+        "a rerun for the same policy and campaign skips prompts already done. With --vs OLD: both policies "
+        "answer every held-out prompt once (answers kept and reused) and blind eval comparisons of the two "
+        "are queued."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--policy", required=True)
+        parser.add_argument("--vs", help="an older policy: queue policy-vs-policy eval comparisons")
+        parser.add_argument("--prompts", default="all-pending", help="all-pending, or N: the first N pending")
+        parser.add_argument("--split", choices=Split.values, default=Split.TRAIN, help="default: train")
+        parser.add_argument("--samples", type=int, default=4, help="K responses per prompt, 2..16")
+        parser.add_argument("--temperature", type=float, default=0.8)
+        parser.add_argument("--top-p", type=float, default=0.95)
+        parser.add_argument("--max-new-tokens", type=int, default=256)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--backend", choices=BACKENDS, default="auto")
+        parser.add_argument("--pairs", choices=PAIRINGS, default="random")
+        parser.add_argument(
+            "--campaign",
+            help=f"campaign of the comparisons, created if new (default: {DEFAULT_CAMPAIGN!r}; with --vs: "
+            "'<policy> held-out vs <old>')",
+        )
+        parser.add_argument(
+            "--overlap", type=int, help="judgments wanted per comparison (default: the campaign's)"
+        )
+        parser.add_argument("--batch-size", type=int, help="prompts per generate call (default: fits memory)")
+
+    def handle(self, *args, **o):
+        policy = policy_named(o["policy"])
+        old = policy_named(o["vs"]) if o["vs"] else None
+        if old is None and not 2 <= o["samples"] <= 16:
+            raise CommandError(f"--samples must be between 2 and 16 (got {o['samples']})")
+        if o["overlap"] is not None and o["overlap"] < 1:
+            raise CommandError(f"--overlap must be at least 1 (got {o['overlap']})")
+        limit = None
+        if o["prompts"] != "all-pending":
+            if not o["prompts"].isdigit() or int(o["prompts"]) < 1:
+                raise CommandError(
+                    f"--prompts must be all-pending or a positive number (got {o['prompts']!r})"
+                )
+            limit = int(o["prompts"])
+        sampling = Sampling(
+            samples=1 if old else o["samples"],
+            temperature=o["temperature"],
+            top_p=o["top_p"],
+            max_new_tokens=o["max_new_tokens"],
+            seed=o["seed"],
+        )
+        options = {"batch_size": o["batch_size"]} if o["batch_size"] else {}
+
+        def load(p):
+            try:
+                return backend_load(o["backend"], ModelSpec(p.location, p.adapter), **options)
+            except BackendUnavailable as exc:
+                raise CommandError(str(exc)) from exc
+
+        if old is not None:
+            return self._versus(policy, old, sampling, load, o)
+        campaign = campaign_get_or_create(name=o["campaign"] or DEFAULT_CAMPAIGN)
+        pending = prompts_pending(
+            policy=policy, campaign=campaign, prompts=Prompt.objects.filter(split=o["split"])
+        )
+        prompts = list(pending[:limit] if limit else pending)
+        if not prompts:
+            self.stdout.write(
+                f"nothing to do: every {o['split']} prompt already has compared answers from {policy.name} "
+                f"in campaign {campaign.name!r}"
+            )
+            return
+        backend = load(policy)
+        started = time.perf_counter()  # generation time: model loading excluded
+        with self._progress(len(prompts)) as progress:
+            report = comparisons_generate(
+                policy=policy,
+                prompts=prompts,
+                sampling=sampling,
+                backend=backend,
+                campaign=campaign,
+                pairs=o["pairs"],
+                overlap=o["overlap"],
+                on_progress=progress,
+            )
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        extra = ", ".join(f"{k}: {v}" for k, v in report.extra.items() if k != "comparisons")
+        self.stdout.write(
+            f"{policy.name} [{backend.name}] campaign {campaign.name!r}: {report.prompts} prompts, "
+            f"{report.responses} responses stored, {report.duplicates} exact duplicates dropped, "
+            f"{report.extra.get('comparisons', 0)} comparisons queued{'; ' + extra if extra else ''} "
+            f"({elapsed:.1f} s, {report.tokens / elapsed:.1f} tokens/s)"
+        )
+
+    def _versus(self, policy, old, sampling, load, o):
+        for who in (old, policy):
+            with self._progress(None) as progress:
+                heldout_answer(
+                    policy=who, sampling=sampling, backend_name=o["backend"], on_start=lambda n: progress
+                )
+        campaign = (
+            campaign_get_or_create(name=o["campaign"])
+            if o["campaign"]
+            else evaluation_campaign(name=f"{policy.name} held-out vs {old.name}")
+        )
+        report = evaluations_queue(
+            policy=policy, opponent=old, campaign=campaign, overlap=o["overlap"], seed=o["seed"]
+        )
+        extra = ", ".join(f"{k}: {v}" for k, v in report.extra.items() if k != "comparisons")
+        self.stdout.write(
+            f"{policy.name} vs {old.name}: {report.extra.get('comparisons', 0)} blind eval comparisons queued "
+            f"in campaign {campaign.name!r}{'; ' + extra if extra else ''}"
+        )
+
+    def _progress(self, total):
+        class Progress:
+            def __enter__(self):
+                self.bar = tqdm(total=total, unit="prompt", desc="generate", disable=None)
+                self.started, self.tokens = time.perf_counter(), 0
+                return self
+
+            def __call__(self, done_prompts: int, done_tokens: int) -> None:
+                self.tokens += done_tokens
+                self.bar.update(done_prompts)
+                elapsed = max(time.perf_counter() - self.started, 1e-9)
+                self.bar.set_postfix(
+                    prompts_s=f"{self.bar.n / elapsed:.2f}", tokens_s=f"{self.tokens / elapsed:.1f}"
+                )
+
+            def __exit__(self, *exc):
+                self.bar.close()
+
+        return Progress()

@@ -1,0 +1,118 @@
+"""One source for a round's settings: which DPOConfig fields a round may set, the sampling settings
+of the answers it generates next, their defaults, and their validation.
+
+The command-line options (``management/arguments.py``), the start-round form and the API all read
+these; nothing else states a default. Importing this loads no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+from annotate.services.pairing import PAIRINGS
+from generation.backends import BACKENDS, Sampling
+from training.dpo.config import LOSSES, DPOConfig
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the DPOConfig or Sampling field (or pairs / overlap / backend)
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+def _default(cls: type, name: str) -> Any:
+    (found,) = [f for f in fields(cls) if f.name == name]
+    return None if found.default is MISSING else found.default
+
+
+# A round's defaults where they differ from the library's: DPOConfig's lr (5e-7) suits long runs on
+# large data; a round trains on tens to thousands of pairs, where 1e-5 moves the policy measurably.
+ROUND_DEFAULTS: dict[str, Any] = {"lr": 1e-5, "max_length": 512}
+
+_TRAINING_HELP = {
+    "loss": "the DPO-family loss",
+    "beta": "how hard the reference holds the policy back",
+    "lr": "learning rate",
+    "epochs": "passes over the pairs",
+    "batch_size": "pairs per micro-batch",
+    "grad_accum": "micro-batches per optimizer step",
+    "max_length": "prompt + response tokens per pair side",
+    "max_prompt_length": "prompt tokens kept",
+    "warmup_ratio": "share of steps warming up the learning rate",
+    "max_steps": "stop after N optimizer steps (0: all epochs)",
+    "lora_r": "LoRA rank (0: full fine-tuning; the merged model is registered)",
+    "lora_alpha": "LoRA alpha (default 2 × rank)",
+    "label_smoothing": "robust loss: assumed share of flipped labels",
+    "seed": "training seed",
+    "dtype": "auto, bf16 or fp32",
+}
+_TYPES = {
+    "loss": str,
+    "dtype": str,
+    "lr": float,
+    "beta": float,
+    "warmup_ratio": float,
+    "label_smoothing": float,
+}
+
+TRAINING: list[Option] = [
+    Option(
+        name,
+        _TYPES.get(name, int),
+        ROUND_DEFAULTS.get(name, _default(DPOConfig, name)),
+        help_text,
+        LOSSES if name == "loss" else ("auto", "bf16", "fp32") if name == "dtype" else None,
+    )
+    for name, help_text in _TRAINING_HELP.items()
+]
+HYPERPARAMETERS = tuple(option.name for option in TRAINING)
+
+GENERATION: list[Option] = [
+    Option("samples", int, _default(Sampling, "samples"), "answers per prompt"),
+    Option("temperature", float, _default(Sampling, "temperature"), "sampling temperature"),
+    Option("top_p", float, _default(Sampling, "top_p"), "nucleus sampling"),
+    Option("max_new_tokens", int, _default(Sampling, "max_new_tokens"), "answer length cap"),
+    Option("seed", int, _default(Sampling, "seed"), "sampling seed"),
+    Option("pairs", str, "random", "how a prompt's answers are paired", PAIRINGS),
+    Option("overlap", int, None, "judgments wanted per comparison (default: the campaign's)"),
+    Option("backend", str, "auto", "generation backend", BACKENDS),
+]
+GENERATION_DEFAULTS: dict[str, Any] = {option.name: option.default for option in GENERATION}
+
+
+def dpo_config(hyperparameters: dict[str, Any], **paths: Any) -> DPOConfig:
+    """The DPOConfig of a round: its defaults, then ``hyperparameters``; ValueError names a bad one."""
+    unknown = sorted(set(hyperparameters) - set(HYPERPARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown training option {unknown[0]!r}; known: {', '.join(HYPERPARAMETERS)}")
+    merged = {**ROUND_DEFAULTS, **hyperparameters}
+    if merged.get("lora_r") and "lr" not in hyperparameters:
+        merged["lr"] = None  # DPOConfig's LoRA learning rate (5e-5)
+    merge = bool(merged.get("lora_r"))  # a LoRA round registers the merged model
+    return DPOConfig(**paths, **merged, merge=merge)
+
+
+def generation_settings(generation: dict[str, Any]) -> dict[str, Any]:
+    """The defaults, then ``generation``; ValueError names an unknown or bad setting."""
+    unknown = sorted(set(generation) - set(GENERATION_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown generation option {unknown[0]!r}; known: {', '.join(GENERATION_DEFAULTS)}")
+    merged = {**GENERATION_DEFAULTS, **generation}
+    for option in GENERATION:
+        if option.choices and merged[option.name] not in option.choices:
+            raise ValueError(
+                f"{option.name} must be one of {', '.join(option.choices)} (got {merged[option.name]!r})"
+            )
+    if merged["overlap"] is not None and int(merged["overlap"]) < 1:
+        raise ValueError(f"overlap must be at least 1 (got {merged['overlap']})")
+    sampling_from(merged)
+    return merged
+
+
+def sampling_from(generation: dict[str, Any]) -> Sampling:
+    """The Sampling part of generation settings (Sampling validates it: ValueError)."""
+    return Sampling(**{f.name: generation[f.name] for f in fields(Sampling)})

@@ -1,0 +1,113 @@
+"""A round's lifecycle before and around the worker: the checks, creating it, cancelling it.
+
+``round_create`` runs in a request or a command: it checks everything that can be checked without a
+model (the policy can be trained, the settings are valid, there are enough pairs) and creates the
+queued round. ``tasks.round_start`` adds enqueueing it; ``worker.round_run`` is the body a worker runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from annotate.selectors import ExportReport, preference_rows
+from generation.models import LocationKind, Policy
+from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
+from training.models import RoundStatus, TrainingRound
+from training.options import dpo_config, generation_settings
+
+
+def policy_trainable_problem(policy: Policy) -> str | None:
+    """Why ``policy`` cannot be the starting point of a round, or None."""
+    if policy.location_kind == LocationKind.GGUF:
+        return (
+            f"policy {policy.name!r} is a GGUF file; register a Hugging Face directory to train it "
+            "(register_policy --embedded materialises the embedded model as one)"
+        )
+    if policy.adapter:
+        return f"policy {policy.name!r} is a LoRA adapter on a base; register its merged model to train it"
+    return None
+
+
+def round_pairs_count(*, policy: Policy) -> tuple[int, Counter[str]]:
+    """How many preference pairs the policy's judged comparisons give now, and what is left out."""
+    report = ExportReport()
+    for _ in preference_rows(report=report, policy=policy):
+        pass
+    return report.written, report.excluded
+
+
+@transaction.atomic
+def round_create(
+    *,
+    policy: Policy,
+    reference: Policy | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    min_pairs: int | None = None,
+    then_generate: int = 0,
+    generation: dict[str, Any] | None = None,
+    started_by: AbstractBaseUser | None = None,
+) -> TrainingRound:
+    """A queued round, after every check that needs no model: trainable policy and reference, valid
+    settings (``training.options``), at least ``min_pairs`` pairs (default ``PREFLOOP_MIN_PAIRS``)."""
+    reference = reference or policy
+    for candidate in {policy, reference}:
+        problem = policy_trainable_problem(candidate)
+        if problem:
+            raise NotTrainable(problem)
+    hyperparameters = dict(hyperparameters or {})
+    try:
+        dpo_config(hyperparameters, policy_path="-", data_path="-", output_dir="-")
+        # Sampling settings serve the held-out answers too, so they are kept even without then_generate.
+        generation = generation_settings(generation or {})
+    except (TypeError, ValueError) as exc:
+        raise NotTrainable(str(exc)) from exc
+    if then_generate < 0:
+        raise NotTrainable(f"then_generate must be 0 or more (got {then_generate})")
+    needed = settings.PREFLOOP_MIN_PAIRS if min_pairs is None else min_pairs
+    if needed < 1:
+        raise NotTrainable(f"min_pairs must be at least 1 (got {needed})")
+    pairs, excluded = round_pairs_count(policy=policy)
+    if pairs < needed:
+        left_out = ", ".join(f"{reason}: {n}" for reason, n in sorted(excluded.items())) or "none"
+        raise NotEnoughPairs(
+            f"policy {policy.name!r} has {pairs} preference pairs from judged comparisons; a round needs "
+            f"at least {needed} (left out: {left_out})",
+            pairs=pairs,
+            needed=needed,
+        )
+    return TrainingRound.objects.create(
+        policy=policy,
+        reference=reference,
+        hyperparameters=hyperparameters,
+        min_pairs=needed,
+        then_generate=then_generate,
+        generation=generation,
+        started_by=started_by,
+    )
+
+
+def round_cancel(*, training_round: TrainingRound) -> TrainingRound:
+    """Cancel a round: a queued one at once; a running one at the worker's next step (or at once if
+    its worker has shown no sign of life for ``PREFLOOP_ROUND_STALE_SECONDS``)."""
+    now = timezone.now()
+    with transaction.atomic():
+        current = TrainingRound.objects.select_for_update().get(pk=training_round.pk)
+        if current.is_finished:
+            raise RoundFinished(f"round {current.pk} has already {current.status}", round=current.pk)
+        stale = now - timedelta(seconds=settings.PREFLOOP_ROUND_STALE_SECONDS)
+        last_sign = current.heartbeat_at or current.started_at
+        if current.status == RoundStatus.QUEUED or (last_sign is not None and last_sign < stale):
+            if current.status == RoundStatus.RUNNING:
+                current.log += f"{now:%H:%M:%S} cancelled: the worker stopped answering\n"
+            current.status, current.finished_at, current.cancel_requested = RoundStatus.CANCELLED, now, True
+        else:
+            current.cancel_requested = True
+        current.save(update_fields=["status", "finished_at", "cancel_requested", "log"])
+    return current

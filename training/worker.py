@@ -1,0 +1,204 @@
+"""The worker's body for one round: claim it, export its pairs, train with training/dpo, register
+the new policy. It never raises for a failed round: it records the failure on the round.
+
+What follows training (the new policy's answers and its blind evaluation) is ``evaluation.round_follow_up``;
+``evaluation.round_execute`` runs both, as the task, ``train_round`` and ``run_loop`` do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotate.selectors import ExportReport, preference_rows
+from generation.services import policy_register
+from training.errors import NotEnoughPairs, RoundCancelled
+from training.models import RoundMetric, RoundStatus, TrainingRound
+from training.options import dpo_config
+
+logger = logging.getLogger("prefloop.rounds")
+
+LOG_LINES = 200  # the tail kept on the round
+
+
+class Recorder:
+    """What the worker tells the round: log lines (the tail is kept), step metrics, the heartbeat,
+    and whether staff asked it to stop. Each write is its own short transaction."""
+
+    def __init__(self, training_round: TrainingRound, echo: Callable[[str], None] | None = None) -> None:
+        self.round = training_round
+        self.lines = training_round.log.splitlines()
+        self.echo = echo
+
+    def log(self, message: str) -> None:
+        if self.echo is not None:
+            self.echo(message)
+        else:  # in a worker: its console shows the round's progress
+            logger.info("round %s: %s", self.round.pk, message)
+        self.lines.append(f"{timezone.now():%H:%M:%S} {message}")
+        self.lines = self.lines[-LOG_LINES:]
+        self.update(log="\n".join(self.lines) + "\n")
+
+    def update(self, **values: Any) -> None:
+        TrainingRound.objects.filter(pk=self.round.pk).update(heartbeat_at=timezone.now(), **values)
+        for name, value in values.items():
+            setattr(self.round, name, value)
+
+    def check_cancelled(self) -> None:
+        if TrainingRound.objects.filter(pk=self.round.pk, cancel_requested=True).exists():
+            raise RoundCancelled()
+
+    def metrics(self, values: dict[str, float]) -> None:
+        step = int(values["step"])
+        RoundMetric.objects.update_or_create(round=self.round, step=step, defaults={"values": values})
+        total = self.round.steps_total or "?"
+        self.log(
+            f"step {step}/{total} loss {values['loss']:.4f} accuracy {values['rewards/accuracies']:.2f} "
+            f"margin {values['rewards/margins']:.4f}"
+        )
+        self.check_cancelled()
+
+    def progress(self, total: int, what: str) -> Callable[[int, int], None]:
+        """An ``on_progress(prompts, tokens)`` for generation that logs ``done/total what``."""
+        done = 0
+
+        def progress(batch_prompts: int, tokens: int) -> None:
+            nonlocal done
+            done += batch_prompts
+            self.log(f"{done}/{total} {what}")
+
+        return progress
+
+
+def rounds_dir() -> Path:
+    return Path(getattr(settings, "PREFLOOP_ROUNDS_DIR", settings.VAR_DIR / "rounds"))
+
+
+def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counter[str], str]:
+    """The policy's pairs as conversational JSONL, written atomically; (file, pairs, excluded, sha256)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "data.jsonl"
+    report = ExportReport()
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".data.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            for row in preference_rows(report=report, policy=training_round.policy):
+                line = json.dumps(row, ensure_ascii=False) + "\n"
+                digest.update(line.encode("utf-8"))
+                stream.write(line)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path, report.written, report.excluded, digest.hexdigest()
+
+
+def _output_policy_name(training_round: TrainingRound) -> str:
+    root = training_round.policy
+    while root.parent is not None and root.parent_id != root.pk:
+        root = root.parent
+    return f"{root.name[:80]}-round{training_round.pk}"
+
+
+def round_run(*, round_id: int, on_progress: Callable[[str], None] | None = None) -> TrainingRound:
+    """Run a queued round's training: export → train → register (status succeeded, ``following_up``
+    set for ``evaluation.round_follow_up``).
+
+    Claims the round (queued → running) first, so two workers never run one round. A failure marks
+    the round failed with the error and registers nothing; cancellation is honoured between steps.
+    Returns the round as it ended.
+    """
+    claimed = TrainingRound.objects.filter(pk=round_id, status=RoundStatus.QUEUED).update(
+        status=RoundStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
+    training_round = TrainingRound.objects.select_related("policy", "reference").get(pk=round_id)
+    if not claimed:
+        return training_round  # cancelled before it started, or another worker has it
+    recorder = Recorder(training_round, echo=on_progress)
+    out = rounds_dir() / str(training_round.pk)  # PREFLOOP_ROUNDS_DIR/<id>/: data.jsonl, train/
+    try:
+        _train_and_register(training_round, recorder, out)
+    except RoundCancelled:
+        recorder.log("cancelled by staff")
+        _finish(training_round, RoundStatus.CANCELLED)
+    except Exception as exc:
+        recorder.log(f"failed: {type(exc).__name__}: {exc}")
+        logger.error("round %s failed\n%s", training_round.pk, traceback.format_exc())
+        _finish(training_round, RoundStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+    return training_round
+
+
+def _finish(training_round: TrainingRound, status: str, **values: Any) -> None:
+    now = timezone.now()
+    TrainingRound.objects.filter(pk=training_round.pk).update(
+        status=status, finished_at=now, heartbeat_at=now, **values
+    )
+    training_round.refresh_from_db()
+
+
+def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: Path) -> None:
+    from training.dpo.loop import train
+
+    recorder.log(f"exporting the judged comparisons of {training_round.policy.name}")
+    data_file, pairs, excluded, sha256 = _export(training_round, out)
+    left_out = ", ".join(f"{reason}: {n}" for reason, n in sorted(excluded.items())) or "none"
+    recorder.update(data_file=str(data_file), data_sha256=sha256, pairs=pairs, excluded=dict(excluded))
+    training_round.output_dir = str(out)
+    TrainingRound.objects.filter(pk=training_round.pk).update(output_dir=str(out))
+    recorder.log(f"{pairs} pairs in {data_file.name} (sha256 {sha256[:12]}); left out: {left_out}")
+    if pairs < training_round.min_pairs:
+        raise NotEnoughPairs(f"{pairs} preference pairs; the round needs at least {training_round.min_pairs}")
+    recorder.check_cancelled()
+    reference = training_round.reference
+    cfg = dpo_config(
+        training_round.hyperparameters,
+        policy_path=training_round.policy.location,
+        data_path=str(data_file),
+        output_dir=str(out / "train"),
+        ref_path=None if reference.pk == training_round.policy.pk else reference.location,
+    )
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps = -(-pairs // per_step) * cfg.epochs
+    recorder.update(steps_total=min(steps, cfg.max_steps) if cfg.max_steps else steps)
+    recorder.log(
+        f"training {cfg.loss} (beta {cfg.beta}, lr {cfg.learning_rate:g}, {cfg.epochs} epoch(s), "
+        f"batch {cfg.batch_size}x{cfg.grad_accum}{', LoRA r=' + str(cfg.lora_r) if cfg.lora_r else ''}): "
+        f"{training_round.steps_total} steps; reference log-probs first"
+    )
+    if (out / "train").exists():  # a retried round starts clean
+        shutil.rmtree(out / "train")
+    result = train(cfg, on_metrics=recorder.metrics)
+    model_dir = result.merged_dir or result.final_dir
+    recorder.log(f"saved {model_dir}")
+    with transaction.atomic():
+        recorder.check_cancelled()
+        policy = policy_register(
+            name=_output_policy_name(training_round),
+            location=str(model_dir),
+            parent=training_round.policy,
+            notes=f"DPO round {training_round.pk} on {pairs} pairs from {training_round.policy.name}",
+        )
+        now = timezone.now()
+        TrainingRound.objects.filter(pk=training_round.pk).update(
+            status=RoundStatus.SUCCEEDED,
+            output_policy=policy,
+            finished_at=now,
+            heartbeat_at=now,
+            following_up=True,
+        )
+    training_round.refresh_from_db()
+    recorder.log(f"registered policy {policy.name}")
