@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.prefloop-installed
 HOST   ?= 127.0.0.1:8000
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -57,6 +57,10 @@ test: lint
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest
 	if [ -n "$$TEST_DATABASE_URL" ]; then DATABASE_URL="$$TEST_DATABASE_URL" $(PY) -m pytest; fi
+
+# Everything but real models, subprocesses and the browser (markers slow, e2e): under 90 s on 2 cores.
+test-fast: install
+	$(PY) -m pytest -m "not slow and not e2e"
 
 format: install
 	$(PY) -m ruff format .

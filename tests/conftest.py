@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -75,3 +77,13 @@ def worker_environment(settings, tmp_path):
         "PREFLOOP_ROUNDS_DIR": str(settings.PREFLOOP_ROUNDS_DIR),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every browser test is ``e2e`` (``make test-fast`` leaves them and the ``slow`` ones out)."""
+    for item in items:
+        if E2E in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.e2e)

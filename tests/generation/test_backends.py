@@ -86,6 +86,7 @@ def test_auto_picks_transformers_without_a_gpu_or_vllm():
         backend_choose("onnx")
 
 
+@pytest.mark.slow
 def test_embedded_smollm2_answers_with_text_that_stops_at_eos():
     backend = backend_load("transformers", ModelSpec(str(embedded_materialise())))
     prompts = [[{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]]

@@ -236,6 +236,7 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
     assert Prompt.objects.filter(split=Split.TRAIN, responses__isnull=True).count() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_round_on_the_embedded_smollm2_trains_registers_and_the_new_policy_answers():
     from generation.services import policy_register_embedded

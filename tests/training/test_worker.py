@@ -15,6 +15,7 @@ from training.tasks import round_start
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_db_worker_process_runs_a_queued_round(chat_model_dir, worker_environment):
     policy = judged_policy(chat_model_dir)

@@ -4,12 +4,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.training.conftest import PREFERENCES, write_jsonl
+from tests.training.dpo.conftest import PREFERENCES, write_jsonl
 from training.dpo import DPOConfig, train
 
 LR = 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge"])
 def test_one_step_matches_trl(loss, plain_model_dir, tmp_path):
     rows = [{"prompt": p, "chosen": " " + c, "rejected": " " + r} for p, c, r in PREFERENCES[:4]]

@@ -210,6 +210,7 @@ def test_command_line_reports_bad_settings(standard_pairs, tmp_path, capsys):
     assert "label_smoothing applies to the 'robust' loss only" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_processes_trains_one_model(plain_model_dir, standard_pairs, tmp_path):
     """DistributedDataParallel on the CPU (gloo): two ranks, one shard each; rank 0 writes."""
     import os

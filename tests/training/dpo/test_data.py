@@ -2,7 +2,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from generation.embedded import embedded_materialise
-from tests.training.conftest import write_jsonl
+from tests.training.dpo.conftest import write_jsonl
 from training.dpo.data import Pair, batch_collate, pair_tokenize, pairs_read
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
@@ -46,6 +46,7 @@ def test_bad_lines_are_all_reported_with_numbers_before_training(tmp_path):
         assert f"{path}:{line}: {reason}" in message
 
 
+@pytest.mark.slow
 def test_conversational_pair_on_smollm2_counts_exactly_the_answer_and_its_eos(smollm2_tokenizer):
     tok = smollm2_tokenizer
     pair = Pair(1, MSG, answer("Paris."), answer("London, obviously."))

@@ -1,13 +1,15 @@
 """The trainer on the real embedded SmolLM2 (materialised once under var/models): a short run."""
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from generation.embedded import embedded_materialise
-from tests.training.conftest import write_jsonl
+from tests.training.dpo.conftest import write_jsonl
 from training.dpo import DPOConfig, train
 
 
+@pytest.mark.slow
 def test_dpo_step_on_smollm2_saves_a_model_that_reloads_and_generates(tmp_path):
     model_dir = embedded_materialise()
     rows = [

@@ -1,0 +1,38 @@
+"""Held-out answers and blind policy-vs-policy comparisons: training.evaluation."""
+
+import pytest
+
+from annotate.models import Comparison, Kind
+from generation.backends import Sampling
+from generation.models import Response, Split
+from tests.factories import CampaignFactory, PolicyFactory, PromptFactory
+from tests.scripted import ScriptedBackend
+from training.evaluation import evaluation_campaign, evaluations_queue, heldout_answer
+from training.models import Evaluation
+
+
+@pytest.mark.django_db
+def test_policy_vs_policy_queues_one_blind_eval_comparison_per_held_out_prompt():
+    old, new = PolicyFactory(name="old"), PolicyFactory(name="new")
+    for _ in range(3):
+        PromptFactory(split=Split.EVAL)
+    PromptFactory(split=Split.TRAIN)
+    for policy, backend in (
+        (old, ScriptedBackend(lambda p: ["old answer"])),
+        (new, ScriptedBackend(lambda p: ["new"])),
+    ):
+        assert heldout_answer(policy=policy, sampling=Sampling(samples=4), backend=backend) == 3
+    campaign = evaluation_campaign(name="new vs old")
+
+    report = evaluations_queue(policy=new, opponent=old, campaign=campaign)
+
+    assert report.extra["comparisons"] == 3
+    assert Response.objects.filter(heldout=True).count() == 6  # one answer per policy and prompt
+    for comparison in Comparison.objects.all():
+        assert comparison.kind == Kind.EVAL and comparison.campaign == campaign
+        assert {comparison.response_a.policy, comparison.response_b.policy} == {old, new}
+        assert (comparison.evaluation.policy, comparison.evaluation.opponent) == (new, old)
+    assert campaign.priority > CampaignFactory(name="train").priority  # evaluation is served first
+    again = evaluations_queue(policy=new, opponent=old, campaign=campaign)
+    assert "comparisons" not in again.extra and Evaluation.objects.count() == 3
+    assert heldout_answer(policy=new, sampling=Sampling(), backend=None) == 3  # nothing to generate
