@@ -40,7 +40,7 @@ demo: install
 	$(PY) manage.py demo_setup
 	$(PY) manage.py register_policy --embedded
 	$(PY) manage.py generate --policy smollm2-135m-instruct --prompts $(DEMO_PROMPTS) \
-		--samples $(DEMO_SAMPLES) --max-new-tokens 160 --round demo --overlap 2 --pairs all
+		--samples $(DEMO_SAMPLES) --max-new-tokens 160 --campaign demo --pairs all
 	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it); a db_worker runs training rounds beside it"
 	@# The worker runs what the web queues (training rounds); it stops with the server.
 	DEBUG=1 $(PY) manage.py db_worker --interval 1 --no-reload & worker=$$!; \

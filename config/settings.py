@@ -155,6 +155,8 @@ SPECTACULAR_SETTINGS = {
         "JudgmentChoiceEnum": "annotate.models.Choice",
         "ScreenSideEnum": "annotate.models.Side",
         "VerdictEnum": "annotate.models.Verdict",
+        "CampaignStatusEnum": "annotate.models.CampaignStatus",
+        "RoundStatusEnum": "training.models.RoundStatus",
     },
 }
 

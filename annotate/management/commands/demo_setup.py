@@ -2,12 +2,12 @@ import json
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from annotate.models import Comparison
 from annotate.services.campaigns import campaign_get_or_create
 from annotate.services.imports import comparison_create_from_texts
+from config.commands import Command as BaseCommand
 from generation.messages import messages_from_text, messages_hash
 from generation.models import Prompt
 from generation.prompt_files import prompt_drafts_read

@@ -4,12 +4,13 @@ from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from annotate.services.campaigns import campaign_get_or_create
-from annotate.services.pairing import PAIRINGS, comparisons_generate, prompts_pending
+from annotate.services.pairing import comparisons_generate, prompts_pending
 from config.commands import Command as BaseCommand
-from generation.backends import BACKENDS, BackendUnavailable, ModelSpec, Sampling, backend_load
+from generation.backends import BackendUnavailable, ModelSpec, Sampling, backend_load
 from generation.models import Prompt, Split
 from generation.services import policy_named
 from training.evaluation import evaluation_campaign, evaluations_queue, heldout_answer
+from training.options import GENERATION
 
 DEFAULT_CAMPAIGN = "default"
 
@@ -27,13 +28,15 @@ class Command(BaseCommand):
         parser.add_argument("--vs", help="an older policy: queue policy-vs-policy eval comparisons")
         parser.add_argument("--prompts", default="all-pending", help="all-pending, or N: the first N pending")
         parser.add_argument("--split", choices=Split.values, default=Split.TRAIN, help="default: train")
-        parser.add_argument("--samples", type=int, default=4, help="K responses per prompt, 2..16")
-        parser.add_argument("--temperature", type=float, default=0.8)
-        parser.add_argument("--top-p", type=float, default=0.95)
-        parser.add_argument("--max-new-tokens", type=int, default=256)
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--backend", choices=BACKENDS, default="auto")
-        parser.add_argument("--pairs", choices=PAIRINGS, default="random")
+        for option in GENERATION:  # sampling, pairing and backend, with their one set of defaults
+            if option.name != "overlap":
+                parser.add_argument(
+                    "--" + option.name.replace("_", "-"),
+                    type=option.kind,
+                    choices=option.choices,
+                    default=option.default,
+                    help=f"{option.help} (default {option.default})",
+                )
         parser.add_argument(
             "--campaign",
             help=f"campaign of the comparisons, created if new (default: {DEFAULT_CAMPAIGN!r}; with --vs: "
