@@ -34,13 +34,15 @@ $(STAMP): pyproject.toml Makefile
 # the 12 demo train prompts (a couple of minutes the first time; a rerun generates nothing new).
 DEMO_PROMPTS ?= all-pending
 DEMO_SAMPLES ?= 3
+# Long enough that the model ends 34 of the 36 demo answers itself (measured: 160 cut 14 of them).
+DEMO_MAX_TOKENS ?= 320
 
 demo: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_setup
 	$(PY) manage.py register_policy --embedded
 	$(PY) manage.py generate --policy smollm2-135m-instruct --prompts $(DEMO_PROMPTS) \
-		--samples $(DEMO_SAMPLES) --max-new-tokens 160 --campaign demo --pairs all
+		--samples $(DEMO_SAMPLES) --max-new-tokens $(DEMO_MAX_TOKENS) --campaign demo --pairs all
 	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it); a db_worker runs training rounds beside it"
 	@# The worker runs what the web queues (training rounds); it stops with the server.
 	DEBUG=1 $(PY) manage.py db_worker --interval 1 --no-reload & worker=$$!; \

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
 
 from config.errors import Conflict, Invalid
-from generation.backends import Backend, Sampling
+from generation.backends import Backend, Sampling, TokenCallback
 from generation.embedded import EMBEDDED_NAME, embedded_is_materialised, embedded_materialise
 from generation.errors import PolicyNotFound
 from generation.models import LocationKind, Policy, Prompt, Response, Split, Tag
@@ -181,18 +182,24 @@ def responses_generate(
     batch_prompts: int = 16,
     on_batch: Callable[[dict[Prompt, list[Response]], GenerationReport], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_tokens: TokenCallback | None = None,
 ) -> GenerationReport:
     """Sample ``sampling.samples`` completions per prompt and store the distinct ones.
 
     One transaction per batch of prompts: its responses and whatever ``on_batch`` writes (the
     comparisons) land together or not at all, so a crash loses at most the batch in flight and a
-    rerun continues where it stopped. ``heldout`` marks the policy's one answer per held-out prompt. ``on_progress(prompts, tokens)`` is called
+    rerun continues where it stopped. ``heldout`` marks the policy's one answer per held-out prompt.
+    ``on_tokens(n)`` hears of tokens while a batch decodes (see ``TokenMeter``). ``on_progress(prompts, tokens)`` is called
     after each batch.
     """
     report = GenerationReport()
     for start in range(0, len(prompts), batch_prompts):
         batch = list(prompts[start : start + batch_prompts])
-        completions = backend.generate([p.as_messages() for p in batch], sampling)
+        completions = (
+            backend.generate([p.as_messages() for p in batch], sampling, on_tokens)
+            if on_tokens is not None
+            else backend.generate([p.as_messages() for p in batch], sampling)
+        )
         with transaction.atomic():
             stored: dict[Prompt, list[Response]] = {}
             for prompt, outputs in zip(batch, completions, strict=True):
@@ -227,3 +234,20 @@ def responses_generate(
         if on_progress is not None:
             on_progress(len(batch), sum(c.token_count for outputs in completions for c in outputs))
     return report
+
+
+class TokenMeter:
+    """Turns a backend's stream of ``on_tokens(n)`` into a report at most every ``every`` seconds:
+    ``report(tokens so far, tokens per second)``, so long generation is never silent for long."""
+
+    def __init__(self, report: Callable[[int, float], None], *, every: float = 5.0) -> None:
+        self.report, self.every = report, every
+        self.tokens = 0
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.tokens += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.report(self.tokens, self.tokens / max(now - self.started, 1e-9))

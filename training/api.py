@@ -107,6 +107,9 @@ class RoundDetailApi(generics.RetrieveAPIView):
     serializer_class = TrainingRoundDetailSerializer
     queryset = RoundListApi.queryset
 
+    def get_object(self) -> TrainingRound:
+        return object_or_404(self.get_queryset(), error=RoundNotFound, what="round", pk=self.kwargs["pk"])
+
 
 class RoundCancelApi(APIView):
     """Cancel a round: a queued one at once, a running one at its next step (staff)."""

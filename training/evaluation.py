@@ -30,14 +30,16 @@ from annotate.services.campaigns import campaign_get_or_create
 from annotate.services.pairing import train_prompts_answer
 from annotate.services.simulation import comparisons_simulate
 from config.errors import Invalid
-from generation.backends import Backend, ModelSpec, Sampling, backend_load
+from generation.backends import Backend, ModelSpec, Sampling, TokenCallback, backend_load
 from generation.models import FinishReason, Policy, Response
 from generation.services import (
     GenerationReport,
+    TokenMeter,
     policy_register_embedded,
     prompts_without_heldout_answer,
     responses_generate,
 )
+from training.errors import RoundCancelled
 from training.models import Evaluation, RoundStatus, TrainingRound
 from training.options import GENERATION_DEFAULTS, sampling_from
 from training.rounds import round_create
@@ -60,6 +62,7 @@ def heldout_answer(
     backend_name: str = "auto",
     backend: Backend | None = None,
     on_start: Callable[[int], Callable[[int, int], None] | None] | None = None,
+    on_tokens: TokenCallback | None = None,
 ) -> int:
     """One answer from ``policy`` to every held-out prompt it has not answered yet (``heldout``):
     generated once per policy, compared with any other policy's. ``on_start(n)`` is told how many
@@ -76,6 +79,7 @@ def heldout_answer(
             backend=backend,
             heldout=True,
             on_progress=on_progress,
+            on_tokens=on_tokens,
         )
     return Response.objects.filter(policy=policy, heldout=True).values("prompt").distinct().count()
 
@@ -152,6 +156,7 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
     sampling = sampling_from(gen)
     parent = training_round.policy
     try:
+        recorder.check_cancelled()
         backend = None
         if training_round.then_generate:
             campaign = campaign_get_or_create(name=f"Round {training_round.pk} answers")
@@ -165,6 +170,7 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
                 overlap=gen["overlap"],
                 backend_name=gen["backend"],
                 on_start=lambda n: _generating(recorder, policy, gen["samples"], n),
+                on_tokens=recorder.meter(f"{policy.name} answering"),
             )
             if report is not None:
                 recorder.log(
@@ -186,6 +192,8 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
                 f"queued {report.extra.get('comparisons', 0)} blind eval comparisons of {policy.name} "
                 f"against {parent.name} in campaign {campaign.name!r}"
             )
+    except RoundCancelled:
+        recorder.log("follow-up cancelled by staff (what was generated so far is kept)")
     except Exception as exc:
         recorder.log(f"follow-up failed: {type(exc).__name__}: {exc}")
         logger.error("round %s follow-up failed\n%s", training_round.pk, traceback.format_exc())
@@ -210,7 +218,12 @@ def _heldout(
         return recorder.progress(n, "held-out prompts answered")
 
     return heldout_answer(
-        policy=policy, sampling=sampling, backend_name=backend_name, backend=backend, on_start=start
+        policy=policy,
+        sampling=sampling,
+        backend_name=backend_name,
+        backend=backend,
+        on_start=start,
+        on_tokens=recorder.meter(f"{policy.name} answering held-out prompts"),
     )
 
 
@@ -393,6 +406,11 @@ def loop_run(
 
     campaign = campaign_get_or_create(name=f"{base.name} answers (run_loop)"[:100])
     backend = backend_load(gen["backend"], ModelSpec(base.location, base.adapter))
+
+    def meter(what: str) -> TokenMeter:
+        return TokenMeter(lambda tokens, rate: say(f"  {what}: {tokens} tokens, {rate:.0f} tokens/s"))
+
+    say(f"  {base.name} answers up to {prompts} train prompts ({gen['samples']} answers each)")
     answered, _ = train_prompts_answer(
         policy=base,
         campaign=campaign,
@@ -401,10 +419,16 @@ def loop_run(
         pairs=gen["pairs"],
         overlap=gen["overlap"],
         backend=backend,
+        on_tokens=meter(f"{base.name} answering"),
     )
     if answered is not None:
         say(f"  {base.name} answered {answered.prompts} prompts: {answered.extra['comparisons']} comparisons")
-    heldout = heldout_answer(policy=base, sampling=sampling, backend=backend)
+    heldout = heldout_answer(
+        policy=base,
+        sampling=sampling,
+        backend=backend,
+        on_tokens=meter(f"{base.name} answering held-out prompts"),
+    )
     del backend
     if not heldout:
         raise Invalid("no held-out (eval split) prompts: import some with --split eval")

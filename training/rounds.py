@@ -95,14 +95,23 @@ def round_create(
 
 def round_cancel(*, training_round: TrainingRound) -> TrainingRound:
     """Cancel a round: a queued one at once; a running one at the worker's next step (or at once if
-    its worker has shown no sign of life for ``PREFLOOP_ROUND_STALE_SECONDS``)."""
+    its worker has shown no sign of life for ``PREFLOOP_ROUND_STALE_SECONDS``). A succeeded round
+    still following up (generating its new policy's answers) stays succeeded: its follow-up stops at
+    the next progress report, keeping what was generated."""
     now = timezone.now()
     with transaction.atomic():
         current = TrainingRound.objects.select_for_update().get(pk=training_round.pk)
-        if current.is_finished:
-            raise RoundFinished(f"round {current.pk} has already {current.status}", round=current.pk)
         stale = now - timedelta(seconds=settings.PREFLOOP_ROUND_STALE_SECONDS)
         last_sign = current.heartbeat_at or current.started_at
+        if current.following_up:
+            current.cancel_requested = True
+            if last_sign is not None and last_sign < stale:
+                current.following_up = False
+                current.log += f"{now:%H:%M:%S} follow-up cancelled: the worker stopped answering\n"
+            current.save(update_fields=["cancel_requested", "following_up", "log"])
+            return current
+        if current.is_finished:
+            raise RoundFinished(f"round {current.pk} has already {current.status}", round=current.pk)
         if current.status == RoundStatus.QUEUED or (last_sign is not None and last_sign < stale):
             if current.status == RoundStatus.RUNNING:
                 current.log += f"{now:%H:%M:%S} cancelled: the worker stopped answering\n"
@@ -110,4 +119,23 @@ def round_cancel(*, training_round: TrainingRound) -> TrainingRound:
         else:
             current.cancel_requested = True
         current.save(update_fields=["status", "finished_at", "cancel_requested", "log"])
+    return current
+
+
+def round_abandon(*, training_round: TrainingRound, why: str) -> TrainingRound:
+    """A round whose process died: failed if it had not finished training, else (its policy is good)
+    its follow-up is marked stopped. Nothing is done to a round that ended properly."""
+    now = timezone.now()
+    line = f"{now:%H:%M:%S} stopped: {why}\n"
+    with transaction.atomic():
+        current = TrainingRound.objects.select_for_update().get(pk=training_round.pk)
+        if current.status in (RoundStatus.QUEUED, RoundStatus.RUNNING):
+            current.status, current.finished_at = RoundStatus.FAILED, now
+            current.error, current.log = f"the round stopped: {why}", current.log + line
+        elif current.following_up:
+            current.following_up = False
+            current.error, current.log = f"after training: {why}", current.log + line
+        else:
+            return current
+        current.save(update_fields=["status", "finished_at", "following_up", "error", "log"])
     return current

@@ -3,6 +3,9 @@ starting and cancelling rounds. Training itself runs in a db_worker, never in th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -25,14 +28,33 @@ def _include_simulated(request: HttpRequest) -> bool:
     return request.GET.get("simulated") == "1"
 
 
-def _policy_choices() -> list[tuple[Policy, int]]:
-    """The newest policies, each with the preference pairs its judged comparisons give now."""
-    return [(policy, round_pairs_count(policy=policy)[0]) for policy in Policy.objects.order_by("-id")[:20]]
+@dataclass(frozen=True)
+class PolicyChoice:
+    """A policy a round could start from, with the pairs its judged comparisons give now."""
+
+    policy: Policy
+    pairs: int
+    needed: int
+    left_out: str  # "no majority 2, not judged 30": why the other comparisons give no pair
+
+    @property
+    def ready(self) -> bool:
+        return self.pairs >= self.needed
 
 
-def _default_policy(choices: list[tuple[Policy, int]]) -> Policy | None:
-    with_pairs = [policy for policy, pairs in choices if pairs]
-    return with_pairs[0] if with_pairs else (choices[0][0] if choices else None)
+def _policy_choices() -> list[PolicyChoice]:
+    """The newest policies, each with its pairs against the minimum a round needs, and why not more."""
+    choices = []
+    for policy in Policy.objects.order_by("-id")[:20]:
+        pairs, excluded = round_pairs_count(policy=policy)
+        left_out = ", ".join(f"{reason} {n}" for reason, n in sorted(excluded.items()))
+        choices.append(PolicyChoice(policy, pairs, settings.PREFLOOP_MIN_PAIRS, left_out))
+    return choices
+
+
+def _default_policy(choices: list[PolicyChoice]) -> Policy | None:
+    with_pairs = [choice.policy for choice in choices if choice.pairs]
+    return with_pairs[0] if with_pairs else (choices[0].policy if choices else None)
 
 
 @staff_member_required

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.selectors import ExportReport, preference_rows
-from generation.services import policy_register
+from generation.services import TokenMeter, policy_register
 from training.errors import NotEnoughPairs, RoundCancelled
 from training.models import RoundMetric, RoundStatus, TrainingRound
 from training.options import dpo_config
@@ -32,6 +33,7 @@ from training.options import dpo_config
 logger = logging.getLogger("prefloop.rounds")
 
 LOG_LINES = 200  # the tail kept on the round
+NOTE_SECONDS = 5.0  # long phases (reference pass, generation) report at least this often
 
 
 class Recorder:
@@ -42,6 +44,7 @@ class Recorder:
         self.round = training_round
         self.lines = training_round.log.splitlines()
         self.echo = echo
+        self._noted = 0.0
 
     def log(self, message: str) -> None:
         if self.echo is not None:
@@ -70,6 +73,24 @@ class Recorder:
             f"margin {values['rewards/margins']:.4f}"
         )
         self.check_cancelled()
+
+    def note(self, message: str) -> None:
+        """A log line that may come very often (a reference pass, batch by batch): kept at most every
+        ``NOTE_SECONDS``, so the round shows life without a write per batch."""
+        now = time.monotonic()
+        if now - self._noted >= NOTE_SECONDS:
+            self._noted = now
+            self.log(message)
+
+    def meter(self, what: str) -> TokenMeter:
+        """An ``on_tokens`` for generation: logs tokens and tokens/s every ``NOTE_SECONDS`` and stops
+        the generation (RoundCancelled) if staff cancelled meanwhile."""
+
+        def report(tokens: int, rate: float) -> None:
+            self.log(f"{what}: {tokens} tokens, {rate:.0f} tokens/s")
+            self.check_cancelled()
+
+        return TokenMeter(report, every=NOTE_SECONDS)
 
     def progress(self, total: int, what: str) -> Callable[[int, int], None]:
         """An ``on_progress(prompts, tokens)`` for generation that logs ``done/total what``."""
@@ -181,7 +202,7 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
     )
     if (out / "train").exists():  # a retried round starts clean
         shutil.rmtree(out / "train")
-    result = train(cfg, on_metrics=recorder.metrics)
+    result = train(cfg, on_metrics=recorder.metrics, on_progress=recorder.note)
     model_dir = result.merged_dir or result.final_dir
     recorder.log(f"saved {model_dir}")
     with transaction.atomic():

@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 
 from annotate.models import Campaign, Comparison
 from config.errors import Invalid
-from generation.backends import Backend, ModelSpec, Sampling, backend_load
+from generation.backends import Backend, ModelSpec, Sampling, TokenCallback, backend_load
 from generation.models import Policy, Prompt, Response, Split
 from generation.services import GenerationReport, prompts_least_answered, responses_generate
 
@@ -62,6 +62,7 @@ def comparisons_generate(
     pairs: str = "random",
     overlap: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_tokens: TokenCallback | None = None,
 ) -> GenerationReport:
     """Sample responses from ``policy`` and queue train comparisons of distinct ones in ``campaign``,
     batch by batch (responses and their comparisons commit together). ``overlap``: the campaign's
@@ -90,6 +91,7 @@ def comparisons_generate(
         backend=backend,
         on_batch=queue,
         on_progress=on_progress,
+        on_tokens=on_tokens,
     )
 
 
@@ -104,6 +106,7 @@ def train_prompts_answer(
     backend_name: str = "auto",
     backend: Backend | None = None,
     on_start: Callable[[int], Callable[[int, int], None] | None] | None = None,
+    on_tokens: TokenCallback | None = None,
 ) -> tuple[GenerationReport | None, Backend | None]:
     """``policy`` answers up to ``limit`` train prompts still pending in ``campaign``, fewest answered
     first, and the comparisons of its answers are queued there. ``on_start(n)`` is told how many
@@ -126,5 +129,6 @@ def train_prompts_answer(
         pairs=pairs,
         overlap=overlap,
         on_progress=on_progress,
+        on_tokens=on_tokens,
     )
     return report, backend

@@ -12,11 +12,13 @@ layer maps Policies and Responses onto these types.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 BACKENDS = ("auto", "transformers", "vllm")
 Messages = list[dict[str, str]]
+TokenCallback = Callable[[int], None]  # n more tokens decoded (across the batch)
 
 
 class BackendUnavailable(RuntimeError):
@@ -62,8 +64,11 @@ class Completion:
 class Backend(Protocol):
     name: str
 
-    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[list[Completion]]:
-        """``sampling.samples`` completions for each prompt, in prompt order."""
+    def generate(
+        self, prompts: list[Messages], sampling: Sampling, on_tokens: TokenCallback | None = None
+    ) -> list[list[Completion]]:
+        """``sampling.samples`` completions for each prompt, in prompt order; ``on_tokens(n)`` hears
+        of tokens as they are decoded (a backend that cannot tell may stay silent)."""
         ...
 
 

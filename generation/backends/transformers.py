@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LogitsProcessorList
 
-from generation.backends import Completion, Messages, ModelSpec, Sampling
+from generation.backends import Completion, Messages, ModelSpec, Sampling, TokenCallback
 
 NUCLEUS_TOP_K = 256  # tokens looked at first when sampling; a wider nucleus falls back to a full sort
 CPU_SEQUENCES_PER_BATCH = 64  # on a CPU larger batches stop paying off and only hold memory
@@ -62,6 +62,20 @@ class NucleusSampler:
                 token[wide] = self._draw(ordered, log_z[wide], order)
         out = torch.full_like(scores, -torch.inf)
         return out.scatter_(1, token, 0.0)
+
+
+class _StepCounter:
+    """A logits processor that changes nothing: it tells ``on_tokens`` of each decoding step's tokens,
+    one per row not yet ended (its last token is no end-of-sequence or padding)."""
+
+    def __init__(self, on_tokens: TokenCallback, stop_ids: list[int]) -> None:
+        self.on_tokens = on_tokens
+        self.stop_ids = torch.tensor(stop_ids)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        ended = torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
+        self.on_tokens(int((~ended).sum()))
+        return scores
 
 
 def _load_args(location: str) -> tuple[str, dict[str, Any]]:
@@ -136,7 +150,9 @@ class TransformersBackend:
         return max(1, min(256, int(0.5 * free / per_sequence) // sampling.samples))
 
     @torch.inference_mode()
-    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[list[Completion]]:
+    def generate(
+        self, prompts: list[Messages], sampling: Sampling, on_tokens: TokenCallback | None = None
+    ) -> list[list[Completion]]:
         rendered = [self.render(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(rendered[i]))
         results: list[list[Completion]] = [[] for _ in prompts]
@@ -144,14 +160,19 @@ class TransformersBackend:
         for start in range(0, len(order), per_batch):
             chosen = order[start : start + per_batch]
             completions = self._generate_batch(
-                [rendered[i] for i in chosen], sampling, seed=sampling.seed + start
+                [rendered[i] for i in chosen], sampling, seed=sampling.seed + start, on_tokens=on_tokens
             )
             for j, i in enumerate(chosen):
                 results[i] = completions[j * sampling.samples : (j + 1) * sampling.samples]
         return results
 
     def _generate_batch(
-        self, batch_ids: list[list[int]], sampling: Sampling, *, seed: int
+        self,
+        batch_ids: list[list[int]],
+        sampling: Sampling,
+        *,
+        seed: int,
+        on_tokens: TokenCallback | None = None,
     ) -> list[Completion]:
         padded = self.tokenizer.pad({"input_ids": batch_ids}, padding=True, return_tensors="pt").to(
             self.device
@@ -167,6 +188,9 @@ class TransformersBackend:
         processors = LogitsProcessorList(
             [NucleusSampler(temperature=sampling.temperature, top_p=sampling.top_p)] if sample else []
         )
+        if on_tokens is not None:
+            pad = [self.tokenizer.pad_token_id] if self.tokenizer.pad_token_id is not None else []
+            processors.append(_StepCounter(on_tokens, [*self.eos_ids, *pad]))
         out = self.model.generate(
             **padded,
             do_sample=False,

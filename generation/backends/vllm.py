@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from generation.backends import BackendUnavailable, Completion, Messages, ModelSpec, Sampling
+from generation.backends import BackendUnavailable, Completion, Messages, ModelSpec, Sampling, TokenCallback
 
 INSTALL_HINT = "the vllm backend needs vLLM: pip install 'prefloop[vllm]' (Linux with a CUDA GPU)"
 ADAPTER_NAME = "prefloop-adapter"
@@ -116,7 +116,11 @@ class VLLMBackend:
         lora = getattr(self._vllm, "LoRARequest", None)
         return lora or importlib.import_module("vllm.lora.request").LoRARequest
 
-    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[list[Completion]]:
+    def generate(
+        self, prompts: list[Messages], sampling: Sampling, on_tokens: TokenCallback | None = None
+    ) -> list[list[Completion]]:
+        """One batch; vLLM reports nothing per token here (its own progress bar is off), so
+        ``on_tokens`` hears the total once the batch is done."""
         params = self._vllm.SamplingParams(**vllm_sampling_kwargs(sampling))
         outputs = self.llm.chat(
             prompts,
@@ -125,4 +129,7 @@ class VLLMBackend:
             use_tqdm=False,
             add_generation_prompt=True,
         )
-        return [[vllm_completion(o) for o in request.outputs] for request in outputs]
+        results = [[vllm_completion(o) for o in request.outputs] for request in outputs]
+        if on_tokens is not None:
+            on_tokens(sum(c.token_count for completions in results for c in completions))
+        return results

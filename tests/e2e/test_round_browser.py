@@ -46,7 +46,7 @@ def test_admin_starts_a_round_watches_it_and_judges_what_it_generated(
     page.fill("#id_password", "boss-password-123")
     page.click("button[type=submit]")
     page.wait_for_selector("text=Start a round")
-    assert "tiny — 4 pairs ready" in page.inner_text("select[name=policy]")
+    assert "tiny — 4 of 4 pairs ready" in page.inner_text("select[name=policy]")
     for field, value in {
         "lr": "0.001",
         "batch_size": "2",
@@ -64,7 +64,10 @@ def test_admin_starts_a_round_watches_it_and_judges_what_it_generated(
     training_round = TrainingRound.objects.get()
     assert training_round.status == RoundStatus.SUCCEEDED
     assert page.locator("#round-live polyline").count() == 3
-    assert f"New policy: {training_round.output_policy.name}" in page.inner_text("#round-live")
+    live = page.inner_text("#round-live")
+    assert f"New policy: {training_round.output_policy.name}" in live
+    assert "4 pairs, sha256" in live  # the Data row is inside the polled part: no reload needed
+    assert "2 comparisons" in live and "Cancel" not in live
     assert "registered policy" in page.inner_text("pre.log")
     assert "queued 2 comparisons" in page.inner_text("pre.log")
     if path := os.environ.get("PREFLOOP_SCREENSHOT_ROUND"):

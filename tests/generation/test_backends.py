@@ -128,3 +128,11 @@ def test_nucleus_sampler_draws_from_the_temperature_top_p_distribution(top_p, k)
     assert torch.isinf(out).sum(-1).eq(len(logits) - 1).all()  # one finite logit per row: greedy picks it
     frequencies = torch.bincount(chosen, minlength=len(logits)).float() / draws
     assert frequencies.tolist() == pytest.approx(expected.tolist(), abs=0.015)
+
+
+def test_on_tokens_hears_every_generated_token_while_the_batch_decodes(tiny_backend):
+    heard = []
+    prompts = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "name a colour please"}]]
+    completions = tiny_backend.generate(prompts, Sampling(samples=3, max_new_tokens=12, seed=1), heard.append)
+    assert 1 <= len(heard) <= 12  # one report per decoding step (fewer when every row ended early)
+    assert sum(heard) == sum(c.token_count for outputs in completions for c in outputs)

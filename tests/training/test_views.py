@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
-from tests.factories import PolicyFactory, judged_pairs
+from tests.factories import ComparisonFactory, PolicyFactory, PromptFactory, ResponseFactory, judged_pairs
 from training.models import RoundMetric, RoundStatus, TrainingRound
 
 FORM = {
@@ -35,7 +35,15 @@ def test_dashboard_shows_policies_with_their_ready_pairs(client, staff):
     judged_pairs(policy, 3)
     client.force_login(staff)
     page = client.get(reverse("training:dashboard")).content.decode()
-    assert "smol — 3 pairs ready" in page
+    assert "smol — 3 of 8 pairs ready" in page
+    prompt = PromptFactory()
+    ComparisonFactory(
+        prompt=prompt,
+        response_a=ResponseFactory(prompt=prompt, policy=policy),
+        response_b=ResponseFactory(prompt=prompt, policy=policy),
+    )  # not judged yet
+    page = client.get(reverse("training:dashboard")).content.decode()
+    assert "smol — 3 of 8 pairs ready (left out: not judged 1)" in page
     assert "Leaderboard" in page and "Start round" in page
 
 
@@ -145,3 +153,41 @@ def test_rounds_over_the_api(api, staff):
         "/api/rounds/", {"policy": "smol", "hyperparameters": {"beta": 0}, "min_pairs": 1}, format="json"
     )
     assert bad.status_code == 400 and "beta must be positive" in bad.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_the_follow_up_is_its_own_phase_with_progress_and_cancel(client, staff):
+    policy = PolicyFactory(name="parent")
+    training_round = TrainingRound.objects.create(
+        policy=policy,
+        reference=policy,
+        status=RoundStatus.SUCCEEDED,
+        output_policy=PolicyFactory(name="child"),
+        finished_at="2026-01-01T00:00Z",
+        following_up=True,
+        then_generate=8,
+        pairs=12,
+        data_sha256="ab" * 32,
+        log="12:00:00 registered policy child\n12:00:05 child answering: 640 tokens, 41 tokens/s\n",
+    )
+    client.force_login(staff)
+    live = reverse("training:round-live", args=[training_round.pk])
+
+    body = client.get(live, headers={"HX-Request": "true"}).content.decode()
+    assert "follow-up: the new policy is answering" in body and "640 tokens, 41 tokens/s" in body
+    assert "Cancel follow-up" in body and "every 2s" in body  # still polled
+    assert "12 pairs, sha256" in body  # the data row changes during a round: it is in the polled part
+
+    cancelled = client.post(
+        reverse("training:cancel", args=[training_round.pk]), headers={"HX-Request": "true"}
+    )
+    assert (
+        cancelled.status_code == 200
+        and "cancelling at the next progress report" in cancelled.content.decode()
+    )
+    training_round.refresh_from_db()
+    assert training_round.status == RoundStatus.SUCCEEDED and training_round.cancel_requested
+
+    TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
+    settled = client.get(live, headers={"HX-Request": "true"})
+    assert settled.status_code == 286 and "Cancel" not in settled.content.decode()

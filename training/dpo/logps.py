@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,14 +31,23 @@ def sequence_logps(model: Any, batch: Batch) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def dataset_logps(model: Any, batches: list[Batch], size: int, device: torch.device) -> Tensor:
-    """[size, 2] summed (chosen, rejected) log-probs of every pair, in one no-grad pass."""
+def dataset_logps(
+    model: Any,
+    batches: list[Batch],
+    size: int,
+    device: torch.device,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """[size, 2] summed (chosen, rejected) log-probs of every pair, in one no-grad pass;
+    ``on_batch(done, total)`` after each batch."""
     out = torch.zeros(size, 2, dtype=torch.float32)
     was_training = model.training
     model.eval()
-    for batch in batches:
+    for done, batch in enumerate(batches, start=1):
         logps, _ = sequence_logps(model, batch.to(device))
         chosen, rejected = logps.float().cpu().chunk(2)
         out[batch.index, 0], out[batch.index, 1] = chosen, rejected
+        if on_batch is not None:
+            on_batch(done, len(batches))
     model.train(was_training)
     return out

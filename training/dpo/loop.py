@@ -35,6 +35,7 @@ from training.dpo.data import Batch, TokenizedPair, batches, pairs_read, pairs_t
 from training.dpo.logps import dataset_logps, sequence_logps
 
 MetricsCallback = Callable[[dict[str, float]], None]
+ProgressCallback = Callable[[str], None]  # a line on what the run is doing between steps
 Model = Any  # a transformers PreTrainedModel, a peft PeftModel, or either wrapped in DDP
 METRICS_FILE = "metrics.jsonl"
 
@@ -144,14 +145,22 @@ def _reference_logps(
     size: int,
     dtype: torch.dtype,
     device: torch.device,
+    on_progress: ProgressCallback | None = None,
 ) -> Tensor:
     """[size, 2] reference log-probs, computed once; no reference model outlives this call."""
+    on_batch = None
+    if on_progress is not None:
+        report = on_progress
+
+        def on_batch(done: int, total: int) -> None:
+            report(f"reference log-probs: {done}/{total} batches")
+
     if cfg.ref_path:
         from transformers import AutoModelForCausalLM
 
         ref_model: Model = AutoModelForCausalLM.from_pretrained(cfg.ref_path, dtype=dtype)
         ref_model = ref_model.to(device)
-        out = dataset_logps(ref_model, ref_batches, size, device)
+        out = dataset_logps(ref_model, ref_batches, size, device, on_batch)
         del ref_model
         gc.collect()
         if device.type == "cuda":
@@ -159,7 +168,7 @@ def _reference_logps(
         return out
     adapters_off = model.disable_adapter() if cfg.lora_r else contextlib.nullcontext()
     with adapters_off:
-        return dataset_logps(model, ref_batches, size, device)
+        return dataset_logps(model, ref_batches, size, device, on_batch)
 
 
 def _evaluate(
@@ -186,8 +195,14 @@ def _evaluate(
     return {"eval/preference_accuracy": accuracy, "eval/rewards/margins": cfg.beta * margins.mean().item()}
 
 
-def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> TrainResult:
-    """Train from ``cfg``; every optimizer step's metrics go to ``metrics.jsonl`` and ``on_metrics``."""
+def train(
+    cfg: DPOConfig,
+    *,
+    on_metrics: MetricsCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train from ``cfg``; every optimizer step's metrics go to ``metrics.jsonl`` and ``on_metrics``;
+    ``on_progress`` hears what happens between steps (the reference pass, batch by batch)."""
     rank, world, device = _distributed()
     is_main = rank == 0
     out = Path(cfg.output_dir)
@@ -225,7 +240,7 @@ def train(cfg: DPOConfig, *, on_metrics: MetricsCallback | None = None) -> Train
             saved = torch.load(ref_file)
             ref, eval_ref = saved["train"], saved["eval"]
         else:
-            ref = _reference_logps(cfg, model, fixed, len(data), dtype, device)
+            ref = _reference_logps(cfg, model, fixed, len(data), dtype, device, on_progress)
             eval_ref = (
                 _reference_logps(cfg, model, eval_batches, len(eval_data), dtype, device)
                 if eval_data

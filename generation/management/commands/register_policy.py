@@ -1,6 +1,7 @@
 from django.core.management.base import CommandError
 
 from config.commands import Command as BaseCommand
+from generation.embedded import embedded_is_materialised
 from generation.services import policy_named, policy_register, policy_register_embedded
 
 
@@ -20,6 +21,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, name, path, adapter, parent, notes, embedded, **options):
         if embedded:
+            if not embedded_is_materialised():
+                self.say("materialising the embedded SmolLM2-135M-Instruct as safetensors (once; about 40 s)")
             policy = policy_register_embedded(**({"name": name} if name else {}))
         else:
             if not name or not path:

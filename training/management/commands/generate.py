@@ -1,3 +1,4 @@
+import sys
 import time
 
 from django.core.management.base import CommandError
@@ -8,7 +9,7 @@ from annotate.services.pairing import comparisons_generate, prompts_pending
 from config.commands import Command as BaseCommand
 from generation.backends import BackendUnavailable, ModelSpec, Sampling, backend_load
 from generation.models import Prompt, Split
-from generation.services import policy_named
+from generation.services import TokenMeter, policy_named
 from training.evaluation import evaluation_campaign, evaluations_queue, heldout_answer
 from training.options import GENERATION
 
@@ -101,6 +102,7 @@ class Command(BaseCommand):
                 pairs=o["pairs"],
                 overlap=o["overlap"],
                 on_progress=progress,
+                on_tokens=progress.on_tokens,
             )
         elapsed = max(time.perf_counter() - started, 1e-9)
         extra = ", ".join(f"{k}: {v}" for k, v in report.extra.items() if k != "comparisons")
@@ -115,7 +117,11 @@ class Command(BaseCommand):
         for who in (old, policy):
             with self._progress(None) as progress:
                 heldout_answer(
-                    policy=who, sampling=sampling, backend_name=o["backend"], on_start=lambda n: progress
+                    policy=who,
+                    sampling=sampling,
+                    backend_name=o["backend"],
+                    on_start=lambda n: progress,
+                    on_tokens=progress.on_tokens,
                 )
         campaign = (
             campaign_get_or_create(name=o["campaign"])
@@ -132,19 +138,28 @@ class Command(BaseCommand):
         )
 
     def _progress(self, total):
+        """Progress of a generation: a tqdm bar on a terminal (prompts, tokens, tokens/s, refreshed
+        every 2 s while a batch decodes), else a plain line every 5 s."""
+        command = self
+        interactive = sys.stderr.isatty()
+
         class Progress:
             def __enter__(self):
-                self.bar = tqdm(total=total, unit="prompt", desc="generate", disable=None)
-                self.started, self.tokens = time.perf_counter(), 0
+                self.bar = tqdm(total=total, unit="prompt", desc="generate", disable=not interactive)
+                self.started, self.prompts = time.perf_counter(), 0
+                self.on_tokens = TokenMeter(self.show, every=2.0 if interactive else 5.0)
                 return self
 
+            def show(self, tokens: int, rate: float) -> None:
+                if interactive:
+                    self.bar.set_postfix(tokens=tokens, tokens_s=f"{rate:.1f}")
+                else:
+                    done = f"{self.prompts}/{total} prompts, " if total else ""
+                    command.say(f"generate: {done}{tokens} tokens, {rate:.1f} tokens/s")
+
             def __call__(self, done_prompts: int, done_tokens: int) -> None:
-                self.tokens += done_tokens
+                self.prompts += done_prompts
                 self.bar.update(done_prompts)
-                elapsed = max(time.perf_counter() - self.started, 1e-9)
-                self.bar.set_postfix(
-                    prompts_s=f"{self.bar.n / elapsed:.2f}", tokens_s=f"{self.tokens / elapsed:.1f}"
-                )
 
             def __exit__(self, *exc):
                 self.bar.close()
