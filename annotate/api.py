@@ -305,6 +305,7 @@ class CampaignSerializer(serializers.ModelSerializer):
             "overlap",
             "gold_rate",
             "open_to_all",
+            "adjudicate",
             "members",
             "guidelines",
             "comparison_count",

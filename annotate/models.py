@@ -47,6 +47,9 @@ class Source(models.TextChoices):
     SIMULATED = "simulated", "simulated"
 
 
+ADJUDICATIONS = 2  # extra judgments a split comparison may ask for, beyond its campaign's overlap
+
+
 class CampaignStatus(models.TextChoices):
     OPEN = "open", "open"
     PAUSED = "paused", "paused"
@@ -73,6 +76,11 @@ class Campaign(models.Model):
     )
     priority = models.IntegerField(default=0, help_text="Higher is served first.")
     open_to_all = models.BooleanField(default=True, help_text="Every annotator may judge it (else: members).")
+    adjudicate = models.BooleanField(
+        default=True,
+        help_text="A comparison whose judgments split with no majority is sent to one more annotator "
+        f"(at most {ADJUDICATIONS} more than the campaign's overlap).",
+    )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="campaigns")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -165,6 +173,26 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator} on {self.comparison}: {self.choice}"
+
+    @property
+    def verdict(self) -> str:
+        """The verdict in the screen terms it was given in (left/right/tie/both_bad)."""
+        if self.choice in (Choice.FIRST, Choice.SECOND):
+            return Verdict.LEFT if self.choice == (self.left or Side.FIRST) else Verdict.RIGHT
+        return self.choice
+
+    @property
+    def verdict_label(self) -> str:
+        """What the annotator pressed, as they saw it: "Left clearly better", "Tie", ..."""
+        label = Verdict(self.verdict).label
+        if self.strength == Strength.CLEAR:
+            label = label.replace(" is better", " clearly better")
+        return label.replace(" is better", " better").capitalize()
+
+    def shown(self) -> tuple[Response, Response]:
+        """The two responses in the order the annotator saw them (left, right)."""
+        first, second = self.comparison.response_a, self.comparison.response_b
+        return (first, second) if (self.left or Side.FIRST) == Side.FIRST else (second, first)
 
 
 class Assignment(models.Model):

@@ -20,20 +20,19 @@ from annotate.forms import CampaignForm
 from annotate.models import Assignment, Campaign, Comparison, Judgment, Side
 from annotate.selectors import annotator_gold_accuracy, campaigns_open_for
 from annotate.services.campaigns import campaign_create, campaign_members_set, campaign_update
-from annotate.services.judgments import judgment_change, judgment_submit, verdict_for
+from annotate.services.judgments import judgment_change, judgment_submit
 from annotate.services.queue import assignment_skip, comparison_assign_next
 from config.errors import object_or_404
 
 SESSION_CAMPAIGN = "annotate_campaign"  # the campaign the annotator picked; absent: all open to them
+SESSION_RECORDED = "annotate_recorded"  # the judgment just recorded: shown once, with its undo
 
 
-def _sides(assignment_or_judgment: Assignment | Judgment) -> dict:
-    """The two responses in the order the annotator sees them."""
-    comparison = assignment_or_judgment.comparison
+def _sides(assignment: Assignment | Judgment) -> dict:
+    """The two responses in the order the annotator sees (or saw) them."""
+    comparison = assignment.comparison
     first, second = comparison.response_a, comparison.response_b
-    left, right = (
-        (first, second) if (assignment_or_judgment.left or Side.FIRST) == Side.FIRST else (second, first)
-    )
+    left, right = (first, second) if (assignment.left or Side.FIRST) == Side.FIRST else (second, first)
     return {"left": left, "right": right}
 
 
@@ -51,9 +50,14 @@ def _picked(request: HttpRequest) -> Campaign | None:
 def _queue(request: HttpRequest, *, status: int = 200) -> HttpResponse:
     picked = _picked(request)
     assignment = comparison_assign_next(annotator=request.user, campaign=picked)
+    recorded_pk = request.session.pop(SESSION_RECORDED, None)
+    recorded = (
+        Judgment.objects.filter(pk=recorded_pk, annotator=request.user).first() if recorded_pk else None
+    )
     context = {
         "assignment": assignment,
         "picked": picked,
+        "recorded": recorded,
         **(_sides(assignment) if assignment else {}),
     }
     if request.htmx:
@@ -95,7 +99,7 @@ def judge(request: HttpRequest) -> HttpResponse:
         return _queue(request) if request.htmx else redirect("annotate:queue")
     verdict, strength = _parse_answer(answer)
     try:
-        judgment_submit(
+        judgment = judgment_submit(
             comparison=comparison,
             annotator=request.user,
             verdict=verdict,
@@ -104,6 +108,8 @@ def judge(request: HttpRequest) -> HttpResponse:
         )
     except AlreadyJudged:
         pass  # a double submit: the first one counted, carry on with the next comparison
+    else:
+        request.session[SESSION_RECORDED] = judgment.pk
     return _queue(request) if request.htmx else redirect("annotate:queue")
 
 
@@ -111,7 +117,9 @@ def judge(request: HttpRequest) -> HttpResponse:
 def mine(request: HttpRequest) -> HttpResponse:
     judgments = (
         Judgment.objects.filter(annotator=request.user)
-        .select_related("comparison__prompt", "comparison__campaign")
+        .select_related(
+            "comparison__prompt", "comparison__campaign", "comparison__response_a", "comparison__response_b"
+        )
         .prefetch_related("revisions")
         .order_by("-created_at")
     )
@@ -144,12 +152,13 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
             strength=strength,
             rationale=request.POST.get("rationale", "").strip(),
         )
-        return redirect("annotate:mine")
+        return redirect("annotate:queue" if request.POST.get("next") == "queue" else "annotate:mine")
     return render(
         request,
         "annotate/change.html",
         {
             "judgment": judgment,
+            "next": "queue" if request.GET.get("next") == "queue" else "mine",
             "current": _current_answer(judgment),
             **_sides(judgment),
         },
@@ -158,8 +167,7 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _current_answer(judgment: Judgment) -> str:
     """The judgment as the annotator gave it, in screen terms (left/right:clear/tie ...)."""
-    verdict = verdict_for(choice=judgment.choice, left=judgment.left)
-    return f"{verdict}:{judgment.strength}" if judgment.strength else verdict
+    return f"{judgment.verdict}:{judgment.strength}" if judgment.strength else judgment.verdict
 
 
 # --- Campaigns (staff) -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from annotate.errors import CampaignNotFound
 from annotate.models import Campaign, CampaignStatus
 from config.errors import Conflict, Invalid
 
-EDITABLE = ("name", "guidelines", "overlap", "gold_rate", "priority", "open_to_all", "status")
+EDITABLE = ("name", "guidelines", "overlap", "gold_rate", "priority", "open_to_all", "adjudicate", "status")
 
 
 def _validate(values: dict[str, Any]) -> None:

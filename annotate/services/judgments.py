@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from annotate.errors import AlreadyJudged, ComparisonFull, NotServed
 from annotate.models import (
+    ADJUDICATIONS,
     Assignment,
-    Choice,
     Comparison,
     Judgment,
     JudgmentRevision,
@@ -20,6 +20,7 @@ from annotate.models import (
     Strength,
     Verdict,
 )
+from annotate.selectors import majority
 from config.errors import Invalid, NotAllowed
 
 IMPORT_USERNAME = "imported"
@@ -80,7 +81,23 @@ def _judgment_record(
         raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk) from exc
     if assignment is not None:
         Assignment.objects.filter(pk=assignment.pk).update(expires_at=now)
+    _adjudicate(locked)
     return judgment
+
+
+def _adjudicate(comparison: Comparison) -> None:
+    """A comparison whose judgments are all in and split with no majority asks for one more, when its
+    campaign adjudicates, up to ADJUDICATIONS beyond the campaign's overlap. (The caller holds the
+    comparison's row lock.)"""
+    campaign = comparison.campaign
+    if comparison.kind == Kind.GOLD or not campaign.adjudicate:
+        return
+    choices = list(Judgment.objects.filter(comparison=comparison).values_list("choice", flat=True))
+    if len(choices) < comparison.overlap or comparison.overlap >= campaign.overlap + ADJUDICATIONS:
+        return
+    winner, _ = majority(choices)
+    if winner is None:
+        Comparison.objects.filter(pk=comparison.pk).update(overlap=comparison.overlap + 1)
 
 
 def _validate_verdict(*, verdict: str, strength: str) -> None:
@@ -99,13 +116,6 @@ def choice_for(*, verdict: str, left: str) -> str:
     if verdict == Verdict.RIGHT:
         return Side.SECOND if left == Side.FIRST else Side.FIRST
     return verdict
-
-
-def verdict_for(*, choice: str, left: str) -> str:
-    """The screen verdict (left/right/tie/both_bad) a stored Choice was given as."""
-    if choice in (Choice.FIRST, Choice.SECOND):
-        return Verdict.LEFT if choice == (left or Side.FIRST) else Verdict.RIGHT
-    return choice
 
 
 @transaction.atomic

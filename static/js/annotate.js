@@ -1,4 +1,5 @@
-// Keyboard judging: 1/2 left/right better, Shift+1/Shift+2 clearly better, 3 tie, 4 both bad, s skip.
+// Keyboard judging: 1/2 left/right better, Shift+1/Shift+2 clearly better, 3 tie, 4 both bad, s skip,
+// u undo (opens the judgment just recorded, to change it).
 // Keys typed into a text box stay there (Esc leaves the box); after a swap the comparison takes focus.
 (function () {
   "use strict";
@@ -8,6 +9,7 @@
       return (event.shiftKey ? "shift+" : "") + event.code.slice(5);
     }
     if (!event.shiftKey && (event.key === "s" || event.key === "S")) return "s";
+    if (!event.shiftKey && (event.key === "u" || event.key === "U")) return "u";
     return null;
   }
 
@@ -20,6 +22,13 @@
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
     var key = keyName(event);
     if (!key) return;
+    if (key === "u") {
+      var undo = document.getElementById("undo");
+      if (!undo) return;
+      event.preventDefault();
+      undo.click();
+      return;
+    }
     var button = document.querySelector('#judge button[data-key="' + key + '"]');
     if (!button || button.disabled) return;
     event.preventDefault();

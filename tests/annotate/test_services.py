@@ -9,7 +9,7 @@ from annotate.models import Assignment, Choice, Judgment, Side, Strength
 from annotate.services.judgments import judgment_submit
 from annotate.services.queue import comparison_assign_next
 from config.errors import Invalid
-from tests.factories import ComparisonFactory, JudgmentFactory, UserFactory
+from tests.factories import CampaignFactory, ComparisonFactory, JudgmentFactory, UserFactory
 
 
 @pytest.mark.django_db
@@ -115,3 +115,28 @@ def test_strength_on_a_tie_and_unknown_verdicts_are_invalid(annotator):
     with pytest.raises(Invalid, match="verdict must be one of"):
         judgment_submit(comparison=comparison, annotator=annotator, verdict="first")
     assert not Judgment.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("adjudicate", [True, False])
+def test_a_split_comparison_is_sent_to_one_more_annotator_when_its_campaign_adjudicates(adjudicate):
+    campaign = CampaignFactory(name="adjudicated", overlap=2, adjudicate=adjudicate)
+    comparison = ComparisonFactory(campaign=campaign, overlap=2)
+    people = [UserFactory(username=f"p{i}") for i in range(3)]
+    for person, verdict in zip(people[:2], ["left", "right"], strict=True):
+        served = comparison_assign_next(annotator=person)
+        # opposite screen verdicts on the same side shown give a split for sure
+        side = served.left
+        judgment_submit(
+            comparison=comparison,
+            annotator=person,
+            verdict=verdict if side == Side.FIRST else {"left": "right", "right": "left"}[verdict],
+        )
+    comparison.refresh_from_db()
+    assert comparison.overlap == (3 if adjudicate else 2)
+    third = comparison_assign_next(annotator=people[2])
+    assert (third is not None) == adjudicate
+    if adjudicate:
+        judgment_submit(comparison=comparison, annotator=people[2], verdict="tie")  # still split: 1-1-1
+        comparison.refresh_from_db()
+        assert comparison.overlap == 4  # one more, and that is the last (campaign overlap + 2)

@@ -29,7 +29,12 @@ def test_annotator_judges_three_by_keyboard_and_changes_one(live_server, browser
     ComparisonFactory(
         prompt=prompt,
         response_a=ResponseFactory(prompt=prompt, text="Replays your commits on top of another branch."),
-        response_b=ResponseFactory(prompt=prompt, text="```sh\ngit rebase main\n```\nMoves commits."),
+        response_b=ResponseFactory(
+            prompt=prompt,
+            text="```sh\ngit rebase main\n```\nMoves commits and then",
+            finish_reason="length",
+            token_count=160,
+        ),
     )
     for _ in range(3):
         ComparisonFactory()
@@ -44,10 +49,16 @@ def test_annotator_judges_three_by_keyboard_and_changes_one(live_server, browser
     if path := os.environ.get("PREFLOOP_SCREENSHOT"):
         page.screenshot(path=path, full_page=True)
 
+    # An answer cut by the length limit says so (one of the two, whichever side it is shown on).
+    assert page.locator(".response .cutoff").count() == 1
+    assert "Cut off at the length limit (160 tokens)" in page.inner_text(".response .cutoff")
+
     served = [shown_comparison(page)]
     press_and_wait(page, "1")
+    assert "Recorded on the previous comparison: Left better" in page.inner_text(".recorded")
     served.append(shown_comparison(page))
     press_and_wait(page, "Shift+Digit2")
+    assert "Right clearly better" in page.inner_text(".recorded")
     served.append(shown_comparison(page))
     # Typing in the rationale box must not judge; Escape leaves it and the keys work again.
     page.click("textarea[name=rationale]")
@@ -59,16 +70,32 @@ def test_annotator_judges_three_by_keyboard_and_changes_one(live_server, browser
     assert page.evaluate("window.__sameDocument") is True  # no full page load happened
     assert page.evaluate("document.activeElement.id") == "comparison"
     assert "Judged today: 3" in page.inner_text("#progress")
+    assert "Tie (with your note)" in page.inner_text(".recorded")
+
+    # One-step undo: U opens the judgment just recorded; changing it returns to the queue.
+    page.keyboard.press("u")
+    page.wait_for_selector("text=Review your judgment")
+    assert page.is_checked('input[name="answer"][value="tie"]')
+    page.check('input[name="answer"][value="right"]')
+    page.click("text=Save change")
+    page.wait_for_selector("#judge")
+    undone = Judgment.objects.get(comparison_id=served[2])
+    assert undone.choice != undone.left and undone.choice != Choice.TIE
+    assert JudgmentRevision.objects.get(judgment=undone).choice == Choice.TIE
 
     judgments = {j.comparison_id: j for j in Judgment.objects.all()}
     assert list(judgments) == served
     first, second, third = (judgments[pk] for pk in served)
     assert first.choice == first.left and first.strength == ""
     assert second.choice != second.left and second.strength == Strength.CLEAR
-    assert third.choice == Choice.TIE and third.rationale == "34 reasons"
+    assert third.rationale == "34 reasons"
     assert all(j.left in Side.values and j.time_on_task_ms is not None for j in judgments.values())
 
     page.click("text=My judgments")
+    rows = page.inner_text("table.mine")
+    # Verdicts as the annotator saw them, with both answers in the order shown and the rationale.
+    assert "Left better" in rows and "Right clearly better" in rows and "Right better" in rows
+    assert "Replays your commits" in rows and "34 reasons" in rows
     page.locator("table.list tr", has_text="git rebase").locator("text=Review / change").click()
     page.check('input[name="answer"][value="both_bad"]')
     page.click("text=Save change")
