@@ -12,6 +12,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -51,12 +52,36 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+# DRF's own errors (authentication, permissions, validation, methods, throttling) get our kinds' codes.
+_API_CODES = {400: Invalid.code, 403: NotAllowed.code, 404: NotFound.code, 409: Conflict.code}
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    """DRF's nested error detail as ``field: message`` lines."""
+    if isinstance(detail, dict):
+        return [line for key, value in detail.items() for line in _flatten(value, f"{prefix}{key}: ")]
+    if isinstance(detail, list):
+        return [line for value in detail for line in _flatten(value, prefix)]
+    return [f"{prefix}{detail}"]
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every API error as ``{"error": code, "detail": text}`` (validation errors add ``fields``)."""
     if isinstance(exc, Http404):  # a generic view's lookup: the same shape and code as NotFound
         exc = NotFound(str(exc) or "not found")
     if isinstance(exc, DomainError):
         return Response(exc.as_dict(), status=exc.status)
-    return exception_handler(exc, context)
+    response = exception_handler(exc, context)
+    if response is None or not isinstance(exc, APIException):
+        return response
+    body: dict[str, Any] = {
+        "error": _API_CODES.get(response.status_code, exc.default_code),
+        "detail": "; ".join(_flatten(exc.detail)),
+    }
+    if isinstance(exc.detail, dict):
+        body["fields"] = response.data
+    response.data = body
+    return response
 
 
 class DomainErrorMiddleware:

@@ -1,9 +1,16 @@
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from annotate.models import Comparison, Judgment
 from generation.models import Policy, Prompt
+
+
+@login_required
+def landing(request: HttpRequest) -> HttpResponse:
+    """Where logging in leads (unless ``?next=`` says otherwise): staff to the dashboard, annotators
+    to the judging page."""
+    return redirect("training:dashboard" if request.user.is_staff else "annotate:queue")
 
 
 @login_required

@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import Invalid
-from generation.errors import LineProblem
+from config.errors import Invalid, object_or_404
+from generation.errors import LineProblem, PolicyNotFound
 from generation.models import Policy, Prompt, Split
 from generation.prompt_files import prompt_draft_from_record, prompt_drafts_from_objects, prompt_drafts_read
 from generation.services import prompts_import
@@ -121,3 +121,6 @@ class PolicyDetailApi(generics.RetrieveAPIView):
     permission_classes = [IsAdminUser]
     serializer_class = PolicySerializer
     queryset = Policy.objects.select_related("parent")
+
+    def get_object(self) -> Policy:
+        return object_or_404(self.get_queryset(), error=PolicyNotFound, what="policy", pk=self.kwargs["pk"])

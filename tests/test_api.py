@@ -201,3 +201,24 @@ def test_preference_import_through_the_api_is_all_or_nothing(api, staff):
     assert refused.status_code == 400
     assert refused.json()["problems"] == [{"line": 2, "problem": "missing field 'chosen' (or 'preferred')"}]
     assert Comparison.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_every_api_error_has_the_documented_shape(api, annotator, staff):
+    unauthenticated = api.get("/api/judgments/")
+    assert unauthenticated.status_code in (401, 403)
+    assert set(unauthenticated.json()) == {"error", "detail"}
+    api.force_authenticate(annotator)
+    forbidden = api.get("/api/prompts/")
+    assert forbidden.status_code == 403 and forbidden.json()["error"] == "not_allowed"
+    invalid = api.post("/api/judgments/", {"comparison": "x", "verdict": "sideways"}, format="json")
+    body = invalid.json()
+    assert invalid.status_code == 400 and body["error"] == "invalid"
+    assert "verdict: " in body["detail"] and "comparison: " in body["detail"] and "verdict" in body["fields"]
+    assert api.delete("/api/judgments/").json()["error"] == "method_not_allowed"
+    api.force_authenticate(staff)
+    assert api.get("/api/rounds/12345/").json() == {
+        "error": "round_not_found",
+        "detail": "no round with pk 12345",
+        "pk": "12345",
+    }

@@ -40,3 +40,35 @@ def test_home_needs_login_and_shows_counts(client, annotator):
     page = client.get(reverse("home"))
     assert page.status_code == 200
     assert b"Comparisons" in page.content
+
+
+@pytest.mark.django_db
+def test_logging_in_takes_staff_to_the_dashboard_and_annotators_to_the_queue(client, staff, annotator):
+    for user, password, landing in (
+        (staff, "staff", "training:dashboard"),
+        (annotator, "ann", "annotate:queue"),
+    ):
+        user.set_password(password)
+        user.save()
+        response = client.post(
+            reverse("login"), {"username": user.username, "password": password}, follow=True
+        )
+        assert response.redirect_chain[-1][0] == reverse(landing)
+        client.logout()
+    response = client.post(
+        reverse("login") + "?next=/annotate/mine/", {"username": "boss", "password": "staff"}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == "/annotate/mine/"  # an explicit next still wins
+
+
+@pytest.mark.django_db
+def test_favicon_and_error_pages_with_a_way_back(client, annotator):
+    favicon = client.get("/favicon.ico")
+    assert favicon.status_code == 301 and favicon["Location"].endswith("favicon.svg")
+    client.force_login(annotator)
+    assert b'rel="icon"' in client.get(reverse("home")).content
+    judgment = JudgmentFactory(annotator=annotator)
+    refused = client.post(reverse("annotate:change", args=[judgment.pk]), {"answer": "sideways"})
+    page = refused.content.decode()
+    assert refused.status_code == 400 and "verdict must be one of" in page
+    assert f'href="{reverse("annotate:change", args=[judgment.pk])}">Back to the form' in page
