@@ -16,6 +16,7 @@ api = [
     path("prompts/import/", generation_api.PromptImportApi.as_view(), name="prompts-import"),
     path("policies/", generation_api.PolicyListApi.as_view(), name="policies"),
     path("policies/<int:pk>/", generation_api.PolicyDetailApi.as_view(), name="policy"),
+    path("policies/<int:pk>/promote/", generation_api.PolicyPromoteApi.as_view(), name="policy-promote"),
     path("campaigns/", annotate_api.CampaignListApi.as_view(), name="campaigns"),
     path("campaigns/<int:pk>/", annotate_api.CampaignDetailApi.as_view(), name="campaign"),
     path("comparisons/", annotate_api.ComparisonListApi.as_view(), name="comparisons"),

@@ -14,7 +14,7 @@ from config.errors import Invalid, object_or_404
 from generation.errors import LineProblem, PolicyNotFound
 from generation.models import Policy, Prompt, Split
 from generation.prompt_files import prompt_draft_from_record, prompt_drafts_from_objects, prompt_drafts_read
-from generation.services import prompts_import
+from generation.services import policy_promote, prompts_import
 
 
 class PromptSerializer(serializers.ModelSerializer):
@@ -106,7 +106,18 @@ class PolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Policy
-        fields = ["id", "name", "location", "location_kind", "adapter", "parent", "notes", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "location",
+            "location_kind",
+            "adapter",
+            "parent",
+            "held_back",
+            "held_back_reason",
+            "notes",
+            "created_at",
+        ]
 
 
 class PolicyListApi(generics.ListAPIView):
@@ -124,3 +135,14 @@ class PolicyDetailApi(generics.RetrieveAPIView):
 
     def get_object(self) -> Policy:
         return object_or_404(self.get_queryset(), error=PolicyNotFound, what="policy", pk=self.kwargs["pk"])
+
+
+class PolicyPromoteApi(APIView):
+    """Staff vouch for a held-back policy: it may start rounds and generate again (409 if not held back)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={200: PolicySerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        policy = object_or_404(Policy, error=PolicyNotFound, what="policy", pk=pk)
+        return Response(PolicySerializer(policy_promote(policy=policy, by=request.user.get_username())).data)

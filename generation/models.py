@@ -79,6 +79,11 @@ class Policy(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
     notes = models.TextField(blank=True)
+    held_back = models.BooleanField(
+        default=False,
+        help_text="Drifted beyond its round's budgets: not a starting point, no follow-up, until promoted.",
+    )
+    held_back_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -107,6 +112,11 @@ class Response(models.Model):
     token_count = models.PositiveIntegerField(null=True, blank=True)
     finish_reason = models.CharField(max_length=10, choices=FinishReason, blank=True)
     mean_logprob = models.FloatField(null=True, blank=True, help_text="Mean token log-probability.")
+    base_nll = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Per-token negative log-likelihood under the base policy of its lineage (held-out answers).",
+    )
     heldout = models.BooleanField(
         default=False, help_text="The policy's one answer to a held-out prompt, compared blind with others'."
     )

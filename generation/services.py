@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from config.errors import Conflict, Invalid
 from generation.backends import Backend, Sampling, TokenCallback
@@ -134,6 +135,21 @@ def policy_register(
     return Policy.objects.create(
         name=name, location=stored, location_kind=kind, adapter=adapter, parent=parent, notes=notes
     )
+
+
+@transaction.atomic
+def policy_promote(*, policy: Policy, by: str) -> Policy:
+    """Staff vouch for a held-back policy: it may start rounds and generate again. The reason it was
+    held back stays in its notes, with who promoted it and when."""
+    if not policy.held_back:
+        raise Conflict(f"policy {policy.name!r} is not held back")
+    stamp = timezone.now().strftime("%Y-%m-%d %H:%M")
+    policy.notes = (
+        f"{policy.notes}\nPromoted by {by} at {stamp}; it was held back: {policy.held_back_reason}".strip()
+    )
+    policy.held_back, policy.held_back_reason = False, ""
+    policy.save(update_fields=["notes", "held_back", "held_back_reason"])
+    return policy
 
 
 def policy_register_embedded(*, name: str = EMBEDDED_POLICY_NAME) -> Policy:

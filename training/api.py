@@ -13,7 +13,7 @@ from config.errors import object_or_404
 from generation.models import Policy
 from training.errors import RoundNotFound
 from training.models import TrainingRound
-from training.options import GENERATION_DEFAULTS, HYPERPARAMETERS
+from training.options import GENERATION_DEFAULTS, GUARD_DEFAULTS, HYPERPARAMETERS
 from training.rounds import round_cancel
 from training.tasks import round_start
 
@@ -39,6 +39,8 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
             "min_pairs",
             "then_generate",
             "generation",
+            "guards",
+            "drift",
             "campaign",
             "eval_campaign",
             "data_file",
@@ -76,6 +78,11 @@ class RoundStartSerializer(serializers.Serializer):
     )
     min_pairs = serializers.IntegerField(required=False, min_value=1)
     then_generate = serializers.IntegerField(required=False, min_value=0, default=0)
+    guards = serializers.DictField(
+        required=False,
+        help_text="a new policy beyond any is held back: "
+        + ", ".join(f"{name} (default {value})" for name, value in GUARD_DEFAULTS.items()),
+    )
     generation = serializers.DictField(
         required=False,
         help_text="sampling for then_generate and the held-out answers: "

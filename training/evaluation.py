@@ -39,9 +39,10 @@ from generation.services import (
     prompts_without_heldout_answer,
     responses_generate,
 )
+from training.drift import drift_breaches, drift_summary
 from training.errors import RoundCancelled
 from training.models import Evaluation, RoundStatus, TrainingRound
-from training.options import GENERATION_DEFAULTS, sampling_from
+from training.options import GENERATION_DEFAULTS, GUARD_DEFAULTS, sampling_from
 from training.rounds import round_create
 from training.stats import Game, WinRate, bradley_terry, win_rate
 from training.worker import Recorder, round_run
@@ -144,11 +145,12 @@ def evaluations_queue(
 
 
 def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
-    """After a successful round, with its new policy: answer the next ``then_generate`` train prompts
-    (fewest answered first) and queue their comparisons in the round's campaign; then answer the
-    held-out prompts and queue blind eval comparisons against the parent in its evaluation campaign.
-    A failure here leaves the round succeeded (its policy is good) and says so in the log and the
-    error; ``generate`` resumes it.
+    """After a successful round, with its new policy: answer the held-out prompts once, measure its
+    drift there (``round_drift_measure``) and hold it back if it is beyond the round's guards; unless
+    held back, answer the next ``then_generate`` train prompts (fewest answered first) and queue their
+    comparisons in the round's campaign; queue blind eval comparisons against the parent in its
+    evaluation campaign either way (they are the evidence staff promote on). A failure here leaves
+    the round succeeded (its policy is good) and says so in the log and the error.
     """
     policy = training_round.output_policy
     assert policy is not None
@@ -157,8 +159,14 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
     parent = training_round.policy
     try:
         recorder.check_cancelled()
-        backend = None
-        if training_round.then_generate:
+        backend = backend_load(gen["backend"], ModelSpec(policy.location, policy.adapter))
+        if _heldout(policy, sampling, gen["backend"], recorder, backend):
+            _heldout(parent, sampling, gen["backend"], recorder)
+            round_drift_measure(training_round, recorder, backend=backend, sampling=sampling)
+            policy.refresh_from_db()
+        if training_round.then_generate and policy.held_back:
+            recorder.log(f"{policy.name} is held back: no answers to train prompts until staff promote it")
+        elif training_round.then_generate:
             campaign = campaign_get_or_create(name=f"Round {training_round.pk} answers")
             TrainingRound.objects.filter(pk=training_round.pk).update(campaign=campaign)
             report, backend = train_prompts_answer(
@@ -168,7 +176,7 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
                 sampling=sampling,
                 pairs=gen["pairs"],
                 overlap=gen["overlap"],
-                backend_name=gen["backend"],
+                backend=backend,
                 on_start=lambda n: _generating(recorder, policy, gen["samples"], n),
                 on_tokens=recorder.meter(f"{policy.name} answering"),
             )
@@ -176,8 +184,7 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
                 recorder.log(
                     f"queued {report.extra.get('comparisons', 0)} comparisons in campaign {campaign.name!r}"
                 )
-        if _heldout(policy, sampling, gen["backend"], recorder, backend):
-            _heldout(parent, sampling, gen["backend"], recorder)
+        if Response.objects.filter(policy=policy, heldout=True).exists():
             campaign = evaluation_campaign(name=f"Round {training_round.pk} held-out vs {parent.name}")
             TrainingRound.objects.filter(pk=training_round.pk).update(eval_campaign=campaign)
             report = evaluations_queue(
@@ -203,6 +210,99 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
     finally:
         TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
         training_round.refresh_from_db()
+
+
+def policy_root(policy: Policy) -> Policy:
+    """The base of ``policy``'s lineage: the ancestor with no parent."""
+    seen = {policy.pk}
+    while policy.parent_id is not None and policy.parent_id not in seen:
+        policy = policy.parent
+        seen.add(policy.pk)
+    return policy
+
+
+def _scorer(policy: Policy, loaded: Backend | None = None) -> Any:
+    """A backend that can ``score`` text under ``policy`` (transformers: vLLM does not score here)."""
+    if loaded is not None and hasattr(loaded, "score"):
+        return loaded
+    from generation.backends.transformers import TransformersBackend
+
+    return TransformersBackend(ModelSpec(policy.location, policy.adapter))
+
+
+def _score(scorer: Any, answers: Sequence[Response]) -> list[float]:
+    return scorer.score(
+        [a.prompt.as_messages() for a in answers],
+        [a.text for a in answers],
+        [a.finish_reason == FinishReason.STOP for a in answers],
+    )
+
+
+def round_drift_measure(
+    training_round: TrainingRound, recorder: Recorder, *, backend: Backend | None, sampling: Sampling
+) -> dict[str, Any]:
+    """How far the round's new policy drifted, on its held-out answers (``training.drift``): KL from
+    the round's reference, fluency under the base of its lineage and under the reference against
+    their own answers', outliers beyond the base's 95th NLL percentile, repetition, length, endings.
+    Stored on the round (and each answer's ``base_nll``); a policy beyond the round's guards is held
+    back with the reasons. ``backend``: the new policy's, already loaded."""
+    policy = training_round.output_policy
+    assert policy is not None
+    base, reference = policy_root(policy), training_round.reference
+    for other in {base, reference} - {policy}:
+        _heldout(other, sampling, "auto", recorder)
+    mine = list(
+        Response.objects.filter(policy=policy, heldout=True).select_related("prompt").order_by("prompt")
+    )
+    theirs = {
+        who.pk: list(
+            Response.objects.filter(policy=who, heldout=True).select_related("prompt").order_by("prompt")
+        )
+        for who in {base, reference}
+    }
+    recorder.log(
+        f"measuring drift on {len(mine)} held-out answers (base {base.name}, reference {reference.name})"
+    )
+    new_self = _score(_scorer(policy, backend), mine)
+    base_scorer = _scorer(base)
+    new_under_base, base_own = _score(base_scorer, mine), _score(base_scorer, theirs[base.pk])
+    if reference.pk == base.pk:
+        new_under_reference, reference_own = new_under_base, base_own
+    else:
+        del base_scorer
+        reference_scorer = _scorer(reference)
+        new_under_reference = _score(reference_scorer, mine)
+        reference_own = _score(reference_scorer, theirs[reference.pk])
+    for answer, value in zip(mine, new_under_base, strict=True):
+        answer.base_nll = -value
+    for answer, value in zip(theirs[base.pk], base_own, strict=True):
+        answer.base_nll = -value
+    Response.objects.bulk_update([*mine, *theirs[base.pk]], ["base_nll"])
+    drift = drift_summary(
+        new_self=new_self,
+        new_under_reference=new_under_reference,
+        new_under_base=new_under_base,
+        base_own=base_own,
+        reference_own=reference_own,
+        new_texts=[a.text for a in mine],
+        base_texts=[a.text for a in theirs[base.pk]],
+        new_tokens=[a.token_count or 0 for a in mine],
+        new_ended=[a.finish_reason == FinishReason.STOP for a in mine],
+    )
+    drift.update(base=base.name, reference=reference.name)
+    TrainingRound.objects.filter(pk=training_round.pk).update(drift=drift)
+    training_round.drift = drift
+    recorder.log(
+        f"drift: KL {drift['kl']:.3f}/token from {reference.name}; NLL under {base.name} {drift['nll_base']:.2f} "
+        f"({drift['fluency_ratio']:.2f}x its own {drift['nll_base_own']:.2f}); {drift['beyond_p95']:.0%} beyond its "
+        f"95th percentile; repetition {drift['repetition']:.2f}; {drift['stopped']:.0%} ended by the model"
+    )
+    breaches = drift_breaches(drift, {**GUARD_DEFAULTS, **training_round.guards})
+    if breaches:
+        reason = "; ".join(breaches)
+        Policy.objects.filter(pk=policy.pk).update(held_back=True, held_back_reason=reason)
+        recorder.log(f"held back {policy.name}: {reason}")
+    return drift
 
 
 def _generating(recorder: Recorder, policy: Policy, samples: int, n: int) -> Callable[[int, int], None]:
@@ -293,6 +393,20 @@ class LeaderboardRow:
     high: float | None
     games: int
     versus_parent: WinRate | None
+    drift: dict[str, Any] = field(default_factory=dict)  # from the round that trained it
+    both_bad: float | None = None  # share of both-bad verdicts in its blind evaluations
+
+
+def both_bad_rates(*, include_simulated: bool = False) -> dict[int, float]:
+    """Per evaluated policy, the share of its blind eval judgments that found both answers bad."""
+    judged = Judgment.objects.filter(
+        source__in=_sources(include_simulated), comparison__evaluation__isnull=False
+    ).values_list("comparison__evaluation__policy", "choice")
+    counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for policy_id, choice in judged:
+        counts[policy_id][0] += choice == Choice.BOTH_BAD
+        counts[policy_id][1] += 1
+    return {policy_id: bad / total for policy_id, (bad, total) in counts.items()}
 
 
 def leaderboard(
@@ -301,7 +415,8 @@ def leaderboard(
     """Bradley-Terry ratings (Elo scale, centred on 1000) with 95% bootstrap intervals (games
     resampled with replacement, ratings refitted), and each policy's win rate over its parent."""
     games = policy_games(include_simulated=include_simulated)
-    policies = list(Policy.objects.select_related("parent").order_by("id"))
+    policies = list(Policy.objects.select_related("parent", "trained_by").order_by("id"))
+    both_bad = both_bad_rates(include_simulated=include_simulated)
 
     def fit(sample: Sequence[PolicyGame]) -> dict[str, float]:
         return bradley_terry([Game(str(g.a), str(g.b), g.score) for g in sample])
@@ -331,6 +446,8 @@ def leaderboard(
                     if policy.parent_id
                     else None
                 ),
+                drift=getattr(getattr(policy, "trained_by", None), "drift", {}) or {},
+                both_bad=both_bad.get(policy.pk),
             )
         )
     rows.sort(key=lambda r: (r.rating is None, -(r.rating or 0.0), r.policy.pk))
@@ -379,6 +496,7 @@ def loop_run(
     judge_seed: int = 0,
     hyperparameters: dict[str, Any] | None = None,
     generation: dict[str, Any] | None = None,
+    guards: dict[str, Any] | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> LoopReport:
     """The whole loop, scripted, for ``rounds`` rounds: the base answers ``prompts`` train prompts →
@@ -444,6 +562,7 @@ def loop_run(
             min_pairs=1,
             then_generate=prompts if number < rounds else 0,
             generation=generation,
+            guards=guards,
         )
         finished = round_execute(round_id=created.pk, on_progress=lambda line: say(f"    {line}"))
         if finished.status != RoundStatus.SUCCEEDED or finished.output_policy is None:
@@ -485,7 +604,13 @@ def loop_run(
             f"average, {row['heldout_answers']['stopped']} of {row['heldout_answers']['count']} ended by "
             "the model (the rest hit --max-new-tokens)"
         )
+        row["drift"] = finished.drift
+        new.refresh_from_db()
+        row["held_back"] = new.held_back_reason if new.held_back else None
         report.rounds.append(row)
+        if new.held_back:
+            say(f"  {new.name} is held back ({new.held_back_reason}); the loop stops here")
+            break
         current = new
         if finished.campaign is not None:
             campaign = finished.campaign

@@ -5,13 +5,16 @@ from typing import Any
 from django import forms
 
 from generation.models import Policy
-from training.options import GENERATION, TRAINING, Option
+from training.options import GENERATION, GUARDS, TRAINING, Option
 
 # The settings the start form shows (names distinct across the two groups); the rest keep their
 # defaults (training.options, the one source).
 FORM_TRAINING = ("loss", "beta", "lr", "epochs", "batch_size", "lora_r", "max_length")
 FORM_GENERATION = ("samples", "max_new_tokens", "pairs", "overlap")
 LABELS = {
+    "kl_budget": "KL budget (nats/token)",
+    "fluency_limit": "Fluency limit (× the base's NLL)",
+    "outlier_limit": "Outlier limit (share)",
     "lr": "Learning rate",
     "lora_r": "LoRA rank (0: full)",
     "max_length": "Max tokens per pair side",
@@ -47,6 +50,9 @@ class StartRoundForm(forms.Form):
         for option in GENERATION:
             if option.name in FORM_GENERATION:
                 self.fields[option.name] = _field(option)
+        for option in GUARDS:
+            self.fields[option.name] = _field(option)
+            self.fields[option.name].required = False
 
     def round_options(self) -> dict[str, Any]:
         """Keyword arguments for ``round_start`` from the cleaned form (only what was set)."""
@@ -55,8 +61,12 @@ class StartRoundForm(forms.Form):
         if not hyperparameters.get("lora_r"):
             hyperparameters.pop("lora_r", None)
         generation = {name: data[name] for name in FORM_GENERATION if data.get(name) not in (None, "")}
+        guards = {
+            option.name: data[option.name] for option in GUARDS if data.get(option.name) not in (None, "")
+        }
         return {
             "policy": data["policy"],
+            "guards": guards,
             "hyperparameters": hyperparameters,
             "then_generate": data["then_generate"],
             "generation": generation,

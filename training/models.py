@@ -70,6 +70,12 @@ class TrainingRound(models.Model):
         related_name="rounds_evaluating",
         help_text="Where the blind held-out comparisons of the new policy against its parent are queued.",
     )
+    guards = models.JSONField(
+        default=dict, blank=True, help_text="kl_budget, fluency_limit, outlier_limit (training.options)."
+    )
+    drift = models.JSONField(
+        default=dict, blank=True, help_text="The new policy's drift on the held-out prompts (training.drift)."
+    )
     output_dir = models.CharField(max_length=1000, blank=True)
     data_file = models.CharField(max_length=1000, blank=True, help_text="The exported pairs (JSONL).")
     data_sha256 = models.CharField(max_length=64, blank=True)

@@ -116,3 +116,33 @@ def generation_settings(generation: dict[str, Any]) -> dict[str, Any]:
 def sampling_from(generation: dict[str, Any]) -> Sampling:
     """The Sampling part of generation settings (Sampling validates it: ValueError)."""
     return Sampling(**{f.name: generation[f.name] for f in fields(Sampling)})
+
+
+# Guards: a round's new policy beyond any of these is registered but held back (training.drift).
+# Defaults from evidence (docs/training.md): the readable runs kept their held-out answers within 20%
+# of the base's own NLL with under 15% beyond its 95th percentile; the broken ones did not.
+GUARDS: list[Option] = [
+    Option("kl_budget", float, 0.5, "largest KL(new ‖ reference) per token on its held-out answers"),
+    Option(
+        "fluency_limit", float, 1.2, "largest NLL of its held-out answers under the base, × the base's own"
+    ),
+    Option(
+        "outlier_limit",
+        float,
+        0.15,
+        "largest share of its held-out answers beyond the base's 95th NLL percentile",
+    ),
+]
+GUARD_DEFAULTS: dict[str, float] = {option.name: option.default for option in GUARDS}
+
+
+def guard_settings(guards: dict[str, Any]) -> dict[str, float]:
+    """The defaults, then ``guards``; ValueError names an unknown or non-positive one."""
+    unknown = sorted(set(guards) - set(GUARD_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown guard {unknown[0]!r}; known: {', '.join(GUARD_DEFAULTS)}")
+    merged = {**GUARD_DEFAULTS, **{k: float(v) for k, v in guards.items()}}
+    for name, value in merged.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be positive (got {value})")
+    return merged

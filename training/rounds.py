@@ -20,7 +20,7 @@ from annotate.selectors import ExportReport, preference_rows
 from generation.models import LocationKind, Policy
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
 from training.models import RoundStatus, TrainingRound
-from training.options import dpo_config, generation_settings
+from training.options import dpo_config, generation_settings, guard_settings
 
 
 def policy_trainable_problem(policy: Policy) -> str | None:
@@ -32,6 +32,8 @@ def policy_trainable_problem(policy: Policy) -> str | None:
         )
     if policy.adapter:
         return f"policy {policy.name!r} is a LoRA adapter on a base; register its merged model to train it"
+    if policy.held_back:
+        return f"policy {policy.name!r} is held back ({policy.held_back_reason}); staff must promote it first"
     return None
 
 
@@ -52,10 +54,12 @@ def round_create(
     min_pairs: int | None = None,
     then_generate: int = 0,
     generation: dict[str, Any] | None = None,
+    guards: dict[str, Any] | None = None,
     started_by: AbstractBaseUser | None = None,
 ) -> TrainingRound:
-    """A queued round, after every check that needs no model: trainable policy and reference, valid
-    settings (``training.options``), at least ``min_pairs`` pairs (default ``PREFLOOP_MIN_PAIRS``)."""
+    """A queued round, after every check that needs no model: trainable policy (not held back) and
+    reference, valid settings and guards (``training.options``), at least ``min_pairs`` pairs
+    (default ``PREFLOOP_MIN_PAIRS``)."""
     reference = reference or policy
     for candidate in {policy, reference}:
         problem = policy_trainable_problem(candidate)
@@ -66,6 +70,7 @@ def round_create(
         dpo_config(hyperparameters, policy_path="-", data_path="-", output_dir="-")
         # Sampling settings serve the held-out answers too, so they are kept even without then_generate.
         generation = generation_settings(generation or {})
+        guards = guard_settings(guards or {})
     except (TypeError, ValueError) as exc:
         raise NotTrainable(str(exc)) from exc
     if then_generate < 0:
@@ -89,6 +94,7 @@ def round_create(
         min_pairs=needed,
         then_generate=then_generate,
         generation=generation,
+        guards=guards,
         started_by=started_by,
     )
 

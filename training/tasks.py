@@ -51,6 +51,7 @@ def round_start(
     min_pairs: int | None = None,
     then_generate: int = 0,
     generation: dict[str, Any] | None = None,
+    guards: dict[str, Any] | None = None,
     started_by: AbstractBaseUser | None = None,
 ) -> TrainingRound:
     """Create a round (``round_create``'s checks) and enqueue it for a worker, in one transaction:
@@ -62,6 +63,7 @@ def round_start(
         min_pairs=min_pairs,
         then_generate=then_generate,
         generation=generation,
+        guards=guards,
         started_by=started_by,
     )
     result = round_run_task.enqueue(round_id=training_round.pk)

@@ -9,4 +9,5 @@ urlpatterns = [
     path("rounds/<int:pk>/", views.round_detail, name="round"),
     path("rounds/<int:pk>/live/", views.round_live, name="round-live"),
     path("rounds/<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("policies/<int:pk>/promote/", views.promote, name="promote"),
 ]

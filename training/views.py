@@ -13,12 +13,16 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from config.errors import DomainError, object_or_404
+from generation.errors import PolicyNotFound
 from generation.models import Policy
+from generation.services import policy_promote
 from training.charts import round_charts
+from training.drift import FLUENCY_MIN_ANSWERS
 from training.errors import RoundNotFound
-from training.evaluation import leaderboard
+from training.evaluation import both_bad_rates, leaderboard
 from training.forms import StartRoundForm
 from training.models import TrainingRound
+from training.options import GUARD_DEFAULTS
 from training.rounds import round_cancel, round_pairs_count
 from training.selectors import annotation_stats, rounds_recent
 from training.tasks import round_start
@@ -102,7 +106,11 @@ def start(request: HttpRequest) -> HttpResponse:
 
 def _round_context(training_round: TrainingRound) -> dict:
     metrics = list(training_round.metrics.values_list("step", "values"))
+    output = training_round.output_policy
     return {
+        "guards": {**GUARD_DEFAULTS, **training_round.guards},
+        "fluency_min_answers": FLUENCY_MIN_ANSWERS,
+        "both_bad": both_bad_rates().get(output.pk) if output else None,
         "round": training_round,
         "charts": round_charts(metrics),
         "latest": metrics[-1][1] if metrics else None,
@@ -132,6 +140,16 @@ def round_live(request: HttpRequest, pk: int) -> HttpResponse:
     training_round = _round(pk)
     response = render(request, "training/_round_live.html", _round_context(training_round))
     return HttpResponseStopPolling(response.content) if training_round.is_settled else response
+
+
+@staff_member_required
+@require_POST
+def promote(request: HttpRequest, pk: int) -> HttpResponse:
+    """Staff vouch for a held-back policy; back to where they pressed it."""
+    policy = object_or_404(Policy, error=PolicyNotFound, what="policy", pk=pk)
+    policy_promote(policy=policy, by=request.user.get_username())
+    trained_by = TrainingRound.objects.filter(output_policy=policy).first()
+    return redirect("training:round", pk=trained_by.pk) if trained_by else redirect("training:dashboard")
 
 
 @staff_member_required

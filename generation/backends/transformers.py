@@ -227,6 +227,48 @@ class TransformersBackend:
             completions = [c for c in completions for _ in range(sampling.samples)]
         return completions
 
+    @torch.inference_mode()
+    def score(self, prompts: list[Messages], answers: list[str], ended: list[bool]) -> list[float]:
+        """Mean per-token log-prob of each answer to its prompt under this model (the answer's tokens,
+        and its end-of-sequence token where the answer ``ended``): how fluent another model's text is
+        to this one. Answers are re-tokenised from their text."""
+        end = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id in self.eos_ids else self.eos_ids[0]
+        rows = []
+        for messages, text, stop in zip(prompts, answers, ended, strict=True):
+            answer = list(self.tokenizer.encode(text, add_special_tokens=False)) + ([end] if stop else [])
+            rows.append((self.render(messages), answer or [end]))
+        pad = self.tokenizer.pad_token_id
+        vocab = self.model.config.vocab_size
+        means: list[float] = []
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+        results: dict[int, float] = {}
+        start = 0
+        while start < len(order):
+            longest = len(rows[order[start]][0]) + len(rows[order[start]][1])
+            per_chunk = max(1, LOGPROB_CHUNK_ELEMENTS // max(1, longest * vocab))
+            chunk = order[start : start + per_chunk]
+            width = max(len(rows[i][0]) + len(rows[i][1]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            answer_mask = torch.zeros((len(chunk), width), dtype=torch.float32)
+            for row, i in enumerate(chunk):  # right padding: positions count from the left
+                prompt_ids, answer_ids = rows[i]
+                full = prompt_ids + answer_ids
+                ids[row, : len(full)] = torch.tensor(full)
+                attention[row, : len(full)] = 1
+                answer_mask[row, len(prompt_ids) : len(full)] = 1.0
+            ids, attention = ids.to(self.device), attention.to(self.device)
+            logits = (
+                self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+            )
+            token_logps = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").cpu()
+            mask = answer_mask[:, 1:]
+            for row, i in enumerate(chunk):
+                results[i] = float((token_logps[row] * mask[row]).sum() / mask[row].sum().clamp(min=1))
+            start += len(chunk)
+        means = [results[i] for i in range(len(rows))]
+        return means
+
     def _mean_logprobs(
         self, sequences: torch.Tensor, prompt_mask: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:

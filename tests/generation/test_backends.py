@@ -136,3 +136,18 @@ def test_on_tokens_hears_every_generated_token_while_the_batch_decodes(tiny_back
     completions = tiny_backend.generate(prompts, Sampling(samples=3, max_new_tokens=12, seed=1), heard.append)
     assert 1 <= len(heard) <= 12  # one report per decoding step (fewer when every row ended early)
     assert sum(heard) == sum(c.token_count for outputs in completions for c in outputs)
+
+
+def test_score_is_the_mean_logprob_of_the_answer_and_its_end_under_the_model(tiny_backend):
+    messages = [{"role": "user", "content": "name a colour please"}]
+    prompt = tiny_backend.render(messages)
+    answer = tiny_backend.tokenizer.encode("blue and red", add_special_tokens=False)
+    end = tiny_backend.tokenizer.eos_token_id
+    ids = torch.tensor([prompt + answer + [end]])
+    logps = torch.log_softmax(tiny_backend.model(input_ids=ids).logits[0, :-1].float(), -1)
+    wanted = logps[torch.arange(len(prompt) - 1, ids.shape[1] - 1), ids[0, len(prompt) :]]
+
+    scored = tiny_backend.score([messages, messages], ["blue and red", "blue and red"], [True, False])
+
+    assert scored[0] == pytest.approx(wanted.mean().item(), abs=1e-5)
+    assert scored[1] == pytest.approx(wanted[:-1].mean().item(), abs=1e-5)  # not ended: no end token

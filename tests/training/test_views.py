@@ -191,3 +191,23 @@ def test_the_follow_up_is_its_own_phase_with_progress_and_cancel(client, staff):
     TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
     settled = client.get(live, headers={"HX-Request": "true"})
     assert settled.status_code == 286 and "Cancel" not in settled.content.decode()
+
+
+@pytest.mark.django_db
+def test_guards_are_set_from_the_form_and_the_api_and_promotion_over_the_api(client, api, staff):
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 8)
+    client.force_login(staff)
+    client.post(reverse("training:start"), {**FORM, "policy": policy.pk, "kl_budget": "0.3"})
+    assert TrainingRound.objects.get().guards == {
+        "kl_budget": 0.3,
+        "fluency_limit": 1.2,
+        "outlier_limit": 0.15,
+    }
+    api.force_authenticate(staff)
+    refused = api.post("/api/rounds/", {"policy": "smol", "guards": {"kl_budget": -1}}, format="json")
+    assert refused.status_code == 400 and "kl_budget must be positive" in refused.json()["detail"]
+    assert api.post(f"/api/policies/{policy.pk}/promote/").json()["error"] == "conflict"
+    PolicyFactory(name="wild", held_back=True, held_back_reason="KL 2.0 > budget 0.5")
+    wild = api.get("/api/policies/").json()["results"][-1]
+    assert wild["held_back"] and api.post(f"/api/policies/{wild['id']}/promote/").json()["held_back"] is False

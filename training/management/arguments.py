@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.options import GENERATION, TRAINING, Option
+from training.options import GENERATION, GUARDS, TRAINING, Option
 
 # Where a command-line name differs from the setting's: --gen-seed (--seed is the training seed).
 _GENERATION_FLAGS = {"seed": "--gen-seed"}
@@ -26,6 +26,10 @@ def add_training_arguments(parser: Any) -> None:
     for option in TRAINING:
         flag, dest = _flag(option, "train")
         group.add_argument(flag, type=option.kind, choices=option.choices, help=_help(option), dest=dest)
+    guard = parser.add_argument_group("guards: a new policy beyond any is held back")
+    for option in GUARDS:
+        flag, dest = _flag(option, "guard")
+        guard.add_argument(flag, type=option.kind, help=_help(option), dest=dest)
     gen = parser.add_argument_group("generation from the new policy")
     for option in GENERATION:
         flag, dest = _flag(option, "gen")
@@ -45,3 +49,12 @@ def training_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
         if options.get(_flag(option, "gen")[1]) is not None
     }
     return hyperparameters, generation
+
+
+def guard_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The guards given on the command line (the rest keep their defaults)."""
+    return {
+        option.name: options[_flag(option, "guard")[1]]
+        for option in GUARDS
+        if options.get(_flag(option, "guard")[1]) is not None
+    }

@@ -5,7 +5,7 @@ from annotate.oracles import ORACLES
 from config.commands import Command as BaseCommand
 from generation.services import policy_named
 from training.evaluation import loop_run
-from training.management.arguments import add_training_arguments, training_options
+from training.management.arguments import add_training_arguments, guard_options, training_options
 
 
 class Command(BaseCommand):
@@ -36,6 +36,7 @@ class Command(BaseCommand):
             judge_seed=o["judge_seed"],
             hyperparameters=hyperparameters,
             generation=generation,
+            guards=guard_options(o),
             say=self.say,
         )
         if o["report"]:

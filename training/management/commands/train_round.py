@@ -3,7 +3,7 @@ from django.core.management.base import CommandError
 from config.commands import Command as BaseCommand
 from generation.services import policy_named
 from training.evaluation import round_execute
-from training.management.arguments import add_training_arguments, training_options
+from training.management.arguments import add_training_arguments, guard_options, training_options
 from training.models import RoundStatus
 from training.rounds import round_create
 from training.tasks import round_start
@@ -38,6 +38,7 @@ class Command(BaseCommand):
             "min_pairs": o["min_pairs"],
             "then_generate": o["then_generate"],
             "generation": generation,
+            "guards": guard_options(o),
         }
         if o["enqueue"]:
             queued = round_start(**options)

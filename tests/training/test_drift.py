@@ -1,0 +1,104 @@
+"""Drift: the figures on hand-worked numbers, and a drifting policy held back until staff promote it."""
+
+import math
+
+import pytest
+from django.urls import reverse
+
+from generation.models import Policy, Response, Split
+from tests.factories import PromptFactory
+from tests.training.test_rounds import FAST, judged_policy
+from training.drift import FLUENCY_MIN_ANSWERS, drift_breaches, drift_summary, percentile, repetition
+from training.errors import NotTrainable
+from training.evaluation import round_execute
+from training.models import RoundStatus
+from training.rounds import round_create
+
+GUARDS = {"kl_budget": 0.5, "fluency_limit": 1.2, "outlier_limit": 0.15}
+
+
+def test_repetition_counts_repeated_word_trigrams():
+    assert repetition("a b c a b c") == pytest.approx(1 / 4)  # abc bca cab abc: one of four repeats
+    assert repetition("one two three four") == 0.0
+    assert repetition("too short") == 0.0
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 21))  # 1..20
+    assert percentile(values, 95) == 19 and percentile(values, 100) == 20 and percentile(values, 50) == 10
+
+
+def test_drift_summary_on_hand_worked_numbers():
+    base_own = [-1.0] * 19 + [-2.0]  # NLLs 1 (x19) and 2: mean 1.05, 95th percentile 1
+    drift = drift_summary(
+        new_self=[-1.0, -2.0],
+        new_under_reference=[-1.5, -2.5],
+        new_under_base=[-1.5, -1.0],
+        base_own=base_own,
+        reference_own=base_own,
+        new_texts=["a b c a b c", "fine answer here"],
+        base_texts=["x y z", "x y z w"],
+        new_tokens=[10, 30],
+        new_ended=[True, False],
+    )
+    assert drift["kl"] == pytest.approx(0.5)  # each answer 0.5 nats/token likelier under the new policy
+    assert drift["nll_base"] == pytest.approx(1.25) and drift["nll_base_own"] == pytest.approx(1.05)
+    assert drift["fluency_ratio"] == pytest.approx(round(1.25 / 1.05, 4))
+    assert drift["base_p95"] == 1.0 and drift["beyond_p95"] == pytest.approx(0.5)  # 1.5 > 1, 1.0 is not
+    assert drift["repetition"] == pytest.approx(0.125) and drift["base_repetition"] == 0.0
+    assert (drift["mean_tokens"], drift["stopped"]) == (20.0, 0.5)
+
+
+def test_breaches_name_each_budget_and_fluency_needs_enough_answers():
+    drift = {"answers": FLUENCY_MIN_ANSWERS, "kl": 0.8, "fluency_ratio": 1.5, "nll_base": 3.0,
+             "nll_base_own": 2.0, "beyond_p95": 0.4}  # fmt: skip
+    reasons = drift_breaches(drift, GUARDS)
+    assert len(reasons) == 3 and "KL from its reference 0.800" in reasons[0] and "1.50×" in reasons[1]
+    few = drift_breaches({**drift, "answers": 3, "kl": 0.1}, GUARDS)
+    assert few == []  # KL within budget; 3 answers are too few to judge fluency or outliers
+    assert drift_breaches({"answers": 40, "kl": math.nan}, GUARDS) == []
+
+
+@pytest.fixture(autouse=True)
+def rounds_dir(settings, tmp_path):
+    settings.PREFLOOP_ROUNDS_DIR = tmp_path / "rounds"
+
+
+@pytest.mark.django_db
+def test_a_policy_beyond_its_guards_is_held_back_until_staff_promote_it(chat_model_dir, client, staff):
+    policy = judged_policy(chat_model_dir)
+    PromptFactory(text="answer briefly please")
+    for i in range(FLUENCY_MIN_ANSWERS):
+        PromptFactory(text=f"held out question {i}?", split=Split.EVAL)
+    created = round_create(
+        policy=policy,
+        hyperparameters=FAST,
+        min_pairs=1,
+        then_generate=1,
+        generation={"samples": 2, "max_new_tokens": 4, "backend": "transformers"},
+        guards={"fluency_limit": 1e-6},  # any answer is beyond this: the policy must be held back
+    )
+
+    finished = round_execute(round_id=created.pk)
+
+    assert finished.status == RoundStatus.SUCCEEDED
+    new = Policy.objects.get(pk=finished.output_policy_id)
+    assert new.held_back and "NLL under the base" in new.held_back_reason
+    assert finished.drift["answers"] == FLUENCY_MIN_ANSWERS and finished.drift["kl"] is not None
+    assert (
+        Response.objects.filter(policy=new, heldout=True, base_nll__isnull=False).count()
+        == FLUENCY_MIN_ANSWERS
+    )
+    assert not Response.objects.filter(policy=new, heldout=False).exists()  # no follow-up generation
+    assert "is held back: no answers to train prompts" in finished.log
+    with pytest.raises(NotTrainable, match="held back"):
+        round_create(policy=new, min_pairs=1)
+
+    client.force_login(staff)
+    page = client.get(reverse("training:round", args=[finished.pk])).content.decode()
+    assert "is held back" in page and "Drift on the held-out prompts" in page and "Promote" in page
+    leaderboard = client.get(reverse("training:dashboard")).content.decode()
+    assert "Held back" in leaderboard
+    client.post(reverse("training:promote", args=[new.pk]))
+    new.refresh_from_db()
+    assert not new.held_back and "it was held back: held-out answers' NLL" in new.notes
