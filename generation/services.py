@@ -137,6 +137,15 @@ def policy_register(
     )
 
 
+def policy_root(policy: Policy) -> Policy:
+    """The base of ``policy``'s lineage: the ancestor with no parent."""
+    seen = {policy.pk}
+    while policy.parent_id is not None and policy.parent_id not in seen:
+        policy = policy.parent
+        seen.add(policy.pk)
+    return policy
+
+
 @transaction.atomic
 def policy_promote(*, policy: Policy, by: str) -> Policy:
     """Staff vouch for a held-back policy: it may start rounds and generate again. The reason it was

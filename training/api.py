@@ -77,6 +77,9 @@ class RoundStartSerializer(serializers.Serializer):
         required=False, help_text=f"DPO settings (training.options): {', '.join(HYPERPARAMETERS)}"
     )
     min_pairs = serializers.IntegerField(required=False, min_value=1)
+    reference_mode = serializers.ChoiceField(
+        choices=["parent", "base"], required=False, help_text="parent (rolling, default) or base (anchored)"
+    )
     then_generate = serializers.IntegerField(required=False, min_value=0, default=0)
     guards = serializers.DictField(
         required=False,

@@ -26,6 +26,7 @@ from django.db.models import Avg, Prefetch, QuerySet
 from django.db.models.functions import Length
 
 from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Source
+from annotate.oracles import oracle_resolve
 from annotate.services.campaigns import campaign_get_or_create
 from annotate.services.pairing import train_prompts_answer
 from annotate.services.simulation import comparisons_simulate
@@ -36,6 +37,7 @@ from generation.services import (
     GenerationReport,
     TokenMeter,
     policy_register_embedded,
+    policy_root,
     prompts_without_heldout_answer,
     responses_generate,
 )
@@ -210,15 +212,6 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
     finally:
         TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
         training_round.refresh_from_db()
-
-
-def policy_root(policy: Policy) -> Policy:
-    """The base of ``policy``'s lineage: the ancestor with no parent."""
-    seen = {policy.pk}
-    while policy.parent_id is not None and policy.parent_id not in seen:
-        policy = policy.parent
-        seen.add(policy.pk)
-    return policy
 
 
 def _scorer(policy: Policy, loaded: Backend | None = None) -> Any:
@@ -454,6 +447,48 @@ def leaderboard(
     return rows
 
 
+# --- A second judge ----------------------------------------------------------------------------------
+
+FLUENCY_CHECK = "fluency"
+FLUENCY_MARGIN = 0.05  # nats/token: closer than this, the two answers are equally fluent to the base
+
+
+def _fluency_verdict(first: Response, second: Response) -> str:
+    """The answer the base finds likelier per token wins (``base_nll``, measured with drift)."""
+    if (
+        first.base_nll is None
+        or second.base_nll is None
+        or abs(first.base_nll - second.base_nll) < FLUENCY_MARGIN
+    ):
+        return Choice.TIE
+    return Choice.FIRST if first.base_nll < second.base_nll else Choice.SECOND
+
+
+def check_win_rate(
+    *, evaluations: QuerySet[Evaluation], policy: Policy, opponent: Policy, check: str, seed: int = 0
+) -> WinRate | None:
+    """``policy``'s win rate over ``opponent`` on the same blind comparisons, judged by a second
+    criterion: ``fluency`` (the base's per-token NLL of each answer: lower wins) or any oracle
+    (``annotate.oracles``: a name or a dotted path). Nothing is stored: it reads beside the training
+    judge's win rate, so a judge that is being gamed shows in the numbers."""
+    oracle = None if check == FLUENCY_CHECK else oracle_resolve(check)
+    scores = []
+    for evaluation in evaluations.filter(policy=policy, opponent=opponent).select_related(
+        "comparison__prompt", "comparison__response_a", "comparison__response_b"
+    ):
+        comparison = evaluation.comparison
+        first, second = comparison.response_a, comparison.response_b
+        if oracle is None:
+            verdict = _fluency_verdict(first, second)
+        else:
+            verdict = oracle(comparison.prompt.as_messages()[-1]["content"], first.text, second.text)
+        if verdict not in SCORE:
+            raise Invalid(f"check {check!r} answered {verdict!r}; expected one of {', '.join(SCORE)}")
+        score = SCORE[verdict]
+        scores.append(score if first.policy_id == policy.pk else 1.0 - score)
+    return win_rate(scores, seed=seed)
+
+
 # --- The loop ----------------------------------------------------------------------------------------
 
 EVERYTHING = 10**9
@@ -497,6 +532,8 @@ def loop_run(
     hyperparameters: dict[str, Any] | None = None,
     generation: dict[str, Any] | None = None,
     guards: dict[str, Any] | None = None,
+    reference_mode: str = "",
+    check: str = "",
     say: Callable[[str], None] = lambda line: None,
 ) -> LoopReport:
     """The whole loop, scripted, for ``rounds`` rounds: the base answers ``prompts`` train prompts →
@@ -563,6 +600,7 @@ def loop_run(
             then_generate=prompts if number < rounds else 0,
             generation=generation,
             guards=guards,
+            reference_mode=reference_mode,
         )
         finished = round_execute(round_id=created.pk, on_progress=lambda line: say(f"    {line}"))
         if finished.status != RoundStatus.SUCCEEDED or finished.output_policy is None:
@@ -593,6 +631,17 @@ def loop_run(
             row[key] = _rate_row(rate, opponent)
             if key == "vs_previous" or current.pk != base.pk:  # round 1: the previous is the base
                 say(f"  {new.name} over {opponent.name} on held-out prompts: {_rate_text(row[key])}")
+            if check:
+                second = check_win_rate(
+                    evaluations=Evaluation.objects.filter(training_round=finished),
+                    policy=new,
+                    opponent=opponent,
+                    check=check,
+                    seed=judge_seed,
+                )
+                row.setdefault("check", {"judge": check})[key] = _rate_row(second, opponent)
+                if key == "vs_previous" or current.pk != base.pk:
+                    say(f"    judged by {check} instead: {_rate_text(row['check'][key])}")
         answers = Response.objects.filter(policy=new, heldout=True)
         row["heldout_answers"] = {
             "count": answers.count(),

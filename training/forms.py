@@ -38,6 +38,11 @@ class StartRoundForm(forms.Form):
     from ``training.options``."""
 
     policy = forms.ModelChoiceField(queryset=Policy.objects.order_by("-id"), help_text="the starting policy")
+    reference_mode = forms.ChoiceField(
+        choices=[("parent", "the starting policy (rolling)"), ("base", "the base of its lineage (anchored)")],
+        required=False,
+        label="Reference",
+    )
     then_generate = forms.IntegerField(
         initial=8, min_value=0, label="Then generate for N prompts", help_text="0: train only"
     )
@@ -67,6 +72,7 @@ class StartRoundForm(forms.Form):
         return {
             "policy": data["policy"],
             "guards": guards,
+            "reference_mode": data.get("reference_mode") or "",
             "hyperparameters": hyperparameters,
             "then_generate": data["then_generate"],
             "generation": generation,

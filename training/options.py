@@ -47,6 +47,7 @@ _TRAINING_HELP = {
     "lora_r": "LoRA rank (0: full fine-tuning; the merged model is registered)",
     "lora_alpha": "LoRA alpha (default 2 × rank)",
     "label_smoothing": "robust loss: assumed share of flipped labels",
+    "rpo_alpha": "RPO: weight of the chosen answer's per-token NLL added to the loss (0: off)",
     "seed": "training seed",
     "dtype": "auto, bf16 or fp32",
 }
@@ -57,6 +58,7 @@ _TYPES = {
     "beta": float,
     "warmup_ratio": float,
     "label_smoothing": float,
+    "rpo_alpha": float,
 }
 
 TRAINING: list[Option] = [
@@ -146,3 +148,8 @@ def guard_settings(guards: dict[str, Any]) -> dict[str, float]:
         if not value > 0:
             raise ValueError(f"{name} must be positive (got {value})")
     return merged
+
+
+# The reference a round holds its policy to: "parent" rolls with the starting policy (each round
+# may move a little from the last), "base" anchors every round at the base of the lineage.
+REFERENCE_MODES = ("", "parent", "base")

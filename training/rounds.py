@@ -18,9 +18,10 @@ from django.utils import timezone
 
 from annotate.selectors import ExportReport, preference_rows
 from generation.models import LocationKind, Policy
+from generation.services import policy_root
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
 from training.models import RoundStatus, TrainingRound
-from training.options import dpo_config, generation_settings, guard_settings
+from training.options import REFERENCE_MODES, dpo_config, generation_settings, guard_settings
 
 
 def policy_trainable_problem(policy: Policy) -> str | None:
@@ -55,12 +56,19 @@ def round_create(
     then_generate: int = 0,
     generation: dict[str, Any] | None = None,
     guards: dict[str, Any] | None = None,
+    reference_mode: str = "",
     started_by: AbstractBaseUser | None = None,
 ) -> TrainingRound:
     """A queued round, after every check that needs no model: trainable policy (not held back) and
     reference, valid settings and guards (``training.options``), at least ``min_pairs`` pairs
-    (default ``PREFLOOP_MIN_PAIRS``)."""
-    reference = reference or policy
+    (default ``PREFLOOP_MIN_PAIRS``). ``reference_mode``: ``parent`` (rolling: the reference is the
+    starting policy, the default) or ``base`` (anchored at the base of its lineage); an explicit
+    ``reference`` wins."""
+    if reference_mode not in REFERENCE_MODES:
+        raise NotTrainable(
+            f"reference_mode must be one of {', '.join(REFERENCE_MODES)} (got {reference_mode!r})"
+        )
+    reference = reference or (policy_root(policy) if reference_mode == "base" else policy)
     for candidate in {policy, reference}:
         problem = policy_trainable_problem(candidate)
         if problem:

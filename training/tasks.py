@@ -52,6 +52,7 @@ def round_start(
     then_generate: int = 0,
     generation: dict[str, Any] | None = None,
     guards: dict[str, Any] | None = None,
+    reference_mode: str = "",
     started_by: AbstractBaseUser | None = None,
 ) -> TrainingRound:
     """Create a round (``round_create``'s checks) and enqueue it for a worker, in one transaction:
@@ -64,6 +65,7 @@ def round_start(
         then_generate=then_generate,
         generation=generation,
         guards=guards,
+        reference_mode=reference_mode,
         started_by=started_by,
     )
     result = round_run_task.enqueue(round_id=training_round.pk)

@@ -209,6 +209,9 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
         "--lr=1e-3",
         "--batch-size=4",
         "--max-length=64",
+        "--check-oracle=fluency",
+        "--reference-mode=base",
+        "--rpo-alpha=0.5",
         f"--report={report}",
         stdout=out,
     )
@@ -232,6 +235,13 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
     assert all(r["heldout_answers"]["count"] == 3 for r in results)
     printed = out.getvalue()
     assert "round 2/2" in printed and "on held-out prompts:" in printed
+    # drift every round, the second judge beside the first, the reference anchored at the base
+    for row in results:
+        assert {"kl", "nll_base", "fluency_ratio", "beyond_p95", "repetition"} <= set(row["drift"])
+        assert row["check"]["judge"] == "fluency" and row["held_back"] is None
+    assert "drift: KL" in printed and "judged by fluency instead:" in printed
+    assert {r.reference.name for r in TrainingRound.objects.all()} == {"base"}
+    assert all(r.hyperparameters["rpo_alpha"] == 0.5 for r in TrainingRound.objects.all())
     # three train prompts fresh in each round: the second round did not re-answer the first's
     assert Prompt.objects.filter(split=Split.TRAIN, responses__isnull=True).count() == 0
 

@@ -25,6 +25,7 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
     p.add_argument("--label-smoothing", type=float, default=0.0, help="robust loss: share of flipped labels")
     p.add_argument("--dpop-lambda", type=float, default=50.0)
     p.add_argument("--simpo-gamma", type=float, default=0.5)
+    p.add_argument("--rpo-alpha", type=float, default=0.0, help="weight of the chosen answer's NLL (RPO)")
     p.add_argument("--lr", type=float, help="default 5e-7 (full) / 5e-5 (LoRA)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=4)
@@ -53,6 +54,7 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
             label_smoothing=a.label_smoothing,
             dpop_lambda=a.dpop_lambda,
             simpo_gamma=a.simpo_gamma,
+            rpo_alpha=a.rpo_alpha,
             lr=a.lr,
             epochs=a.epochs,
             batch_size=a.batch_size,

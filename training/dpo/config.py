@@ -19,6 +19,7 @@ class DPOConfig:
     label_smoothing: float = 0.0  # robust (cDPO): assumed share of flipped labels, < 0.5
     dpop_lambda: float = 50.0  # DPO-Positive: penalty on the chosen log-ratio falling below 0
     simpo_gamma: float = 0.5  # SimPO: target reward margin
+    rpo_alpha: float = 0.0  # RPO (Pang et al. 2024): weight of the chosen answer's per-token NLL, added
     lr: float | None = None  # None: 5e-7 for full fine-tuning, 5e-5 with LoRA
     epochs: int = 1
     batch_size: int = 4  # pairs per micro-batch (per process)
@@ -43,6 +44,8 @@ class DPOConfig:
             raise ValueError(f"beta must be positive (got {self.beta})")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5) (got {self.label_smoothing})")
+        if self.rpo_alpha < 0:
+            raise ValueError(f"rpo_alpha must be >= 0 (got {self.rpo_alpha})")
         if self.label_smoothing and self.loss != "robust":
             raise ValueError("label_smoothing applies to the 'robust' loss only")
         for name in ("epochs", "batch_size", "grad_accum", "max_length"):

@@ -322,7 +322,7 @@ def train(
         group = epoch_batches[group_index * cfg.grad_accum : (group_index + 1) * cfg.grad_accum]
         n_pairs = sum(batch.index.numel() for batch in group)
         started = time.perf_counter()
-        totals = torch.zeros(9, dtype=torch.float64)
+        totals = torch.zeros(10, dtype=torch.float64)
         for k, batch in enumerate(group):
             sync = k == len(group) - 1 or world == 1
             with contextlib.nullcontext() if sync else trained.no_sync():
@@ -336,6 +336,9 @@ def train(
                 per_pair, chosen_rewards, rejected_rewards = _loss(
                     cfg, pc=pc, pr=pr, rc=rc, rr=rr, tc=tc, tr=tr
                 )
+                chosen_nll = -pc / tc.clamp(min=1)  # per token: RPO's anchor on the chosen answer
+                if cfg.rpo_alpha:
+                    per_pair = per_pair + cfg.rpo_alpha * chosen_nll
                 (per_pair.mean() * (batch.index.numel() / n_pairs)).backward()  # type: ignore[no-untyped-call]
             totals += torch.tensor(
                 [
@@ -348,6 +351,7 @@ def train(
                     pr.detach().sum().item(),
                     batch.index.numel(),
                     on_device.attention_mask.sum().item(),
+                    chosen_nll.detach().sum().item(),
                 ],
                 dtype=torch.float64,
             )
@@ -377,6 +381,7 @@ def train(
             "grad_norm": float(grad_norm),
             "learning_rate": float(learning_rate),
             "tokens/s": totals[8].item() / elapsed,
+            "nll_loss": totals[9].item() / n,  # the chosen answers' per-token NLL (TRL's name)
         }
         if is_main:
             out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.options import GENERATION, GUARDS, TRAINING, Option
+from training.options import GENERATION, GUARDS, REFERENCE_MODES, TRAINING, Option
 
 # Where a command-line name differs from the setting's: --gen-seed (--seed is the training seed).
 _GENERATION_FLAGS = {"seed": "--gen-seed"}
@@ -26,6 +26,12 @@ def add_training_arguments(parser: Any) -> None:
     for option in TRAINING:
         flag, dest = _flag(option, "train")
         group.add_argument(flag, type=option.kind, choices=option.choices, help=_help(option), dest=dest)
+    group.add_argument(
+        "--reference-mode",
+        choices=REFERENCE_MODES[1:],
+        default="",
+        help="parent: the reference rolls with the starting policy (default); base: anchored at the lineage's base",
+    )
     guard = parser.add_argument_group("guards: a new policy beyond any is held back")
     for option in GUARDS:
         flag, dest = _flag(option, "guard")

@@ -251,3 +251,19 @@ def test_torchrun_with_two_processes_trains_one_model(plain_model_dir, standard_
         "ref_logps.rank1.pt",
     ]
     assert AutoModelForCausalLM.from_pretrained(out / "final") is not None
+
+
+def test_rpo_adds_the_chosen_answers_per_token_nll_to_the_loss(plain_model_dir, standard_pairs, tmp_path):
+    plain, anchored = [], []
+    train(
+        config(plain_model_dir, standard_pairs, tmp_path / "dpo", epochs=1, max_steps=1),
+        on_metrics=plain.append,
+    )
+    train(
+        config(plain_model_dir, standard_pairs, tmp_path / "rpo", epochs=1, max_steps=1, rpo_alpha=0.5),
+        on_metrics=anchored.append,
+    )
+    # Step 1: policy == reference, so the DPO part is log 2 in both; RPO adds alpha x the NLL.
+    assert plain[0]["nll_loss"] == pytest.approx(anchored[0]["nll_loss"])
+    assert anchored[0]["loss"] == pytest.approx(plain[0]["loss"] + 0.5 * anchored[0]["nll_loss"], abs=1e-5)
+    assert plain[0]["loss"] == pytest.approx(0.693147, abs=1e-4)

@@ -21,6 +21,12 @@ class Command(BaseCommand):
         parser.add_argument("--prompts", type=int, default=32, help="train prompts answered per round")
         parser.add_argument("--policy", help="the base policy (default: the embedded SmolLM2)")
         parser.add_argument("--noise", type=float, default=0.0, help="oracle noise on training judgments")
+        parser.add_argument(
+            "--check-oracle",
+            default="",
+            help="a second judge of the same held-out comparisons, printed beside the first: fluency "
+            "(the base's per-token NLL: lower wins), an oracle name or a dotted path",
+        )
         parser.add_argument("--judge-seed", type=int, default=0, help="seed of the simulated judges")
         parser.add_argument("--report", help="also write the per-round results as JSON to this file")
         add_training_arguments(parser)
@@ -37,6 +43,8 @@ class Command(BaseCommand):
             hyperparameters=hyperparameters,
             generation=generation,
             guards=guard_options(o),
+            reference_mode=o["reference_mode"],
+            check=o["check_oracle"],
             say=self.say,
         )
         if o["report"]:

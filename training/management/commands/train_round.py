@@ -39,6 +39,7 @@ class Command(BaseCommand):
             "then_generate": o["then_generate"],
             "generation": generation,
             "guards": guard_options(o),
+            "reference_mode": o["reference_mode"],
         }
         if o["enqueue"]:
             queued = round_start(**options)
