@@ -9,9 +9,10 @@ from training.options import GENERATION, GUARDS, TRAINING, Option
 
 # The settings the start form shows (names distinct across the two groups); the rest keep their
 # defaults (training.options, the one source).
-FORM_TRAINING = ("loss", "beta", "lr", "epochs", "batch_size", "lora_r", "max_length")
+FORM_TRAINING = ("loss", "beta", "lr", "epochs", "batch_size", "lora_r", "max_length", "rpo_alpha")
 FORM_GENERATION = ("samples", "max_new_tokens", "pairs", "overlap")
 LABELS = {
+    "rpo_alpha": "RPO weight (chosen answer's NLL)",
     "kl_budget": "KL budget (nats/token)",
     "fluency_limit": "Fluency limit (× the base's NLL)",
     "outlier_limit": "Outlier limit (share)",
@@ -28,9 +29,10 @@ def _field(option: Option) -> forms.Field:
     common: dict[str, Any] = {"label": label, "help_text": option.help, "initial": option.default}
     if option.choices:
         return forms.ChoiceField(choices=[(c, c) for c in option.choices], required=False, **common)
+    # Left empty, a setting keeps its default (training.options): the form sends only what is set.
     if option.kind is float:
-        return forms.FloatField(min_value=0, **common)
-    return forms.IntegerField(min_value=0, required=option.default is not None, **common)
+        return forms.FloatField(min_value=0, required=False, **common)
+    return forms.IntegerField(min_value=0, required=False, **common)
 
 
 class StartRoundForm(forms.Form):

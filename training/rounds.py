@@ -21,7 +21,13 @@ from generation.models import LocationKind, Policy
 from generation.services import policy_root
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
 from training.models import RoundStatus, TrainingRound
-from training.options import REFERENCE_MODES, dpo_config, generation_settings, guard_settings
+from training.options import (
+    REFERENCE_MODES,
+    dpo_config,
+    generation_settings,
+    guard_settings,
+    round_hyperparameters,
+)
 
 
 def policy_trainable_problem(policy: Policy) -> str | None:
@@ -73,8 +79,8 @@ def round_create(
         problem = policy_trainable_problem(candidate)
         if problem:
             raise NotTrainable(problem)
-    hyperparameters = dict(hyperparameters or {})
     try:
+        hyperparameters = round_hyperparameters(dict(hyperparameters or {}))
         dpo_config(hyperparameters, policy_path="-", data_path="-", output_dir="-")
         # Sampling settings serve the held-out answers too, so they are kept even without then_generate.
         generation = generation_settings(generation or {})

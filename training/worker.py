@@ -197,7 +197,8 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
     recorder.update(steps_total=min(steps, cfg.max_steps) if cfg.max_steps else steps)
     recorder.log(
         f"training {cfg.loss} (beta {cfg.beta}, lr {cfg.learning_rate:g}, {cfg.epochs} epoch(s), "
-        f"batch {cfg.batch_size}x{cfg.grad_accum}{', LoRA r=' + str(cfg.lora_r) if cfg.lora_r else ''}): "
+        f"batch {cfg.batch_size}x{cfg.grad_accum}{', LoRA r=' + str(cfg.lora_r) if cfg.lora_r else ''}"
+        f"{f', RPO {cfg.rpo_alpha:g}' if cfg.rpo_alpha else ''}): "
         f"{training_round.steps_total} steps; reference log-probs first"
     )
     if (out / "train").exists():  # a retried round starts clean
