@@ -220,11 +220,7 @@ def responses_generate(
     report = GenerationReport()
     for start in range(0, len(prompts), batch_prompts):
         batch = list(prompts[start : start + batch_prompts])
-        completions = (
-            backend.generate([p.as_messages() for p in batch], sampling, on_tokens)
-            if on_tokens is not None
-            else backend.generate([p.as_messages() for p in batch], sampling)
-        )
+        completions = backend.generate([p.as_messages() for p in batch], sampling, on_tokens)
         with transaction.atomic():
             stored: dict[Prompt, list[Response]] = {}
             for prompt, outputs in zip(batch, completions, strict=True):

@@ -32,7 +32,7 @@ from annotate.services.pairing import train_prompts_answer
 from annotate.services.simulation import comparisons_simulate
 from config.errors import Invalid
 from generation.backends import Backend, ModelSpec, Sampling, TokenCallback, backend_load
-from generation.models import FinishReason, Policy, Response
+from generation.models import FinishReason, Policy, Prompt, Response, Split
 from generation.services import (
     GenerationReport,
     TokenMeter,
@@ -161,10 +161,19 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
     parent = training_round.policy
     try:
         recorder.check_cancelled()
-        backend = backend_load(gen["backend"], ModelSpec(policy.location, policy.adapter))
-        if _heldout(policy, sampling, gen["backend"], recorder, backend):
+        heldout_prompts = Prompt.objects.filter(split=Split.EVAL).exists()
+        # One load of the new policy serves its held-out answers, its drift and its train answers;
+        # none when there is nothing to do.
+        backend = (
+            backend_load(gen["backend"], ModelSpec(policy.location, policy.adapter))
+            if heldout_prompts or training_round.then_generate
+            else None
+        )
+        if heldout_prompts and _heldout(policy, sampling, gen["backend"], recorder, backend):
             _heldout(parent, sampling, gen["backend"], recorder)
-            round_drift_measure(training_round, recorder, backend=backend, sampling=sampling)
+            round_drift_measure(
+                training_round, recorder, backend=backend, sampling=sampling, backend_name=gen["backend"]
+            )
             policy.refresh_from_db()
         if training_round.then_generate and policy.held_back:
             recorder.log(f"{policy.name} is held back: no answers to train prompts until staff promote it")
@@ -232,7 +241,12 @@ def _score(scorer: Any, answers: Sequence[Response]) -> list[float]:
 
 
 def round_drift_measure(
-    training_round: TrainingRound, recorder: Recorder, *, backend: Backend | None, sampling: Sampling
+    training_round: TrainingRound,
+    recorder: Recorder,
+    *,
+    backend: Backend | None,
+    sampling: Sampling,
+    backend_name: str = "auto",
 ) -> dict[str, Any]:
     """How far the round's new policy drifted, on its held-out answers (``training.drift``): KL from
     the round's reference, fluency under the base of its lineage and under the reference against
@@ -243,7 +257,7 @@ def round_drift_measure(
     assert policy is not None
     base, reference = policy_root(policy), training_round.reference
     for other in {base, reference} - {policy}:
-        _heldout(other, sampling, "auto", recorder)
+        _heldout(other, sampling, backend_name, recorder)
     mine = list(
         Response.objects.filter(policy=policy, heldout=True).select_related("prompt").order_by("prompt")
     )
@@ -390,11 +404,15 @@ class LeaderboardRow:
     both_bad: float | None = None  # share of both-bad verdicts in its blind evaluations
 
 
-def both_bad_rates(*, include_simulated: bool = False) -> dict[int, float]:
-    """Per evaluated policy, the share of its blind eval judgments that found both answers bad."""
+def both_bad_rates(*, include_simulated: bool = False, policy: Policy | None = None) -> dict[int, float]:
+    """Per evaluated policy (or ``policy`` alone), the share of its blind eval judgments that found
+    both answers bad."""
     judged = Judgment.objects.filter(
         source__in=_sources(include_simulated), comparison__evaluation__isnull=False
-    ).values_list("comparison__evaluation__policy", "choice")
+    )
+    if policy is not None:
+        judged = judged.filter(comparison__evaluation__policy=policy)
+    judged = judged.values_list("comparison__evaluation__policy", "choice")
     counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for policy_id, choice in judged:
         counts[policy_id][0] += choice == Choice.BOTH_BAD
@@ -472,7 +490,7 @@ def check_win_rate(
     (``annotate.oracles``: a name or a dotted path). Nothing is stored: it reads beside the training
     judge's win rate, so a judge that is being gamed shows in the numbers."""
     oracle = None if check == FLUENCY_CHECK else oracle_resolve(check)
-    scores = []
+    games = []
     for evaluation in evaluations.filter(policy=policy, opponent=opponent).select_related(
         "comparison__prompt", "comparison__response_a", "comparison__response_b"
     ):
@@ -484,9 +502,8 @@ def check_win_rate(
             verdict = oracle(comparison.prompt.as_messages()[-1]["content"], first.text, second.text)
         if verdict not in SCORE:
             raise Invalid(f"check {check!r} answered {verdict!r}; expected one of {', '.join(SCORE)}")
-        score = SCORE[verdict]
-        scores.append(score if first.policy_id == policy.pk else 1.0 - score)
-    return win_rate(scores, seed=seed)
+        games.append(PolicyGame(comparison.pk, first.policy_id, second.policy_id, SCORE[verdict]))
+    return head_to_head(games, policy=policy.pk, opponent=opponent.pk, seed=seed)
 
 
 # --- The loop ----------------------------------------------------------------------------------------

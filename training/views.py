@@ -110,7 +110,7 @@ def _round_context(training_round: TrainingRound) -> dict:
     return {
         "guards": {**GUARD_DEFAULTS, **training_round.guards},
         "fluency_min_answers": FLUENCY_MIN_ANSWERS,
-        "both_bad": both_bad_rates().get(output.pk) if output else None,
+        "both_bad": both_bad_rates(policy=output).get(output.pk) if output else None,
         "round": training_round,
         "charts": round_charts(metrics),
         "latest": metrics[-1][1] if metrics else None,

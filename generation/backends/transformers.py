@@ -239,7 +239,6 @@ class TransformersBackend:
             rows.append((self.render(messages), answer or [end]))
         pad = self.tokenizer.pad_token_id
         vocab = self.model.config.vocab_size
-        means: list[float] = []
         order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
         results: dict[int, float] = {}
         start = 0
@@ -266,8 +265,7 @@ class TransformersBackend:
             for row, i in enumerate(chunk):
                 results[i] = float((token_logps[row] * mask[row]).sum() / mask[row].sum().clamp(min=1))
             start += len(chunk)
-        means = [results[i] for i in range(len(rows))]
-        return means
+        return [results[i] for i in range(len(rows))]
 
     def _mean_logprobs(
         self, sequences: torch.Tensor, prompt_mask: torch.Tensor, lengths: torch.Tensor
