@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.prefloop-installed
 HOST   ?= 127.0.0.1:8000
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo serve test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -37,6 +37,8 @@ DEMO_SAMPLES ?= 3
 # Long enough that the model ends 34 of the 36 demo answers itself (measured: 160 cut 14 of them).
 DEMO_MAX_TOKENS ?= 320
 
+# The relaxed local mode: DEBUG on (a fixed secret key, plain http), the development server.
+demo: export DEBUG := 1
 demo: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_setup
@@ -45,9 +47,19 @@ demo: install
 		--samples $(DEMO_SAMPLES) --max-new-tokens $(DEMO_MAX_TOKENS) --campaign demo --pairs all
 	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it); a db_worker runs training rounds beside it"
 	@# The worker runs what the web queues (training rounds); it stops with the server.
-	DEBUG=1 $(PY) manage.py db_worker --interval 1 --no-reload & worker=$$!; \
+	$(PY) manage.py db_worker --interval 1 --no-reload & worker=$$!; \
 		trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-		DEBUG=1 $(PY) manage.py runserver $(HOST)
+		$(PY) manage.py runserver $(HOST)
+
+# The production way on one machine (README "Deploying"): DEBUG off, every setting from the
+# environment (SECRET_KEY required, DATABASE_URL, ALLOWED_HOSTS, ...), gunicorn with static files
+# through WhiteNoise, and WORKERS task workers beside it, all under honcho (Procfile).
+WORKERS ?= 1
+serve: install
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py check --deploy
+	$(PY) manage.py migrate --noinput
+	$(VENV)/bin/honcho start -f Procfile -c web=1,worker=$(WORKERS)
 
 lint: install
 	$(PY) -m ruff check .

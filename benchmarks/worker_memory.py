@@ -85,6 +85,7 @@ def main() -> None:
     if args.way:
         sys.path.insert(0, str(ROOT))
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        os.environ.setdefault("DEBUG", "1")  # a local measurement: no SECRET_KEY needed
         run(args.way, args.pairs)
         return
     print(f"$ python benchmarks/worker_memory.py --pairs {args.pairs}")

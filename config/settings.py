@@ -1,15 +1,24 @@
 """prefloop settings: everything an operator changes comes from the environment.
 
 DATABASE_URL   default sqlite:///var/prefloop.sqlite3 (WAL); postgres://user@host:5432/db scales out
-SECRET_KEY     set it in production (a fixed development key is used otherwise; check --deploy flags it)
-DEBUG          "1"/"true" to enable (default off)
+DEBUG          "1"/"true": the relaxed local mode (`make demo`). Default off: the production mode.
+SECRET_KEY     required when DEBUG is off (start-up stops without it); a fixed key in DEBUG mode
 ALLOWED_HOSTS  comma-separated (default: localhost names)
+HTTPS          with DEBUG off, each defaults on; "0" turns one off (e.g. to try `make serve` on plain
+               http): SECURE_SSL_REDIRECT, SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE,
+               SECURE_PROXY_SSL_HEADER (trust X-Forwarded-Proto from the proxy in front),
+               SECURE_HSTS_SECONDS (31536000), SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD
+PREFLOOP_PROXY_COUNT  reverse proxies in front that append to X-Forwarded-For (default 0): the login
+               throttle counts failures by the address they saw
+The full list, with what each guards against: docs/security.md.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PREFLOOP_VAR_DIR", BASE_DIR / "var"))
@@ -30,9 +39,34 @@ def _env_list(name: str, default: list[str]) -> list[str]:
 
 
 DEBUG = _env_bool("DEBUG")
-SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-prefloop-development-key-set-SECRET_KEY"
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. In production set it to a long random string, e.g. "
+            "SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(50))'); "
+            "for local use set DEBUG=1 instead (make demo does)."
+        )
+    SECRET_KEY = "django-insecure-prefloop-development-key-set-SECRET_KEY"
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS: on by default in production (DEBUG off), each settable from the environment.
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+if _env_bool("SECURE_PROXY_SSL_HEADER", not DEBUG):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+# Uploads (prompt and preference files) are read whole: cap the request body (bytes).
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", str(20 * 1024 * 1024)))
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -41,6 +75,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
+    "csp",
     "django_htmx",
     "rest_framework",
     "rest_framework.authtoken",
@@ -55,6 +91,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -63,7 +101,38 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "config.errors.DomainErrorMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Content-Security-Policy: scripts and styles from our own origin only (no inline script, no eval,
+# no CDN); model output rendered as Markdown cannot load or run anything.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# Login throttling (django-axes) on /login/, /admin/login/ and the API token endpoint: after
+# PREFLOOP_LOGIN_FAILURES failed attempts for one username from one address, that pair is refused
+# (429) for PREFLOOP_LOGIN_COOLOFF_MINUTES; a success resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("PREFLOOP_LOGIN_FAILURES", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("PREFLOOP_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
+PREFLOOP_PROXY_COUNT = int(os.environ.get("PREFLOOP_PROXY_COUNT", "0"))
 
 ROOT_URLCONF = "config.urls"
 
@@ -126,7 +195,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
+# Static files are served by WhiteNoise from the web process; in production (after `collectstatic`)
+# compressed and with hashed names cached forever. PREFLOOP_STATIC_MANIFEST=0 serves them as they are.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if _env_bool("PREFLOOP_STATIC_MANIFEST", not DEBUG)
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -137,6 +216,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The token endpoint (a password check) is throttled per client address beside django-axes.
+    "DEFAULT_THROTTLE_RATES": {"token": os.environ.get("PREFLOOP_TOKEN_RATE", "20/min")},
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     # ?format= names the export's row format, not DRF's renderer.
     "URL_FORMAT_OVERRIDE": None,
@@ -147,7 +228,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Prompts, policies, comparisons, judgments and preference export.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema and its docs describe every staff endpoint: staff only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -1,10 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.templatetags.static import static
 from django.urls import include, path
-from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from annotate import api as annotate_api
 from config import views
@@ -27,15 +24,15 @@ api = [
     path("rounds/", training_api.RoundListApi.as_view(), name="rounds"),
     path("rounds/<int:pk>/", training_api.RoundDetailApi.as_view(), name="round"),
     path("rounds/<int:pk>/cancel/", training_api.RoundCancelApi.as_view(), name="round-cancel"),
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", views.TokenApi.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
 ]
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("welcome/", views.landing, name="landing"),
-    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("annotate/", include("annotate.urls")),

@@ -1,9 +1,20 @@
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import Throttled, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 
 from annotate.models import Comparison, Judgment
 from generation.models import Policy, Prompt
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico: the SVG one (its hashed name in production, so resolved per request)."""
+    return redirect(static("favicon.svg"), permanent=True)
 
 
 @login_required
@@ -23,3 +34,21 @@ def home(request: HttpRequest) -> HttpResponse:
         "mine": Judgment.objects.filter(annotator=request.user).count(),
     }
     return render(request, "home.html", {"counts": counts})
+
+
+class TokenApi(ObtainAuthToken):
+    """POST username and password, get the user's API token. A password check: throttled per client
+    address (``token`` rate), and django-axes refuses a username and address locked out at /login/."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "token"
+
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            if getattr(request, "axes_locked_out", False):  # set by django-axes' backend
+                raise Throttled(
+                    detail="too many failed logins for this user from here: try again later"
+                ) from None
+            raise

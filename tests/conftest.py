@@ -7,6 +7,16 @@ from tests.factories import UserFactory
 from tests.tiny import CHATML, tiny_model_save, tiny_tokenizer
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counts live in the cache: every test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def annotator(db):
     return UserFactory(username="ann")

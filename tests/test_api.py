@@ -23,8 +23,8 @@ ENDPOINTS = [
     ("get", "/api/export/", "staff"),
     ("get", "/api/rounds/", "staff"),
     ("post", "/api/rounds/", "staff"),
-    ("get", "/api/schema/", "user"),
-    ("get", "/api/docs/", "user"),
+    ("get", "/api/schema/", "staff"),
+    ("get", "/api/docs/", "staff"),
 ]
 
 

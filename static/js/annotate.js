@@ -35,6 +35,12 @@
     button.click();
   });
 
+  // The campaign picker submits when changed (no inline handlers: the CSP allows none).
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (select.matches && select.matches("select[data-submit-on-change]")) select.form.requestSubmit();
+  });
+
   document.addEventListener("htmx:afterSwap", function () {
     var comparison = document.getElementById("comparison");
     if (comparison) comparison.focus({ preventScroll: true });

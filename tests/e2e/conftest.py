@@ -39,8 +39,13 @@ def browser_page():
         )
         page = context.new_page()
         page.set_default_timeout(15_000)
+        # Whatever the Content-Security-Policy blocks shows in the console: a page that needs an inline
+        # script or style (or anything from elsewhere) fails the test that opened it.
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
         try:
             yield page
         finally:
             context.close()
             shutil.rmtree(profile, ignore_errors=True)
+        assert not blocked, f"blocked by the Content-Security-Policy: {blocked}"

@@ -1,0 +1,19 @@
+"""gunicorn's settings for `make serve` (gunicorn -c config/gunicorn.py config.wsgi), from the environment.
+
+PREFLOOP_BIND     address to listen on (default 127.0.0.1:8000: put a TLS reverse proxy in front)
+WEB_CONCURRENCY   worker processes (default 2 per core + 1, at most 12)
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("PREFLOOP_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", min(12, 2 * multiprocessing.cpu_count() + 1)))
+# The web process loads no model: requests are short. A slow client is the proxy's to buffer.
+timeout = int(os.environ.get("PREFLOOP_WEB_TIMEOUT", "60"))
+graceful_timeout = 20
+max_requests = 5000
+max_requests_jitter = 500
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")

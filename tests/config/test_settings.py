@@ -1,0 +1,185 @@
+"""The production configuration: what start-up refuses, what check --deploy says, the headers every
+page carries, and login throttling."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+
+from tests.factories import ComparisonFactory, UserFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION_KEY = "a-production-key-for-the-check-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFG"
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    """The environment of `make serve`: DEBUG off and nothing but what an operator sets."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SECURE_", "SESSION_", "CSRF_", "PREFLOOP_"))
+    }
+    env.pop("DEBUG", None)
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env.update(extra)
+    return env
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_start_up_stops_without_a_secret_key_and_says_what_to_set():
+    env = production_env()
+    env.pop("SECRET_KEY", None)
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr and "DEBUG=1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_debug_mode_runs_without_a_secret_key():
+    env = production_env(DEBUG="1")
+    env.pop("SECRET_KEY", None)
+    assert manage("check", env=env).returncode == 0
+
+
+@pytest.mark.slow
+def test_check_deploy_is_clean_in_production():
+    result = manage(
+        "check", "--deploy", "--fail-level", "DEBUG", env=production_env(SECRET_KEY=PRODUCTION_KEY)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.slow
+def test_production_defaults_turn_https_on_and_each_can_be_turned_off():
+    show = (
+        "from django.conf import settings as s; print(s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, "
+        "s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.SECURE_PROXY_SSL_HEADER)"
+    )
+
+    def shown(env):
+        return manage("shell", "-c", show, env=env).stdout.strip().splitlines()[-1].split()
+
+    assert shown(production_env(SECRET_KEY=PRODUCTION_KEY)) == [
+        "True",
+        "True",
+        "True",
+        "31536000",
+        "('HTTP_X_FORWARDED_PROTO',",
+        "'https')",
+    ]
+    assert shown(production_env(SECRET_KEY=PRODUCTION_KEY, SECURE_SSL_REDIRECT="0"))[:2] == ["False", "True"]
+    assert shown(production_env(DEBUG="1")) == ["False", "False", "False", "0", "None"]
+
+
+INLINE_HANDLER = re.compile(r"<[^>]+\son[a-z]+\s*=", re.IGNORECASE)
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name", ["login", "home", "annotate:queue", "annotate:mine", "annotate:campaigns", "training:dashboard"]
+)
+def test_pages_carry_a_strict_csp_and_no_inline_script(client, name):
+    ComparisonFactory()
+    if name != "login":
+        client.force_login(UserFactory(is_staff=True))
+    response = client.get(reverse(name))
+    assert response.status_code == 200
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+    html = response.content.decode()
+    assert not INLINE_SCRIPT.search(html), INLINE_SCRIPT.search(html)
+    assert not INLINE_HANDLER.search(html), INLINE_HANDLER.search(html)
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def _fail_logins(client, url, username, times):
+    for _ in range(times):
+        client.post(url, {"username": username, "password": "wrong password"})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/login/", "/admin/login/"])
+def test_login_is_refused_after_five_failures_even_with_the_right_password(client, url):
+    user = UserFactory(username="target", is_staff=True)
+    user.set_password("the right one")
+    user.save()
+    _fail_logins(client, url, "target", 5)
+    response = client.post(url, {"username": "target", "password": "the right one"})
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.django_db
+def test_a_lockout_is_per_username_and_address_and_a_success_resets_the_count(client):
+    for name in ("target", "colleague"):
+        user = UserFactory(username=name)
+        user.set_password("the right one")
+        user.save()
+    _fail_logins(client, "/login/", "target", 4)
+    assert client.post("/login/", {"username": "target", "password": "the right one"}).status_code == 302
+    client.logout()
+    _fail_logins(client, "/login/", "target", 4)  # the count started again after the success
+    assert client.post("/login/", {"username": "target", "password": "the right one"}).status_code == 302
+    client.logout()
+    _fail_logins(client, "/login/", "target", 6)
+    # Someone else from the same address (a shared office) still logs in.
+    assert client.post("/login/", {"username": "colleague", "password": "the right one"}).status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_token_endpoint_is_locked_out_too(api):
+    user = UserFactory(username="target")
+    user.set_password("the right one")
+    user.save()
+    statuses = [
+        api.post("/api/auth/token/", {"username": "target", "password": "nope"}).status_code for _ in range(5)
+    ]
+    assert statuses == [400, 400, 400, 400, 429]  # the fifth failure locks the pair out
+    response = api.post("/api/auth/token/", {"username": "target", "password": "the right one"})
+    assert response.status_code == 429
+    assert "too many failed logins" in response.json()["detail"]
+    assert not Token.objects.filter(user=user).exists()
+
+
+@pytest.mark.django_db
+def test_the_token_endpoint_is_throttled_per_address(api, settings):
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    limit = int(rates["token"].split("/")[0])
+    statuses = [
+        api.post("/api/auth/token/", {"username": f"u{i}", "password": "x"}).status_code
+        for i in range(limit + 1)
+    ]
+    assert statuses[:limit] == [400] * limit
+    assert statuses[limit] == 429
+    assert api.post("/api/auth/token/", {"username": "u", "password": "x"}).json()["error"] == "throttled"
+
+
+@pytest.mark.parametrize(
+    ("proxies", "forwarded", "expected"),
+    [
+        (0, "6.6.6.6", "10.0.0.1"),  # no proxy: a client's own header is ignored
+        (1, "6.6.6.6, 203.0.113.7", "203.0.113.7"),  # the address the proxy saw, not the claimed one
+        (2, "6.6.6.6, 203.0.113.7, 10.0.0.2", "203.0.113.7"),
+        (1, "", "10.0.0.1"),
+    ],
+)
+def test_the_client_address_counts_only_trusted_proxies(rf, settings, proxies, forwarded, expected):
+    from config.security import client_ip
+
+    settings.PREFLOOP_PROXY_COUNT = proxies
+    request = rf.get("/login/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
+    assert client_ip(request) == expected
