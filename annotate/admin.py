@@ -16,8 +16,11 @@ class JudgmentInline(admin.TabularInline):
         "rationale",
         "created_at",
     ]
-    readonly_fields = ["created_at"]
-    raw_id_fields = ["annotator"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Comparison)
@@ -45,10 +48,19 @@ class JudgmentAdmin(admin.ModelAdmin):
     ]
     list_filter = ["choice", "source", "strength", "left", "comparison__kind", "comparison__campaign"]
     search_fields = ["annotator__username", "rationale", "comparison__id"]
-    raw_id_fields = ["comparison", "annotator"]
     list_select_related = ["comparison", "annotator"]
-    readonly_fields = ["created_at", "updated_at"]
     date_hierarchy = "created_at"
+
+    # Read-only: a judgment is given on the judging page, the API or an import, and changed only by
+    # its annotator through the revision path (the previous version kept), never edited here.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Assignment)
@@ -72,4 +84,12 @@ class JudgmentRevisionAdmin(admin.ModelAdmin):
     list_display = ["judgment", "choice", "strength", "changed_at"]
     list_filter = ["choice"]
     search_fields = ["judgment__annotator__username", "rationale"]
-    raw_id_fields = ["judgment"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -23,3 +23,7 @@ class CampaignNotFound(NotFound):
 
 class CampaignNotOpen(NotAllowed):
     code = "campaign_not_open"
+
+
+class AlreadySkipped(Conflict):
+    code = "already_skipped"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -148,6 +150,12 @@ class Judgment(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
     )
     choice = models.CharField(max_length=8, choices=Choice)
+    first_choice = models.CharField(
+        max_length=8,
+        choices=Choice,
+        editable=False,
+        help_text="The choice as first given; a later change leaves it (gold accuracy counts it).",
+    )
     strength = models.CharField(max_length=6, choices=Strength, blank=True)
     rationale = models.TextField(blank=True)
     left = models.CharField(
@@ -173,6 +181,11 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator} on {self.comparison}: {self.choice}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.first_choice:
+            self.first_choice = self.choice
+        super().save(*args, **kwargs)
 
     @property
     def verdict(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import IO, Any
 
+from config.limits import too_long
 from generation.errors import LineProblem
 from generation.messages import messages_problem
 from generation.prompt_files import PromptDraft, prompt_draft_from_record
@@ -45,6 +46,8 @@ def _completion_text(value: Any, field: str) -> tuple[str | None, str | None]:
     if isinstance(value, str):
         if "\x00" in value:
             return None, f"{field!r} contains a NUL character, which databases cannot store"
+        if problem := too_long("response", value, field=repr(field)):
+            return None, problem
         return (value, None) if value.strip() else (None, f"{field!r} is empty")
     if isinstance(value, list):
         if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":

@@ -91,9 +91,10 @@ def annotator_progress(*, annotator: AbstractBaseUser) -> Progress:
 
 
 def annotator_gold_accuracy(*, annotator: AbstractBaseUser) -> tuple[int, int]:
-    """(correct, judged) over the gold comparisons the annotator has judged."""
+    """(correct, judged) over the gold comparisons the annotator has judged, by the answer first given
+    (changing a judgment after seeing it was wrong does not improve it)."""
     gold = Judgment.objects.filter(annotator=annotator, comparison__kind=Kind.GOLD)
-    return gold.filter(choice=F("comparison__gold_answer")).count(), gold.count()
+    return gold.filter(first_choice=F("comparison__gold_answer")).count(), gold.count()
 
 
 def judgments_visible_to(*, user: AbstractBaseUser) -> QuerySet[Judgment]:

@@ -1,7 +1,9 @@
-"""Who is asking: the client address the login throttle counts failures by."""
+"""Who is asking (the client address the login throttle counts failures by) and how much they may send."""
+
+from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -16,3 +18,24 @@ def client_ip(request: HttpRequest) -> str:
         part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()
     ]
     return forwarded[-proxies] if len(forwarded) >= proxies else remote
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse a request body over ``PREFLOOP_MAX_UPLOAD_BYTES`` (uploads included, which Django's own
+    DATA_UPLOAD_MAX_MEMORY_SIZE does not count) before anything reads it: 400 naming the limit."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        limit = settings.PREFLOOP_MAX_UPLOAD_BYTES
+        if length > limit:
+            detail = f"the request body is {length} bytes; the limit is {limit} (PREFLOOP_MAX_UPLOAD_BYTES)"
+            if request.path.startswith("/api/"):
+                return JsonResponse({"error": "too_large", "detail": detail}, status=400)
+            return HttpResponse(detail, status=400, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)

@@ -64,9 +64,13 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-# Uploads (prompt and preference files) are read whole: cap the request body (bytes).
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", str(20 * 1024 * 1024)))
-FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Size caps, enforced once: a request body (uploads included) by config.security's middleware, texts
+# where every prompt, response and rationale is validated (config/limits.py). 400 with the limit named.
+PREFLOOP_MAX_UPLOAD_BYTES = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = PREFLOOP_MAX_UPLOAD_BYTES
+PREFLOOP_MAX_PROMPT_CHARS = int(os.environ.get("PREFLOOP_MAX_PROMPT_CHARS", "100000"))
+PREFLOOP_MAX_RESPONSE_CHARS = int(os.environ.get("PREFLOOP_MAX_RESPONSE_CHARS", "100000"))
+PREFLOOP_MAX_RATIONALE_CHARS = int(os.environ.get("PREFLOOP_MAX_RATIONALE_CHARS", "5000"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -92,6 +96,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.security.RequestSizeLimitMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

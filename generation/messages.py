@@ -11,6 +11,8 @@ import hashlib
 import json
 from typing import Any
 
+from config.limits import too_long
+
 ROLES = ("system", "user", "assistant")
 
 
@@ -33,7 +35,7 @@ def messages_problem(messages: Any) -> str | None:
             return f"messages[{index}] has unknown field(s): {', '.join(sorted(extra))}"
     if messages[-1]["role"] != "user":
         return "the last message must have role 'user' (it is what the model answers)"
-    return None
+    return too_long("prompt", "".join(m["content"] for m in messages), field="the conversation")
 
 
 def messages_from_text(text: str) -> list[dict[str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from config.limits import too_long
 from generation.errors import LineProblem
 from generation.messages import messages_from_text, messages_hash, messages_problem
 from generation.models import Split
@@ -44,6 +45,8 @@ def prompt_draft_from_record(line: int, record: dict[str, Any]) -> PromptDraft |
             return LineProblem(line, "'prompt' is blank")
         if "\x00" in text:
             return LineProblem(line, "'prompt' contains a NUL character, which databases cannot store")
+        if problem := too_long("prompt", text, field="'prompt'"):
+            return LineProblem(line, problem)
     else:
         problem = messages_problem(record["messages"])
         if problem:

@@ -111,6 +111,7 @@ def annotation_stats(
             "annotator_id",
             "annotator__username",
             "choice",
+            "first_choice",
             "left",
             "time_on_task_ms",
             "created_at",
@@ -146,7 +147,7 @@ def annotation_stats(
                 person.left_chosen += _left_chosen(vote["choice"], vote["left"])
             if vote["comparison__kind"] == Kind.GOLD:
                 person.gold_judged += 1
-                person.gold_correct += vote["choice"] == vote["comparison__gold_answer"]
+                person.gold_correct += vote["first_choice"] == vote["comparison__gold_answer"]
                 continue
             others, _ = majority([v["choice"] for k, v in enumerate(votes) if k != i])
             if others is not None:
@@ -162,7 +163,7 @@ def annotation_stats(
         stats.alpha_units = len(units[campaign_id])
         gold = [v for v in votes if v["comparison__kind"] == Kind.GOLD]
         stats.gold_accuracy = (
-            sum(v["choice"] == v["comparison__gold_answer"] for v in gold) / len(gold) if gold else None
+            sum(v["first_choice"] == v["comparison__gold_answer"] for v in gold) / len(gold) if gold else None
         )
         decided = [v for v in votes if v["choice"] in (Choice.FIRST, Choice.SECOND) and v["left"]]
         stats.left_share = (

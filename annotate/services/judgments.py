@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotate.errors import AlreadyJudged, ComparisonFull, NotServed
+from annotate.errors import AlreadyJudged, AlreadySkipped, ComparisonFull, NotServed
 from annotate.models import (
     ADJUDICATIONS,
     Assignment,
@@ -22,6 +22,7 @@ from annotate.models import (
 )
 from annotate.selectors import majority
 from config.errors import Invalid, NotAllowed
+from config.limits import too_long
 
 IMPORT_USERNAME = "imported"
 
@@ -100,7 +101,9 @@ def _adjudicate(comparison: Comparison) -> None:
         Comparison.objects.filter(pk=comparison.pk).update(overlap=comparison.overlap + 1)
 
 
-def _validate_verdict(*, verdict: str, strength: str) -> None:
+def _validate_verdict(*, verdict: str, strength: str, rationale: str = "") -> None:
+    if problem := too_long("rationale", rationale, field="the rationale"):
+        raise Invalid(problem)
     if verdict not in Verdict.values:
         raise Invalid(f"verdict must be one of {', '.join(Verdict.values)} (got {verdict!r})")
     if strength and strength not in Strength.values:
@@ -128,13 +131,19 @@ def judgment_submit(
     rationale: str = "",
 ) -> Judgment:
     """Record a verdict given in screen terms (left/right/tie/both_bad) on a comparison served to
-    ``annotator``; the side shown and the time since serving come from the assignment."""
+    ``annotator``; the side shown and the time since serving come from the assignment.
+
+    A skipped comparison cannot be judged after (AlreadySkipped). A judgment on an expired lease is
+    accepted while the comparison still has room (its row is locked, so overlap holds: the lease only
+    reserved the slot) and refused with ComparisonFull once others have filled it."""
     assignment = (
         Assignment.objects.select_for_update().filter(comparison=comparison, annotator=annotator).first()
     )
     if assignment is None:
         raise NotServed("this comparison was not served to you", comparison=comparison.pk)
-    _validate_verdict(verdict=verdict, strength=strength)
+    if assignment.skipped_at is not None:
+        raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
+    _validate_verdict(verdict=verdict, strength=strength, rationale=rationale)
     return _judgment_record(
         comparison=comparison,
         annotator=annotator,
@@ -154,7 +163,7 @@ def judgment_change(
     version is kept as a JudgmentRevision with the time of the change."""
     if judgment.annotator_id != annotator.pk:
         raise NotAllowed("you can only change your own judgments", judgment=judgment.pk)
-    _validate_verdict(verdict=verdict, strength=strength)
+    _validate_verdict(verdict=verdict, strength=strength, rationale=rationale)
     choice = choice_for(verdict=verdict, left=judgment.left or Side.FIRST)
     if (choice, strength, rationale) == (judgment.choice, judgment.strength, judgment.rationale):
         return judgment

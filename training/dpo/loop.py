@@ -237,7 +237,7 @@ def train(
     if not cfg.reference_free:
         ref_file = out / f"ref_logps.rank{rank}.pt"
         if resume_from is not None and ref_file.is_file():
-            saved = torch.load(ref_file)
+            saved = torch.load(ref_file, weights_only=True)
             ref, eval_ref = saved["train"], saved["eval"]
         else:
             ref = _reference_logps(cfg, model, fixed, len(data), dtype, device, on_progress)
@@ -271,7 +271,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     step = 0
     if resume_from is not None:
-        state = torch.load(resume_from / STATE_FILE, weights_only=False)
+        state = torch.load(resume_from / STATE_FILE, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]

@@ -1,7 +1,9 @@
 import json
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from annotate.models import Comparison
@@ -31,22 +33,52 @@ USERS = [
 class Command(BaseCommand):
     help = (
         "Create the demo users and load the bundled sample prompts (idempotent). With --canned, also queue "
-        "the bundled hand-written comparisons (make demo generates them with the embedded model instead)."
+        "the bundled hand-written comparisons (make demo generates them with the embedded model instead). "
+        "For demos only: it refuses to run with DEBUG off or on a database where other people can log "
+        "in, unless --force, and never changes an existing user's password."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--canned", action="store_true", help="queue the bundled hand-written comparisons"
         )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="run even with DEBUG off or where other users exist (existing passwords still kept)",
+        )
 
     @transaction.atomic
-    def handle(self, *args, canned, **options):
+    def handle(self, *args, canned, force, **options):
         User = get_user_model()
+        demo_names = [username for username, _, _ in USERS]
+        # People who can log in (system users such as 'imported' cannot): a real team's accounts.
+        others = [
+            user.username
+            for user in User.objects.exclude(username__in=demo_names).filter(is_active=True)
+            if user.has_usable_password()
+        ]
+        if not force:
+            if not settings.DEBUG:
+                raise CommandError(
+                    "demo_setup creates users with published passwords: it runs in DEBUG mode only "
+                    "(DEBUG=1, as make demo sets), or with --force"
+                )
+            if others:
+                shown = ", ".join(sorted(others)[:5]) + (" ..." if len(others) > 5 else "")
+                raise CommandError(
+                    f"this database has {len(others)} other user(s) who can log in ({shown}): "
+                    "demo_setup is for demo databases; use --force to add the demo users anyway"
+                )
+        kept = []
         for username, password, staff in USERS:
-            user, _ = User.objects.get_or_create(username=username)
-            user.is_staff = user.is_superuser = staff
-            user.set_password(password)
-            user.save()
+            user, created = User.objects.get_or_create(username=username)
+            if created:
+                user.is_staff = user.is_superuser = staff
+                user.set_password(password)
+                user.save()
+            else:
+                kept.append(username)
         with (DEMO_DIR / "prompts.jsonl").open("rb") as stream:
             drafts = prompt_drafts_read(stream, name="demo/prompts.jsonl")
         prompts = prompts_import(drafts=drafts, source="demo", tags=["demo"])
@@ -66,6 +98,7 @@ class Command(BaseCommand):
         )
         self.stdout.write("demo users (username / password):")
         for username, password, staff in USERS:
+            shown = "(existing: unchanged)" if username in kept else password
             self.stdout.write(
-                f"  {username:<11} / {password:<20} {'staff (admin, API, export)' if staff else 'annotator'}"
+                f"  {username:<11} / {shown:<21} {'staff (admin, API, export)' if staff else 'annotator'}"
             )

@@ -1,0 +1,86 @@
+"""Size caps: a request body, and every prompt, response and rationale, refused with the limit named."""
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+
+from annotate.models import Comparison, Judgment
+from generation.models import Prompt
+from tests.factories import ComparisonFactory
+
+
+@pytest.mark.django_db
+def test_a_prompt_over_the_cap_is_refused_with_its_line_and_nothing_is_imported(write_file, settings):
+    settings.PREFLOOP_MAX_PROMPT_CHARS = 50
+    path = write_file("p.jsonl", '{"prompt": "short"}\n' + json.dumps({"prompt": "x" * 51}) + "\n")
+    with pytest.raises(CommandError, match=r"p.jsonl:2: 'prompt' is 51 characters; the limit is 50"):
+        call_command("import_prompts", str(path))
+    assert Prompt.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_conversation_over_the_cap_is_refused_through_the_api(api, staff, settings):
+    settings.PREFLOOP_MAX_PROMPT_CHARS = 50
+    api.force_authenticate(staff)
+    messages = [{"role": "user", "content": "y" * 30}, {"role": "assistant", "content": "ok"}]
+    messages.append({"role": "user", "content": "z" * 30})
+    response = api.post("/api/prompts/import/", {"prompts": [{"messages": messages}]}, format="json")
+    assert response.status_code == 400
+    assert (
+        "the conversation is 62 characters; the limit is 50 (PREFLOOP_MAX_PROMPT_CHARS)"
+        in response.json()["detail"]
+    )
+    assert Prompt.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_imported_response_over_the_cap_is_refused(write_file, settings):
+    settings.PREFLOOP_MAX_RESPONSE_CHARS = 20
+    path = write_file("pairs.jsonl", json.dumps({"prompt": "p", "chosen": "c" * 21, "rejected": "r"}) + "\n")
+    with pytest.raises(CommandError, match=r"pairs.jsonl:1: 'chosen' is 21 characters; the limit is 20"):
+        call_command("import_preferences", str(path))
+    assert Comparison.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_rationale_over_the_cap_is_a_400_and_nothing_is_stored(api, annotator, settings):
+    settings.PREFLOOP_MAX_RATIONALE_CHARS = 10
+    comparison = ComparisonFactory()
+    api.force_authenticate(annotator)
+    api.post("/api/comparisons/next/")
+    body = {"comparison": comparison.pk, "verdict": "left", "rationale": "r" * 11}
+    response = api.post("/api/judgments/", body, format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid",
+        "detail": "the rationale is 11 characters; the limit is 10 (PREFLOOP_MAX_RATIONALE_CHARS)",
+    }
+    assert Judgment.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_rationale_over_the_cap_on_the_judging_page_says_so(client, annotator, settings):
+    settings.PREFLOOP_MAX_RATIONALE_CHARS = 10
+    comparison = ComparisonFactory()
+    client.force_login(annotator)
+    client.get("/annotate/")
+    response = client.post(
+        "/annotate/judge/", {"comparison": comparison.pk, "answer": "left", "rationale": "r" * 11}
+    )
+    assert response.status_code == 400
+    assert "the limit is 10" in response.content.decode()
+    assert Judgment.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_upload_over_the_cap_is_refused_before_it_is_read(api, staff, settings):
+    settings.PREFLOOP_MAX_UPLOAD_BYTES = 1000
+    api.force_authenticate(staff)
+    upload = SimpleUploadedFile("big.jsonl", b'{"prompt": "x"}\n' * 100)
+    response = api.post("/api/prompts/import/", {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["error"] == "too_large"
+    assert "the limit is 1000 (PREFLOOP_MAX_UPLOAD_BYTES)" in response.json()["detail"]
+    assert Prompt.objects.count() == 0
