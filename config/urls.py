@@ -24,6 +24,7 @@ api = [
     path("rounds/", training_api.RoundListApi.as_view(), name="rounds"),
     path("rounds/<int:pk>/", training_api.RoundDetailApi.as_view(), name="round"),
     path("rounds/<int:pk>/cancel/", training_api.RoundCancelApi.as_view(), name="round-cancel"),
+    path("rounds/<int:pk>/retry/", training_api.RoundRetryApi.as_view(), name="round-retry"),
     path("auth/token/", views.TokenApi.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),

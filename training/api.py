@@ -14,8 +14,8 @@ from generation.models import Policy
 from training.errors import RoundNotFound
 from training.models import TrainingRound
 from training.options import GENERATION_DEFAULTS, GUARD_DEFAULTS, HYPERPARAMETERS
-from training.rounds import round_cancel
-from training.tasks import round_start
+from training.rounds import round_cancel, rounds_reap_stale
+from training.tasks import round_retry, round_start
 
 
 class TrainingRoundSerializer(serializers.ModelSerializer):
@@ -102,6 +102,10 @@ class RoundListApi(generics.ListAPIView):
         "policy", "reference", "output_policy", "started_by", "campaign", "eval_campaign"
     )
 
+    def get_queryset(self):
+        rounds_reap_stale()  # a round whose worker died reads as failed
+        return super().get_queryset()
+
     @extend_schema(request=RoundStartSerializer, responses={201: TrainingRoundSerializer})
     def post(self, request: Request) -> Response:
         data = RoundStartSerializer(data=request.data)
@@ -118,7 +122,21 @@ class RoundDetailApi(generics.RetrieveAPIView):
     queryset = RoundListApi.queryset
 
     def get_object(self) -> TrainingRound:
+        rounds_reap_stale()
         return object_or_404(self.get_queryset(), error=RoundNotFound, what="round", pk=self.kwargs["pk"])
+
+
+class RoundRetryApi(APIView):
+    """Start a failed or cancelled round again with the same policy, reference and settings (staff):
+    a new queued round (201)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={201: TrainingRoundSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        training_round = object_or_404(TrainingRound, error=RoundNotFound, what="round", pk=pk)
+        retried = round_retry(training_round=training_round, started_by=request.user)
+        return Response(TrainingRoundSerializer(retried).data, status=201)
 
 
 class RoundCancelApi(APIView):

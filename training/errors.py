@@ -23,3 +23,8 @@ class RoundNotFound(NotFound):
 
 class RoundCancelled(Exception):
     """Raised inside the worker, between steps, when staff cancelled the running round."""
+
+
+class RoundAbandoned(Exception):
+    """Raised inside the worker when its round was ended meanwhile (counted as dead: no heartbeat for
+    PREFLOOP_ROUND_STALE_SECONDS): the trained model is not registered."""

@@ -1,4 +1,5 @@
-"""A round's lifecycle before and around the worker: the checks, creating it, cancelling it.
+"""A round's lifecycle before and around the worker: the checks, creating it, cancelling it, and
+ending the rounds whose worker died.
 
 ``round_create`` runs in a request or a command: it checks everything that can be checked without a
 model (the policy can be trained, the settings are valid, there are enough pairs) and creates the
@@ -8,12 +9,13 @@ queued round. ``tasks.round_start`` adds enqueueing it; ``worker.round_run`` is 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotate.selectors import ExportReport, preference_rows
@@ -159,3 +161,23 @@ def round_abandon(*, training_round: TrainingRound, why: str) -> TrainingRound:
             return current
         current.save(update_fields=["status", "finished_at", "following_up", "error", "log"])
     return current
+
+
+def rounds_reap_stale(*, now: datetime | None = None) -> list[TrainingRound]:
+    """Rounds whose worker died without a word (killed with SIGKILL, the machine lost): running, or
+    following up, with no heartbeat for ``PREFLOOP_ROUND_STALE_SECONDS``. Each is abandoned (failed,
+    nothing registered; or its follow-up stopped) with the reason in its log. Called by every worker
+    before it runs a round and by the pages that show rounds, so a dead round does not stay
+    "running" until someone presses Cancel. Returns the rounds it ended."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.PREFLOOP_ROUND_STALE_SECONDS)
+    silent = TrainingRound.objects.filter(
+        Q(status=RoundStatus.RUNNING) | Q(following_up=True),
+    ).filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale))
+    seconds = settings.PREFLOOP_ROUND_STALE_SECONDS
+    return [
+        round_abandon(
+            training_round=found, why=f"its worker stopped answering (no heartbeat for {seconds} s)"
+        )
+        for found in silent
+    ]

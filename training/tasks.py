@@ -8,7 +8,9 @@ evaluation → worker → rounds); nothing imports tasks back.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -16,11 +18,21 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 from django_tasks import task
 
 from generation.models import Policy
-from training.models import TrainingRound
-from training.rounds import round_abandon, round_create
+from training.errors import RoundFinished
+from training.models import RoundStatus, TrainingRound
+from training.rounds import round_abandon, round_create, rounds_reap_stale
+
+
+def _die_with_parent() -> None:
+    """In the round's child, before it runs: on Linux, the kernel kills it when the worker dies (even
+    by SIGKILL), so a dead worker never leaves a round training on its own. Elsewhere, a no-op."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @task()
@@ -29,11 +41,14 @@ def round_run_task(round_id: int) -> str:
     model, the optimizer and the generation backend live and die with it, so a worker waiting for
     the next round holds no model (about 3 GB after a round on SmolLM2, when rounds ran in the
     worker itself). The round records how it went; a child that dies (killed, out of memory) leaves
-    the round failed with its exit status. Returns the round's status."""
+    the round failed with its exit status. First, rounds whose worker died silently (SIGKILL, a lost
+    machine) are ended (``rounds_reap_stale``). Returns the round's status."""
+    rounds_reap_stale()
     child = subprocess.run(
         [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_round", str(round_id)],
         env=os.environ.copy(),
         check=False,
+        preexec_fn=_die_with_parent,
     )
     training_round = TrainingRound.objects.get(pk=round_id)
     if child.returncode != 0:
@@ -72,3 +87,31 @@ def round_start(
     training_round.task_id = str(result.id)
     training_round.save(update_fields=["task_id"])
     return training_round
+
+
+@transaction.atomic
+def round_retry(
+    *, training_round: TrainingRound, started_by: AbstractBaseUser | None = None
+) -> TrainingRound:
+    """A new queued round with the same starting policy, reference and settings as a failed or
+    cancelled one (its partial output is left where it was; the new round writes its own)."""
+    if training_round.status not in (RoundStatus.FAILED, RoundStatus.CANCELLED):
+        raise RoundFinished(
+            f"round {training_round.pk} is {training_round.status}: only a failed or cancelled round is retried",
+            round=training_round.pk,
+        )
+    retried = round_start(
+        policy=training_round.policy,
+        reference=training_round.reference,
+        hyperparameters=training_round.hyperparameters,
+        min_pairs=training_round.min_pairs,
+        then_generate=training_round.then_generate,
+        generation=training_round.generation,
+        guards=training_round.guards,
+        started_by=started_by,
+    )
+    TrainingRound.objects.filter(pk=retried.pk).update(
+        log=f"{timezone.now():%H:%M:%S} retry of round {training_round.pk}\n"
+    )
+    retried.refresh_from_db()
+    return retried

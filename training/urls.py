@@ -9,5 +9,6 @@ urlpatterns = [
     path("rounds/<int:pk>/", views.round_detail, name="round"),
     path("rounds/<int:pk>/live/", views.round_live, name="round-live"),
     path("rounds/<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("rounds/<int:pk>/retry/", views.retry, name="retry"),
     path("policies/<int:pk>/promote/", views.promote, name="promote"),
 ]

@@ -23,9 +23,9 @@ from training.evaluation import both_bad_rates, leaderboard
 from training.forms import StartRoundForm
 from training.models import TrainingRound
 from training.options import GUARD_DEFAULTS
-from training.rounds import round_cancel, round_pairs_count
+from training.rounds import round_cancel, round_pairs_count, rounds_reap_stale
 from training.selectors import annotation_stats, rounds_recent
-from training.tasks import round_start
+from training.tasks import round_retry, round_start
 
 
 def _include_simulated(request: HttpRequest) -> bool:
@@ -63,6 +63,7 @@ def _default_policy(choices: list[PolicyChoice]) -> Policy | None:
 
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
+    rounds_reap_stale()  # a round whose worker died shows as failed, not running forever
     simulated = _include_simulated(request)
     campaign_stats, annotators = annotation_stats(include_simulated=simulated)
     choices = _policy_choices()
@@ -119,6 +120,7 @@ def _round_context(training_round: TrainingRound) -> dict:
 
 
 def _round(pk: int) -> TrainingRound:
+    rounds_reap_stale()
     return object_or_404(
         TrainingRound.objects.select_related(
             "policy", "reference", "output_policy", "started_by", "campaign", "eval_campaign"
@@ -159,3 +161,11 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "training/_round_live.html", _round_context(training_round))
     return redirect("training:round", pk=training_round.pk)
+
+
+@staff_member_required
+@require_POST
+def retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """A failed or cancelled round again, with the same policy, reference and settings."""
+    retried = round_retry(training_round=_round(pk), started_by=request.user)
+    return redirect("training:round", pk=retried.pk)

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from annotate.selectors import ExportReport, preference_rows
 from generation.services import TokenMeter, policy_register
-from training.errors import NotEnoughPairs, RoundCancelled
+from training.errors import NotEnoughPairs, RoundAbandoned, RoundCancelled
 from training.models import RoundMetric, RoundStatus, TrainingRound
 from training.options import dpo_config
 
@@ -156,6 +156,9 @@ def round_run(*, round_id: int, on_progress: Callable[[str], None] | None = None
     except RoundCancelled:
         recorder.log("cancelled by staff")
         _finish(training_round, RoundStatus.CANCELLED)
+    except RoundAbandoned as exc:
+        recorder.log(str(exc))
+        training_round.refresh_from_db()
     except Exception as exc:
         recorder.log(f"failed: {type(exc).__name__}: {exc}")
         logger.error("round %s failed\n%s", training_round.pk, traceback.format_exc())
@@ -208,6 +211,9 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
     recorder.log(f"saved {model_dir}")
     with transaction.atomic():
         recorder.check_cancelled()
+        current = TrainingRound.objects.select_for_update().get(pk=training_round.pk)
+        if current.status != RoundStatus.RUNNING:  # ended meanwhile (its worker counted as dead)
+            raise RoundAbandoned(f"the round was ended meanwhile ({current.status}): nothing registered")
         policy = policy_register(
             name=_output_policy_name(training_round),
             location=str(model_dir),
