@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, AuthenticationFailed, NotAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -52,6 +53,16 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+def unstorable(exc: Exception) -> Invalid | None:
+    """A value the database refused to store (a NUL character in text on PostgreSQL, a number out of
+    its column's range) is the sender's problem: a 400, never a 500."""
+    if isinstance(exc, DataError | OverflowError):
+        return Invalid(
+            f"a value cannot be stored: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        )
+    return None
+
+
 # DRF's own errors (authentication, permissions, validation, methods, throttling) get our kinds' codes.
 _API_CODES = {400: Invalid.code, 403: NotAllowed.code, 404: NotFound.code, 409: Conflict.code}
 
@@ -69,13 +80,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """Every API error as ``{"error": code, "detail": text}`` (validation errors add ``fields``)."""
     if isinstance(exc, Http404):  # a generic view's lookup: the same shape and code as NotFound
         exc = NotFound(str(exc) or "not found")
+    exc = unstorable(exc) or exc
     if isinstance(exc, DomainError):
         return Response(exc.as_dict(), status=exc.status)
     response = exception_handler(exc, context)
     if response is None or not isinstance(exc, APIException):
         return response
     body: dict[str, Any] = {
-        "error": _API_CODES.get(response.status_code, exc.default_code),
+        "error": exc.default_code
+        if isinstance(exc, NotAuthenticated | AuthenticationFailed)
+        else _API_CODES.get(response.status_code, exc.default_code),
         "detail": "; ".join(_flatten(exc.detail)),
     }
     if isinstance(exc.detail, dict):
@@ -99,6 +113,7 @@ class DomainErrorMiddleware:
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
         if isinstance(exc, Http404):
             exc = NotFound(str(exc) or f"no page at {request.path}")
+        exc = unstorable(exc) or exc
         if not isinstance(exc, DomainError):
             return None
         template = "_error.html" if getattr(request, "htmx", False) else "error.html"

@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotate.errors import AlreadyJudged, AlreadySkipped, ComparisonFull, NotServed
+from annotate.errors import AlreadyJudged, AlreadySkipped, CampaignNotOpen, ComparisonFull, NotServed
 from annotate.models import (
     ADJUDICATIONS,
     Assignment,
@@ -20,7 +20,7 @@ from annotate.models import (
     Strength,
     Verdict,
 )
-from annotate.selectors import majority
+from annotate.selectors import campaigns_open_for, majority
 from config.errors import Invalid, NotAllowed
 from config.limits import too_long
 
@@ -133,7 +133,9 @@ def judgment_submit(
     """Record a verdict given in screen terms (left/right/tie/both_bad) on a comparison served to
     ``annotator``; the side shown and the time since serving come from the assignment.
 
-    A skipped comparison cannot be judged after (AlreadySkipped). A judgment on an expired lease is
+    A skipped comparison cannot be judged after (AlreadySkipped), nor one whose campaign is no longer
+    open to the annotator (paused, closed, or they were taken off its members: CampaignNotOpen). A
+    judgment on an expired lease is
     accepted while the comparison still has room (its row is locked, so overlap holds: the lease only
     reserved the slot) and refused with ComparisonFull once others have filled it."""
     assignment = (
@@ -143,6 +145,10 @@ def judgment_submit(
         raise NotServed("this comparison was not served to you", comparison=comparison.pk)
     if assignment.skipped_at is not None:
         raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
+    if not campaigns_open_for(annotator=annotator).filter(pk=comparison.campaign_id).exists():
+        raise CampaignNotOpen(
+            f"campaign {comparison.campaign.name!r} is not open to you", campaign=comparison.campaign_id
+        )
     _validate_verdict(verdict=verdict, strength=strength, rationale=rationale)
     return _judgment_record(
         comparison=comparison,
