@@ -85,13 +85,9 @@ class ComparisonListApi(generics.ListAPIView):
     serializer_class = ComparisonSerializer
 
     def get_queryset(self):
-        comparisons = (
-            Comparison.objects.select_related(
-                "prompt", "campaign", "response_a__policy", "response_b__policy"
-            )
-            .annotate(judgment_count=Count("judgments"))
-            .order_by("id")
-        )
+        comparisons = Comparison.objects.select_related(
+            "prompt", "campaign", "response_a__policy", "response_b__policy"
+        ).order_by("id")
         params = self.request.query_params
         if "campaign" in params:
             comparisons = comparisons.filter(campaign__name=params["campaign"])

@@ -122,9 +122,22 @@ class Comparison(models.Model):
     overlap = models.PositiveSmallIntegerField(default=1, help_text="How many judgments it wants.")
     gold_answer = models.CharField(max_length=8, choices=Choice, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Kept by the one path that records judgments (under the comparison's row lock), so the queue reads
+    # only comparisons that still want judgments (a partial index) instead of counting every one.
+    judgment_count = models.PositiveIntegerField(default=0, editable=False)
+    needs_judgments = models.BooleanField(
+        default=True, editable=False, help_text="Fewer judgments than its overlap (gold: always)."
+    )
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["campaign", "id"],
+                condition=Q(needs_judgments=True),
+                name="comparison_wanting_by_campaign",
+            )
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=~Q(response_a=F("response_b")), name="comparison_distinct_responses"

@@ -55,13 +55,16 @@ def comparisons_open_for(
     judged or skipped by them, and (gold excepted, which every annotator sees once) with judgments
     plus other annotators' live leases below overlap."""
     now = now or timezone.now()
-    judged = _count(Judgment.objects.filter(comparison=OuterRef("pk")))
     leased = _count(
         Assignment.objects.filter(comparison=OuterRef("pk"), expires_at__gt=now, skipped_at=None).exclude(
             annotator=annotator
         )
     )
-    comparisons = Comparison.objects.filter(campaign__in=campaigns_open_for(annotator=annotator))
+    # needs_judgments first: the partial index holds only comparisons still wanting judgments, so a
+    # campaign's complete comparisons cost nothing however many there are.
+    comparisons = Comparison.objects.filter(
+        needs_judgments=True, campaign__in=campaigns_open_for(annotator=annotator)
+    )
     if campaign is not None:
         comparisons = comparisons.filter(campaign=campaign)
     return (
@@ -71,8 +74,8 @@ def comparisons_open_for(
                 "comparison"
             )
         )
-        .annotate(judged=judged, leased=leased)
-        .filter(Q(kind=Kind.GOLD) | Q(judged__lt=F("overlap") - F("leased")))
+        .annotate(leased=leased)
+        .filter(Q(kind=Kind.GOLD) | Q(judgment_count__lt=F("overlap") - F("leased")))
     )
 
 

@@ -1,7 +1,8 @@
 import factory
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 
-from annotate.models import Campaign, Choice, Comparison, Judgment, Source
+from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Source
 from generation.models import Policy, Prompt, Response
 
 
@@ -59,11 +60,18 @@ class ComparisonFactory(factory.django.DjangoModelFactory):
 class JudgmentFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Judgment
+        skip_postgeneration_save = True
 
     comparison = factory.SubFactory(ComparisonFactory)
     annotator = factory.SubFactory(UserFactory)
     choice = Choice.FIRST
     source = Source.HUMAN
+
+    @factory.post_generation
+    def counted(self, create, extracted, **kwargs):
+        """Keep the comparison's judgment count as the services do (the factory writes directly)."""
+        if create:
+            comparison_counts_refresh(self.comparison)
 
 
 def judged_pairs(policy, n, choice=Choice.FIRST):
@@ -78,3 +86,15 @@ def judged_pairs(policy, n, choice=Choice.FIRST):
             ),
             choice=choice,
         )
+
+
+def comparison_counts_refresh(comparison):
+    """Recount a comparison's judgments (for rows tests write without the judging services)."""
+    n = Judgment.objects.filter(comparison=comparison).count()
+    Comparison.objects.filter(pk=comparison.pk).update(judgment_count=n)
+    Comparison.objects.filter(pk=comparison.pk).update(
+        needs_judgments=Comparison.objects.filter(pk=comparison.pk)
+        .filter(Q(kind=Kind.GOLD) | Q(overlap__gt=n))
+        .exists()
+    )
+    comparison.refresh_from_db()

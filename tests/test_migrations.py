@@ -86,6 +86,8 @@ def test_a_database_with_round_labels_migrates_to_campaigns_without_losing_a_row
     assert JudgmentRevision.objects.count() == 1 and Assignment.objects.count() == 1
     assert Judgment.objects.get().comparison.campaign.name == "demo"
     assert Judgment.objects.get().first_choice == "second"  # as first given: the oldest revision's
+    demo = Comparison.objects.get(campaign__name="demo")
+    assert (demo.judgment_count, demo.needs_judgments) == (1, True)  # 1 of its overlap 2
     assert set(Response.objects.filter(heldout=True).values_list("text", flat=True)) == {"apple", "pear"}
     assert Response.objects.filter(heldout=False).count() == 4
     assert (training_round.campaign.name, training_round.eval_campaign.name) == (label, f"{label}-eval")

@@ -61,7 +61,7 @@ def _judgment_record(
     locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
     if Judgment.objects.filter(comparison=locked, annotator=annotator).exists():
         raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
-    if locked.kind != Kind.GOLD and Judgment.objects.filter(comparison=locked).count() >= locked.overlap:
+    if locked.kind != Kind.GOLD and locked.judgment_count >= locked.overlap:
         raise ComparisonFull("this comparison already has all its judgments", comparison=comparison.pk)
     now = timezone.now()
     try:
@@ -82,23 +82,31 @@ def _judgment_record(
         raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk) from exc
     if assignment is not None:
         Assignment.objects.filter(pk=assignment.pk).update(expires_at=now)
+    locked.judgment_count += 1
     _adjudicate(locked)
+    locked.needs_judgments = locked.kind == Kind.GOLD or locked.judgment_count < locked.overlap
+    Comparison.objects.filter(pk=locked.pk).update(
+        judgment_count=locked.judgment_count, overlap=locked.overlap, needs_judgments=locked.needs_judgments
+    )
     return judgment
 
 
 def _adjudicate(comparison: Comparison) -> None:
-    """A comparison whose judgments are all in and split with no majority asks for one more, when its
-    campaign adjudicates, up to ADJUDICATIONS beyond the campaign's overlap. (The caller holds the
-    comparison's row lock.)"""
+    """A comparison whose judgments are all in and split with no majority asks for one more (its
+    ``overlap`` grows by one), when its campaign adjudicates, up to ADJUDICATIONS beyond the campaign's
+    overlap. (The caller holds the comparison's row lock and saves the overlap.)"""
     campaign = comparison.campaign
     if comparison.kind == Kind.GOLD or not campaign.adjudicate:
         return
-    choices = list(Judgment.objects.filter(comparison=comparison).values_list("choice", flat=True))
-    if len(choices) < comparison.overlap or comparison.overlap >= campaign.overlap + ADJUDICATIONS:
+    if (
+        comparison.judgment_count < comparison.overlap
+        or comparison.overlap >= campaign.overlap + ADJUDICATIONS
+    ):
         return
+    choices = list(Judgment.objects.filter(comparison=comparison).values_list("choice", flat=True))
     winner, _ = majority(choices)
     if winner is None:
-        Comparison.objects.filter(pk=comparison.pk).update(overlap=comparison.overlap + 1)
+        comparison.overlap += 1
 
 
 def _validate_verdict(*, verdict: str, strength: str, rationale: str = "") -> None:

@@ -112,3 +112,30 @@ def test_judgments_and_their_revisions_are_read_only_in_the_admin(client, staff)
     assert client.get("/admin/annotate/judgmentrevision/add/").status_code == 403
     judgment.refresh_from_db()
     assert judgment.choice == Choice.FIRST
+
+
+@pytest.mark.django_db
+def test_a_comparison_counts_its_judgments_and_stops_wanting_them_when_full(annotator, other_annotator):
+    from tests.factories import CampaignFactory
+
+    comparison = ComparisonFactory(overlap=2, campaign=CampaignFactory(adjudicate=True, overlap=2))
+    served = {}
+    for user in (annotator, other_annotator):
+        served[user.pk] = comparison_assign_next(annotator=user).left
+    # A split (one for each response) asks for one more judgment: the overlap grows, it still wants one.
+    judgment_submit(
+        comparison=comparison,
+        annotator=annotator,
+        verdict="left" if served[annotator.pk] == Side.FIRST else "right",
+    )
+    # The other picks the second response.
+    second = "right" if served[other_annotator.pk] == Side.FIRST else "left"
+    judgment_submit(comparison=comparison, annotator=other_annotator, verdict=second)
+    comparison.refresh_from_db()
+    assert (comparison.judgment_count, comparison.overlap, comparison.needs_judgments) == (2, 3, True)
+    third = UserFactory()
+    left = comparison_assign_next(annotator=third).left
+    judgment_submit(comparison=comparison, annotator=third, verdict="left" if left == Side.FIRST else "right")
+    comparison.refresh_from_db()
+    assert (comparison.judgment_count, comparison.needs_judgments) == (3, False)  # a majority for the first
+    assert comparison_assign_next(annotator=UserFactory()) is None
