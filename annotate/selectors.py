@@ -86,10 +86,23 @@ class Progress:
 
 
 def annotator_progress(*, annotator: AbstractBaseUser) -> Progress:
+    """Judged today, and what is left for the annotator: comparisons still wanting judgments in the
+    campaigns open to them, that they have neither judged nor skipped. (Shown on every page, so it
+    does not count other annotators' leases per comparison: a comparison another annotator holds
+    right now still counts as left.)"""
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    left = (
+        Comparison.objects.filter(needs_judgments=True, campaign__in=campaigns_open_for(annotator=annotator))
+        .exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
+        .exclude(
+            pk__in=Assignment.objects.filter(annotator=annotator, skipped_at__isnull=False).values(
+                "comparison"
+            )
+        )
+    )
     return Progress(
         judged_today=Judgment.objects.filter(annotator=annotator, created_at__gte=start_of_day).count(),
-        remaining=comparisons_open_for(annotator=annotator).count(),
+        remaining=left.count(),
     )
 
 

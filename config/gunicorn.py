@@ -14,6 +14,6 @@ timeout = int(os.environ.get("PREFLOOP_WEB_TIMEOUT", "60"))
 graceful_timeout = 20
 max_requests = 5000
 max_requests_jitter = 500
-accesslog = "-"
+accesslog = os.environ.get("PREFLOOP_ACCESS_LOG", "-") or None  # "" turns it off
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")

@@ -15,6 +15,9 @@ from annotate.errors import CampaignNotOpen, NotServed
 from annotate.models import Assignment, Campaign, Comparison, Judgment, Kind, Side
 from annotate.selectors import campaigns_open_for, comparisons_open_for
 
+# What serving a comparison shows: loaded with the assignment in one query.
+_SHOWN = ("comparison__prompt", "comparison__response_a", "comparison__response_b", "comparison__campaign")
+
 
 @transaction.atomic
 def comparison_assign_next(
@@ -40,7 +43,7 @@ def comparison_assign_next(
             annotator=annotator, expires_at__gt=now, skipped_at=None, comparison__campaign__in=allowed
         )
         .exclude(comparison__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
-        .select_related("comparison__prompt", "comparison__response_a", "comparison__response_b")
+        .select_related(*_SHOWN)
         .order_by("served_at")
         .first()
     )
@@ -69,7 +72,7 @@ def comparison_assign_next(
                     "skipped_at": None,
                 },
             )
-            return assignment
+            return Assignment.objects.select_related(*_SHOWN).get(pk=assignment.pk)  # one query for all shown
     return None
 
 

@@ -1,0 +1,404 @@
+"""Load: annotators judging against `make serve`'s web process (gunicorn, DEBUG off) on PostgreSQL and
+on SQLite, with the clients on the same machine.
+
+For each database and each fill of the campaign (2,000 open comparisons; 100,000 of which 90% are
+already complete, ahead of the open ones in id order), three phases of --seconds each:
+
+- floor: the clients make two minimal authenticated API requests per iteration (GET /api/judgments/,
+  their own judgments: none);
+- saturation: --annotators clients with no pause loop "submit the judgment and get the next one",
+  over the API (POST /api/judgments/ then POST /api/comparisons/next/) or, for --htmx-share of them,
+  through the judging page (one htmx POST /annotate/judge/ that answers with the next comparison);
+- human pace: --pace-annotators clients that each pause a random time (exponential, mean --think
+  seconds) between judgments.
+
+It prints judgments/s, p50/p95/p99 of "submit and get the next" (ms), the ratio to the floor, and after
+each phase the invariants: every acknowledged submit is stored, no comparison beyond its overlap,
+nobody served one comparison twice.
+
+    python benchmarks/load.py                      # everything (about 12 minutes on 2 cores)
+    python benchmarks/load.py --databases postgresql --fills 2000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.databases import ROOT, bench_env, fresh_database
+
+PASSWORD = "load-test-password"
+
+SETUP = r"""
+import json, sys
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+from annotate.models import Choice, Comparison, Judgment, Source
+from annotate.services.campaigns import campaign_get_or_create
+from annotate.services.judgments import import_user
+from generation.messages import messages_from_text, messages_hash
+from generation.models import Prompt, Response
+
+total, open_, users = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+complete = total - open_
+campaign = campaign_get_or_create(name="load", overlap=1, gold_rate=0.0)
+importer = import_user()
+B = 5000
+with transaction.atomic():
+    for start in range(0, total, B):
+        n = min(B, total - start)
+        prompts = Prompt.objects.bulk_create([
+            Prompt(text=f"Load prompt {i}: which answer is better?", content_hash=messages_hash(messages_from_text(f"Load prompt {i}: which answer is better?")))
+            for i in range(start, start + n)
+        ])
+        responses = Response.objects.bulk_create([
+            Response(prompt=p, text=f"{side} answer to {p.text} " + "words " * 40)
+            for p in prompts for side in ("A first", "A second")
+        ])
+        comparisons = Comparison.objects.bulk_create([
+            Comparison(
+                prompt=p, response_a=responses[2 * k], response_b=responses[2 * k + 1], campaign=campaign, overlap=1,
+                judgment_count=1 if start + k < complete else 0, needs_judgments=start + k >= complete,
+            )
+            for k, p in enumerate(prompts)
+        ])
+        Judgment.objects.bulk_create([
+            Judgment(comparison=c, annotator=importer, choice=Choice.FIRST, first_choice=Choice.FIRST, source=Source.IMPORTED)
+            for k, c in enumerate(comparisons) if start + k < complete
+        ])
+    hashed = make_password(sys.argv[4])
+    people = get_user_model().objects.bulk_create([get_user_model()(username=f"ann{i}", password=hashed) for i in range(users)])
+    tokens = Token.objects.bulk_create([Token(user=u, key=Token.generate_key()) for u in people])
+from django.db import connection
+if connection.vendor == "postgresql":
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # statistics for the planner after a bulk load, as autovacuum would
+print(json.dumps([[u.username, t.key] for u, t in zip(people, tokens)]))
+"""
+
+CHECK = r"""
+import json, sys
+import django
+django.setup()
+from django.db import connection
+from django.db.models import Count, F
+from annotate.models import Assignment, Comparison, Judgment, Source
+acked = {tuple(x) for x in json.load(open(sys.argv[1]))}
+stored = set(Judgment.objects.filter(source=Source.HUMAN).values_list("annotator__username", "comparison_id"))
+over_count = Comparison.objects.filter(judgment_count__gt=F("overlap")).count()
+over_real = Comparison.objects.annotate(n=Count("judgments")).filter(n__gt=F("overlap")).count()
+twice = Assignment.objects.values("comparison", "annotator").annotate(n=Count("*")).filter(n__gt=1).count()
+print(json.dumps({"acknowledged": len(acked), "stored": len(stored), "lost": len(acked - stored),
+                  "unacknowledged": len(stored - acked), "over_overlap": over_count + over_real, "served_twice_db": twice}))
+if sys.argv[2] == "reset":
+    judged = list(Judgment.objects.filter(source=Source.HUMAN).values_list("comparison_id", flat=True))
+    Judgment.objects.filter(source=Source.HUMAN).delete()
+    Assignment.objects.all().delete()
+    for start in range(0, len(judged), 5000):
+        Comparison.objects.filter(pk__in=judged[start:start + 5000]).update(judgment_count=0, needs_judgments=True)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def django_script(script: str, env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-3000:])
+    return result.stdout.strip().splitlines()[-1]
+
+
+# -- the clients ------------------------------------------------------------------------------
+
+
+def api_client(base: str, token: str, mode: str, stop: float, think: float, out: list) -> None:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {token}"
+    if mode == "floor":
+        while time.time() < stop:
+            started = time.perf_counter()
+            ok = all(session.get(f"{base}/api/judgments/", timeout=60).status_code == 200 for _ in range(2))
+            out.append(("floor", time.perf_counter() - started, ok, None))
+        return
+    served: list[int] = []
+    response = session.post(f"{base}/api/comparisons/next/", timeout=60)
+    while time.time() < stop and response.status_code == 200:
+        comparison = response.json()["comparison"]
+        served.append(comparison)
+        if think:
+            time.sleep(random.expovariate(1 / think))
+        started = time.perf_counter()
+        submit = session.post(
+            f"{base}/api/judgments/", json={"comparison": comparison, "verdict": "left"}, timeout=60
+        )
+        response = session.post(f"{base}/api/comparisons/next/", timeout=60)
+        out.append(
+            (
+                "judge",
+                time.perf_counter() - started,
+                submit.status_code == 201,
+                comparison if submit.status_code == 201 else None,
+            )
+        )
+        if submit.status_code != 201:
+            out.append(("error", 0.0, False, f"submit {submit.status_code}"))
+    out.append(("served", 0.0, True, served))
+
+
+COMPARISON_ID = re.compile(r'name="comparison" value="(\d+)"')
+CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def htmx_client(base: str, username: str, stop: float, think: float, out: list) -> None:
+    session = requests.Session()
+    page = session.get(f"{base}/login/", timeout=60)
+    session.post(
+        f"{base}/login/",
+        data={
+            "username": username,
+            "password": PASSWORD,
+            "csrfmiddlewaretoken": CSRF.search(page.text).group(1),
+        },
+        headers={"Referer": f"{base}/login/"},
+        timeout=60,
+    )
+    page = session.get(f"{base}/annotate/", timeout=60)
+    token = session.cookies.get("csrftoken")
+    headers = {"HX-Request": "true", "X-CSRFToken": token, "Referer": f"{base}/annotate/"}
+    served: list[int] = []
+    found = COMPARISON_ID.search(page.text)
+    while time.time() < stop and found:
+        comparison = int(found.group(1))
+        served.append(comparison)
+        if think:
+            time.sleep(random.expovariate(1 / think))
+        started = time.perf_counter()
+        response = session.post(
+            f"{base}/annotate/judge/",
+            data={"comparison": comparison, "answer": "left"},
+            headers=headers,
+            timeout=60,
+        )
+        ok = response.status_code == 200 and "Recorded on the previous comparison" in response.text
+        out.append(("judge", time.perf_counter() - started, ok, comparison if ok else None))
+        if not ok:
+            out.append(("error", 0.0, False, f"htmx {response.status_code}"))
+        found = COMPARISON_ID.search(response.text)
+    out.append(("served", 0.0, True, served))
+
+
+def client_process(
+    base: str, people: list, mode: str, seconds: float, think: float, htmx: set, queue
+) -> None:
+    stop = time.time() + seconds
+    results: list[tuple] = []
+    threads = []
+    for username, token in people:
+        if mode != "floor" and username in htmx:
+            target, args = htmx_client, (base, username, stop, think)
+        else:
+            target, args = api_client, (base, token, mode, stop, think)
+        threads.append(threading.Thread(target=_collect, args=(target, args, username, results)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.put(results)
+
+
+def _collect(target, args: tuple, username: str, results: list) -> None:
+    """Run one client; its rows, tagged with its username, join the process's results."""
+    mine: list = []
+    try:
+        target(*args, mine)
+    except Exception as exc:  # a client that failed: counted, not hidden
+        mine.append(("error", 0.0, False, f"{type(exc).__name__}: {exc}"))
+    results.extend((kind, latency, ok, value, username) for kind, latency, ok, value in mine)
+
+
+def run_phase(
+    base: str, people: list, mode: str, seconds: float, think: float, htmx: set, processes: int
+) -> list:
+    queue: mp.Queue = mp.Queue()
+    chunks = [people[i::processes] for i in range(processes)]
+    workers = [
+        mp.Process(target=client_process, args=(base, chunk, mode, seconds, think, htmx, queue))
+        for chunk in chunks
+        if chunk
+    ]
+    for worker in workers:
+        worker.start()
+    results = [row for _ in workers for row in queue.get()]
+    for worker in workers:
+        worker.join()
+    return results
+
+
+def percentile(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else (values or [0.0])[0]
+    )
+
+
+def summarise(results: list, seconds: float) -> dict:
+    judged = [r for r in results if r[0] == "judge" and r[2]]
+    latencies = [r[1] * 1000 for r in judged]
+    errors = [r[3] for r in results if r[0] == "error"]
+    served_twice = 0
+    for row in results:
+        if row[0] == "served":
+            served_twice += len(row[3]) - len(set(row[3]))
+    floor = [r for r in results if r[0] == "floor" and r[2]]
+    return {
+        "rate": len(judged) / seconds,
+        "floor_rate": len(floor) / seconds,
+        "p50": percentile(latencies, 50),
+        "p95": percentile(latencies, 95),
+        "p99": percentile(latencies, 99),
+        "acked": [[r[4], r[3]] for r in judged],
+        "errors": errors,
+        "served_twice_client": served_twice,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--databases", default="postgresql,sqlite")
+    parser.add_argument(
+        "--fills", default="2000,100000", help="comparisons in the campaign (the larger: 90%% complete)"
+    )
+    parser.add_argument("--annotators", type=int, default=50)
+    parser.add_argument("--pace-annotators", type=int, default=300)
+    parser.add_argument("--think", type=float, default=10.0)
+    parser.add_argument("--htmx-share", type=float, default=0.1)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--web-workers", type=int, default=4)
+    parser.add_argument("--client-processes", type=int, default=4)
+    args = parser.parse_args()
+    print("$ python benchmarks/load.py " + " ".join(sys.argv[1:]))
+    print(
+        f"gunicorn {args.web_workers} workers (DEBUG off); {args.annotators} annotators with no pause "
+        f"({args.htmx_share:.0%} through the htmx page), {args.pace_annotators} at a human pace "
+        f"(mean {args.think:g} s between judgments); {args.seconds:g} s per phase; clients on the same machine"
+    )
+    failed = False
+    for kind in args.databases.split(","):
+        for fill in [int(f) for f in args.fills.split(",")]:
+            open_ = fill if fill <= 2000 else fill // 10
+            url = fresh_database(kind)
+            env = bench_env(url)
+            people = json.loads(
+                django_script(
+                    SETUP,
+                    env,
+                    str(fill),
+                    str(open_),
+                    str(max(args.annotators, args.pace_annotators)),
+                    PASSWORD,
+                )
+            )
+            port = free_port()
+            server = subprocess.Popen(
+                [str(Path(sys.executable).with_name("gunicorn")), "-c", "config/gunicorn.py", "config.wsgi"],
+                cwd=ROOT,
+                env=bench_env(
+                    url,
+                    PREFLOOP_BIND=f"127.0.0.1:{port}",
+                    WEB_CONCURRENCY=str(args.web_workers),
+                    PREFLOOP_ACCESS_LOG="",
+                ),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(150):
+                try:
+                    requests.get(f"{base}/login/", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.2)
+            label = f"{kind}, {fill:,} comparisons ({fill - open_:,} complete, {open_:,} open)"
+            try:
+                floor = summarise(
+                    run_phase(
+                        base,
+                        people[: args.annotators],
+                        "floor",
+                        args.seconds,
+                        0,
+                        set(),
+                        args.client_processes,
+                    ),
+                    args.seconds,
+                )
+                print(f"{label}: floor {floor['floor_rate']:.1f} iterations/s (2 minimal API requests each)")
+                for mode, count, think in (
+                    ("saturation", args.annotators, 0.0),
+                    ("human pace", args.pace_annotators, args.think),
+                ):
+                    group = people[:count]
+                    htmx = {name for name, _ in group[: round(count * args.htmx_share)]}
+                    summary = summarise(
+                        run_phase(base, group, mode, args.seconds, think, htmx, args.client_processes),
+                        args.seconds,
+                    )
+                    path = Path(f"/tmp/prefloop-load-acked-{port}.json")
+                    path.write_text(json.dumps(summary["acked"]))
+                    check = json.loads(django_script(CHECK, env, str(path), "reset"))
+                    ratio = summary["rate"] / floor["floor_rate"] if floor["floor_rate"] else 0.0
+                    print(
+                        f"{label}: {mode}: {summary['rate']:.1f} judgments/s"
+                        + (f" ({ratio:.0%} of the floor's iterations/s)" if mode == "saturation" else "")
+                        + f"; submit and get the next p50 {summary['p50']:.0f} ms, p95 {summary['p95']:.0f} ms, p99 {summary['p99']:.0f} ms"
+                    )
+                    ok = (
+                        check["lost"] == 0
+                        and check["over_overlap"] == 0
+                        and check["served_twice_db"] == 0
+                        and summary["served_twice_client"] == 0
+                    )
+                    failed |= not ok
+                    print(
+                        f"    invariants {'hold' if ok else 'BROKEN'}: {check['acknowledged']} acknowledged submits, "
+                        f"{check['stored']} stored ({check['lost']} acknowledged but missing, {check['unacknowledged']} stored "
+                        f"without an acknowledgement), {check['over_overlap']} comparisons beyond their overlap, "
+                        f"{summary['served_twice_client'] + check['served_twice_db']} served twice; "
+                        f"{len(summary['errors'])} client errors{': ' + '; '.join(sorted(set(summary['errors']))[:3]) if summary['errors'] else ''}"
+                    )
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=30)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
