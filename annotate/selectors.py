@@ -49,11 +49,16 @@ def campaigns_open_for(*, annotator: AbstractBaseUser) -> QuerySet[Campaign]:
 
 
 def comparisons_open_for(
-    *, annotator: AbstractBaseUser, now: datetime | None = None, campaign: Campaign | None = None
+    *,
+    annotator: AbstractBaseUser,
+    now: datetime | None = None,
+    campaign: Campaign | None = None,
+    known_open: bool = False,
 ) -> QuerySet[Comparison]:
     """Comparisons the annotator may be served: in a campaign open to them (or ``campaign``), not
     judged or skipped by them, and (gold excepted, which every annotator sees once) with judgments
-    plus other annotators' live leases below overlap."""
+    plus other annotators' live leases below overlap. ``known_open``: the caller has just checked
+    that ``campaign`` is open to the annotator (the query skips checking it again)."""
     now = now or timezone.now()
     leased = _count(
         Assignment.objects.filter(comparison=OuterRef("pk"), expires_at__gt=now, skipped_at=None).exclude(
@@ -62,11 +67,14 @@ def comparisons_open_for(
     )
     # needs_judgments first: the partial index holds only comparisons still wanting judgments, so a
     # campaign's complete comparisons cost nothing however many there are.
-    comparisons = Comparison.objects.filter(
-        needs_judgments=True, campaign__in=campaigns_open_for(annotator=annotator)
-    )
-    if campaign is not None:
-        comparisons = comparisons.filter(campaign=campaign)
+    if campaign is not None and known_open:
+        comparisons = Comparison.objects.filter(needs_judgments=True, campaign=campaign)
+    else:
+        comparisons = Comparison.objects.filter(
+            needs_judgments=True, campaign__in=campaigns_open_for(annotator=annotator)
+        )
+        if campaign is not None:
+            comparisons = comparisons.filter(campaign=campaign)
     return (
         comparisons.exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
         .exclude(

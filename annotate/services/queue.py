@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -49,35 +49,38 @@ def comparison_assign_next(
     )
     if live is not None:
         return live
-    for candidate_campaign in allowed:
-        candidates = comparisons_open_for(annotator=annotator, now=now, campaign=candidate_campaign).order_by(
-            "id"
-        )
-        preferred = (
-            candidates.filter(kind=Kind.GOLD)
-            if random.random() < candidate_campaign.gold_rate
-            else candidates.exclude(kind=Kind.GOLD)
-        )
-        comparison = _lock_open(preferred, annotator=annotator, now=now) or _lock_open(
-            candidates, annotator=annotator, now=now
-        )
-        if comparison is not None:
-            assignment, _ = Assignment.objects.update_or_create(
-                comparison=comparison,
-                annotator=annotator,
-                defaults={
-                    "left": random.choice(Side.values),
-                    "served_at": now,
-                    "expires_at": now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
-                    "skipped_at": None,
-                },
+    for candidate_campaign in list(allowed):
+        candidates = comparisons_open_for(
+            annotator=annotator, now=now, campaign=candidate_campaign, known_open=True
+        ).order_by("id")
+        if not candidate_campaign.gold_rate:
+            comparison = _lock_open(candidates, annotator=annotator, now=now, campaign=candidate_campaign)
+        else:
+            preferred = (
+                candidates.filter(kind=Kind.GOLD)
+                if random.random() < candidate_campaign.gold_rate
+                else candidates.exclude(kind=Kind.GOLD)
             )
-            return Assignment.objects.select_related(*_SHOWN).get(pk=assignment.pk)  # one query for all shown
+            comparison = _lock_open(
+                preferred, annotator=annotator, now=now, campaign=candidate_campaign
+            ) or _lock_open(candidates, annotator=annotator, now=now, campaign=candidate_campaign)
+        if comparison is not None:
+            lease = {
+                "left": random.choice(Side.values),
+                "served_at": now,
+                "expires_at": now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
+                "skipped_at": None,
+            }
+            # Served before (a lapsed lease, neither judged nor skipped): renewed. Else a new one.
+            mine = Assignment.objects.filter(comparison=comparison, annotator=annotator)
+            if not mine.update(**lease):
+                Assignment.objects.create(comparison=comparison, annotator=annotator, **lease)
+            return mine.select_related(*_SHOWN).get()  # what is shown, in one query
     return None
 
 
 def _lock_open(
-    candidates: QuerySet[Comparison], *, annotator: AbstractBaseUser, now: datetime
+    candidates: QuerySet[Comparison], *, annotator: AbstractBaseUser, now: datetime, campaign: Campaign
 ) -> Comparison | None:
     """Lock the first open candidate, and make sure it is still open once locked.
 
@@ -85,8 +88,11 @@ def _lock_open(
     every candidate is held by someone else, a second pass waits for a lock (a few milliseconds:
     the holders' transactions are short) rather than report an empty queue that is not empty.
     The candidate query counts leases as of its snapshot; a lease committed by the previous lock
-    holder after that snapshot is seen by the fresh query made here while we hold the lock.
+    holder after that snapshot is seen by the fresh query made here while we hold the lock. (SQLite
+    needs no second look: the transaction took the write lock first, so its reads are current.)
     """
+    if connection.vendor == "sqlite":
+        return candidates.first()
     passed: list[int] = []
     for skip_locked in (True, False):
         while True:
@@ -97,7 +103,8 @@ def _lock_open(
             )
             if comparison is None:
                 break
-            if comparisons_open_for(annotator=annotator, now=now).filter(pk=comparison.pk).exists():
+            fresh = comparisons_open_for(annotator=annotator, now=now, campaign=campaign, known_open=True)
+            if fresh.filter(pk=comparison.pk).exists():
                 return comparison
             passed.append(comparison.pk)
     return None
