@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import IsAdminUser
@@ -165,7 +165,26 @@ class JudgmentCreateSerializer(serializers.Serializer):
     comparison = serializers.IntegerField()
     verdict = serializers.ChoiceField(choices=Verdict.choices, help_text="in screen terms, as served")
     strength = serializers.ChoiceField(choices=Strength.choices, required=False, default="")
-    rationale = serializers.CharField(required=False, default="", allow_blank=True, max_length=10_000)
+    rationale = serializers.CharField(required=False, default="", allow_blank=True)
+    next = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="also serve my next comparison in the same request (returned as 'next'; null when none "
+        "is left): one round trip per judgment instead of two",
+    )
+
+
+class JudgmentSubmittedSerializer(JudgmentSerializer):
+    next = serializers.SerializerMethodField()
+
+    class Meta(JudgmentSerializer.Meta):
+        fields = [*JudgmentSerializer.Meta.fields, "next"]
+        read_only_fields = fields
+
+    @extend_schema_field(AssignedComparisonSerializer(allow_null=True))
+    def get_next(self, judgment: Judgment) -> dict | None:
+        served = self.context.get("next")
+        return AssignedComparisonSerializer(served).data if served is not None else None
 
 
 class JudgmentListCreateApi(generics.ListAPIView):
@@ -179,7 +198,7 @@ class JudgmentListCreateApi(generics.ListAPIView):
             judgments = judgments.filter(annotator=self.request.user)
         return judgments
 
-    @extend_schema(request=JudgmentCreateSerializer, responses={201: JudgmentSerializer})
+    @extend_schema(request=JudgmentCreateSerializer, responses={201: JudgmentSubmittedSerializer})
     def post(self, request: Request) -> Response:
         data = JudgmentCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -191,7 +210,10 @@ class JudgmentListCreateApi(generics.ListAPIView):
             strength=data.validated_data["strength"],
             rationale=data.validated_data["rationale"],
         )
-        return Response(JudgmentSerializer(judgment).data, status=201)
+        if not data.validated_data["next"]:
+            return Response(JudgmentSerializer(judgment).data, status=201)
+        served = comparison_assign_next(annotator=request.user)
+        return Response(JudgmentSubmittedSerializer(judgment, context={"next": served}).data, status=201)
 
 
 class PreferenceImportSerializer(serializers.Serializer):

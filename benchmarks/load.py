@@ -6,17 +6,19 @@ already complete, ahead of the open ones in id order), three phases of --seconds
 
 - floor: the clients make two minimal authenticated API requests per iteration (GET /api/judgments/,
   their own judgments: none);
-- saturation: --annotators clients with no pause loop "submit the judgment and get the next one",
-  over the API (POST /api/judgments/ then POST /api/comparisons/next/) or, for --htmx-share of them,
-  through the judging page (one htmx POST /annotate/judge/ that answers with the next comparison);
-- human pace: --pace-annotators clients that each pause a random time (exponential, mean --think
-  seconds) between judgments.
+- saturation, one call: --annotators clients with no pause loop "submit the judgment and get the
+  next one" over the API in one request (POST /api/judgments/ with next: true) or, for --htmx-share
+  of them, through the judging page (one htmx POST /annotate/judge/ that answers with the next);
+- saturation, two calls: the same, the API clients in two requests (POST /api/judgments/, then POST
+  /api/comparisons/next/);
+- human pace: --pace-annotators clients (one call) that each pause a random time (exponential, mean
+  --think seconds) between judgments.
 
 It prints judgments/s, p50/p95/p99 of "submit and get the next" (ms), the ratio to the floor, and after
 each phase the invariants: every acknowledged submit is stored, no comparison beyond its overlap,
 nobody served one comparison twice.
 
-    python benchmarks/load.py                      # everything (about 12 minutes on 2 cores)
+    python benchmarks/load.py                      # everything (about 15 minutes on 2 cores)
     python benchmarks/load.py --databases postgresql --fills 2000 --seconds 20
 """
 
@@ -138,36 +140,41 @@ def django_script(script: str, env: dict[str, str], *args: str) -> str:
 # -- the clients ------------------------------------------------------------------------------
 
 
-def api_client(base: str, token: str, mode: str, stop: float, think: float, out: list) -> None:
+def api_client(base: str, token: str, mode: str, start: float, stop: float, think: float, out: list) -> None:
+    """An annotator over the API. ``one call``: POST /api/judgments/ with next: true serves the next
+    comparison in the same request; ``two calls``: then POST /api/comparisons/next/."""
     session = requests.Session()
     session.headers["Authorization"] = f"Token {token}"
     if mode == "floor":
+        time.sleep(max(0.0, start - time.time()))
         while time.time() < stop:
-            started = time.perf_counter()
+            began = time.perf_counter()
             ok = all(session.get(f"{base}/api/judgments/", timeout=60).status_code == 200 for _ in range(2))
-            out.append(("floor", time.perf_counter() - started, ok, None))
+            out.append(("floor", time.perf_counter() - began, ok, None))
         return
+    one_call = mode == "one call"
     served: list[int] = []
-    response = session.post(f"{base}/api/comparisons/next/", timeout=60)
-    while time.time() < stop and response.status_code == 200:
-        comparison = response.json()["comparison"]
+    response = session.post(f"{base}/api/comparisons/next/", timeout=60)  # before the window opens
+    following = response.json() if response.status_code == 200 else None
+    time.sleep(max(0.0, start - time.time()))
+    while time.time() < stop and following:
+        comparison = following["comparison"]
         served.append(comparison)
         if think:
             time.sleep(random.expovariate(1 / think))
-        started = time.perf_counter()
-        submit = session.post(
-            f"{base}/api/judgments/", json={"comparison": comparison, "verdict": "left"}, timeout=60
-        )
-        response = session.post(f"{base}/api/comparisons/next/", timeout=60)
-        out.append(
-            (
-                "judge",
-                time.perf_counter() - started,
-                submit.status_code == 201,
-                comparison if submit.status_code == 201 else None,
-            )
-        )
-        if submit.status_code != 201:
+            if time.time() >= stop:  # the window closed while this annotator was reading
+                break
+        began = time.perf_counter()
+        body = {"comparison": comparison, "verdict": "left", "next": one_call}
+        submit = session.post(f"{base}/api/judgments/", json=body, timeout=60)
+        if one_call:
+            following = submit.json().get("next") if submit.status_code == 201 else None
+        else:
+            response = session.post(f"{base}/api/comparisons/next/", timeout=60)
+            following = response.json() if response.status_code == 200 else None
+        stored = submit.status_code == 201
+        out.append(("judge", time.perf_counter() - began, stored, comparison if stored else None))
+        if not stored:
             out.append(("error", 0.0, False, f"submit {submit.status_code}"))
     out.append(("served", 0.0, True, served))
 
@@ -176,7 +183,11 @@ COMPARISON_ID = re.compile(r'name="comparison" value="(\d+)"')
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
-def htmx_client(base: str, username: str, stop: float, think: float, out: list) -> None:
+def htmx_client(
+    base: str, username: str, mode: str, start: float, stop: float, think: float, out: list
+) -> None:
+    """An annotator on the judging page: logs in (before the window opens), then each judgment is one
+    htmx POST /annotate/judge/ answered with the next comparison."""
     session = requests.Session()
     page = session.get(f"{base}/login/", timeout=60)
     session.post(
@@ -190,16 +201,22 @@ def htmx_client(base: str, username: str, stop: float, think: float, out: list) 
         timeout=60,
     )
     page = session.get(f"{base}/annotate/", timeout=60)
-    token = session.cookies.get("csrftoken")
-    headers = {"HX-Request": "true", "X-CSRFToken": token, "Referer": f"{base}/annotate/"}
+    headers = {
+        "HX-Request": "true",
+        "X-CSRFToken": session.cookies.get("csrftoken"),
+        "Referer": f"{base}/annotate/",
+    }
     served: list[int] = []
     found = COMPARISON_ID.search(page.text)
+    time.sleep(max(0.0, start - time.time()))
     while time.time() < stop and found:
         comparison = int(found.group(1))
         served.append(comparison)
         if think:
             time.sleep(random.expovariate(1 / think))
-        started = time.perf_counter()
+            if time.time() >= stop:  # the window closed while this annotator was reading
+                break
+        began = time.perf_counter()
         response = session.post(
             f"{base}/annotate/judge/",
             data={"comparison": comparison, "answer": "left"},
@@ -207,7 +224,7 @@ def htmx_client(base: str, username: str, stop: float, think: float, out: list) 
             timeout=60,
         )
         ok = response.status_code == 200 and "Recorded on the previous comparison" in response.text
-        out.append(("judge", time.perf_counter() - started, ok, comparison if ok else None))
+        out.append(("judge", time.perf_counter() - began, ok, comparison if ok else None))
         if not ok:
             out.append(("error", 0.0, False, f"htmx {response.status_code}"))
         found = COMPARISON_ID.search(response.text)
@@ -215,16 +232,13 @@ def htmx_client(base: str, username: str, stop: float, think: float, out: list) 
 
 
 def client_process(
-    base: str, people: list, mode: str, seconds: float, think: float, htmx: set, queue
+    base: str, people: list, mode: str, start: float, seconds: float, think: float, htmx: set, queue
 ) -> None:
-    stop = time.time() + seconds
     results: list[tuple] = []
     threads = []
     for username, token in people:
-        if mode != "floor" and username in htmx:
-            target, args = htmx_client, (base, username, stop, think)
-        else:
-            target, args = api_client, (base, token, mode, stop, think)
+        target, who = (htmx_client, username) if mode != "floor" and username in htmx else (api_client, token)
+        args = (base, who, mode, start, start + seconds, think)
         threads.append(threading.Thread(target=_collect, args=(target, args, username, results)))
     for thread in threads:
         thread.start()
@@ -246,10 +260,13 @@ def _collect(target, args: tuple, username: str, results: list) -> None:
 def run_phase(
     base: str, people: list, mode: str, seconds: float, think: float, htmx: set, processes: int
 ) -> list:
+    """Clients log in and take their first comparison, then all start together when the window opens
+    (logins hash a password: done before, they would weigh on the first seconds)."""
+    start = time.time() + 4 + 0.5 * len(htmx)
     queue: mp.Queue = mp.Queue()
     chunks = [people[i::processes] for i in range(processes)]
     workers = [
-        mp.Process(target=client_process, args=(base, chunk, mode, seconds, think, htmx, queue))
+        mp.Process(target=client_process, args=(base, chunk, mode, start, seconds, think, htmx, queue))
         for chunk in chunks
         if chunk
     ]
@@ -342,9 +359,9 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             for _ in range(150):
                 try:
-                    requests.get(f"{base}/login/", timeout=1)
+                    requests.get(f"{base}/login/", timeout=10)
                     break
-                except requests.ConnectionError:
+                except requests.RequestException:
                     time.sleep(0.2)
             label = f"{kind}, {fill:,} comparisons ({fill - open_:,} complete, {open_:,} open)"
             try:
@@ -361,10 +378,12 @@ def main() -> None:
                     args.seconds,
                 )
                 print(f"{label}: floor {floor['floor_rate']:.1f} iterations/s (2 minimal API requests each)")
-                for mode, count, think in (
-                    ("saturation", args.annotators, 0.0),
-                    ("human pace", args.pace_annotators, args.think),
-                ):
+                phases = (
+                    ("saturation, one call", "one call", args.annotators, 0.0),
+                    ("saturation, two calls", "two calls", args.annotators, 0.0),
+                    ("human pace", "one call", args.pace_annotators, args.think),
+                )
+                for label_mode, mode, count, think in phases:
                     group = people[:count]
                     htmx = {name for name, _ in group[: round(count * args.htmx_share)]}
                     summary = summarise(
@@ -376,8 +395,8 @@ def main() -> None:
                     check = json.loads(django_script(CHECK, env, str(path), "reset"))
                     ratio = summary["rate"] / floor["floor_rate"] if floor["floor_rate"] else 0.0
                     print(
-                        f"{label}: {mode}: {summary['rate']:.1f} judgments/s"
-                        + (f" ({ratio:.0%} of the floor's iterations/s)" if mode == "saturation" else "")
+                        f"{label}: {label_mode}: {summary['rate']:.1f} judgments/s"
+                        + (f" ({ratio:.0%} of the floor's iterations/s)" if not think else "")
                         + f"; submit and get the next p50 {summary['p50']:.0f} ms, p95 {summary['p95']:.0f} ms, p99 {summary['p99']:.0f} ms"
                     )
                     ok = (

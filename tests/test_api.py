@@ -222,3 +222,22 @@ def test_every_api_error_has_the_documented_shape(api, annotator, staff):
         "detail": "no round with pk 12345",
         "pk": "12345",
     }
+
+
+@pytest.mark.django_db
+def test_a_judgment_can_ask_for_the_next_comparison_in_the_same_request(api, annotator):
+    first, second = ComparisonFactory(), ComparisonFactory()
+    api.force_authenticate(annotator)
+    served = api.post("/api/comparisons/next/").json()
+    assert served["comparison"] == first.pk
+    body = {"comparison": first.pk, "verdict": "left", "next": True}
+    created = api.post("/api/judgments/", body, format="json")
+    assert created.status_code == 201
+    assert created.json()["choice"] in ("first", "second")
+    following = created.json()["next"]
+    assert following["comparison"] == second.pk and {"left", "right", "prompt"} <= set(following)
+    last = api.post("/api/judgments/", {"comparison": second.pk, "verdict": "tie", "next": True}, format="json")
+    assert last.status_code == 201 and last.json()["next"] is None
+    assert Judgment.objects.count() == 2
+    plain = api.get("/api/judgments/").json()["results"][0]
+    assert "next" not in plain

@@ -20,7 +20,7 @@ from annotate.models import (
     Strength,
     Verdict,
 )
-from annotate.selectors import campaigns_open_for, majority
+from annotate.selectors import campaign_open_to, majority
 from config.errors import Invalid, NotAllowed
 from config.limits import too_long
 
@@ -50,18 +50,21 @@ def _judgment_record(
     assignment: Assignment | None = None,
     strength: str = "",
     rationale: str = "",
+    locked: Comparison | None = None,
 ) -> Judgment:
-    """The one way a judgment is stored, whoever gives it. The caller holds a transaction.
+    """The one way a judgment is stored, whoever gives it. The caller holds a transaction (and, as
+    ``locked``, may pass the comparison it has already locked with its campaign).
 
     Rules: one judgment per annotator and comparison (AlreadyJudged); never more judgments than the
     comparison's overlap, gold excepted (ComparisonFull; the comparison row is locked first, so two
     annotators finishing together cannot both take the last slot); a served comparison records the
     side shown left and the server-measured time on task, and its lease ends.
     """
-    locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
-    if Judgment.objects.filter(comparison=locked, annotator=annotator).exists():
-        raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
+    if locked is None:
+        locked = _lock(comparison.pk)
     if locked.kind != Kind.GOLD and locked.judgment_count >= locked.overlap:
+        if Judgment.objects.filter(comparison=locked, annotator=annotator).exists():
+            raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
         raise ComparisonFull("this comparison already has all its judgments", comparison=comparison.pk)
     now = timezone.now()
     try:
@@ -99,7 +102,8 @@ def _adjudicate(comparison: Comparison) -> None:
     if comparison.kind == Kind.GOLD or not campaign.adjudicate:
         return
     if (
-        comparison.judgment_count < comparison.overlap
+        comparison.judgment_count
+        < max(2, comparison.overlap)  # not all in yet, or one vote: its own majority
         or comparison.overlap >= campaign.overlap + ADJUDICATIONS
     ):
         return
@@ -107,6 +111,11 @@ def _adjudicate(comparison: Comparison) -> None:
     winner, _ = majority(choices)
     if winner is None:
         comparison.overlap += 1
+
+
+def _lock(comparison_id: int) -> Comparison:
+    """The comparison, its row locked for the rest of the transaction, with its campaign."""
+    return Comparison.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=comparison_id)
 
 
 def _validate_verdict(*, verdict: str, strength: str, rationale: str = "") -> None:
@@ -153,12 +162,14 @@ def judgment_submit(
         raise NotServed("this comparison was not served to you", comparison=comparison.pk)
     if assignment.skipped_at is not None:
         raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
-    if not campaigns_open_for(annotator=annotator).filter(pk=comparison.campaign_id).exists():
-        raise CampaignNotOpen(
-            f"campaign {comparison.campaign.name!r} is not open to you", campaign=comparison.campaign_id
-        )
     _validate_verdict(verdict=verdict, strength=strength, rationale=rationale)
+    locked = _lock(comparison.pk)
+    if not campaign_open_to(campaign=locked.campaign, annotator=annotator):
+        raise CampaignNotOpen(
+            f"campaign {locked.campaign.name!r} is not open to you", campaign=locked.campaign_id
+        )
     return _judgment_record(
+        locked=locked,
         comparison=comparison,
         annotator=annotator,
         choice=choice_for(verdict=verdict, left=assignment.left),

@@ -50,9 +50,11 @@ def comparison_assign_next(
     if live is not None:
         return live
     for candidate_campaign in list(allowed):
-        candidates = comparisons_open_for(
-            annotator=annotator, now=now, campaign=candidate_campaign, known_open=True
-        ).order_by("id")
+        candidates = (
+            comparisons_open_for(annotator=annotator, now=now, campaign=candidate_campaign, known_open=True)
+            .select_related("prompt", "response_a", "response_b")  # what is shown, with the lock
+            .order_by("id")
+        )
         if not candidate_campaign.gold_rate:
             comparison = _lock_open(candidates, annotator=annotator, now=now, campaign=candidate_campaign)
         else:
@@ -65,17 +67,23 @@ def comparison_assign_next(
                 preferred, annotator=annotator, now=now, campaign=candidate_campaign
             ) or _lock_open(candidates, annotator=annotator, now=now, campaign=candidate_campaign)
         if comparison is not None:
-            lease = {
-                "left": random.choice(Side.values),
-                "served_at": now,
-                "expires_at": now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
-                "skipped_at": None,
-            }
-            # Served before (a lapsed lease, neither judged nor skipped): renewed. Else a new one.
-            mine = Assignment.objects.filter(comparison=comparison, annotator=annotator)
-            if not mine.update(**lease):
-                Assignment.objects.create(comparison=comparison, annotator=annotator, **lease)
-            return mine.select_related(*_SHOWN).get()  # what is shown, in one query
+            comparison.campaign = candidate_campaign
+            lease = Assignment(
+                comparison=comparison,
+                annotator=annotator,
+                left=random.choice(Side.values),
+                served_at=now,
+                expires_at=now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
+                skipped_at=None,
+            )
+            # One statement: a new lease, or one served before (lapsed, neither judged nor skipped) renewed.
+            Assignment.objects.bulk_create(
+                [lease],
+                update_conflicts=True,
+                unique_fields=["comparison", "annotator"],
+                update_fields=["left", "served_at", "expires_at", "skipped_at"],
+            )
+            return lease
     return None
 
 
