@@ -183,6 +183,8 @@ class Judgment(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # An annotator's own judgments, newest first (My judgments, the API), without reading everyone's.
+        indexes = [models.Index(fields=["annotator", "-id"], name="judgment_by_annotator_newest")]
         constraints = [
             models.UniqueConstraint(fields=["comparison", "annotator"], name="judgment_one_per_annotator"),
             models.CheckConstraint(condition=Q(choice__in=Choice.values), name="judgment_choice_valid"),

@@ -2,7 +2,8 @@
 on SQLite, with the clients on the same machine.
 
 For each database and each fill of the campaign (2,000 open comparisons; 100,000 of which 90% are
-already complete, ahead of the open ones in id order), three phases of --seconds each:
+already complete, ahead of the open ones in id order; each open one wants --overlap judgments, so
+the fastest phase does not run out of them), four phases of --seconds each:
 
 - floor: the clients make two minimal authenticated API requests per iteration (GET /api/judgments/,
   their own judgments: none);
@@ -18,7 +19,7 @@ It prints judgments/s, p50/p95/p99 of "submit and get the next" (ms), the ratio 
 each phase the invariants: every acknowledged submit is stored, no comparison beyond its overlap,
 nobody served one comparison twice.
 
-    python benchmarks/load.py                      # everything (about 15 minutes on 2 cores)
+    python benchmarks/load.py                      # everything (about 12 minutes on 2 cores)
     python benchmarks/load.py --databases postgresql --fills 2000 --seconds 20
 """
 
@@ -59,9 +60,9 @@ from annotate.services.judgments import import_user
 from generation.messages import messages_from_text, messages_hash
 from generation.models import Prompt, Response
 
-total, open_, users = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+total, open_, users, overlap = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5])
 complete = total - open_
-campaign = campaign_get_or_create(name="load", overlap=1, gold_rate=0.0)
+campaign = campaign_get_or_create(name="load", overlap=overlap, gold_rate=0.0, adjudicate=False)
 importer = import_user()
 B = 5000
 with transaction.atomic():
@@ -77,7 +78,8 @@ with transaction.atomic():
         ])
         comparisons = Comparison.objects.bulk_create([
             Comparison(
-                prompt=p, response_a=responses[2 * k], response_b=responses[2 * k + 1], campaign=campaign, overlap=1,
+                prompt=p, response_a=responses[2 * k], response_b=responses[2 * k + 1], campaign=campaign,
+                overlap=1 if start + k < complete else overlap,
                 judgment_count=1 if start + k < complete else 0, needs_judgments=start + k >= complete,
             )
             for k, p in enumerate(prompts)
@@ -317,7 +319,8 @@ def main() -> None:
     parser.add_argument("--pace-annotators", type=int, default=300)
     parser.add_argument("--think", type=float, default=10.0)
     parser.add_argument("--htmx-share", type=float, default=0.1)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=20.0)  # 2,000 open comparisons last longer
+    parser.add_argument("--overlap", type=int, default=2, help="judgments each open comparison wants")
     parser.add_argument("--web-workers", type=int, default=4)
     parser.add_argument("--client-processes", type=int, default=4)
     args = parser.parse_args()
@@ -341,6 +344,7 @@ def main() -> None:
                     str(open_),
                     str(max(args.annotators, args.pace_annotators)),
                     PASSWORD,
+                    str(args.overlap),
                 )
             )
             port = free_port()
@@ -363,7 +367,10 @@ def main() -> None:
                     break
                 except requests.RequestException:
                     time.sleep(0.2)
-            label = f"{kind}, {fill:,} comparisons ({fill - open_:,} complete, {open_:,} open)"
+            label = (
+                f"{kind}, {fill:,} comparisons ({fill - open_:,} complete, {open_:,} open, "
+                f"each wanting {args.overlap} judgments)"
+            )
             try:
                 floor = summarise(
                     run_phase(

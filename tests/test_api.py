@@ -241,3 +241,16 @@ def test_a_judgment_can_ask_for_the_next_comparison_in_the_same_request(api, ann
     assert Judgment.objects.count() == 2
     plain = api.get("/api/judgments/").json()["results"][0]
     assert "next" not in plain
+
+
+@pytest.mark.django_db
+def test_non_numeric_ids_are_a_400_never_a_500(api, client, annotator):
+    api.force_authenticate(annotator)
+    body = api.post("/api/judgments/", {"comparison": "abc", "verdict": "left"}, format="json")
+    assert body.status_code == 400 and body.json()["error"] == "invalid"
+    client.force_login(annotator)
+    page = client.get("/annotate/?campaign=abc")
+    assert page.status_code == 400
+    judged = client.post("/annotate/judge/", {"comparison": "abc", "answer": "left"})
+    assert judged.status_code == 400
+    assert client.get("/annotate/mine/abc/").status_code == 404  # not a route at all
