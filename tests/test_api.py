@@ -236,7 +236,9 @@ def test_a_judgment_can_ask_for_the_next_comparison_in_the_same_request(api, ann
     assert created.json()["choice"] in ("first", "second")
     following = created.json()["next"]
     assert following["comparison"] == second.pk and {"left", "right", "prompt"} <= set(following)
-    last = api.post("/api/judgments/", {"comparison": second.pk, "verdict": "tie", "next": True}, format="json")
+    last = api.post(
+        "/api/judgments/", {"comparison": second.pk, "verdict": "tie", "next": True}, format="json"
+    )
     assert last.status_code == 201 and last.json()["next"] is None
     assert Judgment.objects.count() == 2
     plain = api.get("/api/judgments/").json()["results"][0]
