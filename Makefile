@@ -68,7 +68,7 @@ lint: install
 
 # The suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set (CI sets it).
 test: lint
-	$(PY) manage.py makemigrations --check --dry-run
+	DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest
 	if [ -n "$$TEST_DATABASE_URL" ]; then DATABASE_URL="$$TEST_DATABASE_URL" $(PY) -m pytest; fi
 
