@@ -23,6 +23,7 @@ def production_env(**extra: str) -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith(("SECURE_", "SESSION_", "CSRF_", "PREFLOOP_"))
     }
     env.pop("DEBUG", None)
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the browser tests' setting, never a production one
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
     env.update(extra)
     return env
