@@ -13,6 +13,21 @@
     return null;
   }
 
+  // While a judgment is on its way and until the next comparison has settled (htmx has wired its
+  // form), keys are ignored: a key pressed in that window would post the form without htmx (a full
+  // page load) or judge twice.
+  // (At most 10 s: a lost response must not leave the keys dead.)
+  var busySince = 0;
+  function busy() { return busySince && Date.now() - busySince < 10000; }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.target.closest && event.target.closest("#judge, #undo")) busySince = Date.now();
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.xhr && event.detail.xhr.status === 204) busySince = 0;  // nothing to swap
+  });
+  document.addEventListener("htmx:afterSettle", function () { busySince = 0; });
+  document.addEventListener("htmx:sendError", function () { busySince = 0; });
+
   document.addEventListener("keydown", function (event) {
     var target = event.target;
     if (target.closest && target.closest("textarea, input, select, [contenteditable]")) {
@@ -20,6 +35,10 @@
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    if (busy()) {
+      event.preventDefault();
+      return;
+    }
     var key = keyName(event);
     if (!key) return;
     if (key === "u") {

@@ -13,11 +13,17 @@ def shown_comparison(page) -> int:
 
 
 def press_and_wait(page, key: str) -> None:
+    """Press a judging key and wait until the next comparison is shown and settled (htmx has wired
+    its form: the page ignores keys until then)."""
     before = shown_comparison(page) if page.locator("#judge").count() else None
+    page.evaluate(
+        "() => { window.__settled = false;"
+        " document.addEventListener('htmx:afterSettle', () => { window.__settled = true; }, {once: true}); }"
+    )
     page.keyboard.press(key)
     page.wait_for_function(
         "before => { const i = document.querySelector('#judge input[name=comparison]');"
-        " return !i || i.value !== String(before); }",
+        " return window.__settled && (!i || i.value !== String(before)); }",
         arg=before,
     )
 
