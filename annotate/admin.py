@@ -33,8 +33,23 @@ class ComparisonAdmin(admin.ModelAdmin):
     inlines = [JudgmentInline]
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable, never added, changed or deleted here: a judgment is given on the judging page, the API
+    or an import, and changed only by its annotator through the revision path (the previous version
+    kept)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Judgment)
-class JudgmentAdmin(admin.ModelAdmin):
+class JudgmentAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "comparison",
@@ -50,17 +65,6 @@ class JudgmentAdmin(admin.ModelAdmin):
     search_fields = ["annotator__username", "rationale", "comparison__id"]
     list_select_related = ["comparison", "annotator"]
     date_hierarchy = "created_at"
-
-    # Read-only: a judgment is given on the judging page, the API or an import, and changed only by
-    # its annotator through the revision path (the previous version kept), never edited here.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Assignment)
@@ -80,16 +84,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
 
 @admin.register(JudgmentRevision)
-class JudgmentRevisionAdmin(admin.ModelAdmin):
+class JudgmentRevisionAdmin(ReadOnlyAdmin):
     list_display = ["judgment", "choice", "strength", "changed_at"]
     list_filter = ["choice"]
     search_fields = ["judgment__annotator__username", "rationale"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -1,6 +1,5 @@
 import factory
 from django.contrib.auth import get_user_model
-from django.db.models import Q
 
 from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Source
 from generation.models import Policy, Prompt, Response
@@ -90,11 +89,9 @@ def judged_pairs(policy, n, choice=Choice.FIRST):
 
 def comparison_counts_refresh(comparison):
     """Recount a comparison's judgments (for rows tests write without the judging services)."""
+    comparison.refresh_from_db()
     n = Judgment.objects.filter(comparison=comparison).count()
-    Comparison.objects.filter(pk=comparison.pk).update(judgment_count=n)
     Comparison.objects.filter(pk=comparison.pk).update(
-        needs_judgments=Comparison.objects.filter(pk=comparison.pk)
-        .filter(Q(kind=Kind.GOLD) | Q(overlap__gt=n))
-        .exists()
+        judgment_count=n, needs_judgments=comparison.kind == Kind.GOLD or n < comparison.overlap
     )
     comparison.refresh_from_db()
