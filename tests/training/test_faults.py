@@ -12,6 +12,7 @@ import pytest
 from generation.models import Policy
 from tests.factories import UserFactory
 from tests.training.test_rounds import judged_policy
+from tests.training.test_worker import worker_batch
 from training.models import RoundStatus, TrainingRound
 from training.tasks import round_start
 
@@ -97,14 +98,7 @@ def test_a_worker_killed_mid_round_leaves_it_failed_with_nothing_registered_and_
     assert retried.hyperparameters == failed.hyperparameters
     assert f"retry of round {queued.pk}" in retried.log
     settings.PREFLOOP_ROUND_STALE_SECONDS = 600
-    done = subprocess.run(
-        [sys.executable, "manage.py", "db_worker", "--batch", "--no-startup-delay", "--interval", "0.1"],
-        cwd=ROOT,
-        env=worker_environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = worker_batch(worker_environment)
     assert done.returncode == 0, done.stderr[-2000:]
     retried.refresh_from_db()
     assert retried.status == RoundStatus.SUCCEEDED, retried.log

@@ -15,6 +15,18 @@ from training.tasks import round_start
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def worker_batch(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A real `manage.py db_worker` that runs what is queued, then exits."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "db_worker", "--batch", "--no-startup-delay", "--interval", "0.1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_db_worker_process_runs_a_queued_round(chat_model_dir, worker_environment):
@@ -24,14 +36,7 @@ def test_db_worker_process_runs_a_queued_round(chat_model_dir, worker_environmen
     )
     assert TrainingRound.objects.get(pk=queued.pk).status == RoundStatus.QUEUED  # nothing ran in this process
 
-    worker = subprocess.run(
-        [sys.executable, "manage.py", "db_worker", "--batch", "--no-startup-delay", "--interval", "0.1"],
-        cwd=ROOT,
-        env=worker_environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    worker = worker_batch(worker_environment)
 
     assert worker.returncode == 0, worker.stderr
     finished = TrainingRound.objects.get(pk=queued.pk)
