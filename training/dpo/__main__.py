@@ -1,6 +1,7 @@
 """python -m training.dpo --data pairs.jsonl --model DIR --out DIR [options]
 
-Also runs under ``torchrun --nproc_per_node=N -m training.dpo ...`` (one process per GPU).
+Also runs under ``torchrun --nproc_per_node=N -m training.dpo ...`` (one process per GPU), each with a
+whole model (``--sharding ddp``) or a shard of it (``--sharding fsdp``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 import json
 import sys
 
-from training.dpo.config import LOSSES, DPOConfig
+from training.dpo.config import LOSSES, SHARDING, DPOConfig
 from training.dpo.loop import train
 
 
@@ -41,6 +42,17 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    p.add_argument(
+        "--no-padding-free",
+        dest="padding_free",
+        action="store_false",
+        help="pad each batch's rows instead of packing them into one",
+    )
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute activations in the backward"
+    )
+    p.add_argument("--sharding", choices=SHARDING, default="ddp", help="under torchrun: ddp or fsdp")
+    p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     a = p.parse_args(argv)
     try:
         return DPOConfig(
@@ -70,6 +82,10 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
             seed=a.seed,
             dtype=a.dtype,
             resume=a.resume,
+            padding_free=a.padding_free,
+            gradient_checkpointing=a.gradient_checkpointing,
+            sharding=a.sharding,
+            compile=a.compile,
         )
     except ValueError as exc:
         p.error(str(exc))

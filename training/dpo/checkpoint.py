@@ -44,10 +44,18 @@ def directory_write_atomic(target: Path, write: Callable[[Path], None]) -> Path:
 
 
 def checkpoint_save(
-    output_dir: Path, *, step: int, model: Any, tokenizer: Any, state: dict[str, Any]
+    output_dir: Path,
+    *,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
+    """``state_dict``: the model's full weights where ``model`` holds only a shard of them (FSDP)."""
+
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         torch.save(state, tmp / STATE_FILE)
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 # Losses, each from its paper (see losses.py). The reference-free ones load no reference model.
 LOSSES = ("sigmoid", "ipo", "hinge", "robust", "dpop", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")
+SHARDING = ("ddp", "fsdp")  # how several processes split the work under torchrun
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class DPOConfig:
     save_steps: int = 0  # checkpoint every N optimizer steps (0: at the end of each epoch)
     resume: bool = False  # continue from the last complete checkpoint in output_dir
     max_steps: int = 0  # stop after N optimizer steps (0: run all epochs)
+    padding_free: bool = (
+        True  # pack each batch's rows into one (where the model allows; else group by length)
+    )
+    gradient_checkpointing: bool = (
+        False  # recompute activations in the backward: less memory, ~30% more compute
+    )
+    sharding: str = "ddp"  # under torchrun: ddp (a whole model per process) or fsdp (parameters sharded)
+    compile: bool = False  # torch.compile each decoder layer
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -57,6 +66,8 @@ class DPOConfig:
             )
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ValueError(f"dtype must be auto, bf16 or fp32 (got {self.dtype!r})")
+        if self.sharding not in SHARDING:
+            raise ValueError(f"sharding must be one of {', '.join(SHARDING)} (got {self.sharding!r})")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0 (got {self.lora_r})")
         if self.merge and not self.lora_r:

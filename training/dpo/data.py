@@ -228,13 +228,26 @@ def batch_collate(items: list[tuple[int, TokenizedPair]], *, pad_id: int) -> Bat
 
 
 def batches(
-    data: list[TokenizedPair], indices: list[int], *, batch_size: int, pad_id: int, shuffle_seed: int | None
+    data: list[TokenizedPair],
+    indices: list[int],
+    *,
+    batch_size: int,
+    pad_id: int,
+    shuffle_seed: int | None,
+    group_by_length: bool = False,
 ) -> list[Batch]:
-    """The micro-batches of ``indices`` (shuffled with ``shuffle_seed`` unless it is None)."""
+    """The micro-batches of ``indices`` (shuffled with ``shuffle_seed`` unless it is None).
+
+    ``group_by_length``: pairs of similar length share a batch (sorted by their longer row, the
+    batches then shuffled), so a padded batch pads little; for models that cannot be packed."""
     order = list(indices)
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(order)
-    return [
-        batch_collate([(i, data[i]) for i in order[start : start + batch_size]], pad_id=pad_id)
-        for start in range(0, len(order), batch_size)
-    ]
+    if group_by_length:
+        order.sort(
+            key=lambda i: len(data[i].prompt_ids) + max(len(data[i].chosen_ids), len(data[i].rejected_ids))
+        )
+    groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if group_by_length and shuffle_seed is not None:
+        random.Random(shuffle_seed + 1).shuffle(groups)
+    return [batch_collate([(i, data[i]) for i in group], pad_id=pad_id) for group in groups]

@@ -4,8 +4,12 @@
 Reference log-probs are computed once, before the first step, in a no-grad pass over every pair,
 then the reference is gone: with no ``ref_path`` the reference *is* the starting policy, measured
 before it changes (with LoRA: the base with adapters disabled), so no second copy is ever loaded.
-Under ``torchrun`` each process trains on its shard with DistributedDataParallel; rank 0 writes
-metrics and checkpoints.
+Every forward goes through :class:`~training.dpo.logps.TokenLogps`: each batch's rows packed into one
+(no compute on padding) where the model takes packed attention, else length-grouped batches, and the
+LM head applied in chunks to the response positions only. Under ``torchrun`` each process trains on
+its shard with DistributedDataParallel, or with FSDP (``sharding="fsdp"``: parameters, gradients and
+optimizer state sharded across processes, for a model that does not fit one device); rank 0 writes
+metrics and checkpoints (under FSDP the full model, gathered, as Hugging Face safetensors).
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from training.dpo import losses
+from training.dpo.attention import varlen_enable
 from training.dpo.checkpoint import STATE_FILE, checkpoint_latest, checkpoint_save, directory_write_atomic
 from training.dpo.config import DPOConfig
 from training.dpo.data import Batch, TokenizedPair, batches, pairs_read, pairs_tokenize
-from training.dpo.logps import dataset_logps, sequence_logps
+from training.dpo.logps import TokenLogps, causal_of, dataset_logps, sequence_logps
 
 MetricsCallback = Callable[[dict[str, float]], None]
 ProgressCallback = Callable[[str], None]  # a line on what the run is doing between steps
@@ -138,14 +143,42 @@ def _loss(
     raise ValueError(f"unknown loss {cfg.loss!r}")
 
 
+def _layers(causal: Any) -> list[nn.Module]:
+    """The decoder blocks of a transformers causal LM (what FSDP shards and compile compiles)."""
+    decoder = getattr(causal, causal.base_model_prefix)
+    layers = getattr(decoder, "layers", None) or getattr(decoder, "h", None)
+    if layers is None:
+        raise ValueError(f"{type(causal).__name__}: no decoder layers found to shard")
+    return list(layers)
+
+
+def _scorer(cfg: DPOConfig, model: Model, device: torch.device, *, fsdp: bool) -> TokenLogps:
+    """``model`` behind the log-prob head, packed if it can be, on ``device`` (or sharded onto it)."""
+    causal = causal_of(model)
+    causal.config.use_cache = False
+    packed = cfg.padding_free and varlen_enable(causal)
+    scorer = TokenLogps(model, packed=packed)
+    if fsdp:  # each block its own shard group, the rest (embeddings, head, norm) the root's
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in _layers(causal):
+            fully_shard(layer)
+        fully_shard(scorer)
+    else:
+        scorer.to(device)
+    return scorer
+
+
 def _reference_logps(
     cfg: DPOConfig,
-    model: Model,
+    scorer: TokenLogps,
     ref_batches: list[Batch],
     size: int,
     dtype: torch.dtype,
     device: torch.device,
     on_progress: ProgressCallback | None = None,
+    *,
+    fsdp: bool = False,
 ) -> Tensor:
     """[size, 2] reference log-probs, computed once; no reference model outlives this call."""
     on_batch = None
@@ -159,21 +192,21 @@ def _reference_logps(
         from transformers import AutoModelForCausalLM
 
         ref_model: Model = AutoModelForCausalLM.from_pretrained(cfg.ref_path, dtype=dtype)
-        ref_model = ref_model.to(device)
-        out = dataset_logps(ref_model, ref_batches, size, device, on_batch)
-        del ref_model
+        ref_scorer = _scorer(cfg, ref_model, device, fsdp=fsdp)
+        out = dataset_logps(ref_scorer, ref_batches, size, device, on_batch)
+        del ref_model, ref_scorer
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return out
-    adapters_off = model.disable_adapter() if cfg.lora_r else contextlib.nullcontext()
+    adapters_off = scorer.model.disable_adapter() if cfg.lora_r else contextlib.nullcontext()
     with adapters_off:
-        return dataset_logps(model, ref_batches, size, device, on_batch)
+        return dataset_logps(scorer, ref_batches, size, device, on_batch)
 
 
 def _evaluate(
     cfg: DPOConfig,
-    model: Model,
+    scorer: TokenLogps,
     eval_batches: list[Batch],
     eval_ref: Tensor | None,
     size: int,
@@ -182,7 +215,7 @@ def _evaluate(
     """Preference accuracy on held-out pairs: the share where the implicit reward (log-ratio to the
     reference; reference-free losses: the length-normalised log-prob) ranks chosen above rejected,
     ties counting one half, so an untrained policy scores 0.5."""
-    policy = dataset_logps(model, eval_batches, size, device)
+    policy = dataset_logps(scorer, eval_batches, size, device)
     if eval_ref is not None:
         margins = (policy[:, 0] - eval_ref[:, 0]) - (policy[:, 1] - eval_ref[:, 1])
     else:
@@ -223,12 +256,39 @@ def train(
 
     resume_from = checkpoint_latest(out) if cfg.resume else None
     dtype = _dtype(cfg, device)
-    model = _model(cfg, dtype, resume_from).to(device)
-    model.config.use_cache = False
-    mine = list(range(rank, len(data), world))  # this process's shard, fixed across epochs
-    fixed = batches(data, mine, batch_size=cfg.batch_size, pad_id=pad_id, shuffle_seed=None)
+    fsdp = world > 1 and cfg.sharding == "fsdp"
+    model = _model(cfg, dtype, resume_from)
+    causal = causal_of(model)
+    if cfg.gradient_checkpointing:
+        reentrant_off = {"use_reentrant": False}
+        if hasattr(causal, "activation_checkpointing_enable"):  # transformers >= 5 names it so
+            causal.activation_checkpointing_enable(activation_checkpointing_kwargs=reentrant_off)
+        else:
+            causal.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant_off)
+    scorer = _scorer(cfg, model, device, fsdp=fsdp)
+    if cfg.compile:
+        for layer in _layers(causal):
+            layer.compile(dynamic=True)
+    group_by_length = cfg.padding_free and not scorer.packed  # padded rows: pad little at least
+    # This process's shard, fixed across epochs; under torchrun every shard the same size (the first
+    # pairs repeat, as DistributedSampler pads), so the processes' collectives stay in step.
+    everyone = [i % len(data) for i in range(math.ceil(len(data) / world) * world)]
+    mine = everyone[rank::world]
+    fixed = batches(
+        data,
+        mine,
+        batch_size=cfg.batch_size,
+        pad_id=pad_id,
+        shuffle_seed=None,
+        group_by_length=group_by_length,
+    )
     eval_batches = batches(
-        eval_data, list(range(len(eval_data))), batch_size=cfg.batch_size, pad_id=pad_id, shuffle_seed=None
+        eval_data,
+        list(range(len(eval_data))),
+        batch_size=cfg.batch_size,
+        pad_id=pad_id,
+        shuffle_seed=None,
+        group_by_length=group_by_length,
     )
 
     # Reference log-probs: once, before any step (kept on disk so a resumed run reuses them).
@@ -240,9 +300,9 @@ def train(
             saved = torch.load(ref_file, weights_only=True)
             ref, eval_ref = saved["train"], saved["eval"]
         else:
-            ref = _reference_logps(cfg, model, fixed, len(data), dtype, device, on_progress)
+            ref = _reference_logps(cfg, scorer, fixed, len(data), dtype, device, on_progress, fsdp=fsdp)
             eval_ref = (
-                _reference_logps(cfg, model, eval_batches, len(eval_data), dtype, device)
+                _reference_logps(cfg, scorer, eval_batches, len(eval_data), dtype, device, fsdp=fsdp)
                 if eval_data
                 else None
             )
@@ -251,11 +311,18 @@ def train(
             torch.save({"train": ref, "eval": eval_ref}, tmp)
             os.replace(tmp, ref_file)
     reference_seconds = time.perf_counter() - reference_started
-    eval_before = _evaluate(cfg, model, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
+    eval_before = _evaluate(cfg, scorer, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
+    if fsdp:  # a forward with no backward leaves the root's parameters gathered: the optimizer wants shards
+        scorer.reshard()  # type: ignore[operator]
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        params, lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+        params,
+        lr=cfg.learning_rate,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        fused=device.type == "cuda" or None,  # one kernel for the whole update on a GPU
     )
     groups_per_epoch = math.ceil(len(fixed) / cfg.grad_accum)
     total_steps = groups_per_epoch * cfg.epochs
@@ -272,7 +339,14 @@ def train(
     step = 0
     if resume_from is not None:
         state = torch.load(resume_from / STATE_FILE, weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(
+                scorer, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
+            )
+        else:
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
         if is_main and (out / METRICS_FILE).is_file():  # drop what steps after the checkpoint had logged
@@ -282,16 +356,45 @@ def train(
                 if json.loads(line).get("step", 0) <= step and "eval_before" not in line
             ]
             (out / METRICS_FILE).write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    trained: Model = model
-    if world > 1:
+    trained: Any = scorer
+    if world > 1 and not fsdp:
         trained = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            scorer, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def gradient_sync(on: bool) -> contextlib.AbstractContextManager[Any]:
+        """Gradients reduced across processes only on a group's last micro-batch."""
+        if world == 1:
+            return contextlib.nullcontext()
+        if fsdp:
+            trained.set_requires_gradient_sync(on)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if on else trained.no_sync()
+
+    def model_state() -> dict[str, Any] | None:
+        """Under FSDP the full model, gathered on rank 0's CPU (every rank must call); else None."""
+        if not fsdp:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def optimizer_state() -> dict[str, Any]:
+        if not fsdp:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(
+            scorer, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
 
     def save_checkpoint() -> None:
+        weights, optimizer_full = model_state(), optimizer_state()
         if is_main:
-            state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-            saved = checkpoint_save(out, step=step, model=model, tokenizer=tokenizer, state=state)
+            state = {"step": step, "optimizer": optimizer_full, "scheduler": scheduler.state_dict()}
+            saved = checkpoint_save(
+                out, step=step, model=model, tokenizer=tokenizer, state=state, state_dict=weights
+            )
             for older in out.glob("checkpoint-*"):  # keep the newest complete one only
                 if older != saved and older.is_dir():
                     shutil.rmtree(older, ignore_errors=True)
@@ -309,14 +412,21 @@ def train(
     )
     metrics: dict[str, float] = {}
     train_seconds = 0.0
-    model.train()
+    scorer.train()
     shuffled: tuple[int, list[Batch]] = (-1, [])
     while step < total_steps:
         epoch, group_index = divmod(step, groups_per_epoch)
         if shuffled[0] != epoch:  # each epoch its own order, reproducible from the seed (and on resume)
             shuffled = (
                 epoch,
-                batches(data, mine, batch_size=cfg.batch_size, pad_id=pad_id, shuffle_seed=cfg.seed + epoch),
+                batches(
+                    data,
+                    mine,
+                    batch_size=cfg.batch_size,
+                    pad_id=pad_id,
+                    shuffle_seed=cfg.seed + epoch,
+                    group_by_length=group_by_length,
+                ),
             )
         epoch_batches = shuffled[1]
         group = epoch_batches[group_index * cfg.grad_accum : (group_index + 1) * cfg.grad_accum]
@@ -324,8 +434,7 @@ def train(
         started = time.perf_counter()
         totals = torch.zeros(10, dtype=torch.float64)
         for k, batch in enumerate(group):
-            sync = k == len(group) - 1 or world == 1
-            with contextlib.nullcontext() if sync else trained.no_sync():
+            with gradient_sync(k == len(group) - 1):
                 on_device = batch.to(device)
                 logps, tokens = sequence_logps(trained, on_device)
                 pc, pr = logps.chunk(2)
@@ -378,7 +487,7 @@ def train(
             "rewards/margins": totals[4].item() / n,
             "logps/chosen": totals[5].item() / n,
             "logps/rejected": totals[6].item() / n,
-            "grad_norm": float(grad_norm),
+            "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
             "learning_rate": float(learning_rate),
             "tokens/s": totals[8].item() / elapsed,
             "nll_loss": totals[9].item() / n,  # the chosen answers' per-token NLL (TRL's name)
@@ -397,8 +506,11 @@ def train(
             save_checkpoint()
     progress.close()
 
-    eval_after = _evaluate(cfg, model, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
+    eval_after = _evaluate(cfg, scorer, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
+    if fsdp:
+        scorer.reshard()  # type: ignore[operator]
     final_dir, merged_dir = out / "final", None
+    weights = model_state()
     if is_main:
         if eval_data:
             with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
@@ -407,12 +519,12 @@ def train(
                 )
 
         def write_final(tmp: Path) -> None:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
             tokenizer.save_pretrained(tmp)
 
         directory_write_atomic(final_dir, write_final)
         if cfg.lora_r and cfg.merge:
-            merged = model.merge_and_unload()
+            merged = _merged(cfg, model, final_dir, dtype, sharded=fsdp)
 
             def write_merged(tmp: Path) -> None:
                 merged.save_pretrained(tmp, safe_serialization=True)
@@ -424,3 +536,15 @@ def train(
     return TrainResult(
         out, final_dir, merged_dir, step, metrics, eval_before, eval_after, reference_seconds, train_seconds
     )
+
+
+def _merged(cfg: DPOConfig, model: Model, adapter_dir: Path, dtype: torch.dtype, *, sharded: bool) -> Model:
+    """The LoRA adapter merged into its base. Sharded weights are not whole in any process, so the
+    base is loaded again and the saved adapter merged into it."""
+    if not sharded:
+        return model.merge_and_unload()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(cfg.policy_path, dtype=dtype)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

@@ -124,3 +124,23 @@ def test_batch_is_chosen_rows_then_rejected_rows_with_a_completion_mask():
     ]
     assert batch.attention_mask.sum(-1).tolist() == [5, 3, 4, 5]
     assert batch.index.tolist() == [0, 1]
+
+
+def test_length_grouped_batches_pad_little_and_keep_every_pair_once():
+    from training.dpo.data import TokenizedPair, batches
+
+    data = [TokenizedPair([1] * n, [2] * (n % 7 + 1), [3]) for n in (30, 2, 17, 3, 29, 16, 1, 18)]
+    grouped = batches(data, list(range(8)), batch_size=2, pad_id=0, shuffle_seed=5, group_by_length=True)
+    again = batches(data, list(range(8)), batch_size=2, pad_id=0, shuffle_seed=5, group_by_length=True)
+    plain = batches(data, list(range(8)), batch_size=2, pad_id=0, shuffle_seed=5)
+
+    assert sorted(i for b in grouped for i in b.index.tolist()) == list(range(8))
+    assert [b.index.tolist() for b in grouped] == [b.index.tolist() for b in again]  # reproducible
+
+    def padding(bs):
+        return sum(int((b.attention_mask == 0).sum()) for b in bs)
+
+    assert padding(grouped) < padding(plain)
+    assert {frozenset(b.index.tolist()) for b in grouped} == {
+        frozenset(p) for p in ({6, 1}, {3, 5}, {2, 7}, {4, 0})
+    }

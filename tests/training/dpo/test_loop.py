@@ -267,3 +267,117 @@ def test_rpo_adds_the_chosen_answers_per_token_nll_to_the_loss(plain_model_dir, 
     assert plain[0]["nll_loss"] == pytest.approx(anchored[0]["nll_loss"])
     assert anchored[0]["loss"] == pytest.approx(plain[0]["loss"] + 0.5 * anchored[0]["nll_loss"], abs=1e-5)
     assert plain[0]["loss"] == pytest.approx(0.693147, abs=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge", "robust", "dpop", "simpo", "orpo"])
+def test_packed_rows_train_as_the_padded_path_does_for_every_loss(
+    loss, plain_model_dir, standard_pairs, tmp_path
+):
+    extra = {"label_smoothing": 0.1} if loss == "robust" else {}
+    extra |= {"beta": 2.0} if loss == "simpo" else {}
+    runs = {}
+    for padding_free in (False, True):
+        seen = []
+        train(
+            config(
+                plain_model_dir,
+                standard_pairs,
+                tmp_path / str(padding_free),
+                loss=loss,
+                epochs=2,
+                rpo_alpha=0.5,
+                padding_free=padding_free,
+                **extra,
+            ),
+            on_metrics=seen.append,
+        )
+        runs[padding_free] = seen
+    assert len(runs[True]) == len(runs[False]) == 4
+    for packed, padded in zip(runs[True], runs[False], strict=True):
+        for name in (
+            "loss",
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/margins",
+            "logps/chosen",
+            "nll_loss",
+        ):
+            assert packed[name] == pytest.approx(padded[name], abs=1e-4), (packed["step"], name)
+        assert packed["rewards/accuracies"] == padded["rewards/accuracies"]
+
+
+def test_gradient_checkpointing_changes_memory_not_the_numbers(plain_model_dir, standard_pairs, tmp_path):
+    runs = []
+    for checkpointing in (False, True):
+        seen = []
+        train(
+            config(
+                plain_model_dir,
+                standard_pairs,
+                tmp_path / str(checkpointing),
+                gradient_checkpointing=checkpointing,
+            ),
+            on_metrics=seen.append,
+        )
+        runs.append(seen)
+    for plain, recomputed in zip(*runs, strict=True):
+        assert recomputed["loss"] == pytest.approx(plain["loss"], abs=1e-5)
+        assert recomputed["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_fsdp_with_two_processes_matches_one_process(plain_model_dir, standard_pairs, tmp_path):
+    """FSDP on the CPU (gloo), one pair per rank per step, against one process taking both pairs per
+    step: the same global batch, so the same losses and the same final weights, written whole (Hugging
+    Face safetensors) by rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(standard_pairs.read_text().splitlines(keepends=True)[:2]))
+    common = [
+        "--data",
+        str(two),
+        "--model",
+        str(plain_model_dir),
+        "--lr",
+        "1e-2",
+        "--epochs",
+        "3",
+        "--dtype",
+        "fp32",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    fsdp = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        "-m",
+        "training.dpo",
+    ]
+    done = subprocess.run(
+        [*fsdp, *common, "--out", str(tmp_path / "fsdp"), "--batch-size", "1", "--sharding", "fsdp"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main([*common, "--out", str(tmp_path / "one"), "--batch-size", "2"]) == 0
+
+    sharded, single = metrics_lines(tmp_path / "fsdp"), metrics_lines(tmp_path / "one")
+    assert [m["step"] for m in sharded] == [1, 2, 3]
+    for a, b in zip(sharded, single, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert sharded[-1]["loss"] < sharded[0]["loss"]
+    gathered = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "final")
+    alone = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "final")
+    for (name, a), (_, b) in zip(gathered.state_dict().items(), alone.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    assert (tmp_path / "fsdp" / "final" / "model.safetensors").is_file()
+    assert not [p for p in (tmp_path / "fsdp").iterdir() if p.name.startswith(".")]
