@@ -1,19 +1,29 @@
 """DPO training speed and memory: prefloop's trainer against TRL's DPOTrainer, same data and settings.
 
-    python benchmarks/dpo.py                      # CPU: the embedded SmolLM2 in float32
+    python benchmarks/dpo.py --shape realistic    # CPU: the embedded SmolLM2 in float32
+    python benchmarks/dpo.py --shape equal        # today's case: every pair 64 + 128 tokens
     python benchmarks/dpo.py --model llama-1b     # GPU: a Llama-3.2-1B-shaped random model in bf16
+                                                  # (benchmarks/gpu.sh runs the GPU set)
 
-Each trainer runs in its own process (so peak memory is its own) over the same synthetic pairs of
-exactly --prompt-tokens + --response-tokens tokens, for one epoch. Reported: tokens/s per step (the
-non-padding tokens of the [chosen; rejected] batch, per second of optimizer step), time for the epoch
-with the reference pass included, and peak memory (CPU: max RSS; GPU: max allocated). TRL runs twice:
-with a live reference model (its default) and with precomputed reference log-probs.
+Shapes (pairs built deterministically from --seed):
+- ``realistic``: prompts of 20-1,000 tokens and responses of 10-1,000, log-uniform (lengths that
+  vary a hundredfold, as chat data does), chosen and rejected of different lengths;
+- ``equal``: every prompt exactly --prompt-tokens, every response --response-tokens.
+
+Each trainer runs in its own process (so peak memory is its own), one epoch. Reported: tokens/s (the
+non-padding tokens of the epoch's [chosen; rejected] rows per second of optimizer steps), the epoch
+time with the reference pass included, and peak memory (CPU: max RSS; GPU: max allocated). TRL runs
+at its best setting (precomputed reference log-probs; its DPO padding-free mode is disabled in 1.16)
+and, with ``--only trl-live``, with a live reference model (its default). The last line compares ours
+with TRL's faster run. On a GPU, MFU is 6 x parameters x tokens per second of our optimizer steps
+over the chip's dense bf16 peak (--peak-tflops).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import resource
@@ -32,25 +42,61 @@ WORDS = (
 ).split()
 
 
+def _text(tokenizer, rng: random.Random, length: int) -> str:
+    ids: list[int] = []
+    while len(ids) < length:
+        ids = tokenizer(text=" ".join(rng.choice(WORDS) for _ in range(length * 2)))["input_ids"]
+    return tokenizer.decode(ids[:length])
+
+
 def synthetic_pairs(tokenizer, n: int, prompt_tokens: int, response_tokens: int, seed: int) -> list[dict]:
-    """Standard-format pairs whose prompt and responses tokenise to exactly the asked lengths."""
+    """Standard-format pairs whose prompt and responses tokenise to about the asked lengths."""
     rng = random.Random(seed)
-
-    def text(length: int) -> str:
-        ids: list[int] = []
-        while len(ids) < length:
-            ids = tokenizer(text=" ".join(rng.choice(WORDS) for _ in range(length * 2)))["input_ids"]
-        return tokenizer.decode(ids[:length])
-
     # responses get one token less: the EOS the trainers append is the last response token
     return [
         {
-            "prompt": text(prompt_tokens),
-            "chosen": " " + text(response_tokens - 2),
-            "rejected": " " + text(response_tokens - 2),
+            "prompt": _text(tokenizer, rng, prompt_tokens),
+            "chosen": " " + _text(tokenizer, rng, response_tokens - 2),
+            "rejected": " " + _text(tokenizer, rng, response_tokens - 2),
         }
         for _ in range(n)
     ]
+
+
+def _log_uniform(rng: random.Random, low: int, high: int) -> int:
+    return round(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def realistic_pairs(tokenizer, n: int, seed: int) -> list[dict]:
+    """Prompts of 20-1,000 tokens, chosen and rejected each of 10-1,000, drawn log-uniformly."""
+    rng = random.Random(seed)
+    return [
+        {
+            "prompt": _text(tokenizer, rng, _log_uniform(rng, 20, 1000)),
+            "chosen": " " + _text(tokenizer, rng, max(1, _log_uniform(rng, 10, 1000) - 2)),
+            "rejected": " " + _text(tokenizer, rng, max(1, _log_uniform(rng, 10, 1000) - 2)),
+        }
+        for _ in range(n)
+    ]
+
+
+def epoch_tokens(model_path: str, data: Path) -> tuple[int, int, list[int]]:
+    """(non-padding tokens of the epoch's rows, parameters, row lengths), as our trainer tokenises."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from training.dpo.data import pairs_read, pairs_tokenize
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    pairs = pairs_tokenize(tokenizer, pairs_read(data), max_length=4096, max_prompt_length=None)
+    lengths = [len(p.prompt_ids) + len(r) for p in pairs for r in (p.chosen_ids, p.rejected_ids)]
+    config = AutoConfig.from_pretrained(model_path)
+    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    attention = h * (config.num_attention_heads * head_dim) * 2 + h * kv * head_dim * 2
+    mlp = 3 * h * config.intermediate_size
+    params = layers * (attention + mlp) + vocab * h  # the matmul parameters, head included
+    return sum(lengths), params, lengths
 
 
 def model_dir(name: str, workdir: Path) -> str:
@@ -58,31 +104,11 @@ def model_dir(name: str, workdir: Path) -> str:
         from generation.embedded import embedded_materialise
 
         return str(embedded_materialise())
-    if name == "llama-1b":  # Llama-3.2-1B's shape, random weights, the embedded tokenizer
-        import torch
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    if name in ("llama-1b", "llama-8b"):  # real shapes, random weights, 128k vocabulary
+        from benchmarks.gpu_models import models_write
 
-        from generation.embedded import embedded_materialise
-
-        target = workdir / "llama-1b"
-        if not (target / "config.json").exists():
-            tokenizer = AutoTokenizer.from_pretrained(embedded_materialise())
-            config = LlamaConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=2048,
-                intermediate_size=8192,
-                num_hidden_layers=16,
-                num_attention_heads=32,
-                num_key_value_heads=8,
-                max_position_embeddings=4096,
-                tie_word_embeddings=True,
-                rope_theta=500000.0,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(target)
-            tokenizer.save_pretrained(target)
-        return str(target)
+        models_write(workdir)
+        return str(workdir / name)
     return name
 
 
@@ -109,14 +135,16 @@ def run_ours(args: argparse.Namespace, data: Path, out: Path) -> dict:
             dtype=args.dtype,
             save_steps=10**9,
             max_length=4096,
+            padding_free=not args.no_padding_free,
+            gradient_checkpointing={"auto": None, "on": True, "off": False}[args.gradient_checkpointing],
+            compile=args.compile,
+            lora_r=args.lora_r,
         ),
         on_metrics=steps.append,
     )
-    epoch = result.reference_seconds + result.train_seconds
-    per_step = sorted(m["tokens/s"] for m in steps[1:] or steps)  # the first step warms up
     return {
-        "tokens_per_s": per_step[len(per_step) // 2],
-        "epoch_s": epoch,
+        "tokens_per_s": args.tokens / result.train_seconds,
+        "epoch_s": result.reference_seconds + result.train_seconds,
         "steps": len(steps),
         "reference_s": result.reference_seconds,
         "steps_s": result.train_seconds,
@@ -164,16 +192,16 @@ def run_trl(args: argparse.Namespace, data: Path, out: Path, precompute: bool) -
         callbacks=[Timer()],
     )
     epoch = trainer.train().metrics["train_runtime"]  # includes TRL's reference pass when precomputed
-    tokens_per_step = 2 * args.batch_size * (args.prompt_tokens + args.response_tokens)
-    per_step = sorted(tokens_per_step / t for t in (step_times[1:] or step_times))
-    return {"tokens_per_s": per_step[len(per_step) // 2], "epoch_s": epoch, "steps": len(step_times)}
+    return {"tokens_per_s": args.tokens / sum(step_times), "epoch_s": epoch, "steps": len(step_times)}
 
 
 def child(args: argparse.Namespace) -> None:
     work = Path(args.workdir)
     data = work / "pairs.jsonl"
     out = Path(tempfile.mkdtemp(dir=work, prefix=args.child + "-"))
-    if args.child == "ours":
+    if args.child in OURS:
+        if args.child != "ours":
+            args.gradient_checkpointing = args.child.removeprefix("ours-checkpointing-")
         result = run_ours(args, data, out)
     else:
         result = run_trl(args, data, out, precompute=args.child == "trl-precomputed")
@@ -181,20 +209,40 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
+# ours as configured by the flags (the trainer's defaults unless told), and ours with gradient
+# checkpointing forced on or off: the setting the defaults do not take on this device
+OURS = ("ours", "ours-checkpointing-on", "ours-checkpointing-off")
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="embedded", help="embedded | llama-1b | a model directory")
+    p.add_argument("--model", default="embedded", help="embedded | llama-1b | llama-8b | a model directory")
+    p.add_argument("--shape", choices=["realistic", "equal"], default="realistic")
     p.add_argument("--pairs", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--prompt-tokens", type=int, default=64)
-    p.add_argument("--response-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, help="pairs per step (default: 2 realistic, 4 equal)")
+    p.add_argument("--prompt-tokens", type=int, default=64, help="equal shape: every prompt's length")
+    p.add_argument("--response-tokens", type=int, default=128, help="equal shape: every response's length")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--dtype", choices=["fp32", "bf16"], default=None, help="default: bf16 on a GPU, else fp32"
     )
-    p.add_argument("--only", choices=["ours", "trl-live", "trl-precomputed"], action="append")
+    p.add_argument("--only", choices=[*OURS, "trl-live", "trl-precomputed"], action="append")
+    p.add_argument("--no-padding-free", action="store_true", help="ours: padded rows")
+    p.add_argument(
+        "--gradient-checkpointing",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="ours: recompute activations (auto, the trainer's default: on a CPU, off on a GPU)",
+    )
+    p.add_argument("--compile", action="store_true", help="ours: torch.compile the decoder layers")
+    p.add_argument("--lora-r", type=int, default=0, help="ours: LoRA rank (0: full fine-tuning)")
+    p.add_argument("--peak-tflops", type=float, help="the chip's dense bf16 peak, for MFU (GPU)")
+    p.add_argument("--write-pairs", help="write the shape's pairs to this JSONL file and stop")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     p.add_argument("--model-path", help=argparse.SUPPRESS)
+    p.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args)
@@ -204,21 +252,47 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     args.dtype = args.dtype or ("bf16" if torch.cuda.is_available() else "fp32")
+    args.batch_size = args.batch_size or (2 if args.shape == "realistic" else 4)
     work = Path(tempfile.mkdtemp(prefix="prefloop-bench-dpo-"))
     model_path = model_dir(args.model, work)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    rows = synthetic_pairs(tokenizer, args.pairs, args.prompt_tokens, args.response_tokens, seed=0)
+    if args.shape == "realistic":
+        rows = realistic_pairs(tokenizer, args.pairs, seed=args.seed)
+    else:
+        rows = synthetic_pairs(
+            tokenizer, args.pairs, args.prompt_tokens, args.response_tokens, seed=args.seed
+        )
     (work / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    if args.write_pairs:
+        Path(args.write_pairs).write_text(
+            (work / "pairs.jsonl").read_text(encoding="utf-8"), encoding="utf-8"
+        )
+        return
+    tokens, params, lengths = epoch_tokens(model_path, work / "pairs.jsonl")
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    on_gpu = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if on_gpu else f"CPU ({os.cpu_count()} cores)"
     print(f"command: python benchmarks/dpo.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"model: {args.model} ({model_path}), {args.dtype}, device: {device}")
+    import transformers
+    import trl
+
     print(
-        f"data: {args.pairs} pairs, batch {args.batch_size}, prompt {args.prompt_tokens} + response "
-        f"{args.response_tokens} tokens; torch {torch.__version__}"
+        f"data: {args.shape} shape, {args.pairs} pairs, batch {args.batch_size}, rows of "
+        f"{min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}), {tokens} tokens in "
+        f"the epoch; torch {torch.__version__}, transformers {transformers.__version__}, TRL {trl.__version__}"
     )
+    ours_flags = [
+        flag
+        for flag, on in (
+            ("--no-padding-free", args.no_padding_free),
+            ("--compile", args.compile),
+        )
+        if on
+    ]
     results = {}
-    for name in args.only or ["ours", "trl-live", "trl-precomputed"]:
+    other = "ours-checkpointing-on" if on_gpu else "ours-checkpointing-off"
+    for name in args.only or ["ours", other, "trl-precomputed"]:
         command = [
             sys.executable,
             __file__,
@@ -230,12 +304,14 @@ def main() -> None:
             model_path,
             "--batch-size",
             str(args.batch_size),
-            "--prompt-tokens",
-            str(args.prompt_tokens),
-            "--response-tokens",
-            str(args.response_tokens),
             "--dtype",
             args.dtype,
+            "--tokens",
+            str(tokens),
+            "--lora-r",
+            str(args.lora_r),
+            *(ours_flags if name in OURS else []),
+            *(["--gradient-checkpointing", args.gradient_checkpointing] if name == "ours" else []),
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -243,14 +319,30 @@ def main() -> None:
             print(f"{name}: failed\n{done.stderr[-2000:]}")
             continue
         results[name] = json.loads(line[len("RESULT ") :])
-    print(f"{'trainer':<18}{'tokens/s (step)':>16}{'epoch s (incl. ref)':>21}{'peak MB':>10}")
+    print(f"{'trainer':<18}{'tokens/s':>10}{'epoch s (incl. ref)':>21}{'peak MB':>10}")
     for name, r in results.items():
-        print(f"{name:<18}{r['tokens_per_s']:>16.0f}{r['epoch_s']:>21.1f}{r['peak_mb']:>10.0f}")
-    if "ours" in results:
-        r = results["ours"]
+        print(f"{name:<18}{r['tokens_per_s']:>10.0f}{r['epoch_s']:>21.1f}{r['peak_mb']:>10.0f}")
+    for name in (n for n in OURS if n in results):
+        r = results[name]
         print(
-            f"ours: reference pass {r['reference_s']:.1f} s, {r['steps']} optimizer steps {r['steps_s']:.1f} s"
+            f"{name}: reference pass {r['reference_s']:.1f} s, {r['steps']} optimizer steps {r['steps_s']:.1f} s"
         )
+        peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in device), None)
+        if on_gpu and peak:
+            mfu = 6 * params * r["tokens_per_s"] / (peak * 1e12)
+            print(
+                f"{name}: MFU {100 * mfu:.1f}% (6 x {params / 1e9:.2f}B parameters x tokens/s over {peak:.0f} TFLOP/s)"
+            )
+    trl_runs = [results[k] for k in ("trl-precomputed", "trl-live") if k in results]
+    ran = [n for n in reversed(OURS) if n in results]  # the plain setting's line last
+    if ran and trl_runs:
+        best = min(trl_runs, key=lambda r: r["epoch_s"])
+        for name in ran:
+            label = "ours" if name == "ours" else f"ours ({name.removeprefix('ours-').replace('-', ' ')})"
+            print(
+                f"{label} vs trl: epoch time {best['epoch_s'] / results[name]['epoch_s']:.2f}x faster, "
+                f"peak memory {results[name]['peak_mb'] / best['peak_mb']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

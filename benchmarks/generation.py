@@ -3,9 +3,14 @@
     python benchmarks/generation.py                    # CPU: the embedded SmolLM2, float32
     python benchmarks/generation.py --model llama-1b   # GPU: a Llama-3.2-1B-shaped random model, bf16
 
-32 prompts x 4 samples. "batched" is the backend as ``generate`` uses it (prompts sorted by length,
-as many per ``generate`` call as fit); "one prompt at a time" is the same backend with one prompt
-(and its 4 samples) per call. tokens/s counts generated tokens; model loading is excluded.
+32 prompts x 4 samples. Rows:
+- "batched": the backend as ``generate`` uses it (prompts sorted by length, as many per ``generate``
+  call as fit, each prompt prefilled once and its KV cache repeated for its 4 samples);
+- "batched, every sample prefilled": the same without sharing the prefill (the backend before);
+- "one prompt at a time": the backend with one prompt (and its 4 samples) per call;
+- "naive loop": plain transformers, what a script would do: for each prompt, ``model.generate`` with
+  ``do_sample=True, num_return_sequences=4`` and transformers' own temperature/top-p sampling.
+tokens/s counts generated tokens; model loading is excluded. The last lines give the speed-ups.
 """
 
 from __future__ import annotations
@@ -62,21 +67,58 @@ def main() -> None:
     )
 
     rows = []
-    modes = [("batched", None)] + ([] if args.skip_naive else [("one prompt at a time", 1)])
-    for label, batch_size in modes:
-        backend = TransformersBackend(ModelSpec(path), batch_size=batch_size)
+    modes = [("batched", None, True), ("batched, every sample prefilled", None, False)]
+    if not args.skip_naive:
+        modes.append(("one prompt at a time", 1, True))
+    for label, batch_size, prefill_once in modes:
+        backend = TransformersBackend(ModelSpec(path), batch_size=batch_size, prefill_once=prefill_once)
         backend.generate(work[:1], Sampling(samples=1, max_new_tokens=4))  # warm-up
         started = time.perf_counter()
         results = backend.generate(work, sampling)
         elapsed = time.perf_counter() - started
         tokens = sum(c.token_count for r in results for c in r)
         rows.append((label, elapsed, len(work) / elapsed, tokens / elapsed))
+        if not args.skip_naive and batch_size is None and prefill_once:
+            naive = naive_loop(backend, work, sampling)
         del backend
-    print(f"{'mode':<22}{'seconds':>9}{'prompts/s':>11}{'tokens/s':>10}")
+    if not args.skip_naive:
+        rows.append(naive)
+    print(f"{'mode':<34}{'seconds':>9}{'prompts/s':>11}{'tokens/s':>10}")
     for label, elapsed, pps, tps in rows:
-        print(f"{label:<22}{elapsed:>9.1f}{pps:>11.3f}{tps:>10.1f}")
-    if len(rows) == 2:
-        print(f"speed-up (tokens/s): {rows[0][3] / rows[1][3]:.1f}x")
+        print(f"{label:<34}{elapsed:>9.1f}{pps:>11.3f}{tps:>10.1f}")
+    for label, _, _, tps in rows[1:]:
+        print(f"batched vs {label} (tokens/s): {rows[0][3] / tps:.1f}x")
+
+
+def naive_loop(backend, work, sampling) -> tuple[str, float, float, float]:
+    """One prompt at a time through plain ``model.generate`` (transformers' sampling)."""
+    import torch
+
+    model, tokenizer = backend.model, backend.tokenizer
+    torch.manual_seed(sampling.seed)
+    tokens = 0
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for conversation in work:
+            ids = torch.tensor([backend.render(conversation)], device=backend.device)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=None,
+                num_return_sequences=sampling.samples,
+                max_new_tokens=sampling.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=backend.eos_ids,
+            )
+            new = out[:, ids.shape[1] :]
+            ended = torch.isin(new, torch.tensor(backend.eos_ids, device=new.device))
+            # tokens up to and including the first EOS (the rest is padding after the row ended)
+            tokens += int(torch.where(ended.any(1), ended.int().argmax(1) + 1, new.shape[1]).sum())
+    elapsed = time.perf_counter() - started
+    return ("naive loop (plain transformers)", elapsed, len(work) / elapsed, tokens / elapsed)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 bf16 on a GPU that supports it, float32 on a CPU. Prompts are sorted by length so that a batch pads
 little; the batch size fits memory (on a GPU from the free memory and the KV cache a sequence needs).
+Each prompt is prefilled once and its KV cache repeated for its K samples, which then decode together.
 The mean log-probability of each completion comes from one extra forward pass over the finished
 sequences, under the model's own distribution (not the temperature/top-p-warped one).
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import transformers
 from transformers import LogitsProcessorList
 
 from generation.backends import Completion, Messages, ModelSpec, Sampling, TokenCallback
@@ -20,6 +22,8 @@ from generation.backends import Completion, Messages, ModelSpec, Sampling, Token
 NUCLEUS_TOP_K = 256  # tokens looked at first when sampling; a wider nucleus falls back to a full sort
 CPU_SEQUENCES_PER_BATCH = 64  # on a CPU larger batches stop paying off and only hold memory
 LOGPROB_CHUNK_ELEMENTS = 2**26  # rows x positions x vocabulary per scoring forward (~256 MB of float32)
+# what transformers calls the KV cache in forward/generate arguments and outputs (renamed in 5.x)
+CACHE_ARGUMENT = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
 
 
 class NucleusSampler:
@@ -95,6 +99,7 @@ class TransformersBackend:
         device: str | None = None,
         dtype: torch.dtype | None = None,
         batch_size: int | None = None,
+        prefill_once: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -123,6 +128,7 @@ class TransformersBackend:
             raise ValueError(f"{spec.location}: the model has no EOS token; completions could not end")
         self.eos_ids = sorted(eos_ids)
         self.batch_size = batch_size
+        self.prefill_once = prefill_once  # False: every sample prefills its prompt (the plain way)
 
     def render(self, messages: Messages) -> list[int]:
         """The prompt's token ids, through the chat template (a plain prompt without one: as is)."""
@@ -183,7 +189,12 @@ class TransformersBackend:
         # Greedy decoding gives one answer per prompt: generate it once, repeat it K times below.
         # Sampling repeats each prompt K times and decodes through NucleusSampler (greedy over its draw).
         returned = sampling.samples if sample else 1
+        prefilled = {}
         if returned > 1:
+            if width > 1 and self.prefill_once:
+                prefilled = {
+                    CACHE_ARGUMENT: self._prefill(padded["input_ids"], padded["attention_mask"], returned)
+                }
             padded = {key: value.repeat_interleave(returned, dim=0) for key, value in padded.items()}
         processors = LogitsProcessorList(
             [NucleusSampler(temperature=sampling.temperature, top_p=sampling.top_p)] if sample else []
@@ -202,6 +213,7 @@ class TransformersBackend:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.eos_ids,
             use_cache=True,
+            **prefilled,
         )
         new = out[:, width:]
         is_eos = torch.isin(new, torch.tensor(self.eos_ids, device=new.device))
@@ -226,6 +238,22 @@ class TransformersBackend:
         if returned != sampling.samples:
             completions = [c for c in completions for _ in range(sampling.samples)]
         return completions
+
+    def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, repeats: int) -> Any:
+        """The KV cache of every prompt but its last token, computed once and repeated ``repeats`` times
+        (``generate`` then feeds the last token, the first step of decoding). Left padding: positions
+        count from each row's first real token, as ``generate`` counts them."""
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids[:, :-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = getattr(out, CACHE_ARGUMENT)
+        cache.batch_repeat_interleave(repeats)
+        return cache
 
     @torch.inference_mode()
     def score(self, prompts: list[Messages], answers: list[str], ended: list[bool]) -> list[float]:

@@ -151,3 +151,28 @@ def test_score_is_the_mean_logprob_of_the_answer_and_its_end_under_the_model(tin
 
     assert scored[0] == pytest.approx(wanted.mean().item(), abs=1e-5)
     assert scored[1] == pytest.approx(wanted[:-1].mean().item(), abs=1e-5)  # not ended: no end token
+
+
+def test_a_prompt_prefilled_once_samples_what_k_full_prefills_sample(chat_model_dir, monkeypatch):
+    """The K samples of a prompt decode from copies of one prefilled cache; left padding included,
+    they are the samples that prefilling every copy gives (same seed, same draws)."""
+    sampling = Sampling(samples=3, max_new_tokens=8, temperature=1.0, seed=11)
+    once = TransformersBackend(ModelSpec(str(chat_model_dir)))
+    every = TransformersBackend(ModelSpec(str(chat_model_dir)), prefill_once=False)
+    calls = []
+    original = TransformersBackend._prefill
+
+    def counted(self, input_ids, attention_mask, repeats):
+        calls.append((input_ids.shape[0], repeats))
+        return original(self, input_ids, attention_mask, repeats)
+
+    monkeypatch.setattr(TransformersBackend, "_prefill", counted)
+    shared = once.generate(PROMPTS, sampling)
+    assert calls == [(2, 3)]  # the 2 prompts prefilled once each, not 6 copies
+    separate = every.generate(PROMPTS, sampling)
+    assert calls == [(2, 3)]
+
+    assert [[c.text for c in r] for r in shared] == [[c.text for c in r] for r in separate]
+    assert [c.mean_logprob for r in shared for c in r] == pytest.approx(
+        [c.mean_logprob for r in separate for c in r], abs=1e-4
+    )

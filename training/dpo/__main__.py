@@ -49,7 +49,10 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
         help="pad each batch's rows instead of packing them into one",
     )
     p.add_argument(
-        "--gradient-checkpointing", action="store_true", help="recompute activations in the backward"
+        "--gradient-checkpointing",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="recompute activations in the backward (auto: on a CPU, where it is faster too)",
     )
     p.add_argument("--sharding", choices=SHARDING, default="ddp", help="under torchrun: ddp or fsdp")
     p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
@@ -83,7 +86,7 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
             dtype=a.dtype,
             resume=a.resume,
             padding_free=a.padding_free,
-            gradient_checkpointing=a.gradient_checkpointing,
+            gradient_checkpointing={"auto": None, "on": True, "off": False}[a.gradient_checkpointing],
             sharding=a.sharding,
             compile=a.compile,
         )
