@@ -49,6 +49,12 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
         help="pad each batch's rows instead of packing them into one",
     )
     p.add_argument(
+        "--no-share-prompt",
+        dest="share_prompt",
+        action="store_false",
+        help="packed: lay each pair's prompt down twice (once per response) instead of once",
+    )
+    p.add_argument(
         "--gradient-checkpointing",
         choices=["auto", "on", "off"],
         default="auto",
@@ -86,6 +92,7 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
             dtype=a.dtype,
             resume=a.resume,
             padding_free=a.padding_free,
+            share_prompt=a.share_prompt,
             gradient_checkpointing={"auto": None, "on": True, "off": False}[a.gradient_checkpointing],
             sharding=a.sharding,
             compile=a.compile,

@@ -39,6 +39,7 @@ class DPOConfig:
     max_steps: int = 0  # stop after N optimizer steps (0: run all epochs)
     # pack each batch's rows into one (where the model allows it; else length-grouped batches)
     padding_free: bool = True
+    share_prompt: bool = True  # packed: each pair's prompt once, its two responses after it
     # recompute activations in the backward: a fraction of the memory for a third more compute on a GPU;
     # None: on a CPU only, where it measured faster as well as leaner (docs/benchmarks.md)
     gradient_checkpointing: bool | None = None

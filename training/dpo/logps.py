@@ -108,8 +108,47 @@ class Inputs:
         )
 
 
-def batch_inputs(batch: Batch, *, packed: bool) -> Inputs:
-    """The model's inputs for ``batch`` (right-padded rows), padded or packed into one row."""
+def _pairs_inputs(batch: Batch) -> Inputs | None:
+    """Every pair as prompt, chosen, rejected in one row (attention.py), each prompt once; None where
+    a pair's rows do not share a non-empty prompt (then rows are packed as they are)."""
+    rows = batch.input_ids.shape[0]
+    half = rows // 2
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    prompts = batch.completion_mask.float().argmax(dim=1).tolist()  # each row's first response token
+    device = batch.input_ids.device
+    ids, positions, select, labels, owner = [], [], [], [], []
+    pairs: list[tuple[int, int, int, int]] = []
+    at = 0
+    for i in range(half):
+        p, c, r = prompts[i], lengths[i] - prompts[i], lengths[half + i] - prompts[i]
+        if p < 1 or prompts[half + i] != p or c < 1 or r < 1:
+            return None
+        chosen, rejected = batch.input_ids[i, : p + c], batch.input_ids[half + i, p : p + r]
+        ids += [chosen, rejected]
+        positions += [torch.arange(p + c, device=device), torch.arange(p, p + r, device=device)]
+        # the prompt's last token predicts both first response tokens; each response predicts its rest
+        select += [
+            torch.arange(at + p - 1, at + p + c - 1, device=device),
+            torch.tensor([at + p - 1], device=device),
+            torch.arange(at + p + c, at + p + c + r - 1, device=device),
+        ]
+        labels += [chosen[p:], rejected]
+        owner += [torch.full((c,), i, device=device), torch.full((r,), half + i, device=device)]
+        pairs.append((at, p, c, r))
+        at += p + c + r
+    forward = {
+        "input_ids": torch.cat(ids).unsqueeze(0),
+        "position_ids": torch.cat(positions).unsqueeze(0),
+        "prefloop_pairs": pairs,
+    }
+    return Inputs(forward, torch.cat(select), torch.cat(labels), torch.cat(owner), rows)
+
+
+def batch_inputs(batch: Batch, *, packed: bool, share_prompt: bool = False) -> Inputs:
+    """The model's inputs for ``batch`` (right-padded rows): padded, packed into one row, or packed
+    as pairs with each prompt once (``share_prompt``)."""
+    if packed and share_prompt and (shared := _pairs_inputs(batch)) is not None:
+        return shared
     predicts = batch.completion_mask[:, 1:].bool()  # position t predicts token t+1, a response token
     owner, t = predicts.nonzero(as_tuple=True)
     labels = batch.input_ids[:, 1:][predicts]
@@ -137,10 +176,11 @@ class TokenLogps(nn.Module):
     Wrapping the model in a module of its own is what lets DistributedDataParallel and FSDP see the
     whole computation (FSDP gathers the head's weight for this module's forward)."""
 
-    def __init__(self, model: Any, *, packed: bool) -> None:
+    def __init__(self, model: Any, *, packed: bool, share_prompt: bool = True) -> None:
         super().__init__()
         self.model = model  # registered: its parameters are this module's
         self.packed = packed
+        self.share_prompt = share_prompt  # packed: each pair's prompt once, both responses after it
         causal = causal_of(model)
         self.chunked = _chunkable(causal)
 
@@ -168,8 +208,8 @@ def sequence_logps(scorer: Any, batch: Batch) -> tuple[Tensor, Tensor]:
 
     ``scorer`` is a :class:`TokenLogps` (or DDP/FSDP around one); prompt and padding tokens
     contribute nothing."""
-    packed = scorer.module.packed if hasattr(scorer, "module") else scorer.packed
-    inputs = batch_inputs(batch, packed=packed)
+    inner = scorer.module if hasattr(scorer, "module") else scorer
+    inputs = batch_inputs(batch, packed=inner.packed, share_prompt=inner.share_prompt)
     per_token = scorer(inputs)
     summed = torch.zeros(inputs.rows, dtype=per_token.dtype, device=per_token.device)
     return summed.index_add(0, inputs.owner, per_token), inputs.tokens()

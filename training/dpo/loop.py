@@ -157,7 +157,7 @@ def _scorer(cfg: DPOConfig, model: Model, device: torch.device, *, fsdp: bool) -
     causal = causal_of(model)
     causal.config.use_cache = False
     packed = cfg.padding_free and varlen_enable(causal)
-    scorer = TokenLogps(model, packed=packed)
+    scorer = TokenLogps(model, packed=packed, share_prompt=cfg.share_prompt)
     if fsdp:  # each block its own shard group, the rest (embeddings, head, norm) the root's
         from torch.distributed.fsdp import fully_shard
 

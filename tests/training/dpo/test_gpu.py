@@ -49,10 +49,12 @@ def test_packed_chunked_log_probs_match_the_plain_path_on_the_gpu(dtype):
         expected, _ = sequence_logps_full_logits(model, batch)
         padded, _ = sequence_logps(TokenLogps(model, packed=False), batch)
         assert varlen_enable(model)
-        packed, _ = sequence_logps(TokenLogps(model, packed=True), batch)
+        packed, _ = sequence_logps(TokenLogps(model, packed=True, share_prompt=False), batch)
+        pairs, _ = sequence_logps(TokenLogps(model, packed=True, share_prompt=True), batch)
     tolerance = 1e-3 if dtype == torch.float32 else 0.5  # bf16: summed over ~200 tokens
     torch.testing.assert_close(padded, expected, atol=tolerance, rtol=1e-2)
     torch.testing.assert_close(packed, expected, atol=tolerance, rtol=1e-2)
+    torch.testing.assert_close(pairs, expected, atol=tolerance, rtol=1e-2)
 
 
 def test_a_bf16_step_with_fused_adamw_lowers_the_loss():

@@ -42,8 +42,10 @@ def grads(model):
 
 
 @pytest.mark.parametrize("tie", [False, True])
-@pytest.mark.parametrize("packed", [False, True])
-def test_chunked_head_matches_full_logits_in_values_and_gradients(packed, tie, monkeypatch):
+@pytest.mark.parametrize("layout", ["padded", "packed", "pairs"])
+def test_chunked_head_matches_full_logits_in_values_and_gradients(layout, tie, monkeypatch):
+    """Padded rows, packed rows, and packed pairs (each prompt once, both responses after it)."""
+    packed = layout != "padded"
     monkeypatch.setattr(logps_module, "LOGIT_CHUNK_ELEMENTS", 300 * 5)  # 5 positions per chunk
     model = tiny_llama(tie=tie)
     batch = ragged_batch()
@@ -54,7 +56,7 @@ def test_chunked_head_matches_full_logits_in_values_and_gradients(packed, tie, m
 
     if packed:
         assert varlen_enable(model)
-    scorer = TokenLogps(model, packed=packed)
+    scorer = TokenLogps(model, packed=packed, share_prompt=layout == "pairs")
     assert scorer.chunked
     got, tokens = sequence_logps(scorer, batch)
     (got * torch.arange(1.0, 7.0)).sum().backward()
@@ -70,20 +72,21 @@ def test_a_head_with_a_bias_goes_through_the_models_own_forward():
     model.lm_head = torch.nn.Linear(32, 300, bias=True)
     batch = ragged_batch()
     expected, _ = sequence_logps_full_logits(model, batch)
-    for packed in (False, True):
+    for packed, share in ((False, False), (True, False), (True, True)):
         if packed:
             varlen_enable(model)
-        scorer = TokenLogps(model, packed=packed)
+        scorer = TokenLogps(model, packed=packed, share_prompt=share)
         assert not scorer.chunked
         got, _ = sequence_logps(scorer, batch)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
-def test_packed_rows_attend_only_to_themselves():
+@pytest.mark.parametrize("share", [False, True])
+def test_packed_rows_attend_only_to_themselves(share):
     """A row's log-probs do not change with what it is packed beside."""
     model = tiny_llama()
     varlen_enable(model)
-    scorer = TokenLogps(model, packed=True)
+    scorer = TokenLogps(model, packed=True, share_prompt=share)
     alone = batch_collate([(0, TokenizedPair([5, 6, 7], [8, 9], [10]))], pad_id=0)
     together = batch_collate(
         [(1, TokenizedPair([11] * 20, [12] * 30, [13] * 4)), (0, TokenizedPair([5, 6, 7], [8, 9], [10]))],

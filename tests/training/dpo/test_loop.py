@@ -270,30 +270,38 @@ def test_rpo_adds_the_chosen_answers_per_token_nll_to_the_loss(plain_model_dir, 
 
 
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge", "robust", "dpop", "simpo", "orpo"])
-def test_packed_rows_train_as_the_padded_path_does_for_every_loss(
+def test_packed_rows_and_pairs_train_as_the_padded_path_does_for_every_loss(
     loss, plain_model_dir, standard_pairs, tmp_path
 ):
     extra = {"label_smoothing": 0.1} if loss == "robust" else {}
     extra |= {"beta": 2.0} if loss == "simpo" else {}
     runs = {}
-    for padding_free in (False, True):
+    for layout, padding_free, share in (
+        ("padded", False, False),
+        ("packed", True, False),
+        ("pairs", True, True),
+    ):
         seen = []
         train(
             config(
                 plain_model_dir,
                 standard_pairs,
-                tmp_path / str(padding_free),
+                tmp_path / layout,
                 loss=loss,
                 epochs=2,
                 rpo_alpha=0.5,
                 padding_free=padding_free,
+                share_prompt=share,
                 **extra,
             ),
             on_metrics=seen.append,
         )
-        runs[padding_free] = seen
-    assert len(runs[True]) == len(runs[False]) == 4
-    for packed, padded in zip(runs[True], runs[False], strict=True):
+        runs[layout] = seen
+    assert len(runs["padded"]) == len(runs["packed"]) == len(runs["pairs"]) == 4
+    for packed, padded in [
+        *zip(runs["packed"], runs["padded"], strict=True),
+        *zip(runs["pairs"], runs["padded"], strict=True),
+    ]:
         for name in (
             "loss",
             "rewards/chosen",
