@@ -136,7 +136,7 @@ def run_ours(args: argparse.Namespace, data: Path, out: Path) -> dict:
             save_steps=10**9,
             max_length=4096,
             padding_free=not args.no_padding_free,
-            gradient_checkpointing={"auto": None, "on": True, "off": False}[args.gradient_checkpointing],
+            gradient_checkpointing=args.gradient_checkpointing,
             compile=args.compile,
             lora_r=args.lora_r,
         ),
@@ -200,8 +200,7 @@ def child(args: argparse.Namespace) -> None:
     data = work / "pairs.jsonl"
     out = Path(tempfile.mkdtemp(dir=work, prefix=args.child + "-"))
     if args.child in OURS:
-        if args.child != "ours":
-            args.gradient_checkpointing = args.child.removeprefix("ours-checkpointing-")
+        args.gradient_checkpointing = args.gradient_checkpointing or args.child == "ours-checkpointing"
         result = run_ours(args, data, out)
     else:
         result = run_trl(args, data, out, precompute=args.child == "trl-precomputed")
@@ -210,8 +209,8 @@ def child(args: argparse.Namespace) -> None:
 
 
 # ours as configured by the flags (the trainer's defaults unless told), and ours with gradient
-# checkpointing forced on or off: the setting the defaults do not take on this device
-OURS = ("ours", "ours-checkpointing-on", "ours-checkpointing-off")
+# checkpointing (the memory-lean setting)
+OURS = ("ours", "ours-checkpointing")
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16
 
 
@@ -229,12 +228,7 @@ def main() -> None:
     )
     p.add_argument("--only", choices=[*OURS, "trl-live", "trl-precomputed"], action="append")
     p.add_argument("--no-padding-free", action="store_true", help="ours: padded rows")
-    p.add_argument(
-        "--gradient-checkpointing",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="ours: recompute activations (auto, the trainer's default: on a CPU, off on a GPU)",
-    )
+    p.add_argument("--gradient-checkpointing", action="store_true", help="ours: recompute activations")
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the decoder layers")
     p.add_argument("--lora-r", type=int, default=0, help="ours: LoRA rank (0: full fine-tuning)")
     p.add_argument("--peak-tflops", type=float, help="the chip's dense bf16 peak, for MFU (GPU)")
@@ -287,12 +281,12 @@ def main() -> None:
         for flag, on in (
             ("--no-padding-free", args.no_padding_free),
             ("--compile", args.compile),
+            ("--gradient-checkpointing", args.gradient_checkpointing),
         )
         if on
     ]
     results = {}
-    other = "ours-checkpointing-on" if on_gpu else "ours-checkpointing-off"
-    for name in args.only or ["ours", other, "trl-precomputed"]:
+    for name in args.only or [*OURS, "trl-precomputed"]:
         command = [
             sys.executable,
             __file__,
@@ -311,7 +305,6 @@ def main() -> None:
             "--lora-r",
             str(args.lora_r),
             *(ours_flags if name in OURS else []),
-            *(["--gradient-checkpointing", args.gradient_checkpointing] if name == "ours" else []),
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -47,7 +47,7 @@ run dpo-1b-realistic 150 $PY benchmarks/dpo.py --model "$WORK/llama-1b" --shape 
 run dpo-1b-equal 60 $PY benchmarks/dpo.py --model "$WORK/llama-1b" --shape equal --pairs 64 --batch-size 8 \
   --prompt-tokens 512 --response-tokens 512 --only ours
 run dpo-8b-lora 120 $PY benchmarks/dpo.py --model "$WORK/llama-8b" --shape equal --pairs 8 --batch-size 8 \
-  --prompt-tokens 1024 --response-tokens 1024 --lora-r 16 --gradient-checkpointing on --only ours
+  --prompt-tokens 1024 --response-tokens 1024 --lora-r 16 --gradient-checkpointing --only ours
 $PY benchmarks/dpo.py --write-pairs "$WORK/pairs.jsonl" --model "$WORK/llama-1b" --shape realistic --pairs 32 >/dev/null
 run round-bf16 60 $PY -m training.dpo --data "$WORK/pairs.jsonl" --model "$WORK/llama-1b" --out "$WORK/round" \
   --dtype bf16 --lr 1e-6 --batch-size 4 --max-length 2048

@@ -68,7 +68,9 @@ def main() -> None:
         print("RESULT " + json.dumps(child(mode, int(positions), int(vocab), int(hidden))))
         return
     print(f"command: python benchmarks/logps_memory.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"vocabulary {args.vocab}, hidden {args.hidden}; peak memory of forward + backward above the inputs")
+    print(
+        f"vocabulary {args.vocab}, hidden {args.hidden}; peak memory of forward + backward above the inputs"
+    )
     print(f"{'positions':>10}{'full MB':>10}{'chunked MB':>12}{'logits MB':>11}{'|sum diff|':>12}")
     for n in args.positions:
         got = {}
@@ -79,7 +81,9 @@ def main() -> None:
             got[mode] = json.loads(line[len("RESULT ") :])
         logits_mb = n * args.vocab * 4 / 2**20
         diff = abs(got["full"]["logps_sum"] - got["chunked"]["logps_sum"])
-        print(f"{n:>10}{got['full']['peak_mb']:>10.0f}{got['chunked']['peak_mb']:>12.0f}{logits_mb:>11.0f}{diff:>12.2e}")
+        print(
+            f"{n:>10}{got['full']['peak_mb']:>10.0f}{got['chunked']['peak_mb']:>12.0f}{logits_mb:>11.0f}{diff:>12.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -56,9 +56,8 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
     )
     p.add_argument(
         "--gradient-checkpointing",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="recompute activations in the backward (auto: on a CPU, where it is faster too)",
+        action="store_true",
+        help="recompute activations in the backward: less memory, more time",
     )
     p.add_argument("--sharding", choices=SHARDING, default="ddp", help="under torchrun: ddp or fsdp")
     p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
@@ -93,7 +92,7 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
             resume=a.resume,
             padding_free=a.padding_free,
             share_prompt=a.share_prompt,
-            gradient_checkpointing={"auto": None, "on": True, "off": False}[a.gradient_checkpointing],
+            gradient_checkpointing=a.gradient_checkpointing,
             sharding=a.sharding,
             compile=a.compile,
         )

@@ -259,10 +259,7 @@ def train(
     fsdp = world > 1 and cfg.sharding == "fsdp"
     model = _model(cfg, dtype, resume_from)
     causal = causal_of(model)
-    checkpointing = cfg.gradient_checkpointing
-    if checkpointing is None:
-        checkpointing = device.type == "cpu"
-    if checkpointing:
+    if cfg.gradient_checkpointing:
         reentrant_off = {"use_reentrant": False}
         if hasattr(causal, "activation_checkpointing_enable"):  # transformers >= 5 names it so
             causal.activation_checkpointing_enable(activation_checkpointing_kwargs=reentrant_off)
