@@ -16,7 +16,12 @@ from training.dpo.loop import train
 
 def parse(argv: list[str] | None = None) -> DPOConfig:
     p = argparse.ArgumentParser(prog="python -m training.dpo", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="preference JSONL (conversational or standard)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="preference JSONL (conversational or standard); kto: unpaired prompt/completion/label rows or "
+        "pairs; sft: prompt/completion rows, messages, or pairs (their chosen answers)",
+    )
     p.add_argument("--model", required=True, help="starting model directory (Hugging Face format)")
     p.add_argument("--out", required=True, help="output directory (metrics, checkpoints, final/)")
     p.add_argument("--ref", help="reference model directory (default: the starting model)")
@@ -26,6 +31,8 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
     p.add_argument("--label-smoothing", type=float, default=0.0, help="robust loss: share of flipped labels")
     p.add_argument("--dpop-lambda", type=float, default=50.0)
     p.add_argument("--simpo-gamma", type=float, default=0.5)
+    p.add_argument("--desirable-weight", type=float, default=1.0, help="kto: weight of desirable answers")
+    p.add_argument("--undesirable-weight", type=float, default=1.0, help="kto: weight of undesirable answers")
     p.add_argument("--rpo-alpha", type=float, default=0.0, help="weight of the chosen answer's NLL (RPO)")
     p.add_argument("--lr", type=float, help="default 5e-7 (full) / 5e-5 (LoRA)")
     p.add_argument("--epochs", type=int, default=1)
@@ -74,6 +81,8 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
             label_smoothing=a.label_smoothing,
             dpop_lambda=a.dpop_lambda,
             simpo_gamma=a.simpo_gamma,
+            desirable_weight=a.desirable_weight,
+            undesirable_weight=a.undesirable_weight,
             rpo_alpha=a.rpo_alpha,
             lr=a.lr,
             epochs=a.epochs,

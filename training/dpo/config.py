@@ -3,8 +3,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Losses, each from its paper (see losses.py). The reference-free ones load no reference model.
-LOSSES = ("sigmoid", "ipo", "hinge", "robust", "dpop", "simpo", "orpo")
-REFERENCE_FREE = ("simpo", "orpo")
+LOSSES = ("sigmoid", "ipo", "hinge", "robust", "dpop", "simpo", "orpo", "kto", "sft")
+REFERENCE_FREE = ("simpo", "orpo", "sft")
+# kto trains on unpaired answers (desirable or not; pairs give one of each), sft on target answers alone
+UNPAIRED = ("kto", "sft")
 SHARDING = ("ddp", "fsdp")  # how several processes split the work under torchrun
 
 
@@ -20,6 +22,8 @@ class DPOConfig:
     label_smoothing: float = 0.0  # robust (cDPO): assumed share of flipped labels, < 0.5
     dpop_lambda: float = 50.0  # DPO-Positive: penalty on the chosen log-ratio falling below 0
     simpo_gamma: float = 0.5  # SimPO: target reward margin
+    desirable_weight: float = 1.0  # KTO: weight of a desirable answer's loss (λ_D)
+    undesirable_weight: float = 1.0  # KTO: weight of an undesirable one's (λ_U)
     rpo_alpha: float = 0.0  # RPO (Pang et al. 2024): weight of the chosen answer's per-token NLL, added
     lr: float | None = None  # None: 5e-7 for full fine-tuning, 5e-5 with LoRA
     epochs: int = 1
@@ -55,6 +59,12 @@ class DPOConfig:
             raise ValueError(f"label_smoothing must be in [0, 0.5) (got {self.label_smoothing})")
         if self.rpo_alpha < 0:
             raise ValueError(f"rpo_alpha must be >= 0 (got {self.rpo_alpha})")
+        if self.rpo_alpha and self.loss in UNPAIRED:
+            raise ValueError(f"rpo_alpha applies to pair losses, not {self.loss}")
+        if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
+            raise ValueError("desirable_weight and undesirable_weight must be positive")
+        if self.loss == "kto" and self.batch_size < 2:
+            raise ValueError("kto needs batch_size >= 2: its KL estimate pairs answers within a batch")
         if self.label_smoothing and self.loss != "robust":
             raise ValueError("label_smoothing applies to the 'robust' loss only")
         for name in ("epochs", "batch_size", "grad_accum", "max_length"):

@@ -208,10 +208,16 @@ def pairs_tokenize(
     ]
 
 
-def batch_collate(items: list[tuple[int, TokenizedPair]], *, pad_id: int) -> Batch:
-    """The ``[chosen; rejected]`` batch of (dataset index, tokenized pair) items."""
+PAIR_SIDES = ("chosen_ids", "rejected_ids")
+
+
+def batch_collate(
+    items: list[tuple[int, TokenizedPair]], *, pad_id: int, sides: tuple[str, ...] = PAIR_SIDES
+) -> Batch:
+    """The ``[chosen; rejected]`` batch of (dataset index, tokenized pair) items (``sides``: which
+    responses make rows; SFT takes the chosen ones alone)."""
     rows, masks = [], []
-    for side in ("chosen_ids", "rejected_ids"):
+    for side in sides:
         for _, pair in items:
             completion = getattr(pair, side)
             rows.append(pair.prompt_ids + completion)
@@ -235,6 +241,7 @@ def batches(
     pad_id: int,
     shuffle_seed: int | None,
     group_by_length: bool = False,
+    sides: tuple[str, ...] = PAIR_SIDES,
 ) -> list[Batch]:
     """The micro-batches of ``indices`` (shuffled with ``shuffle_seed`` unless it is None).
 
@@ -250,4 +257,126 @@ def batches(
     groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if group_by_length and shuffle_seed is not None:
         random.Random(shuffle_seed + 1).shuffle(groups)
-    return [batch_collate([(i, data[i]) for i in group], pad_id=pad_id) for group in groups]
+    return [batch_collate([(i, data[i]) for i in group], pad_id=pad_id, sides=sides) for group in groups]
+
+
+# --- Unpaired examples (KTO) and supervised ones (SFT) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """One answer to one prompt: KTO's unpaired row (``label``: desirable or not) or an SFT target."""
+
+    line: int
+    prompt: Any
+    completion: Any
+    label: bool = True
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.prompt, list)
+
+
+def _completion_problem(prompt: Any, completion: Any, field: str) -> str | None:
+    if isinstance(prompt, list):
+        if problem := _message_problem(prompt, "prompt", assistant_only=False):
+            return problem
+        return _message_problem(completion, field, assistant_only=True)
+    if not isinstance(prompt, str):
+        return "'prompt' must be a string or a list of messages"
+    if not isinstance(completion, str):
+        return f"'{field}' must be a string when 'prompt' is a string"
+    return f"'{field}' is empty" if not completion.strip() else None
+
+
+def _examples_of(record: Any, *, labelled: bool) -> tuple[list[tuple[Any, Any, bool]], str | None]:
+    """The (prompt, completion, label) rows one JSON record holds, or the problem with it.
+
+    Read: TRL's unpaired rows (``prompt``, ``completion``, ``label``: KTO; SFT needs no label), TRL's
+    prompt-completion rows, conversations (``messages`` ending in an assistant turn: the rest is the
+    prompt) and preference pairs (KTO: chosen desirable, rejected not; SFT: the chosen answer)."""
+    if not isinstance(record, dict):
+        return [], "expected a JSON object"
+    if "messages" in record and "prompt" not in record:
+        messages = record["messages"]
+        if not isinstance(messages, list) or len(messages) < 2 or not isinstance(messages[-1], dict):
+            return [], "'messages' must hold a prompt and a last assistant message"
+        record = {**record, "prompt": messages[:-1], "completion": [messages[-1]]}
+    if "chosen" in record and "rejected" in record:
+        if problem := _pair_problem(record):
+            return [], problem
+        rows = [(record["prompt"], record["chosen"], True)]
+        return ([*rows, (record["prompt"], record["rejected"], False)] if labelled else rows), None
+    for field in ("prompt", "completion"):
+        if field not in record:
+            return [], f"missing field '{field}' (or 'chosen'/'rejected', or 'messages')"
+    if problem := _completion_problem(record["prompt"], record["completion"], "completion"):
+        return [], problem
+    label = record.get("label", True)
+    if labelled and not isinstance(label, bool):
+        return [], "'label' must be true (desirable) or false (undesirable)"
+    return [(record["prompt"], record["completion"], label)], None
+
+
+def examples_read(path: str | Path, *, labelled: bool) -> list[Example]:
+    """Every example of a JSONL file, validated; raises ValueError listing every bad line.
+    ``labelled``: KTO (labels kept, pairs give both answers); else SFT (pairs give the chosen one)."""
+    examples: list[Example] = []
+    problems: list[str] = []
+    shapes: set[bool] = set()
+    with open(path, encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path}:{number}: not valid JSON ({exc.msg})")
+                continue
+            rows, problem = _examples_of(record, labelled=labelled)
+            if problem:
+                problems.append(f"{path}:{number}: {problem}")
+                continue
+            for prompt, completion, label in rows:
+                example = Example(number, prompt, completion, label)
+                if shapes and example.conversational not in shapes:
+                    problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
+                    break
+                shapes.add(example.conversational)
+                examples.append(example)
+    if problems:
+        raise ValueError(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
+    if not examples:
+        raise ValueError(f"{path}: no examples")
+    return examples
+
+
+def examples_tokenize(
+    tokenizer: Any, examples: list[Example], *, max_length: int, max_prompt_length: int | None
+) -> list[TokenizedPair]:
+    """Each example as (prompt, completion) ids, the same rules as a pair's (``rejected_ids`` empty)."""
+    out = []
+    for e in examples:
+        pair = Pair(e.line, e.prompt, e.completion, e.completion)
+        tokenized = pair_tokenize(tokenizer, pair, max_length=max_length, max_prompt_length=max_prompt_length)
+        out.append(TokenizedPair(tokenized.prompt_ids, tokenized.chosen_ids, []))
+    return out
+
+
+def kto_partners(
+    data: list[TokenizedPair], indices: list[int], *, batch_size: int, max_length: int
+) -> list[TokenizedPair]:
+    """Each example with its KL partner as ``rejected_ids``: the completion of the example before it
+    in its group of ``batch_size`` (in ``indices`` order, wrapping round), after its own prompt.
+
+    KTO's reference point is the policy's KL from the reference on such mismatched answers (TRL
+    rotates completions by one within each batch the same way). The partner is fixed per example, so
+    reference log-probs computed once stay valid whatever order the epochs take."""
+    out = list(data)
+    for start in range(0, len(indices), batch_size):
+        group = indices[start : start + batch_size]
+        for k, i in enumerate(group):
+            partner = data[group[k - 1]].chosen_ids
+            room = max_length - len(data[i].prompt_ids)
+            out[i] = TokenizedPair(data[i].prompt_ids, data[i].chosen_ids, partner[:room])
+    return out

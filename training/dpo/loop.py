@@ -35,8 +35,18 @@ from torch import Tensor, nn
 from training.dpo import losses
 from training.dpo.attention import varlen_enable
 from training.dpo.checkpoint import STATE_FILE, checkpoint_latest, checkpoint_save, directory_write_atomic
-from training.dpo.config import DPOConfig
-from training.dpo.data import Batch, TokenizedPair, batches, pairs_read, pairs_tokenize
+from training.dpo.config import UNPAIRED, DPOConfig
+from training.dpo.data import (
+    PAIR_SIDES,
+    Batch,
+    TokenizedPair,
+    batches,
+    examples_read,
+    examples_tokenize,
+    kto_partners,
+    pairs_read,
+    pairs_tokenize,
+)
 from training.dpo.logps import TokenLogps, causal_of, dataset_logps, sequence_logps
 
 MetricsCallback = Callable[[dict[str, float]], None]
@@ -169,6 +179,75 @@ def _scorer(cfg: DPOConfig, model: Model, device: torch.device, *, fsdp: bool) -
     return scorer
 
 
+def _unpaired_step(
+    cfg: DPOConfig,
+    logps: Tensor,
+    tokens: Tensor,
+    ref: Tensor | None,
+    index: Tensor,
+    desirable: Tensor,
+    share: float,
+    group_tokens: int,
+    world: int,
+    device: torch.device,
+) -> tuple[Tensor, list[float]]:
+    """One micro-batch of KTO or SFT: the loss to backpropagate (already weighted for its group) and
+    its sums for the step's metrics, in :func:`_unpaired_metrics`'s order.
+
+    KTO's rows are each answer and its KL partner (the same prompt, another answer of the batch);
+    the KL estimate is averaged over every process, as TRL does. SFT's loss is the mean NLL per
+    completion token over the whole group (gradient accumulation included)."""
+    if cfg.loss == "sft":
+        nll = -logps.sum()
+        return nll / max(1, group_tokens), [nll.item(), tokens.sum().item(), index.numel(), 0, 0, 0, 0, 0, 0]
+    assert ref is not None
+    answer, partner = logps.chunk(2)
+    ref_answer, ref_partner = ref[index].to(device).T.to(answer.dtype).unbind(0)
+    kl = (partner - ref_partner).mean().detach()
+    if world > 1:
+        dist.all_reduce(kl)
+        kl = kl / world
+    labels = desirable[index].to(device)
+    per_example, rewards = losses.kto(
+        policy_logps=answer,
+        ref_logps=ref_answer,
+        desirable=labels,
+        kl=kl,
+        beta=cfg.beta,
+        desirable_weight=cfg.desirable_weight,
+        undesirable_weight=cfg.undesirable_weight,
+    )
+    good = labels.float()
+    sums = [
+        per_example.detach().sum().item(),
+        0.0,
+        index.numel(),
+        good.sum().item(),
+        (rewards * good).sum().item(),
+        (rewards * (1 - good)).sum().item(),
+        (answer.detach() * good).sum().item(),
+        (answer.detach() * (1 - good)).sum().item(),
+        kl.clamp(min=0).item(),
+    ]
+    return per_example.mean() * share, sums
+
+
+def _unpaired_metrics(cfg: DPOConfig, totals: Tensor, micro_batches: int, world: int) -> dict[str, float]:
+    """The step's metrics from :func:`_unpaired_step`'s sums (all-reduced), TRL's names."""
+    loss, tokens, n, good, reward_good, reward_bad, logps_good, logps_bad, kl = totals[:9].tolist()
+    if cfg.loss == "sft":
+        return {"loss": loss / max(1.0, tokens), "num_tokens": tokens}
+    bad = n - good
+    metrics = {"loss": loss / n, "kl": kl / (micro_batches * world)}
+    if good:
+        metrics |= {"rewards/chosen": reward_good / good, "logps/chosen": logps_good / good}
+    if bad:
+        metrics |= {"rewards/rejected": reward_bad / bad, "logps/rejected": logps_bad / bad}
+    if good and bad:
+        metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
+    return metrics
+
+
 def _reference_logps(
     cfg: DPOConfig,
     scorer: TokenLogps,
@@ -243,12 +322,24 @@ def train(
     torch.manual_seed(cfg.seed)
 
     # Data first: a bad file fails in seconds, before any model is loaded.
-    pairs = pairs_read(cfg.data_path)
+    unpaired = cfg.loss in UNPAIRED
+    if unpaired:  # KTO: answers labelled desirable or not; SFT: target answers (pairs: the chosen one)
+        examples = examples_read(cfg.data_path, labelled=cfg.loss == "kto")
+        desirable = torch.tensor([e.label for e in examples])
+    else:
+        pairs = pairs_read(cfg.data_path)
     eval_pairs = pairs_read(cfg.eval_data_path) if cfg.eval_data_path else []
     tokenizer = _tokenizer(cfg.policy_path)
-    data: list[TokenizedPair] = pairs_tokenize(
-        tokenizer, pairs, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
+    data: list[TokenizedPair] = (
+        examples_tokenize(
+            tokenizer, examples, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
+        )
+        if unpaired
+        else pairs_tokenize(
+            tokenizer, pairs, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
+        )
     )
+    sides = ("chosen_ids",) if cfg.loss == "sft" else PAIR_SIDES  # KTO: each answer and its KL partner
     eval_data = pairs_tokenize(
         tokenizer, eval_pairs, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
     )
@@ -274,6 +365,8 @@ def train(
     # pairs repeat, as DistributedSampler pads), so the processes' collectives stay in step.
     everyone = [i % len(data) for i in range(math.ceil(len(data) / world) * world)]
     mine = everyone[rank::world]
+    if cfg.loss == "kto":
+        data = kto_partners(data, mine, batch_size=cfg.batch_size, max_length=cfg.max_length)
     fixed = batches(
         data,
         mine,
@@ -281,6 +374,7 @@ def train(
         pad_id=pad_id,
         shuffle_seed=None,
         group_by_length=group_by_length,
+        sides=sides,
     )
     eval_batches = batches(
         eval_data,
@@ -426,17 +520,29 @@ def train(
                     pad_id=pad_id,
                     shuffle_seed=cfg.seed + epoch,
                     group_by_length=group_by_length,
+                    sides=sides,
                 ),
             )
         epoch_batches = shuffled[1]
         group = epoch_batches[group_index * cfg.grad_accum : (group_index + 1) * cfg.grad_accum]
         n_pairs = sum(batch.index.numel() for batch in group)
+        group_tokens = sum(int(batch.completion_mask[:, 1:].sum()) for batch in group)
         started = time.perf_counter()
         totals = torch.zeros(10, dtype=torch.float64)
         for k, batch in enumerate(group):
             with gradient_sync(k == len(group) - 1):
                 on_device = batch.to(device)
                 logps, tokens = sequence_logps(trained, on_device)
+                if unpaired:
+                    share = batch.index.numel() / n_pairs
+                    step_loss, sums = _unpaired_step(
+                        cfg, logps, tokens, ref, batch.index, desirable, share, group_tokens, world, device
+                    )
+                    step_loss.backward()  # type: ignore[no-untyped-call]
+                    totals += torch.tensor(
+                        [*sums, on_device.attention_mask.sum().item()], dtype=torch.float64
+                    )
+                    continue
                 pc, pr = logps.chunk(2)
                 tc, tr = tokens.chunk(2)
                 rc = rr = None
@@ -477,28 +583,42 @@ def train(
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
         n = totals[7].item()
-        metrics = {
-            "step": step,
-            "epoch": round(step / groups_per_epoch, 4),
-            "loss": totals[0].item() / n,
-            "rewards/chosen": totals[1].item() / n,
-            "rewards/rejected": totals[2].item() / n,
-            "rewards/accuracies": totals[3].item() / n,
-            "rewards/margins": totals[4].item() / n,
-            "logps/chosen": totals[5].item() / n,
-            "logps/rejected": totals[6].item() / n,
-            "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
-            "learning_rate": float(learning_rate),
-            "tokens/s": totals[8].item() / elapsed,
-            "nll_loss": totals[9].item() / n,  # the chosen answers' per-token NLL (TRL's name)
-        }
+        if unpaired:
+            metrics = _unpaired_metrics(cfg, totals, len(group), world)
+            metrics |= {
+                "step": step,
+                "epoch": round(step / groups_per_epoch, 4),
+                "grad_norm": float(
+                    grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+                ),
+                "learning_rate": float(learning_rate),
+                "tokens/s": totals[9].item() / elapsed,
+            }
+        else:
+            metrics = {
+                "step": step,
+                "epoch": round(step / groups_per_epoch, 4),
+                "loss": totals[0].item() / n,
+                "rewards/chosen": totals[1].item() / n,
+                "rewards/rejected": totals[2].item() / n,
+                "rewards/accuracies": totals[3].item() / n,
+                "rewards/margins": totals[4].item() / n,
+                "logps/chosen": totals[5].item() / n,
+                "logps/rejected": totals[6].item() / n,
+                "grad_norm": float(
+                    grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+                ),
+                "learning_rate": float(learning_rate),
+                "tokens/s": totals[8].item() / elapsed,
+                "nll_loss": totals[9].item() / n,  # the chosen answers' per-token NLL (TRL's name)
+            }
         if is_main:
             out.mkdir(parents=True, exist_ok=True)
             with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
                 stream.write(json.dumps(metrics) + "\n")
             if on_metrics is not None:
                 on_metrics(metrics)
-            progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracies']:.2f}")
+            progress.set_postfix(loss=f"{metrics['loss']:.4f}")
             progress.update(1)
         if (cfg.save_steps and step % cfg.save_steps == 0) or (
             not cfg.save_steps and step % groups_per_epoch == 0

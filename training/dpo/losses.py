@@ -138,3 +138,30 @@ def orpo(
     )
     losses = -chosen_avg - beta * F.logsigmoid(log_odds)
     return losses, (beta * chosen_avg).detach(), (beta * rejected_avg).detach()
+
+
+def kto(
+    *,
+    policy_logps: Tensor,
+    ref_logps: Tensor,
+    desirable: Tensor,
+    kl: Tensor,
+    beta: float,
+    desirable_weight: float,
+    undesirable_weight: float,
+) -> tuple[Tensor, Tensor]:
+    """KTO (Ethayarajh et al. 2024, eq. 7) on unpaired answers: losses and rewards, [batch] each.
+
+    r = πθ(y|x) - πref(y|x) (summed log-probs); z₀ = ``kl``, the reference point: the policy's KL from
+    the reference estimated on mismatched answers, clamped at 0 and detached (a constant, as in the
+    paper and TRL). Desirable: λ_D·(1 - σ(β(r - z₀))); undesirable: λ_U·(1 - σ(β(z₀ - r))).
+    ``desirable`` is bool [batch]. Rewards: β·r, detached.
+    """
+    logratios = policy_logps - ref_logps
+    z0 = kl.detach().clamp(min=0)
+    losses = torch.where(
+        desirable,
+        desirable_weight * (1 - torch.sigmoid(beta * (logratios - z0))),
+        undesirable_weight * (1 - torch.sigmoid(beta * (z0 - logratios))),
+    )
+    return losses, (beta * logratios).detach()

@@ -104,3 +104,96 @@ def trl_one_step_with_ref(policy_dir, ref_dir, data_path, out, loss):
     trainer.train()
     logged = next(entry for entry in trainer.state.log_history if "rewards/margins" in entry)
     return logged, trainer.model
+
+
+def kto_rows():
+    """Unpaired rows in TRL's format: each preference's chosen answer desirable, its rejected one not."""
+    rows = []
+    for p, c, r in PREFERENCES[:4]:
+        rows += [
+            {"prompt": p, "completion": " " + c, "label": True},
+            {"prompt": p, "completion": " " + r, "label": False},
+        ]
+    return rows
+
+
+@pytest.mark.slow
+def test_one_kto_step_matches_trl(plain_model_dir, tmp_path):
+    """KTO (loss, KL reference point, rewards, log-probs, the updated weights) against TRL 1.16's
+    KTOTrainer: 8 unpaired answers in one batch, each with the answer before it as its KL partner."""
+    import datasets
+    from trl import KTOConfig, KTOTrainer
+
+    data = write_jsonl(tmp_path / "kto.jsonl", kto_rows())
+    moved = train(
+        DPOConfig(
+            policy_path=str(plain_model_dir),
+            data_path=str(data),
+            output_dir=str(tmp_path / "m"),
+            loss="sft",
+            lr=1e-2,
+            batch_size=8,
+            epochs=1,
+            seed=0,
+        )
+    ).final_dir  # a policy that differs from the reference, so the step sees non-zero rewards and KL
+    args = KTOConfig(
+        output_dir=str(tmp_path / "trl"),
+        learning_rate=LR,
+        per_device_train_batch_size=8,
+        max_steps=1,
+        beta=0.1,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        max_length=1024,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+    )
+    trainer = KTOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(moved, dtype=torch.float32),
+        ref_model=AutoModelForCausalLM.from_pretrained(plain_model_dir, dtype=torch.float32),
+        args=args,
+        train_dataset=datasets.load_dataset("json", data_files=str(data), split="train"),
+        processing_class=AutoTokenizer.from_pretrained(moved),
+    )
+    trainer.train()
+    theirs = next(entry for entry in trainer.state.log_history if "rewards/margins" in entry)
+
+    seen = []
+    result = train(
+        DPOConfig(
+            policy_path=str(moved),
+            ref_path=str(plain_model_dir),
+            data_path=str(data),
+            output_dir=str(tmp_path / "ours"),
+            loss="kto",
+            lr=LR,
+            batch_size=8,
+            epochs=1,
+            seed=0,
+        ),
+        on_metrics=seen.append,
+    )
+    ours = seen[0]
+    for name in (
+        "loss",
+        "kl",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+    ):
+        assert ours[name] == pytest.approx(theirs[name], abs=1e-4), name
+    assert ours["kl"] > 0 and ours["rewards/margins"] != 0
+    our_model = AutoModelForCausalLM.from_pretrained(result.final_dir)
+    for (name, a), b in zip(our_model.named_parameters(), trainer.model.parameters(), strict=True):
+        diff = (a - b.detach()).abs().max().item()
+        assert diff <= 0.01 * LR, f"{name}: max abs difference {diff}"
