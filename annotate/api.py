@@ -28,12 +28,13 @@ from annotate.models import (
 )
 from annotate.preference_files import preference_drafts_from_objects, preference_drafts_read
 from annotate.selectors import (
+    DATASET_TYPES,
     EXPORT_FORMATS,
     EXPORT_SPLITS,
     ExportReport,
     campaigns_open_for,
+    dataset_rows,
     judgments_visible_to,
-    preference_rows,
 )
 from annotate.services.campaigns import (
     campaign_create,
@@ -266,6 +267,11 @@ class PreferenceImportApi(APIView):
 
 class ExportQuerySerializer(serializers.Serializer):
     format = serializers.ChoiceField(choices=EXPORT_FORMATS, default="conversational")
+    type = serializers.ChoiceField(
+        choices=DATASET_TYPES,
+        default="preference",
+        help_text="TRL dataset type: preference, unpaired (KTO), prompt-completion (SFT)",
+    )
     campaign = serializers.CharField(required=False, help_text="only this campaign (its name)")
     split = serializers.ChoiceField(choices=EXPORT_SPLITS, default="train")
     kind = serializers.MultipleChoiceField(choices=Kind.choices, required=False)
@@ -291,8 +297,9 @@ class ExportApi(APIView):
             if params.get("campaign")
             else None
         )
-        rows = preference_rows(
+        rows = dataset_rows(
             report=ExportReport(),
+            dataset_type=params["type"],
             fmt=params["format"],
             campaign=campaign,
             split=params["split"],

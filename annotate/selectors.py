@@ -15,6 +15,9 @@ from annotate.models import Assignment, Campaign, CampaignStatus, Choice, Compar
 from generation.models import Policy
 
 EXPORT_FORMATS = ("conversational", "standard")
+# TRL's dataset types: preference (prompt, chosen, rejected: DPO and its family), unpaired preference
+# (prompt, completion, label: KTO), prompt-completion (SFT on the chosen answers)
+DATASET_TYPES = ("preference", "unpaired", "prompt-completion")
 EXPORT_SPLITS = ("train", "eval", "all")
 
 
@@ -24,9 +27,14 @@ class ExportReport:
 
     written: int = 0
     excluded: Counter[str] = field(default_factory=Counter)
+    rows: int | None = None  # unpaired / prompt-completion exports: rows written (a pair gives 1 or 2)
 
     def summary(self) -> str:
-        parts = [f"{self.written} pairs written"]
+        parts = [
+            f"{self.written} pairs written"
+            if self.rows is None
+            else f"{self.rows} rows from {self.written} comparisons"
+        ]
         if self.excluded:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.excluded.items()))
             parts.append(f"{sum(self.excluded.values())} comparisons excluded ({reasons})")
@@ -216,3 +224,38 @@ def preference_rows(
         row.update(comparison_id=comparison.pk, judgments=len(choices), agreement=round(agreement, 4))
         report.written += 1
         yield row
+
+
+def dataset_rows(
+    *, report: ExportReport, dataset_type: str = "preference", **options: Any
+) -> Iterator[dict[str, Any]]:
+    """The judged comparisons as one of TRL's dataset types (``DATASET_TYPES``), from the same
+    majority vote as :func:`preference_rows` (which takes ``options``).
+
+    ``unpaired``: a preferred comparison gives its chosen answer labelled desirable and its rejected
+    one not; a both-bad majority gives two undesirable answers; a tie gives nothing (neither answer
+    is known to be good or bad). ``prompt-completion``: each chosen answer as the completion."""
+    if dataset_type not in DATASET_TYPES:
+        raise ValueError(f"dataset type must be one of {DATASET_TYPES} (got {dataset_type!r})")
+    if dataset_type == "preference":
+        yield from preference_rows(report=report, **options)
+        return
+    unpaired = dataset_type == "unpaired"
+    if unpaired:
+        options["include_ties"] = True
+    report.rows = 0
+    for row in preference_rows(report=report, **options):
+        outcome = row.pop("outcome", "preferred")
+        prompt, chosen, rejected = row.pop("prompt"), row.pop("chosen"), row.pop("rejected")
+        if outcome == Choice.TIE:
+            report.written -= 1
+            report.excluded["tie"] += 1
+            continue
+        if not unpaired:
+            report.rows += 1
+            yield {"prompt": prompt, "completion": chosen, **row}
+            continue
+        good = outcome == "preferred"
+        report.rows += 2
+        yield {"prompt": prompt, "completion": chosen, "label": good, **row}
+        yield {"prompt": prompt, "completion": rejected, "label": False, **row}

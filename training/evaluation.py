@@ -538,6 +538,11 @@ def _rate_text(rate: dict[str, Any] | None) -> str:
     )
 
 
+def _sft(hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """A preference round's settings for its SFT round: loss sft, no RPO (it anchors pairs)."""
+    return {**{k: v for k, v in hyperparameters.items() if k != "rpo_alpha"}, "loss": "sft"}
+
+
 def loop_run(
     *,
     rounds: int,
@@ -551,6 +556,7 @@ def loop_run(
     guards: dict[str, Any] | None = None,
     reference_mode: str = "",
     check: str = "",
+    sft_first: bool = False,
     say: Callable[[str], None] = lambda line: None,
 ) -> LoopReport:
     """The whole loop, scripted, for ``rounds`` rounds: the base answers ``prompts`` train prompts →
@@ -558,7 +564,8 @@ def loop_run(
     held-out answers meet the previous policy's and the base's in blind comparisons → the judges
     judge those (no noise) → the next round starts from the new policy. Returns one row per round
     (win rates with 95% bootstrap intervals, the held-out answers' length and endings); ``say`` is
-    told what happens as it happens."""
+    told what happens as it happens. ``sft_first``: one supervised round on the judges' chosen answers
+    before the ``rounds`` preference rounds, for a base that is not yet an assistant."""
     if rounds < 1 or prompts < 1:
         raise Invalid("rounds and prompts must be at least 1")
     started = time.perf_counter()
@@ -607,14 +614,15 @@ def loop_run(
     say(f"  {base.name} answered {heldout} held-out prompts")
 
     current, report = base, LoopReport()
-    for number in range(1, rounds + 1):
-        say(f"round {number}/{rounds}")
+    plan = (["sft"] if sft_first else []) + ["preference"] * rounds
+    for number, method in enumerate(plan, start=1):
+        say(f"round {number}/{len(plan)}" + (" (SFT on the chosen answers)" if method == "sft" else ""))
         simulate(campaign, noise)
         created = round_create(
             policy=current,
-            hyperparameters=hyperparameters,
+            hyperparameters=_sft(hyperparameters) if method == "sft" else hyperparameters,
             min_pairs=1,
-            then_generate=prompts if number < rounds else 0,
+            then_generate=prompts if number < len(plan) else 0,
             generation=generation,
             guards=guards,
             reference_mode=reference_mode,
@@ -634,6 +642,7 @@ def loop_run(
         last = finished.metrics.order_by("-step").first()
         row: dict[str, Any] = {
             "round": number,
+            "method": finished.hyperparameters.get("loss", "sigmoid"),
             "training_round": finished.pk,
             "policy": new.name,
             "pairs": finished.pairs,

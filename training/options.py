@@ -12,7 +12,7 @@ from typing import Any
 
 from annotate.services.pairing import PAIRINGS
 from generation.backends import BACKENDS, Sampling
-from training.dpo.config import LOSSES, DPOConfig
+from training.dpo.config import LOSSES, UNPAIRED, DPOConfig
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def _default(cls: type, name: str) -> Any:
 ROUND_DEFAULTS: dict[str, Any] = {"lr": 2e-5, "max_length": 512, "rpo_alpha": 1.0}
 
 _TRAINING_HELP = {
-    "loss": "the DPO-family loss",
+    "loss": "the DPO-family loss; kto: unpaired answers (pairs give one of each); sft: the chosen answers",
     "beta": "how hard the reference holds the policy back",
     "lr": "learning rate",
     "epochs": "passes over the pairs",
@@ -98,6 +98,8 @@ def round_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown training option {unknown[0]!r}; known: {', '.join(HYPERPARAMETERS)}")
     merged = {**ROUND_DEFAULTS, **hyperparameters}
+    if merged.get("loss") in UNPAIRED and "rpo_alpha" not in hyperparameters:
+        merged["rpo_alpha"] = 0.0  # RPO anchors a pair's chosen answer; KTO and SFT have no pairs
     if merged.get("lora_r") and "lr" not in hyperparameters:
         del merged["lr"]  # DPOConfig's LoRA learning rate (5e-5)
     return merged

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotate.selectors import ExportReport, preference_rows
+from annotate.selectors import ExportReport, dataset_rows
 from generation.services import TokenMeter, policy_register
 from training.errors import NotEnoughPairs, RoundAbandoned, RoundCancelled
 from training.models import RoundMetric, RoundStatus, TrainingRound
@@ -68,10 +68,9 @@ class Recorder:
         step = int(values["step"])
         RoundMetric.objects.update_or_create(round=self.round, step=step, defaults={"values": values})
         total = self.round.steps_total or "?"
-        self.log(
-            f"step {step}/{total} loss {values['loss']:.4f} accuracy {values['rewards/accuracies']:.2f} "
-            f"margin {values['rewards/margins']:.4f}"
-        )
+        shown = [f"loss {values['loss']:.4f}"]  # KTO logs no accuracy, SFT neither nor a margin
+        shown += [f"{label} {values[name]:.4f}" for name, label in LOGGED if name in values]
+        self.log(f"step {step}/{total} " + " ".join(shown))
         self.check_cancelled()
 
     def note(self, message: str) -> None:
@@ -104,12 +103,20 @@ class Recorder:
         return progress
 
 
+# what a round's log line shows of each step, where the loss logs it
+LOGGED = (("rewards/accuracies", "accuracy"), ("rewards/margins", "margin"), ("kl", "kl"))
+
+
 def rounds_dir() -> Path:
     return Path(getattr(settings, "PREFLOOP_ROUNDS_DIR", settings.VAR_DIR / "rounds"))
 
 
 def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counter[str], str]:
-    """The policy's pairs as conversational JSONL, written atomically; (file, pairs, excluded, sha256)."""
+    """The policy's judged comparisons as conversational JSONL, written atomically, in the dataset
+    type its loss trains on (KTO: unpaired answers, SFT: prompt-completion, else pairs); (file,
+    comparisons, excluded, sha256)."""
+    loss = (training_round.hyperparameters or {}).get("loss")
+    dataset_type = {"kto": "unpaired", "sft": "prompt-completion"}.get(loss or "", "preference")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "data.jsonl"
     report = ExportReport()
@@ -117,7 +124,7 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".data.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            for row in preference_rows(report=report, policy=training_round.policy):
+            for row in dataset_rows(report=report, dataset_type=dataset_type, policy=training_round.policy):
                 line = json.dumps(row, ensure_ascii=False) + "\n"
                 digest.update(line.encode("utf-8"))
                 stream.write(line)

@@ -159,3 +159,47 @@ def test_simulated_and_imported_judgments_count_as_votes(tmp_path):
     JudgmentFactory(comparison=comparison, annotator=UserFactory(), choice=Choice.SECOND, source="imported")
     rows, _ = export(tmp_path)
     assert rows[0]["judgments"] == 2
+
+
+def test_unpaired_export_labels_each_answer_and_both_bad_gives_two_undesirable(judged, tmp_path):
+    rows, out = export(tmp_path, "--type", "unpaired")
+
+    by_comparison = {}
+    for row in rows:
+        assert set(row) >= {"prompt", "completion", "label", "comparison_id"}
+        by_comparison.setdefault(row["comparison_id"], []).append(
+            (row["completion"][0]["content"], row["label"])
+        )
+    first = judged["first wins"]
+    assert by_comparison[first.pk] == [(first.response_a.text, True), (first.response_b.text, False)]
+    second = judged["second wins 2:1"]
+    assert by_comparison[second.pk] == [(second.response_b.text, True), (second.response_a.text, False)]
+    bad = judged["both bad"]
+    assert sorted(by_comparison[bad.pk]) == sorted(
+        [(bad.response_a.text, False), (bad.response_b.text, False)]
+    )
+    assert judged["tie"].pk not in by_comparison  # neither answer known good or bad
+    assert "6 rows from 3 comparisons" in out and "tie: 1" in out
+
+
+def test_prompt_completion_export_keeps_the_chosen_answers(judged, tmp_path):
+    rows, out = export(tmp_path, "--type", "prompt-completion", "--format", "standard")
+
+    assert {row["comparison_id"]: row["completion"] for row in rows} == {
+        judged["first wins"].pk: judged["first wins"].response_a.text,
+        judged["second wins 2:1"].pk: judged["second wins 2:1"].response_b.text,
+    }
+    assert all(isinstance(row["prompt"], str) and "label" not in row for row in rows)
+    assert "2 rows from 2 comparisons" in out
+
+
+def test_the_exports_read_back_as_trl_datasets_and_as_our_trainers_examples(judged, tmp_path):
+    from training.dpo.data import examples_read
+
+    for kind, labelled in (("unpaired", True), ("prompt-completion", False)):
+        export(tmp_path, "--type", kind)
+        path = tmp_path / "prefs.jsonl"
+        loaded = datasets.load_dataset("json", data_files=str(path), split="train")
+        assert {"prompt", "completion"} <= set(loaded.column_names)
+        examples = examples_read(path, labelled=labelled)
+        assert len(examples) == len(loaded)

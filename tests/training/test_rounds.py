@@ -281,3 +281,62 @@ def test_a_round_on_the_embedded_smollm2_trains_registers_and_the_new_policy_ans
     assert answers.filter(heldout=False, prompt__text="Say hello.").count() >= 1
     assert answers.filter(heldout=True, prompt__text="Name a fruit.").exclude(text="").exists()
     assert not finished.following_up and finished.error == ""
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["kto", "sft"])
+def test_a_round_trains_kto_or_sft_on_what_the_judges_said(method, chat_model_dir, rounds_dir):
+    policy = judged_policy(chat_model_dir)
+    out = StringIO()
+
+    call_command(
+        "train_round", "--policy=tiny", "--min-pairs=4", f"--method={method}", "--lr=1e-3", "--batch-size=2",
+        "--max-length=64", stdout=out,
+    )  # fmt: skip
+
+    training_round = TrainingRound.objects.get()
+    assert training_round.status == RoundStatus.SUCCEEDED, training_round.log
+    assert training_round.hyperparameters["loss"] == method
+    assert training_round.hyperparameters["rpo_alpha"] == 0.0  # RPO is for pairs
+    rows = [json.loads(line) for line in Path(training_round.data_file).read_text().splitlines()]
+    if method == "kto":  # each judged pair: its chosen answer desirable, its rejected one not
+        assert len(rows) == 8 and sorted(r["label"] for r in rows) == [False] * 4 + [True] * 4
+        assert {r["completion"][0]["content"] for r in rows if r["label"]} == {"blue."}
+        assert "kl" in training_round.metrics.first().values
+    else:  # the chosen answers alone
+        assert len(rows) == 4 and {r["completion"][0]["content"] for r in rows} == {"blue."}
+        assert "num_tokens" in training_round.metrics.first().values
+    assert training_round.output_policy.parent == policy
+
+
+@pytest.mark.django_db
+def test_method_and_loss_that_disagree_are_refused(chat_model_dir):
+    judged_policy(chat_model_dir)
+    with pytest.raises(CommandError, match="--method sft trains with its own loss, not --loss ipo"):
+        call_command("train_round", "--policy=tiny", "--method=sft", "--loss=ipo")
+    assert not TrainingRound.objects.exists()
+
+
+@pytest.mark.django_db
+def test_run_loop_sft_first_takes_the_base_through_sft_then_preference_rounds(chat_model_dir, tmp_path):
+    policy_register(name="base", location=str(chat_model_dir))
+    for i in range(6):
+        PromptFactory(text=f"answer briefly please {i}")
+    for i in range(2):
+        PromptFactory(text=f"what is the capital of country {i}?", split=Split.EVAL)
+    report = tmp_path / "loop.json"
+    out = StringIO()
+
+    call_command(
+        "run_loop", "--rounds=1", "--sft-first", "--oracle=shorter", "--policy=base", "--prompts=3",
+        "--samples=3", "--pairs=all", "--max-new-tokens=8", "--backend=transformers", "--lr=1e-3",
+        "--batch-size=4", "--max-length=64", "--rpo-alpha=0.5", f"--report={report}", stdout=out,
+    )  # fmt: skip
+
+    results = json.loads(report.read_text())["rounds"]
+    assert [(r["round"], r["method"]) for r in results] == [(1, "sft"), (2, "sigmoid")]
+    sft_round, dpo_round = TrainingRound.objects.order_by("pk")
+    assert sft_round.hyperparameters["loss"] == "sft" and sft_round.hyperparameters["rpo_alpha"] == 0.0
+    assert dpo_round.policy == sft_round.output_policy  # DPO starts from the SFT policy
+    assert dpo_round.hyperparameters["rpo_alpha"] == 0.5
+    assert "round 1/2 (SFT on the chosen answers)" in out.getvalue()

@@ -21,8 +21,17 @@ def _help(option: Option) -> str:
     return option.help + (f" (default {option.default})" if option.default is not None else "")
 
 
+METHODS = ("dpo", "kto", "sft")  # what a round trains with; dpo takes --loss (sigmoid unless told)
+
+
 def add_training_arguments(parser: Any) -> None:
     group = parser.add_argument_group("training (training/dpo)")
+    group.add_argument(
+        "--method",
+        choices=METHODS,
+        help="dpo (the DPO family: --loss), kto (each judged answer desirable or not; a both-bad majority "
+        "gives two undesirable ones), sft (supervised on the chosen answers); default dpo",
+    )
     for option in TRAINING:
         flag, dest = _flag(option, "train")
         group.add_argument(flag, type=option.kind, choices=option.choices, help=_help(option), dest=dest)
@@ -43,12 +52,22 @@ def add_training_arguments(parser: Any) -> None:
 
 
 def training_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(hyperparameters, generation settings) from parsed options, only those given."""
+    """(hyperparameters, generation settings) from parsed options, only those given. ValueError
+    where --method and --loss disagree."""
     hyperparameters = {
         option.name: options[_flag(option, "train")[1]]
         for option in TRAINING
         if options.get(_flag(option, "train")[1]) is not None
     }
+    method = options.get("method")
+    if method in ("kto", "sft"):
+        if hyperparameters.get("loss", method) != method:
+            raise ValueError(
+                f"--method {method} trains with its own loss, not --loss {hyperparameters['loss']}"
+            )
+        hyperparameters["loss"] = method
+    elif method == "dpo" and hyperparameters.get("loss") in ("kto", "sft"):
+        raise ValueError(f"--method dpo takes a DPO-family --loss, not {hyperparameters['loss']}")
     generation = {
         option.name: options[_flag(option, "gen")[1]]
         for option in GENERATION

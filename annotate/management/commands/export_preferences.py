@@ -7,7 +7,7 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from annotate.models import Kind
-from annotate.selectors import EXPORT_FORMATS, EXPORT_SPLITS, ExportReport, preference_rows
+from annotate.selectors import DATASET_TYPES, EXPORT_FORMATS, EXPORT_SPLITS, ExportReport, dataset_rows
 from annotate.services.campaigns import campaign_named
 from config.commands import Command as BaseCommand
 
@@ -21,6 +21,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--out", required=True, help="output file, or - for standard output")
         parser.add_argument("--format", choices=EXPORT_FORMATS, default="conversational")
+        parser.add_argument(
+            "--type",
+            dest="dataset_type",
+            choices=DATASET_TYPES,
+            default="preference",
+            help="TRL dataset type: preference pairs (DPO), unpaired answers with labels (KTO; a both-bad "
+            "majority gives two undesirable answers), prompt-completion (SFT on the chosen answers)",
+        )
         parser.add_argument("--campaign", help="only comparisons of this campaign")
         parser.add_argument("--split", choices=EXPORT_SPLITS, default="train", help="prompt split (train)")
         parser.add_argument(
@@ -33,12 +41,15 @@ class Command(BaseCommand):
             help="also write tie / both-bad majorities (with 'outcome')",
         )
 
-    def handle(self, *args, out, format, campaign, split, kind, min_agreement, include_ties, **options):
+    def handle(
+        self, *args, out, format, dataset_type, campaign, split, kind, min_agreement, include_ties, **options
+    ):
         if not 0.0 <= min_agreement <= 1.0:
             raise CommandError(f"--min-agreement must be between 0 and 1 (got {min_agreement})")
         report = ExportReport()
-        rows = preference_rows(
+        rows = dataset_rows(
             report=report,
+            dataset_type=dataset_type,
             fmt=format,
             campaign=campaign_named(campaign) if campaign else None,
             split=split,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from training.dpo import DPOConfig, train
 from training.dpo import loop as loop_module
@@ -389,3 +389,65 @@ def test_fsdp_with_two_processes_matches_one_process(plain_model_dir, standard_p
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
     assert (tmp_path / "fsdp" / "final" / "model.safetensors").is_file()
     assert not [p for p in (tmp_path / "fsdp").iterdir() if p.name.startswith(".")]
+
+
+def test_sft_loss_is_the_mean_nll_of_the_completion_tokens_alone(plain_model_dir, tmp_path):
+    from tests.training.dpo.conftest import PREFERENCES, write_jsonl
+    from training.dpo.data import batch_collate, examples_read, examples_tokenize
+    from training.dpo.logps import sequence_logps_full_logits
+
+    rows = [{"prompt": p, "completion": " " + c} for p, c, _ in PREFERENCES[:4]]
+    data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    seen = []
+    train(config(plain_model_dir, data, tmp_path / "sft", loss="sft", epochs=3), on_metrics=seen.append)
+
+    tokenizer = AutoTokenizer.from_pretrained(plain_model_dir)
+    tokenized = examples_tokenize(
+        tokenizer, examples_read(data, labelled=False), max_length=1024, max_prompt_length=None
+    )
+    batch = batch_collate(list(enumerate(tokenized)), pad_id=tokenizer.pad_token_id, sides=("chosen_ids",))
+    with torch.no_grad():
+        logps, tokens = sequence_logps_full_logits(
+            AutoModelForCausalLM.from_pretrained(plain_model_dir), batch
+        )
+    assert seen[0]["loss"] == pytest.approx((-logps.sum() / tokens.sum()).item(), abs=1e-4)
+    assert seen[0]["num_tokens"] == tokens.sum().item() == sum(len(t.chosen_ids) for t in tokenized)
+    assert seen[-1]["loss"] < seen[0]["loss"]
+
+
+def test_kto_reads_pairs_as_a_desirable_and_an_undesirable_answer(plain_model_dir, standard_pairs, tmp_path):
+    seen = []
+    train(
+        config(plain_model_dir, standard_pairs, tmp_path / "kto", loss="kto", epochs=3),
+        on_metrics=seen.append,
+    )
+    assert len(seen) == 12  # 8 pairs -> 16 answers, batches of 4, 3 epochs
+    assert seen[0]["loss"] == pytest.approx(0.5, abs=1e-6)  # policy == reference: 1 - σ(0)
+    assert seen[-1]["rewards/margins"] > seen[0]["rewards/margins"]
+
+
+def test_bad_unpaired_lines_are_all_named_before_a_model_loads(plain_model_dir, tmp_path):
+    from tests.training.dpo.conftest import write_jsonl
+
+    data = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"prompt": "hi", "completion": "yes", "label": "good"},
+            {"prompt": "hi"},
+            {"prompt": "hi", "completion": ""},
+        ],
+    )
+    with pytest.raises(ValueError) as raised:
+        train(config(plain_model_dir, data, tmp_path / "out", loss="kto"))
+    message = str(raised.value)
+    assert f"{data}:1: 'label' must be true (desirable) or false (undesirable)" in message
+    assert f"{data}:2: missing field 'completion'" in message
+    assert f"{data}:3: 'completion' is empty" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_kto_needs_two_answers_per_batch_and_no_rpo():
+    with pytest.raises(ValueError, match="kto needs batch_size >= 2"):
+        DPOConfig(policy_path="m", data_path="d", output_dir="o", loss="kto", batch_size=1)
+    with pytest.raises(ValueError, match="rpo_alpha applies to pair losses, not sft"):
+        DPOConfig(policy_path="m", data_path="d", output_dir="o", loss="sft", rpo_alpha=1.0)

@@ -17,6 +17,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--rounds", type=int, required=True)
+        parser.add_argument(
+            "--sft-first",
+            action="store_true",
+            help="one supervised round on the judges' chosen answers before the --rounds preference rounds",
+        )
         parser.add_argument("--oracle", required=True, help=f"{', '.join(ORACLES)} or a dotted path")
         parser.add_argument("--prompts", type=int, default=32, help="train prompts answered per round")
         parser.add_argument("--policy", help="the base policy (default: the embedded SmolLM2)")
@@ -45,6 +50,7 @@ class Command(BaseCommand):
             guards=guard_options(o),
             reference_mode=o["reference_mode"],
             check=o["check_oracle"],
+            sft_first=o["sft_first"],
             say=self.say,
         )
         if o["report"]:
