@@ -14,7 +14,8 @@
 #
 # The machine has torch + CUDA, transformers and peft; TRL and its dependencies come from .wheels/ if
 # present (pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64
-# -d .wheels trl==1.16.0 datasets accelerate), else the TRL rows are skipped and say so.
+# -d .wheels trl==1.16.0 datasets accelerate pytest), else the TRL rows (and the tests without pytest)
+# are skipped and say so.
 set -u
 OUT_DIR=${1:-${OUT:-gpu-out}}
 mkdir -p "$OUT_DIR"
@@ -33,7 +34,7 @@ run() {  # run NAME SECONDS COMMAND...: a step with its own time limit; its outp
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT_DIR/summary.txt"
 $PY -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' \
   | tee -a "$OUT_DIR/summary.txt"
-if [ -d .wheels ]; then $PY -m pip install --no-index --find-links .wheels -q trl datasets accelerate 2>&1 | tail -2; fi
+if [ -d .wheels ]; then $PY -m pip install --no-index --find-links .wheels -q trl datasets accelerate pytest 2>&1 | tail -2; fi
 $PY -c 'import trl' 2>/dev/null && TRL=1 || { TRL=0; log "TRL not importable: ours only"; }
 $PY -m pip install -q --no-index gguf safetensors 2>/dev/null || true
 
@@ -41,7 +42,11 @@ GPUS=$(nvidia-smi -L | wc -l)
 WORK=$(mktemp -d /tmp/prefloop-gpu-XXXX)
 $PY benchmarks/gpu_models.py "$WORK" | tee -a "$OUT_DIR/summary.txt"  # random llama-1b / llama-8b + tokenizer
 
-run gpu-tests 90 $PY -m pytest -q --noconftest -m gpu tests/training/dpo/test_gpu.py
+if $PY -c 'import pytest' 2>/dev/null; then
+  run gpu-tests 90 $PY -m pytest -q --noconftest -m gpu tests/training/dpo/test_gpu.py
+else
+  log "pytest not importable: the GPU tests are skipped"
+fi
 if [ "$TRL" = 1 ]; then ONLY=(--only ours --only trl-precomputed); else ONLY=(--only ours); fi
 run dpo-1b-realistic 150 $PY benchmarks/dpo.py --model "$WORK/llama-1b" --shape realistic --pairs 32 --batch-size 4 "${ONLY[@]}"
 run dpo-1b-equal 60 $PY benchmarks/dpo.py --model "$WORK/llama-1b" --shape equal --pairs 64 --batch-size 8 \
@@ -55,5 +60,6 @@ ls "$WORK/round/final" | tee -a "$OUT_DIR/summary.txt"
 run fsdp 60 torchrun --standalone --nproc_per_node="$GPUS" -m training.dpo --data "$WORK/pairs.jsonl" \
   --model "$WORK/llama-1b" --out "$WORK/fsdp" --dtype bf16 --lr 1e-6 --batch-size 2 --sharding fsdp
 ls "$WORK/fsdp/final" | tee -a "$OUT_DIR/summary.txt"
+run logps-memory 30 $PY benchmarks/logps_memory.py --hidden 2048 --positions 2048 8192 16384
 run generation 60 $PY benchmarks/generation.py --model "$WORK/llama-1b"
 log done
