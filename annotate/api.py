@@ -28,6 +28,7 @@ from annotate.models import (
 )
 from annotate.preference_files import preference_drafts_from_objects, preference_drafts_read
 from annotate.selectors import (
+    AGGREGATIONS,
     DATASET_TYPES,
     EXPORT_FORMATS,
     EXPORT_SPLITS,
@@ -272,6 +273,11 @@ class ExportQuerySerializer(serializers.Serializer):
         default="preference",
         help_text="TRL dataset type: preference, unpaired (KTO), prompt-completion (SFT)",
     )
+    aggregation = serializers.ChoiceField(
+        choices=AGGREGATIONS,
+        default="majority",
+        help_text="majority vote, or Dawid-Skene's most likely verdict",
+    )
     campaign = serializers.CharField(required=False, help_text="only this campaign (its name)")
     split = serializers.ChoiceField(choices=EXPORT_SPLITS, default="train")
     kind = serializers.MultipleChoiceField(choices=Kind.choices, required=False)
@@ -300,6 +306,7 @@ class ExportApi(APIView):
         rows = dataset_rows(
             report=ExportReport(),
             dataset_type=params["type"],
+            aggregation=params["aggregation"],
             fmt=params["format"],
             campaign=campaign,
             split=params["split"],

@@ -12,12 +12,28 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotate.models import Assignment, Campaign, CampaignStatus, Choice, Comparison, Judgment, Kind
+from annotate.reliability import Reliability, reliability_estimate
 from generation.models import Policy
 
 EXPORT_FORMATS = ("conversational", "standard")
 # TRL's dataset types: preference (prompt, chosen, rejected: DPO and its family), unpaired preference
 # (prompt, completion, label: KTO), prompt-completion (SFT on the chosen answers)
 DATASET_TYPES = ("preference", "unpaired", "prompt-completion")
+# how a comparison's judgments become its label: the majority, or Dawid-Skene's most likely verdict
+AGGREGATIONS = ("majority", "dawid-skene")
+
+
+def comparisons_reliability(*, comparisons: QuerySet[Comparison]) -> Reliability:
+    """Dawid-Skene over the judgments of ``comparisons``, gold comparisons held at their answer."""
+    votes = Judgment.objects.filter(comparison__in=comparisons).values_list(
+        "comparison_id", "annotator_id", "choice"
+    )
+    gold = dict(
+        comparisons.filter(kind=Kind.GOLD).exclude(gold_answer="").values_list("id", "gold_answer").order_by()
+    )
+    return reliability_estimate(votes.order_by("id").iterator(chunk_size=5000), gold=gold)
+
+
 EXPORT_SPLITS = ("train", "eval", "all")
 
 
@@ -164,6 +180,8 @@ def preference_rows(
     min_agreement: float = 0.0,
     include_ties: bool = False,
     policy: Policy | None = None,
+    aggregation: str = "majority",
+    confidence: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Aggregate each comparison's judgments (majority vote) into one TRL preference row.
 
@@ -172,11 +190,18 @@ def preference_rows(
     ``standard`` rows hold plain strings and exclude multi-turn prompts. Ties and both-bad majorities
     are left out unless ``include_ties``; then every row carries ``outcome`` (preferred, tie or
     both_bad) and such rows list the responses in comparison order. Every row carries
-    ``comparison_id``, ``judgments`` and ``agreement`` (the winning share). With ``policy``, only
+    ``comparison_id``, ``judgments`` and ``agreement`` (the winning share), and ``confidence``: the
+    Dawid-Skene posterior that the chosen answer beats the rejected one (``annotate.reliability``,
+    fitted over the judgments of every comparison exported; gold answers held). ``aggregation``
+    ``dawid-skene`` takes each comparison's most likely verdict under that model instead of the
+    majority (so a reliable annotator can outvote two careless ones); ``confidence=False`` skips the
+    fit where only the rows' count matters (majority aggregation only). With ``policy``, only
     comparisons between two of that policy's responses (its own samples: on-policy DPO data).
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS} (got {fmt!r})")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS} (got {aggregation!r})")
     comparisons = Comparison.objects.filter(kind__in=kinds)
     if split != "all":
         comparisons = comparisons.filter(prompt__split=split)
@@ -184,6 +209,8 @@ def preference_rows(
         comparisons = comparisons.filter(campaign=campaign)
     if policy is not None:
         comparisons = comparisons.filter(response_a__policy=policy, response_b__policy=policy)
+    fit = confidence or aggregation == "dawid-skene"
+    reliability = comparisons_reliability(comparisons=comparisons) if fit else Reliability()
     comparisons = (
         comparisons.select_related("prompt", "response_a", "response_b")
         .prefetch_related(Prefetch("judgments", queryset=Judgment.objects.only("comparison_id", "choice")))
@@ -195,6 +222,9 @@ def preference_rows(
             report.excluded["not judged"] += 1
             continue
         winner, agreement = majority(choices)
+        if aggregation == "dawid-skene":
+            winner = reliability.most_likely(comparison.pk)
+            agreement = choices.count(winner) / len(choices)
         if winner is None:
             report.excluded["no majority"] += 1
             continue
@@ -222,6 +252,8 @@ def preference_rows(
         if include_ties:
             row["outcome"] = winner if winner in (Choice.TIE, Choice.BOTH_BAD) else "preferred"
         row.update(comparison_id=comparison.pk, judgments=len(choices), agreement=round(agreement, 4))
+        if fit and winner in (Choice.FIRST, Choice.SECOND):
+            row["confidence"] = round(reliability.confidence(comparison.pk, winner) or 0.5, 4)
         report.written += 1
         yield row
 

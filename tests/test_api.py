@@ -167,6 +167,7 @@ def test_export_streams_jsonl(api, staff):
             "comparison_id": comparison.pk,
             "judgments": 1,
             "agreement": 1.0,
+            "confidence": 1.0,  # one annotator: the model has nothing to doubt them by
         }
     ]
     assert api.get("/api/export/", {"format": "yaml"}).status_code == 400

@@ -49,7 +49,7 @@ def policy_trainable_problem(policy: Policy) -> str | None:
 def round_pairs_count(*, policy: Policy) -> tuple[int, Counter[str]]:
     """How many preference pairs the policy's judged comparisons give now, and what is left out."""
     report = ExportReport()
-    for _ in preference_rows(report=report, policy=policy):
+    for _ in preference_rows(report=report, policy=policy, confidence=False):
         pass
     return report.written, report.excluded
 

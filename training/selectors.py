@@ -16,6 +16,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Side, Source
+from annotate.reliability import reliability_estimate
 from annotate.selectors import majority
 from training.models import TrainingRound
 from training.stats import krippendorff_alpha_nominal, median
@@ -39,6 +40,7 @@ class AnnotatorStats:
     left_chosen: int = 0
     decided: int = 0  # judgments that picked a side
     times: list[float] = field(default_factory=list)
+    reliability: float | None = None  # Dawid-Skene: P(gives the true verdict), from every judgment
 
     @property
     def agreement(self) -> float | None:
@@ -91,7 +93,7 @@ def annotation_stats(
 ) -> tuple[list[CampaignStats], list[AnnotatorStats]]:
     """Per campaign, and per annotator: progress, throughput, agreement (Krippendorff's
     alpha over comparisons with several judgments; each annotator against the majority of the
-    others), gold accuracy, position bias (share of decisive verdicts for the left side), tie and
+    others), gold accuracy, each annotator's Dawid-Skene reliability, position bias (share of decisive verdicts for the left side), tie and
     both-bad rates, median time on task."""
     now = now or timezone.now()
     hour_ago = now - timedelta(hours=1)
@@ -172,6 +174,20 @@ def annotation_stats(
         stats.tie_rate = sum(v["choice"] == Choice.TIE for v in votes) / len(votes)
         stats.both_bad_rate = sum(v["choice"] == Choice.BOTH_BAD for v in votes) / len(votes)
         stats.median_seconds = median([v["time_on_task_ms"] / 1000 for v in votes if v["time_on_task_ms"]])
+    reliability = reliability_estimate(
+        (
+            (v["comparison_id"], v["annotator_id"], v["choice"])
+            for votes in by_comparison.values()
+            for v in votes
+        ),
+        gold={
+            comparison_id: votes[0]["comparison__gold_answer"]
+            for comparison_id, votes in by_comparison.items()
+            if votes[0]["comparison__kind"] == Kind.GOLD and votes[0]["comparison__gold_answer"]
+        },
+    )
+    for annotator_id, person in per_annotator.items():
+        person.reliability = reliability.annotators.get(annotator_id)
     people = sorted(per_annotator.values(), key=lambda p: (-p.judgments, p.username))
     return list(campaigns.values()), people
 

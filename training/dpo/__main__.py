@@ -29,6 +29,11 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
     p.add_argument("--loss", choices=LOSSES, default="sigmoid")
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--label-smoothing", type=float, default=0.0, help="robust loss: share of flipped labels")
+    p.add_argument(
+        "--confidence-smoothing",
+        action="store_true",
+        help="robust loss: each pair's label smoothing is 1 - its 'confidence' (export_preferences writes it)",
+    )
     p.add_argument("--dpop-lambda", type=float, default=50.0)
     p.add_argument("--simpo-gamma", type=float, default=0.5)
     p.add_argument("--desirable-weight", type=float, default=1.0, help="kto: weight of desirable answers")
@@ -79,6 +84,7 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
             loss=a.loss,
             beta=a.beta,
             label_smoothing=a.label_smoothing,
+            confidence_smoothing=a.confidence_smoothing,
             dpop_lambda=a.dpop_lambda,
             simpo_gamma=a.simpo_gamma,
             desirable_weight=a.desirable_weight,

@@ -20,6 +20,9 @@ class DPOConfig:
     loss: str = "sigmoid"
     beta: float = 0.1  # how hard the reference holds the policy back (ORPO: the odds-ratio weight)
     label_smoothing: float = 0.0  # robust (cDPO): assumed share of flipped labels, < 0.5
+    # robust: each pair's own share, 1 - its 'confidence' (the export's posterior that chosen beats
+    # rejected), capped below 0.5; pairs without one take label_smoothing
+    confidence_smoothing: bool = False
     dpop_lambda: float = 50.0  # DPO-Positive: penalty on the chosen log-ratio falling below 0
     simpo_gamma: float = 0.5  # SimPO: target reward margin
     desirable_weight: float = 1.0  # KTO: weight of a desirable answer's loss (λ_D)
@@ -65,7 +68,7 @@ class DPOConfig:
             raise ValueError("desirable_weight and undesirable_weight must be positive")
         if self.loss == "kto" and self.batch_size < 2:
             raise ValueError("kto needs batch_size >= 2: its KL estimate pairs answers within a batch")
-        if self.label_smoothing and self.loss != "robust":
+        if (self.label_smoothing or self.confidence_smoothing) and self.loss != "robust":
             raise ValueError("label_smoothing applies to the 'robust' loss only")
         for name in ("epochs", "batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:

@@ -33,6 +33,7 @@ class Pair:
     prompt: Any  # str (standard) or list of messages (conversational)
     chosen: Any
     rejected: Any
+    confidence: float | None = None  # P(chosen beats rejected), where the export gave one
 
     @property
     def conversational(self) -> bool:
@@ -103,6 +104,11 @@ def _pair_problem(record: Any) -> str | None:
         return "'prompt' must be a string or a list of messages"
     if chosen == rejected:
         return "'chosen' and 'rejected' are identical"
+    confidence = record.get("confidence")
+    if confidence is not None and (
+        isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 <= confidence <= 1
+    ):
+        return "'confidence' must be a number between 0 and 1"
     return None
 
 
@@ -123,7 +129,9 @@ def pairs_read(path: str | Path) -> list[Pair]:
             if problem := _pair_problem(record):
                 problems.append(f"{path}:{number}: {problem}")
                 continue
-            pair = Pair(number, record["prompt"], record["chosen"], record["rejected"])
+            pair = Pair(
+                number, record["prompt"], record["chosen"], record["rejected"], record.get("confidence")
+            )
             if shapes and pair.conversational not in shapes:
                 problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
                 continue

@@ -53,6 +53,7 @@ MetricsCallback = Callable[[dict[str, float]], None]
 ProgressCallback = Callable[[str], None]  # a line on what the run is doing between steps
 Model = Any  # a transformers PreTrainedModel, a peft PeftModel, or either wrapped in DDP
 METRICS_FILE = "metrics.jsonl"
+MAX_SMOOTHING = 0.49  # robust DPO divides by 1 - 2ε: a pair with confidence at or below 0.5 is capped here
 
 
 @dataclass
@@ -131,7 +132,15 @@ class _ReferencePair(_PolicyPair):
 
 
 def _loss(
-    cfg: DPOConfig, *, pc: Tensor, pr: Tensor, rc: Tensor | None, rr: Tensor | None, tc: Tensor, tr: Tensor
+    cfg: DPOConfig,
+    *,
+    pc: Tensor,
+    pr: Tensor,
+    rc: Tensor | None,
+    rr: Tensor | None,
+    tc: Tensor,
+    tr: Tensor,
+    smoothing: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     policy: _PolicyPair = {"policy_chosen": pc, "policy_rejected": pr, "beta": cfg.beta}
     if cfg.loss == "simpo":
@@ -143,7 +152,9 @@ def _loss(
     if cfg.loss == "sigmoid":
         return losses.dpo_sigmoid(**pair)
     if cfg.loss == "robust":
-        return losses.dpo_robust(**pair, label_smoothing=cfg.label_smoothing)
+        return losses.dpo_robust(
+            **pair, label_smoothing=cfg.label_smoothing if smoothing is None else smoothing
+        )
     if cfg.loss == "hinge":
         return losses.dpo_hinge(**pair)
     if cfg.loss == "ipo":
@@ -323,11 +334,19 @@ def train(
 
     # Data first: a bad file fails in seconds, before any model is loaded.
     unpaired = cfg.loss in UNPAIRED
+    smoothing: Tensor | None = None  # robust with confidence_smoothing: each pair's own label smoothing
     if unpaired:  # KTO: answers labelled desirable or not; SFT: target answers (pairs: the chosen one)
         examples = examples_read(cfg.data_path, labelled=cfg.loss == "kto")
         desirable = torch.tensor([e.label for e in examples])
     else:
         pairs = pairs_read(cfg.data_path)
+        smoothing = (
+            torch.tensor(
+                [cfg.label_smoothing if p.confidence is None else 1 - p.confidence for p in pairs]
+            ).clamp(0.0, MAX_SMOOTHING)
+            if cfg.confidence_smoothing
+            else None
+        )
     eval_pairs = pairs_read(cfg.eval_data_path) if cfg.eval_data_path else []
     tokenizer = _tokenizer(cfg.policy_path)
     data: list[TokenizedPair] = (
@@ -549,7 +568,14 @@ def train(
                 if ref is not None:
                     rc, rr = (ref[batch.index].to(device).T.to(pc.dtype)).unbind(0)
                 per_pair, chosen_rewards, rejected_rewards = _loss(
-                    cfg, pc=pc, pr=pr, rc=rc, rr=rr, tc=tc, tr=tr
+                    cfg,
+                    pc=pc,
+                    pr=pr,
+                    rc=rc,
+                    rr=rr,
+                    tc=tc,
+                    tr=tr,
+                    smoothing=None if smoothing is None else smoothing[batch.index].to(device, pc.dtype),
                 )
                 chosen_nll = -pc / tc.clamp(min=1)  # per token: RPO's anchor on the chosen answer
                 if cfg.rpo_alpha:

@@ -36,11 +36,12 @@ def dpo_robust(
     ref_chosen: Tensor,
     ref_rejected: Tensor,
     beta: float,
-    label_smoothing: float,
+    label_smoothing: float | Tensor,
 ) -> Result:
     """Robust DPO (Chowdhury et al. 2024, eq. 8): unbiased under a share ε of flipped labels.
 
     ((1-ε)·(-log σ(βh)) - ε·(-log σ(-βh))) / (1 - 2ε), with h the DPO log-ratio margin. ε = 0 is DPO.
+    ``label_smoothing`` is one ε for every pair, or [batch]: each pair's own (1 - its confidence).
     """
     chosen, rejected = policy_chosen - ref_chosen, policy_rejected - ref_rejected
     h = beta * (chosen - rejected)

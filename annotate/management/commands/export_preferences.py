@@ -7,7 +7,14 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from annotate.models import Kind
-from annotate.selectors import DATASET_TYPES, EXPORT_FORMATS, EXPORT_SPLITS, ExportReport, dataset_rows
+from annotate.selectors import (
+    AGGREGATIONS,
+    DATASET_TYPES,
+    EXPORT_FORMATS,
+    EXPORT_SPLITS,
+    ExportReport,
+    dataset_rows,
+)
 from annotate.services.campaigns import campaign_named
 from config.commands import Command as BaseCommand
 
@@ -29,6 +36,13 @@ class Command(BaseCommand):
             help="TRL dataset type: preference pairs (DPO), unpaired answers with labels (KTO; a both-bad "
             "majority gives two undesirable answers), prompt-completion (SFT on the chosen answers)",
         )
+        parser.add_argument(
+            "--aggregation",
+            choices=AGGREGATIONS,
+            default="majority",
+            help="a comparison's label: the majority vote, or Dawid-Skene's most likely verdict (weighing "
+            "annotators by their estimated reliability); every pair carries its Dawid-Skene confidence",
+        )
         parser.add_argument("--campaign", help="only comparisons of this campaign")
         parser.add_argument("--split", choices=EXPORT_SPLITS, default="train", help="prompt split (train)")
         parser.add_argument(
@@ -42,7 +56,18 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, out, format, dataset_type, campaign, split, kind, min_agreement, include_ties, **options
+        self,
+        *args,
+        out,
+        format,
+        dataset_type,
+        aggregation,
+        campaign,
+        split,
+        kind,
+        min_agreement,
+        include_ties,
+        **options,
     ):
         if not 0.0 <= min_agreement <= 1.0:
             raise CommandError(f"--min-agreement must be between 0 and 1 (got {min_agreement})")
@@ -50,6 +75,7 @@ class Command(BaseCommand):
         rows = dataset_rows(
             report=report,
             dataset_type=dataset_type,
+            aggregation=aggregation,
             fmt=format,
             campaign=campaign_named(campaign) if campaign else None,
             split=split,

@@ -451,3 +451,36 @@ def test_kto_needs_two_answers_per_batch_and_no_rpo():
         DPOConfig(policy_path="m", data_path="d", output_dir="o", loss="kto", batch_size=1)
     with pytest.raises(ValueError, match="rpo_alpha applies to pair losses, not sft"):
         DPOConfig(policy_path="m", data_path="d", output_dir="o", loss="sft", rpo_alpha=1.0)
+
+
+def test_confidence_smoothing_gives_each_pair_one_minus_its_confidence(
+    plain_model_dir, tmp_path, monkeypatch
+):
+    from tests.training.dpo.conftest import PREFERENCES, write_jsonl
+
+    confidences = [1.0, 0.8, 0.6, 0.2]  # the last, below one half, is capped at 0.49
+    rows = [
+        {"prompt": p, "chosen": c, "rejected": r, "confidence": q}
+        for (p, c, r), q in zip(PREFERENCES[:4], confidences, strict=True)
+    ]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    seen = []
+    original = loop_module.losses.dpo_robust
+
+    def spy(**kwargs):
+        seen.append(kwargs["label_smoothing"].tolist())
+        return original(**kwargs)
+
+    monkeypatch.setattr(loop_module.losses, "dpo_robust", spy)
+    train(config(plain_model_dir, data, tmp_path / "out", loss="robust", confidence_smoothing=True, epochs=1))
+    assert sorted(seen[0]) == pytest.approx(sorted([0.0, 0.2, 0.4, 0.49]), abs=1e-6)
+
+
+def test_a_confidence_outside_0_1_is_named(plain_model_dir, tmp_path):
+    from tests.training.dpo.conftest import write_jsonl
+
+    data = write_jsonl(
+        tmp_path / "pairs.jsonl", [{"prompt": "hi", "chosen": "a", "rejected": "b", "confidence": 1.5}]
+    )
+    with pytest.raises(ValueError, match=r"pairs.jsonl:1: 'confidence' must be a number between 0 and 1"):
+        train(config(plain_model_dir, data, tmp_path / "out", loss="robust", confidence_smoothing=True))

@@ -110,3 +110,20 @@ def test_losses_are_per_pair_and_batched():
     )
     assert loss.shape == chosen.shape == rejected.shape == (2,)
     assert loss.tolist() == pytest.approx([softplus(0.1), math.log(2)])
+
+
+def test_robust_loss_takes_each_pairs_own_label_smoothing():
+    from training.dpo.losses import dpo_robust
+
+    pairs = {
+        "policy_chosen": torch.tensor([-1.0, -2.0]),
+        "policy_rejected": torch.tensor([-3.0, -1.5]),
+        "ref_chosen": torch.tensor([-1.5, -1.8]),
+        "ref_rejected": torch.tensor([-2.5, -1.9]),
+        "beta": 0.5,
+    }
+    together, _, _ = dpo_robust(**pairs, label_smoothing=torch.tensor([0.0, 0.3]))
+    alone = [dpo_robust(**pairs, label_smoothing=e)[0][i] for i, e in enumerate((0.0, 0.3))]
+    torch.testing.assert_close(together, torch.stack(alone))
+    # h = 0.5 * ((−1 + 1.5) − (−3 + 2.5)) = 0.5: with ε = 0 it is plain DPO, −log σ(0.5)
+    assert together[0].item() == pytest.approx(-torch.nn.functional.logsigmoid(torch.tensor(0.5)).item())
