@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import traceback
@@ -46,7 +47,16 @@ from training.errors import RoundCancelled
 from training.models import Evaluation, RoundStatus, TrainingRound
 from training.options import GENERATION_DEFAULTS, GUARD_DEFAULTS, sampling_from
 from training.rounds import round_create
-from training.stats import Game, WinRate, bradley_terry, win_rate
+from training.stats import (
+    ELO_SCALE,
+    ControlledFit,
+    Game,
+    WinRate,
+    bradley_terry,
+    bradley_terry_controlled,
+    length_difference,
+    win_rate,
+)
 from training.worker import Recorder, round_run
 
 logger = logging.getLogger("prefloop.rounds")
@@ -356,6 +366,8 @@ class PolicyGame:
     a: int  # policy ids: a wrote response_a
     b: int
     score: float  # a's mean score over the comparison's judgments
+    length_a: int = 0  # the two answers' lengths in characters (the length-controlled fit's covariate)
+    length_b: int = 0
 
 
 def policy_games(
@@ -381,6 +393,8 @@ def policy_games(
                 a=comparison.response_a.policy_id,
                 b=comparison.response_b.policy_id,
                 score=sum(SCORE[c] for c in choices) / len(choices),
+                length_a=len(comparison.response_a.text),
+                length_b=len(comparison.response_b.text),
             )
         )
     return games
@@ -390,6 +404,31 @@ def head_to_head(games: Iterable[PolicyGame], *, policy: int, opponent: int, see
     """``policy``'s win rate over ``opponent`` in their games (ties and both-bad count one half)."""
     scores = [g.score if g.a == policy else 1.0 - g.score for g in games if {g.a, g.b} == {policy, opponent}]
     return win_rate(scores, seed=seed)
+
+
+def controlled_head_to_head(
+    games: Iterable[PolicyGame], *, policy: int, opponent: int, seed: int = 0, resamples: int = 200
+) -> dict[str, float] | None:
+    """``policy``'s length-controlled win rate over ``opponent`` in their games: the rate their
+    ratings imply at equal answer lengths (``stats.bradley_terry_controlled``), with a 95% bootstrap
+    interval, and the judges' length coefficient."""
+    mine = [g for g in games if {g.a, g.b} == {policy, opponent}]
+    if not mine:
+        return None
+
+    def fit(sample: Sequence[PolicyGame]) -> tuple[float, float]:
+        result = bradley_terry_controlled(
+            [Game(str(g.a), str(g.b), g.score) for g in sample],
+            [length_difference(g.length_a, g.length_b) for g in sample],
+        )
+        gap = result.ratings[str(policy)] - result.ratings[str(opponent)]
+        return 1.0 / (1.0 + math.exp(-gap / ELO_SCALE)), result.length
+
+    rate, length = fit(mine)
+    rng = random.Random(seed)
+    draws = sorted(fit([mine[rng.randrange(len(mine))] for _ in mine])[0] for _ in range(resamples))
+    low, high = draws[int(0.025 * (len(draws) - 1))], draws[int(0.975 * (len(draws) - 1) + 0.5)]
+    return {"rate": rate, "low": low, "high": high, "length_coefficient": length}
 
 
 @dataclass
@@ -402,6 +441,13 @@ class LeaderboardRow:
     versus_parent: WinRate | None
     drift: dict[str, Any] = field(default_factory=dict)  # from the round that trained it
     both_bad: float | None = None  # share of both-bad verdicts in its blind evaluations
+    # length-controlled (Bradley-Terry with the answers' length difference as a covariate): the rating
+    # at equal lengths with its interval, and the win rate over the parent that rating implies
+    lc_rating: float | None = None
+    lc_low: float | None = None
+    lc_high: float | None = None
+    lc_versus_parent: tuple[float, float, float] | None = None  # rate, low, high
+    length_coefficient: tuple[float, float, float] | None = None  # γ and its interval (every row alike)
 
 
 def both_bad_rates(*, include_simulated: bool = False, policy: Policy | None = None) -> dict[int, float]:
@@ -424,7 +470,10 @@ def leaderboard(
     *, include_simulated: bool = False, resamples: int = 200, seed: int = 0
 ) -> list[LeaderboardRow]:
     """Bradley-Terry ratings (Elo scale, centred on 1000) with 95% bootstrap intervals (games
-    resampled with replacement, ratings refitted), and each policy's win rate over its parent."""
+    resampled with replacement, ratings refitted), and each policy's win rate over its parent; beside
+    them the length-controlled fit (``stats.bradley_terry_controlled``: the length difference of the
+    two answers as a covariate), its ratings, the win rate over the parent they imply at equal
+    lengths, and the judges' length coefficient, each with the same bootstrap's interval."""
     games = policy_games(include_simulated=include_simulated)
     policies = list(Policy.objects.select_related("parent", "trained_by").order_by("id"))
     both_bad = both_bad_rates(include_simulated=include_simulated)
@@ -432,12 +481,32 @@ def leaderboard(
     def fit(sample: Sequence[PolicyGame]) -> dict[str, float]:
         return bradley_terry([Game(str(g.a), str(g.b), g.score) for g in sample])
 
-    ratings = fit(games)
+    def fit_controlled(sample: Sequence[PolicyGame]) -> ControlledFit:
+        return bradley_terry_controlled(
+            [Game(str(g.a), str(g.b), g.score) for g in sample],
+            [length_difference(g.length_a, g.length_b) for g in sample],
+        )
+
+    ratings, controlled = fit(games), fit_controlled(games)
     draws: dict[str, list[float]] = defaultdict(list)
+    lc_draws: list[ControlledFit] = []
     rng = random.Random(seed)
     for _ in range(resamples if games else 0):
-        for player, value in fit([games[rng.randrange(len(games))] for _ in games]).items():
+        sample = [games[rng.randrange(len(games))] for _ in games]
+        for player, value in fit(sample).items():
             draws[player].append(value)
+        lc_draws.append(fit_controlled(sample))
+
+    def interval(values: list[float]) -> tuple[float, float] | tuple[None, None]:
+        spread = sorted(values)
+        if not spread:
+            return None, None
+        return spread[int(0.025 * (len(spread) - 1))], spread[int(0.975 * (len(spread) - 1) + 0.5)]
+
+    def odds(a: float, b: float) -> float:  # the win rate two ratings imply
+        return 1.0 / (1.0 + math.exp(-(a - b) / ELO_SCALE))
+
+    length_coefficient = (controlled.length, *interval([d.length for d in lc_draws])) if games else None
     played = Counter(p for g in games for p in (g.a, g.b))
     rows = []
     for policy in policies:
@@ -461,6 +530,18 @@ def leaderboard(
                 both_bad=both_bad.get(policy.pk),
             )
         )
+        row = rows[-1]
+        row.lc_rating = controlled.ratings.get(key)
+        row.lc_low, row.lc_high = interval([d.ratings[key] for d in lc_draws if key in d.ratings])
+        row.length_coefficient = length_coefficient
+        parent = str(policy.parent_id)
+        if policy.parent_id and row.lc_rating is not None and parent in controlled.ratings:
+            implied = [
+                odds(d.ratings[key], d.ratings[parent]) for d in lc_draws if {key, parent} <= set(d.ratings)
+            ]
+            low, high = interval(implied)
+            if low is not None and high is not None:
+                row.lc_versus_parent = (odds(row.lc_rating, controlled.ratings[parent]), low, high)
     rows.sort(key=lambda r: (r.rating is None, -(r.rating or 0.0), r.policy.pk))
     return rows
 
@@ -655,8 +736,17 @@ def loop_run(
             )
             rate = head_to_head(games, policy=new.pk, opponent=opponent.pk, seed=judge_seed)
             row[key] = _rate_row(rate, opponent)
+            controlled = controlled_head_to_head(games, policy=new.pk, opponent=opponent.pk, seed=judge_seed)
+            if row[key] is not None and controlled is not None:
+                row[key]["length_controlled"] = controlled
             if key == "vs_previous" or current.pk != base.pk:  # round 1: the previous is the base
                 say(f"  {new.name} over {opponent.name} on held-out prompts: {_rate_text(row[key])}")
+                if controlled is not None:
+                    say(
+                        f"    length-controlled: {controlled['rate']:.3f} [{controlled['low']:.3f}, "
+                        f"{controlled['high']:.3f}] (the judges' length coefficient "
+                        f"{controlled['length_coefficient']:.2f})"
+                    )
             if check:
                 second = check_win_rate(
                     evaluations=Evaluation.objects.filter(training_round=finished),

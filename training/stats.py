@@ -1,7 +1,9 @@
 """Numbers behind the dashboard and the leaderboard: pure functions of plain values, no Django.
 
 - Krippendorff's alpha (nominal) from per-comparison vote counts, by the ``krippendorff`` package.
-- Bradley-Terry strengths from pairwise outcomes (Hunter's MM algorithm), on an Elo-like scale.
+- Bradley-Terry strengths from pairwise outcomes (Hunter's MM algorithm), on an Elo-like scale, and
+  the length-controlled fit: the answers' length difference as a covariate (Chatbot Arena's style
+  control), so a policy does not climb by getting shorter or longer alone.
 - Win rates with percentile-bootstrap intervals, resampling comparisons.
 """
 
@@ -74,6 +76,53 @@ def bradley_terry(games: Sequence[Game], *, prior: float = 0.5, iterations: int 
             break
         strength = updated
     return {name: ELO_CENTRE + ELO_SCALE * math.log(strength[index[name]]) for name in players}
+
+
+@dataclass(frozen=True)
+class ControlledFit:
+    ratings: dict[str, float]  # Elo scale, centred on 1000: strength at equal answer lengths
+    length: float  # the logit coefficient of the length difference (> 0: the longer answer is preferred)
+
+
+def length_difference(a: int, b: int) -> float:
+    """The covariate: (len a - len b) / (len a + len b), in [-1, 1] (0 for two empty answers)."""
+    return (a - b) / (a + b) if a + b else 0.0
+
+
+def bradley_terry_controlled(
+    games: Sequence[Game], lengths: Sequence[float], *, l2: float = 0.01, iterations: int = 100
+) -> ControlledFit:
+    """Bradley-Terry with one covariate: P(a beats b) = σ(θa - θb + γ·x), x = ``lengths[k]`` the
+    game's length difference (``length_difference``), fitted by Newton's method on the (fractional:
+    a tie is 0.5) log-likelihood with a small L2 penalty on θ (a player who never lost stays finite),
+    θ centred on 0. θ is then each player's strength with the length effect taken out; γ is how much
+    the judges pay for length."""
+    players = sorted({g.a for g in games} | {g.b for g in games})
+    if not players:
+        return ControlledFit({}, 0.0)
+    index = {name: i for i, name in enumerate(players)}
+    n = len(players)
+    design = np.zeros((len(games), n + 1))  # one row per game: +1 for a, -1 for b, then x
+    for k, g in enumerate(games):
+        design[k, index[g.a]] += 1.0
+        design[k, index[g.b]] -= 1.0
+        design[k, n] = lengths[k]
+    score = np.array([g.score for g in games])
+    penalty = np.full(n + 1, l2)
+    penalty[n] = 1e-6  # γ is nearly free
+    params = np.zeros(n + 1)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(design @ params)))
+        gradient = design.T @ (score - p) - penalty * params
+        hessian = (design.T * (p * (1 - p))) @ design + np.diag(penalty)
+        step = np.linalg.solve(hessian, gradient)
+        params = params + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    theta = params[:n] - params[:n].mean()
+    return ControlledFit(
+        {name: ELO_CENTRE + ELO_SCALE * theta[index[name]] for name in players}, float(params[n])
+    )
 
 
 def bootstrap_interval(

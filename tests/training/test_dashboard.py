@@ -119,3 +119,40 @@ def test_agreement_with_the_majority_of_the_others():
     by_name = {p.username: p for p in stats}
     # a: others b=first, c=second → split, no majority. c: others first, first → disagrees.
     assert by_name["a"].compared == 0 and by_name["c"].agreement == 0.0
+
+
+@pytest.mark.django_db
+def test_the_length_controlled_leaderboard_sees_through_a_policy_that_only_got_shorter():
+    """Judges who prefer the shorter answer, a child that answers shorter: the raw rating puts it
+    far ahead; controlled for length, child and parent are level (the interval holds 50%), and the
+    judges' length coefficient is negative."""
+    import random
+
+    rng = random.Random(0)
+    base = PolicyFactory(name="base")
+    child = PolicyFactory(name="child", parent=base)
+    for _ in range(120):
+        prompt = PromptFactory()
+        short, long = rng.randint(20, 200), rng.randint(20, 200)
+        comparison = ComparisonFactory(
+            prompt=prompt,
+            response_a=ResponseFactory(prompt=prompt, policy=child, text="x" * min(short, long)),
+            response_b=ResponseFactory(prompt=prompt, policy=base, text="y" * max(short, long)),
+            kind=Kind.EVAL,
+            campaign=CampaignFactory(name="eval"),
+        )
+        Evaluation.objects.create(comparison=comparison, policy=child, opponent=base)
+        x = (min(short, long) - max(short, long)) / (short + long)
+        child_wins = rng.random() < 1 / (1 + 2.718281828 ** (4.0 * x))  # only length decides
+        JudgmentFactory(comparison=comparison, choice=Choice.FIRST if child_wins else Choice.SECOND)
+
+    rows = {row.policy.name: row for row in leaderboard(resamples=100)}
+
+    child_row = rows["child"]
+    assert child_row.versus_parent.rate > 0.7  # the raw win rate rewards brevity
+    rate, low, high = child_row.lc_versus_parent
+    assert low <= 0.5 <= high and abs(rate - 0.5) < 0.15
+    assert child_row.lc_low <= child_row.lc_rating <= child_row.lc_high
+    assert child_row.rating - rows["base"].rating > child_row.lc_rating - rows["base"].lc_rating + 100
+    gamma, gamma_low, gamma_high = child_row.length_coefficient
+    assert gamma_high < 0 and gamma_low <= gamma <= gamma_high

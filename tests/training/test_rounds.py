@@ -228,6 +228,8 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
             if rate is not None:  # no games when every held-out answer came out identical
                 assert rate["low"] <= rate["rate"] <= rate["high"]
                 assert rate["wins"] + rate["ties"] + rate["losses"] <= 3
+                controlled = rate["length_controlled"]  # the same games with length taken out
+                assert controlled["low"] - 1e-9 <= controlled["rate"] <= controlled["high"] + 1e-9
     # every held-out answer, the last round's included, was sampled with the loop's settings
     assert set(Response.objects.filter(heldout=True).values_list("sampling__max_new_tokens", flat=True)) == {
         8

@@ -44,3 +44,24 @@ def test_win_rate_counts_ties_as_half_with_an_interval_around_it():
     assert 0.0 <= rate.low <= 0.625 <= rate.high <= 1.0
     assert win_rate([]) is None
     assert win_rate([1.0] * 50).low == 1.0
+
+
+def test_length_controlled_fit_recovers_strengths_and_the_length_effect_by_hand():
+    """Scores set to the model's own probabilities: the fit returns the parameters that made them.
+    θA - θB = 0.5 and γ = -2: P(A wins) = σ(0.5 - 2x) at x in {-0.5, 0, 0.5}."""
+    from training.stats import ELO_SCALE, bradley_terry_controlled
+
+    xs = [-0.5, 0.0, 0.5] * 4
+    games = [Game("A", "B", 1 / (1 + math.exp(-(0.5 - 2.0 * x)))) for x in xs]
+    fit = bradley_terry_controlled(games, xs, l2=1e-9)  # a penalty is what pins θA + θB
+    assert fit.length == pytest.approx(-2.0, abs=1e-5)
+    assert (fit.ratings["A"] - fit.ratings["B"]) / ELO_SCALE == pytest.approx(0.5, abs=1e-5)
+    assert fit.ratings["A"] + fit.ratings["B"] == pytest.approx(2000.0)
+
+
+def test_length_difference_is_bounded_and_antisymmetric():
+    from training.stats import length_difference
+
+    assert length_difference(30, 10) == pytest.approx(0.5)
+    assert length_difference(10, 30) == pytest.approx(-0.5)
+    assert length_difference(0, 0) == 0.0
