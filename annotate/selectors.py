@@ -170,6 +170,24 @@ def majority(choices: Sequence[str]) -> tuple[str | None, float]:
     return counts[0][0], counts[0][1] / len(choices)
 
 
+def export_comparisons(
+    *,
+    campaign: Campaign | None = None,
+    split: str = "train",
+    kinds: Sequence[str] = (Kind.TRAIN, Kind.GOLD),
+    policy: Policy | None = None,
+) -> QuerySet[Comparison]:
+    """The comparisons an export looks at (before any is left out): what its data card describes."""
+    comparisons = Comparison.objects.filter(kind__in=kinds)
+    if split != "all":
+        comparisons = comparisons.filter(prompt__split=split)
+    if campaign is not None:
+        comparisons = comparisons.filter(campaign=campaign)
+    if policy is not None:
+        comparisons = comparisons.filter(response_a__policy=policy, response_b__policy=policy)
+    return comparisons
+
+
 def preference_rows(
     *,
     report: ExportReport,
@@ -202,13 +220,7 @@ def preference_rows(
         raise ValueError(f"format must be one of {EXPORT_FORMATS} (got {fmt!r})")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS} (got {aggregation!r})")
-    comparisons = Comparison.objects.filter(kind__in=kinds)
-    if split != "all":
-        comparisons = comparisons.filter(prompt__split=split)
-    if campaign is not None:
-        comparisons = comparisons.filter(campaign=campaign)
-    if policy is not None:
-        comparisons = comparisons.filter(response_a__policy=policy, response_b__policy=policy)
+    comparisons = export_comparisons(campaign=campaign, split=split, kinds=kinds, policy=policy)
     fit = confidence or aggregation == "dawid-skene"
     reliability = comparisons_reliability(comparisons=comparisons) if fit else Reliability()
     comparisons = (

@@ -79,6 +79,10 @@ class TrainingRound(models.Model):
     output_dir = models.CharField(max_length=1000, blank=True)
     data_file = models.CharField(max_length=1000, blank=True, help_text="The exported pairs (JSONL).")
     data_sha256 = models.CharField(max_length=64, blank=True)
+    data_card = models.TextField(
+        blank=True,
+        help_text="The exported data's card (README.md beside data.jsonl): who judged, how, what was left out.",
+    )
     pairs = models.PositiveIntegerField(null=True, blank=True, help_text="Pairs trained on.")
     excluded = models.JSONField(
         default=dict, blank=True, help_text="Comparisons left out of the data, by reason."

@@ -24,7 +24,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotate.selectors import ExportReport, dataset_rows
+from annotate.datacard import datacard_render, datacard_stats, text_write_atomic
+from annotate.selectors import ExportReport, dataset_rows, export_comparisons
 from generation.services import TokenMeter, policy_register
 from training.errors import NotEnoughPairs, RoundAbandoned, RoundCancelled
 from training.models import RoundMetric, RoundStatus, TrainingRound
@@ -117,6 +118,7 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
     comparisons, excluded, sha256)."""
     loss = (training_round.hyperparameters or {}).get("loss")
     dataset_type = {"kto": "unpaired", "sft": "prompt-completion"}.get(loss or "", "preference")
+    aggregation = "majority"
     out.mkdir(parents=True, exist_ok=True)
     path = out / "data.jsonl"
     report = ExportReport()
@@ -124,7 +126,12 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".data.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            for row in dataset_rows(report=report, dataset_type=dataset_type, policy=training_round.policy):
+            for row in dataset_rows(
+                report=report,
+                dataset_type=dataset_type,
+                policy=training_round.policy,
+                aggregation=aggregation,
+            ):
                 line = json.dumps(row, ensure_ascii=False) + "\n"
                 digest.update(line.encode("utf-8"))
                 stream.write(line)
@@ -132,6 +139,17 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    card = datacard_render(
+        data_file=path.name,
+        report=report,
+        stats=datacard_stats(comparisons=export_comparisons(policy=training_round.policy)),
+        dataset_type=dataset_type,
+        fmt="conversational",
+        aggregation=aggregation,
+        what=f"round {training_round.pk} (training {training_round.policy.name})",
+    )
+    text_write_atomic(out / "README.md", card)
+    training_round.data_card = card
     return path, report.written, report.excluded, digest.hexdigest()
 
 
@@ -187,7 +205,13 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
     recorder.log(f"exporting the judged comparisons of {training_round.policy.name}")
     data_file, pairs, excluded, sha256 = _export(training_round, out)
     left_out = ", ".join(f"{reason}: {n}" for reason, n in sorted(excluded.items())) or "none"
-    recorder.update(data_file=str(data_file), data_sha256=sha256, pairs=pairs, excluded=dict(excluded))
+    recorder.update(
+        data_file=str(data_file),
+        data_sha256=sha256,
+        pairs=pairs,
+        excluded=dict(excluded),
+        data_card=training_round.data_card,
+    )
     training_round.output_dir = str(out)
     TrainingRound.objects.filter(pk=training_round.pk).update(output_dir=str(out))
     recorder.log(f"{pairs} pairs in {data_file.name} (sha256 {sha256[:12]}); left out: {left_out}")

@@ -203,3 +203,33 @@ def test_the_exports_read_back_as_trl_datasets_and_as_our_trainers_examples(judg
         assert {"prompt", "completion"} <= set(loaded.column_names)
         examples = examples_read(path, labelled=labelled)
         assert len(examples) == len(loaded)
+
+
+def test_every_export_writes_a_data_card_beside_it_as_a_hugging_face_dataset_readme(judged, tmp_path):
+    import yaml
+
+    judged["first wins"].campaign.guidelines = "Prefer the **shorter** answer."
+    judged["first wins"].campaign.save()
+    _, out = export(tmp_path)
+
+    card = (tmp_path / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["configs"][0]["data_files"] == [{"split": "train", "path": "prefs.jsonl"}]
+    assert [f["name"] for f in header["dataset_info"]["features"]][:3] == ["prompt", "chosen", "rejected"]
+    assert header["dataset_info"]["splits"] == [{"name": "train", "num_examples": 2}]
+    assert "2 rows from 2 comparisons" in card
+    assert "both bad: 1" in card and "no majority: 1" in card and "not judged: 1" in card and "tie: 1" in card
+    assert "the majority vote of each comparison" in card and "human: 9 judgments by 9 annotator(s)" in card
+    assert "Krippendorff's alpha (nominal, over the 3 comparisons with several judgments)" in card
+    digest = __import__("hashlib").sha256(b"Prefer the **shorter** answer.").hexdigest()
+    assert digest in card and "> Prefer the **shorter** answer." in card
+    assert "the data card" in out
+    loaded = datasets.load_dataset(str(tmp_path), split="train")  # the folder reads as a dataset
+    assert len(loaded) == 2
+
+
+def test_a_readme_that_prefloop_did_not_write_is_left_alone(judged, tmp_path):
+    (tmp_path / "README.md").write_text("my notes\n")
+    export(tmp_path)
+    assert (tmp_path / "README.md").read_text() == "my notes\n"
+    assert "prefloop data card" in (tmp_path / "prefs.jsonl.README.md").read_text()

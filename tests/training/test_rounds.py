@@ -309,6 +309,22 @@ def test_a_round_trains_kto_or_sft_on_what_the_judges_said(method, chat_model_di
         assert len(rows) == 4 and {r["completion"][0]["content"] for r in rows} == {"blue."}
         assert "num_tokens" in training_round.metrics.first().values
     assert training_round.output_policy.parent == policy
+    # the data card travels with the round: beside its data and on the round itself
+    card = (Path(training_round.data_file).parent / "README.md").read_text()
+    assert card == training_round.data_card and "prefloop data card" in card
+    assert f'- "{method}"' in card and "simulated: 4 judgments" in card
+    assert {"prefloop data card", "Data card"} & set(call_round_page(training_round))
+
+
+def call_round_page(training_round):
+    from django.test import Client
+
+    from tests.factories import UserFactory
+
+    client = Client()
+    client.force_login(UserFactory(is_staff=True))
+    page = client.get(f"/training/rounds/{training_round.pk}/").content.decode()
+    return {marker for marker in ("prefloop data card", "Data card") if marker in page}
 
 
 @pytest.mark.django_db

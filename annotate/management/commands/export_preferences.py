@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
+from annotate.datacard import card_path_for, datacard_render, datacard_stats, text_write_atomic
 from annotate.models import Kind
 from annotate.selectors import (
     AGGREGATIONS,
@@ -14,6 +15,7 @@ from annotate.selectors import (
     EXPORT_SPLITS,
     ExportReport,
     dataset_rows,
+    export_comparisons,
 )
 from annotate.services.campaigns import campaign_named
 from config.commands import Command as BaseCommand
@@ -44,6 +46,11 @@ class Command(BaseCommand):
             "annotators by their estimated reliability); every pair carries its Dawid-Skene confidence",
         )
         parser.add_argument("--campaign", help="only comparisons of this campaign")
+        parser.add_argument(
+            "--no-card",
+            action="store_true",
+            help="skip the data card (README.md beside the file, a Hugging Face dataset folder's)",
+        )
         parser.add_argument("--split", choices=EXPORT_SPLITS, default="train", help="prompt split (train)")
         parser.add_argument(
             "--kind", action="append", choices=Kind.values, help="comparison kinds (default: train and gold)"
@@ -67,19 +74,22 @@ class Command(BaseCommand):
         kind,
         min_agreement,
         include_ties,
+        no_card,
         **options,
     ):
         if not 0.0 <= min_agreement <= 1.0:
             raise CommandError(f"--min-agreement must be between 0 and 1 (got {min_agreement})")
         report = ExportReport()
+        chosen = campaign_named(campaign) if campaign else None
+        kinds = kind or (Kind.TRAIN, Kind.GOLD)
         rows = dataset_rows(
             report=report,
             dataset_type=dataset_type,
             aggregation=aggregation,
             fmt=format,
-            campaign=campaign_named(campaign) if campaign else None,
+            campaign=chosen,
             split=split,
-            kinds=kind or (Kind.TRAIN, Kind.GOLD),
+            kinds=kinds,
             min_agreement=min_agreement,
             include_ties=include_ties,
         )
@@ -102,3 +112,28 @@ class Command(BaseCommand):
             Path(tmp).unlink(missing_ok=True)
             raise
         self.stdout.write(f"{path}: {report.summary()}")
+        if no_card:
+            return
+        card = card_path_for(path)
+        text_write_atomic(
+            card,
+            datacard_render(
+                data_file=path.name,
+                report=report,
+                stats=datacard_stats(
+                    comparisons=export_comparisons(campaign=chosen, split=split, kinds=kinds)
+                ),
+                dataset_type=dataset_type,
+                fmt=format,
+                aggregation=aggregation,
+                what=(
+                    f"`export_preferences --type {dataset_type} --format {format} --aggregation {aggregation} "
+                    f"--split {split} --kind {' --kind '.join(kinds)}"
+                    + (f" --campaign {json.dumps(campaign)}" if campaign else "")
+                    + "`"
+                ),
+            ),
+        )
+        self.stdout.write(
+            f"{card}: the data card (who judged, how labels were aggregated, what was left out)"
+        )
