@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,31 +113,33 @@ def _pair_problem(record: Any) -> str | None:
     return None
 
 
-def pairs_read(path: str | Path) -> list[Pair]:
-    """Every pair of a JSONL file, validated; raises ValueError listing every bad line."""
-    pairs: list[Pair] = []
-    problems: list[str] = []
-    shapes: set[bool] = set()
+def _records(path: str | Path, problems: list[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) of every non-blank line; a line that is not JSON goes to ``problems``."""
     with open(path, encoding="utf-8") as stream:
         for number, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 problems.append(f"{path}:{number}: not valid JSON ({exc.msg})")
-                continue
-            if problem := _pair_problem(record):
-                problems.append(f"{path}:{number}: {problem}")
-                continue
-            pair = Pair(
-                number, record["prompt"], record["chosen"], record["rejected"], record.get("confidence")
-            )
-            if shapes and pair.conversational not in shapes:
-                problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
-                continue
-            shapes.add(pair.conversational)
-            pairs.append(pair)
+
+
+def pairs_read(path: str | Path) -> list[Pair]:
+    """Every pair of a JSONL file, validated; raises ValueError listing every bad line."""
+    pairs: list[Pair] = []
+    problems: list[str] = []
+    shapes: set[bool] = set()
+    for number, record in _records(path, problems):
+        if problem := _pair_problem(record):
+            problems.append(f"{path}:{number}: {problem}")
+            continue
+        pair = Pair(number, record["prompt"], record["chosen"], record["rejected"], record.get("confidence"))
+        if shapes and pair.conversational not in shapes:
+            problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
+            continue
+        shapes.add(pair.conversational)
+        pairs.append(pair)
     if problems:
         raise ValueError(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
     if not pairs:
@@ -332,26 +335,18 @@ def examples_read(path: str | Path, *, labelled: bool) -> list[Example]:
     examples: list[Example] = []
     problems: list[str] = []
     shapes: set[bool] = set()
-    with open(path, encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{path}:{number}: not valid JSON ({exc.msg})")
-                continue
-            rows, problem = _examples_of(record, labelled=labelled)
-            if problem:
-                problems.append(f"{path}:{number}: {problem}")
-                continue
-            for prompt, completion, label in rows:
-                example = Example(number, prompt, completion, label)
-                if shapes and example.conversational not in shapes:
-                    problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
-                    break
-                shapes.add(example.conversational)
-                examples.append(example)
+    for number, record in _records(path, problems):
+        rows, problem = _examples_of(record, labelled=labelled)
+        if problem:
+            problems.append(f"{path}:{number}: {problem}")
+            continue
+        for prompt, completion, label in rows:
+            example = Example(number, prompt, completion, label)
+            if shapes and example.conversational not in shapes:
+                problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
+                break
+            shapes.add(example.conversational)
+            examples.append(example)
     if problems:
         raise ValueError(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
     if not examples:

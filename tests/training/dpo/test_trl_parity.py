@@ -69,31 +69,36 @@ def test_one_step_matches_trl(loss, plain_model_dir, tmp_path):
         assert diff <= 0.01 * LR, f"{name}: max abs difference {diff}"
 
 
+def one_step_settings(out, *, batch_size):
+    """TRL's settings for one step as ours takes it: fp32 on the CPU, AdamW without weight decay,
+    clipping at 1, a linear schedule without warmup."""
+    return {
+        "output_dir": str(out),
+        "learning_rate": LR,
+        "per_device_train_batch_size": batch_size,
+        "max_steps": 1,
+        "beta": 0.1,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "report_to": [],
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "use_cpu": True,
+        "seed": 0,
+        "max_length": 1024,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+    }
+
+
 def trl_one_step_with_ref(policy_dir, ref_dir, data_path, out, loss):
     import datasets
     from trl import DPOConfig as TRLConfig
     from trl import DPOTrainer
 
-    args = TRLConfig(
-        output_dir=str(out),
-        learning_rate=LR,
-        per_device_train_batch_size=4,
-        max_steps=1,
-        beta=0.1,
-        loss_type=[loss],
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        use_cpu=True,
-        seed=0,
-        max_length=1024,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-    )
+    args = TRLConfig(**one_step_settings(out, batch_size=4), loss_type=[loss])
     trainer = DPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32),
         ref_model=AutoModelForCausalLM.from_pretrained(ref_dir, dtype=torch.float32),
@@ -137,25 +142,7 @@ def test_one_kto_step_matches_trl(plain_model_dir, tmp_path):
             seed=0,
         )
     ).final_dir  # a policy that differs from the reference, so the step sees non-zero rewards and KL
-    args = KTOConfig(
-        output_dir=str(tmp_path / "trl"),
-        learning_rate=LR,
-        per_device_train_batch_size=8,
-        max_steps=1,
-        beta=0.1,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        use_cpu=True,
-        seed=0,
-        max_length=1024,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-    )
+    args = KTOConfig(**one_step_settings(tmp_path / "trl", batch_size=8))
     trainer = KTOTrainer(
         model=AutoModelForCausalLM.from_pretrained(moved, dtype=torch.float32),
         ref_model=AutoModelForCausalLM.from_pretrained(plain_model_dir, dtype=torch.float32),
