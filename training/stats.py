@@ -94,8 +94,8 @@ def bradley_terry_controlled(
 ) -> ControlledFit:
     """Bradley-Terry with one covariate: P(a beats b) = σ(θa - θb + γ·x), x = ``lengths[k]`` the
     game's length difference (``length_difference``), fitted by Newton's method on the (fractional:
-    a tie is 0.5) log-likelihood with a small L2 penalty on θ (a player who never lost stays finite),
-    θ centred on 0. θ is then each player's strength with the length effect taken out; γ is how much
+    a tie is 0.5) log-likelihood with a small L2 penalty on θ and γ (a player who never lost, and judges
+    who decide on length alone, stay finite), θ centred on 0. θ is then each player's strength with the length effect taken out; γ is how much
     the judges pay for length."""
     players = sorted({g.a for g in games} | {g.b for g in games})
     if not players:
@@ -108,8 +108,9 @@ def bradley_terry_controlled(
         design[k, index[g.b]] -= 1.0
         design[k, n] = lengths[k]
     score = np.array([g.score for g in games])
+    # γ takes the same small penalty: judges who decide on length alone (the shorter answer always
+    # wins) separate the games perfectly, and without it γ runs off to infinity, θ with it
     penalty = np.full(n + 1, l2)
-    penalty[n] = 1e-6  # γ is nearly free
     params = np.zeros(n + 1)
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(design @ params)))

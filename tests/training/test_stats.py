@@ -65,3 +65,15 @@ def test_length_difference_is_bounded_and_antisymmetric():
     assert length_difference(30, 10) == pytest.approx(0.5)
     assert length_difference(10, 30) == pytest.approx(-0.5)
     assert length_difference(0, 0) == 0.0
+
+
+def test_judges_who_decide_on_length_alone_leave_the_controlled_strengths_level():
+    """The shorter answer always wins (perfect separation): γ stays finite and negative, and with
+    length taken out neither player is ahead."""
+    from training.stats import bradley_terry_controlled
+
+    xs = [-0.6, -0.3, -0.1, 0.1, 0.2, 0.4] * 5  # A's answer shorter in half the games
+    games = [Game("A", "B", 1.0 if x < 0 else 0.0) for x in xs]
+    fit = bradley_terry_controlled(games, xs)
+    assert -200 < fit.length < -5
+    assert abs(fit.ratings["A"] - fit.ratings["B"]) < 30
