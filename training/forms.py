@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 
 from generation.models import Policy
+from training.dpo.config import UNPAIRED
 from training.options import GENERATION, GUARDS, TRAINING, Option
 
 # The settings the start form shows (names distinct across the two groups); the rest keep their
@@ -67,6 +68,10 @@ class StartRoundForm(forms.Form):
         hyperparameters = {name: data[name] for name in FORM_TRAINING if data.get(name) not in (None, "")}
         if not hyperparameters.get("lora_r"):
             hyperparameters.pop("lora_r", None)
+        if (
+            hyperparameters.get("loss") in UNPAIRED
+        ):  # the RPO field's default is for pairs; KTO and SFT have none
+            hyperparameters.pop("rpo_alpha", None)
         generation = {name: data[name] for name in FORM_GENERATION if data.get(name) not in (None, "")}
         guards = {
             option.name: data[option.name] for option in GUARDS if data.get(option.name) not in (None, "")

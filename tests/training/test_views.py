@@ -211,3 +211,18 @@ def test_guards_are_set_from_the_form_and_the_api_and_promotion_over_the_api(cli
     PolicyFactory(name="wild", held_back=True, held_back_reason="KL 2.0 > budget 0.5")
     wild = api.get("/api/policies/").json()["results"][-1]
     assert wild["held_back"] and api.post(f"/api/policies/{wild['id']}/promote/").json()["held_back"] is False
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["kto", "sft"])
+def test_the_start_form_starts_a_kto_or_sft_round_without_rpo(client, staff, method):
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 8)
+    client.force_login(staff)
+    page = client.get(reverse("training:dashboard")).content.decode()
+    assert f'<option value="{method}">{method}</option>' in page
+
+    client.post(reverse("training:start"), {**FORM, "policy": policy.pk, "loss": method, "rpo_alpha": "1.0"})
+
+    training_round = TrainingRound.objects.get()
+    assert training_round.hyperparameters["loss"] == method and training_round.hyperparameters["rpo_alpha"] == 0.0
