@@ -225,4 +225,7 @@ def test_the_start_form_starts_a_kto_or_sft_round_without_rpo(client, staff, met
     client.post(reverse("training:start"), {**FORM, "policy": policy.pk, "loss": method, "rpo_alpha": "1.0"})
 
     training_round = TrainingRound.objects.get()
-    assert training_round.hyperparameters["loss"] == method and training_round.hyperparameters["rpo_alpha"] == 0.0
+    assert (
+        training_round.hyperparameters["loss"] == method
+        and training_round.hyperparameters["rpo_alpha"] == 0.0
+    )
