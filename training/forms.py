@@ -10,7 +10,17 @@ from training.options import GENERATION, GUARDS, TRAINING, Option
 
 # The settings the start form shows (names distinct across the two groups); the rest keep their
 # defaults (training.options, the one source).
-FORM_TRAINING = ("loss", "beta", "lr", "epochs", "batch_size", "lora_r", "max_length", "rpo_alpha")
+FORM_TRAINING = (
+    "loss",
+    "beta",
+    "lr",
+    "epochs",
+    "batch_size",
+    "lora_r",
+    "max_length",
+    "rpo_alpha",
+    "confidence_smoothing",
+)
 FORM_GENERATION = ("samples", "max_new_tokens", "pairs", "overlap")
 LABELS = {
     "rpo_alpha": "RPO weight (chosen answer's NLL)",
@@ -30,6 +40,8 @@ def _field(option: Option) -> forms.Field:
     common: dict[str, Any] = {"label": label, "help_text": option.help, "initial": option.default}
     if option.choices:
         return forms.ChoiceField(choices=[(c, c) for c in option.choices], required=False, **common)
+    if option.kind is bool:
+        return forms.BooleanField(required=False, **common)
     # Left empty, a setting keeps its default (training.options): the form sends only what is set.
     if option.kind is float:
         return forms.FloatField(min_value=0, required=False, **common)
@@ -65,7 +77,11 @@ class StartRoundForm(forms.Form):
     def round_options(self) -> dict[str, Any]:
         """Keyword arguments for ``round_start`` from the cleaned form (only what was set)."""
         data = self.cleaned_data
-        hyperparameters = {name: data[name] for name in FORM_TRAINING if data.get(name) not in (None, "")}
+        hyperparameters = {  # an unticked switch, like an empty field, keeps its default
+            name: data[name]
+            for name in FORM_TRAINING
+            if data.get(name) not in (None, "") and data[name] is not False
+        }
         if not hyperparameters.get("lora_r"):
             hyperparameters.pop("lora_r", None)
         if (

@@ -52,6 +52,7 @@ _TRAINING_HELP = {
     "lora_r": "LoRA rank (0: full fine-tuning; the merged model is registered)",
     "lora_alpha": "LoRA alpha (default 2 × rank)",
     "label_smoothing": "robust loss: assumed share of flipped labels",
+    "confidence_smoothing": "robust loss: each pair's label smoothing is 1 - its Dawid-Skene confidence",
     "rpo_alpha": "RPO: weight of the chosen answer's per-token NLL added to the loss (0: off)",
     "seed": "training seed",
     "dtype": "auto, bf16 or fp32",
@@ -64,6 +65,7 @@ _TYPES = {
     "warmup_ratio": float,
     "label_smoothing": float,
     "rpo_alpha": float,
+    "confidence_smoothing": bool,
 }
 
 TRAINING: list[Option] = [

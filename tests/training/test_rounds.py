@@ -358,3 +358,24 @@ def test_run_loop_sft_first_takes_the_base_through_sft_then_preference_rounds(ch
     assert dpo_round.policy == sft_round.output_policy  # DPO starts from the SFT policy
     assert dpo_round.hyperparameters["rpo_alpha"] == 0.5
     assert "round 1/2 (SFT on the chosen answers)" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_robust_round_smooths_each_pair_by_its_confidence(chat_model_dir, rounds_dir):
+    judged_policy(chat_model_dir)
+    call_command(
+        "train_round", "--policy=tiny", "--min-pairs=4", "--loss=robust", "--confidence-smoothing", "--lr=1e-3",
+        "--batch-size=2", "--max-length=64", stdout=StringIO(),
+    )  # fmt: skip
+    training_round = TrainingRound.objects.get()
+    assert training_round.status == RoundStatus.SUCCEEDED, training_round.log
+    assert training_round.hyperparameters["confidence_smoothing"] is True
+    rows = [json.loads(line) for line in Path(training_round.data_file).read_text().splitlines()]
+    assert all(0.0 <= row["confidence"] <= 1.0 for row in rows)  # what the smoothing is made of
+
+
+@pytest.mark.django_db
+def test_confidence_smoothing_needs_the_robust_loss(chat_model_dir):
+    judged_policy(chat_model_dir)
+    with pytest.raises(CommandError, match="label_smoothing applies to the 'robust' loss only"):
+        call_command("train_round", "--policy=tiny", "--min-pairs=4", "--confidence-smoothing")

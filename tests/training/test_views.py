@@ -229,3 +229,16 @@ def test_the_start_form_starts_a_kto_or_sft_round_without_rpo(client, staff, met
         training_round.hyperparameters["loss"] == method
         and training_round.hyperparameters["rpo_alpha"] == 0.0
     )
+
+
+@pytest.mark.django_db
+def test_the_start_form_keeps_an_rpo_weight_of_zero_and_takes_confidence_smoothing(client, staff):
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 8)
+    client.force_login(staff)
+    form = {**FORM, "policy": policy.pk, "loss": "robust", "rpo_alpha": "0", "confidence_smoothing": "on"}
+
+    client.post(reverse("training:start"), form)
+
+    settings = TrainingRound.objects.get().hyperparameters
+    assert settings["rpo_alpha"] == 0.0 and settings["confidence_smoothing"] is True

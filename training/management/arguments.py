@@ -34,6 +34,9 @@ def add_training_arguments(parser: Any) -> None:
     )
     for option in TRAINING:
         flag, dest = _flag(option, "train")
+        if option.kind is bool:  # a switch: given, it is on; absent, the default holds
+            group.add_argument(flag, action="store_true", default=None, help=option.help, dest=dest)
+            continue
         group.add_argument(flag, type=option.kind, choices=option.choices, help=_help(option), dest=dest)
     group.add_argument(
         "--reference-mode",
