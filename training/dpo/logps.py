@@ -123,6 +123,8 @@ def _pairs_inputs(batch: Batch) -> Inputs | None:
         p, c, r = prompts[i], lengths[i] - prompts[i], lengths[half + i] - prompts[i]
         if p < 1 or prompts[half + i] != p or c < 1 or r < 1:
             return None
+        if not torch.equal(batch.input_ids[i, :p], batch.input_ids[half + i, :p]):
+            return None  # not one prompt with two answers: pack the rows as they are
         chosen, rejected = batch.input_ids[i, : p + c], batch.input_ids[half + i, p : p + r]
         ids += [chosen, rejected]
         positions += [torch.arange(p + c, device=device), torch.arange(p, p + r, device=device)]

@@ -178,7 +178,8 @@ def _scorer(cfg: DPOConfig, model: Model, device: torch.device, *, fsdp: bool) -
     causal = causal_of(model)
     causal.config.use_cache = False
     packed = cfg.padding_free and varlen_enable(causal)
-    scorer = TokenLogps(model, packed=packed, share_prompt=cfg.share_prompt)
+    # SFT's rows are single answers, not [chosen; rejected] halves: nothing to share
+    scorer = TokenLogps(model, packed=packed, share_prompt=cfg.share_prompt and cfg.loss != "sft")
     if fsdp:  # each block its own shard group, the rest (embeddings, head, norm) the root's
         from torch.distributed.fsdp import fully_shard
 

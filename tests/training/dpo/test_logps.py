@@ -126,3 +126,17 @@ def test_what_the_head_keeps_for_the_backward_does_not_grow_with_the_vocabulary(
     )
     assert plain >= positions * vocab * 4
     assert chunked == positions * (4 + 8)  # float32 log-sum-exps and int64 labels, whatever the vocabulary
+
+
+def test_rows_that_do_not_share_a_prompt_are_never_packed_as_a_pair():
+    """Same prompt lengths, different prompts (SFT rows, or any odd batch): packed as rows."""
+    model = tiny_llama()
+    batch = batch_collate(
+        [(0, TokenizedPair([5, 6, 7], [8, 9], [10])), (1, TokenizedPair([11, 12, 13], [14], [15, 16]))],
+        pad_id=0,
+        sides=("chosen_ids",),
+    )
+    expected, _ = sequence_logps_full_logits(model, batch)
+    varlen_enable(model)
+    got, _ = sequence_logps(TokenLogps(model, packed=True, share_prompt=True), batch)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
