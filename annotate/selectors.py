@@ -265,7 +265,8 @@ def preference_rows(
             row["outcome"] = winner if winner in (Choice.TIE, Choice.BOTH_BAD) else "preferred"
         row.update(comparison_id=comparison.pk, judgments=len(choices), agreement=round(agreement, 4))
         if fit and winner in (Choice.FIRST, Choice.SECOND):
-            row["confidence"] = round(reliability.confidence(comparison.pk, winner) or 0.5, 4)
+            posterior = reliability.confidence(comparison.pk, winner)
+            row["confidence"] = round(0.5 if posterior is None else posterior, 4)
         report.written += 1
         yield row
 
