@@ -29,30 +29,6 @@ from torch import Tensor
 NAME = "prefloop_varlen"
 
 
-def _flash_varlen(
-    query: Tensor, key: Tensor, value: Tensor, cu: Tensor, longest: int, scaling: float
-) -> Tensor:
-    from torch.nn.attention.varlen import varlen_attn
-
-    # [1, H, N, D] -> [N, H, D]
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
-    cu32 = cu.to(device=q.device, dtype=torch.int32)
-    out = varlen_attn(
-        q,
-        k,
-        v,
-        cu32,
-        cu32,
-        longest,
-        longest,
-        scale=scaling,
-        window_size=(-1, 0),
-        enable_gqa=q.shape[1] != k.shape[1],
-    )
-    assert isinstance(out, Tensor)
-    return out.unsqueeze(0)  # [1, N, H, D]
-
-
 def varlen_attention(
     module: Any,
     query: Tensor,
@@ -62,7 +38,6 @@ def varlen_attention(
     dropout: float = 0.0,
     scaling: float | None = None,
     cu_seq_lens_q: Tensor | None = None,
-    max_length_q: int | None = None,
     **kwargs: Any,
 ) -> tuple[Tensor, None]:
     """transformers' attention signature: ``query`` [1, Hq, N, D], ``key``/``value`` [1, Hkv, N, D];
@@ -71,31 +46,12 @@ def varlen_attention(
         raise ValueError("varlen attention takes packed rows (batch 1, no padding mask)")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     pairs = kwargs.get("prefloop_pairs")
-    flash = query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
-    if pairs is not None and flash:
+    if pairs is None:  # packed rows: each a sequence with nothing after it (a "pair" with no rejected part)
+        bounds = cu_seq_lens_q.tolist() if cu_seq_lens_q is not None else [0, query.shape[2]]
+        pairs = [(s, e - s, 0, 0) for s, e in itertools.pairwise(bounds) if e > s]
+    if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16):
         return _pairs_flash(query, key, value, pairs, scale), None
-    if pairs is not None:
-        return _pairs_attention(module, query, key, value, pairs, scale, dropout), None
-    n = query.shape[2]
-    cu = cu_seq_lens_q if cu_seq_lens_q is not None else torch.tensor([0, n])
-    gqa = query.shape[1] != key.shape[1]
-    if flash:
-        return _flash_varlen(query, key, value, cu, int(max_length_q or n), scale), None
-    bounds = cu.tolist()
-    parts = [
-        F.scaled_dot_product_attention(
-            query[:, :, s:e],
-            key[:, :, s:e],
-            value[:, :, s:e],
-            is_causal=True,
-            scale=scale,
-            dropout_p=dropout if module.training else 0.0,
-            enable_gqa=gqa,
-        )
-        for s, e in itertools.pairwise(bounds)
-        if e > s
-    ]
-    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+    return _pairs_attention(module, query, key, value, pairs, scale, dropout), None
 
 
 def _ranges(spans: list[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor, int]:
@@ -130,8 +86,9 @@ def _pairs_flash(
     with_rejected = [(s, p, c, r) for s, p, c, r in pairs if r]
     if with_rejected:
         rq, cu_q, longest_q = _ranges([(s + p + c, r) for s, p, c, r in with_rejected], q.device)
-        spans = [span for s, p, c, r in with_rejected for span in ((s, p), (s + p + c, r))]
-        rk = torch.cat([torch.arange(a, a + n) for a, n in spans]).to(q.device)
+        rk, _, _ = _ranges(
+            [span for s, p, c, r in with_rejected for span in ((s, p), (s + p + c, r))], q.device
+        )
         kv_lengths = torch.tensor([0] + [p + r for _, p, _, r in with_rejected])
         cu_k = kv_lengths.cumsum(0).to(device=q.device, dtype=torch.int32)
         longest_k = int(kv_lengths.max())
@@ -150,7 +107,8 @@ def _pairs_attention(
     scale: float,
     dropout: float,
 ) -> Tensor:
-    """Attention over packed pairs ``(start, prompt, chosen, rejected)``; [1, N, Hq, D]."""
+    """Attention over packed pairs ``(start, prompt, chosen, rejected)`` (packed rows are pairs with
+    nothing rejected); [1, N, Hq, D]."""
     gqa = query.shape[1] != key.shape[1]
     drop = dropout if module.training else 0.0
     parts = []

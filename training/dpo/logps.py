@@ -167,7 +167,6 @@ def batch_inputs(batch: Batch, *, packed: bool, share_prompt: bool = False) -> I
         "input_ids": batch.input_ids[present].unsqueeze(0),
         "position_ids": positions.unsqueeze(0),
         "cu_seq_lens_q": torch.cat([ends.new_zeros(1), ends]),
-        "max_length_q": int(lengths.max()),
     }
     return Inputs(forward, starts[owner] + t, labels, owner, rows)
 
