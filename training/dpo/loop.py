@@ -610,21 +610,11 @@ def train(
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
         n = totals[7].item()
-        if unpaired:
-            metrics = _unpaired_metrics(cfg, totals, len(group), world)
-            metrics |= {
-                "step": step,
-                "epoch": round(step / groups_per_epoch, 4),
-                "grad_norm": float(
-                    grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-                ),
-                "learning_rate": float(learning_rate),
-                "tokens/s": totals[9].item() / elapsed,
-            }
-        else:
-            metrics = {
-                "step": step,
-                "epoch": round(step / groups_per_epoch, 4),
+        tokens_index = 9 if unpaired else 8  # where the step's non-padding tokens were summed
+        method_metrics = (
+            _unpaired_metrics(cfg, totals, len(group), world)
+            if unpaired
+            else {
                 "loss": totals[0].item() / n,
                 "rewards/chosen": totals[1].item() / n,
                 "rewards/rejected": totals[2].item() / n,
@@ -632,13 +622,17 @@ def train(
                 "rewards/margins": totals[4].item() / n,
                 "logps/chosen": totals[5].item() / n,
                 "logps/rejected": totals[6].item() / n,
-                "grad_norm": float(
-                    grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-                ),
-                "learning_rate": float(learning_rate),
-                "tokens/s": totals[8].item() / elapsed,
                 "nll_loss": totals[9].item() / n,  # the chosen answers' per-token NLL (TRL's name)
             }
+        )
+        metrics = {
+            "step": step,
+            "epoch": round(step / groups_per_epoch, 4),
+            **method_metrics,
+            "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
+            "learning_rate": float(learning_rate),
+            "tokens/s": totals[tokens_index].item() / elapsed,
+        }
         if is_main:
             out.mkdir(parents=True, exist_ok=True)
             with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
