@@ -52,6 +52,7 @@ from training.stats import (
     ControlledFit,
     Game,
     WinRate,
+    bootstrap_interval,
     bradley_terry,
     bradley_terry_controlled,
     length_difference,
@@ -406,6 +407,19 @@ def head_to_head(games: Iterable[PolicyGame], *, policy: int, opponent: int, see
     return win_rate(scores, seed=seed)
 
 
+def _controlled(sample: Sequence[PolicyGame]) -> ControlledFit:
+    """The length-controlled fit of ``sample`` (players are policy ids as strings)."""
+    return bradley_terry_controlled(
+        [Game(str(g.a), str(g.b), g.score) for g in sample],
+        [length_difference(g.length_a, g.length_b) for g in sample],
+    )
+
+
+def _implied_rate(rating: float, other: float) -> float:
+    """The win rate two Elo-scale ratings imply."""
+    return 1.0 / (1.0 + math.exp(-(rating - other) / ELO_SCALE))
+
+
 def controlled_head_to_head(
     games: Iterable[PolicyGame], *, policy: int, opponent: int, seed: int = 0, resamples: int = 200
 ) -> dict[str, float] | None:
@@ -416,19 +430,12 @@ def controlled_head_to_head(
     if not mine:
         return None
 
-    def fit(sample: Sequence[PolicyGame]) -> tuple[float, float]:
-        result = bradley_terry_controlled(
-            [Game(str(g.a), str(g.b), g.score) for g in sample],
-            [length_difference(g.length_a, g.length_b) for g in sample],
-        )
-        gap = result.ratings[str(policy)] - result.ratings[str(opponent)]
-        return 1.0 / (1.0 + math.exp(-gap / ELO_SCALE)), result.length
+    def rate(sample: Sequence[PolicyGame]) -> float:
+        ratings = _controlled(sample).ratings
+        return _implied_rate(ratings[str(policy)], ratings[str(opponent)])
 
-    rate, length = fit(mine)
-    rng = random.Random(seed)
-    draws = sorted(fit([mine[rng.randrange(len(mine))] for _ in mine])[0] for _ in range(resamples))
-    low, high = draws[int(0.025 * (len(draws) - 1))], draws[int(0.975 * (len(draws) - 1) + 0.5)]
-    return {"rate": rate, "low": low, "high": high, "length_coefficient": length}
+    low, high = bootstrap_interval(mine, rate, resamples=resamples, seed=seed)  # type: ignore[arg-type]
+    return {"rate": rate(mine), "low": low, "high": high, "length_coefficient": _controlled(mine).length}
 
 
 @dataclass
@@ -481,13 +488,7 @@ def leaderboard(
     def fit(sample: Sequence[PolicyGame]) -> dict[str, float]:
         return bradley_terry([Game(str(g.a), str(g.b), g.score) for g in sample])
 
-    def fit_controlled(sample: Sequence[PolicyGame]) -> ControlledFit:
-        return bradley_terry_controlled(
-            [Game(str(g.a), str(g.b), g.score) for g in sample],
-            [length_difference(g.length_a, g.length_b) for g in sample],
-        )
-
-    ratings, controlled = fit(games), fit_controlled(games)
+    ratings, controlled = fit(games), _controlled(games)
     draws: dict[str, list[float]] = defaultdict(list)
     lc_draws: list[ControlledFit] = []
     rng = random.Random(seed)
@@ -495,7 +496,7 @@ def leaderboard(
         sample = [games[rng.randrange(len(games))] for _ in games]
         for player, value in fit(sample).items():
             draws[player].append(value)
-        lc_draws.append(fit_controlled(sample))
+        lc_draws.append(_controlled(sample))
 
     def interval(values: list[float]) -> tuple[float, float] | tuple[None, None]:
         spread = sorted(values)
@@ -503,17 +504,12 @@ def leaderboard(
             return None, None
         return spread[int(0.025 * (len(spread) - 1))], spread[int(0.975 * (len(spread) - 1) + 0.5)]
 
-    def odds(a: float, b: float) -> float:  # the win rate two ratings imply
-        return 1.0 / (1.0 + math.exp(-(a - b) / ELO_SCALE))
-
     length_coefficient = (controlled.length, *interval([d.length for d in lc_draws])) if games else None
     played = Counter(p for g in games for p in (g.a, g.b))
     rows = []
     for policy in policies:
         key = str(policy.pk)
-        spread = sorted(draws.get(key, []))
-        low = spread[int(0.025 * (len(spread) - 1))] if spread else None
-        high = spread[int(0.975 * (len(spread) - 1) + 0.5)] if spread else None
+        low, high = interval(draws.get(key, []))
         rows.append(
             LeaderboardRow(
                 policy=policy,
@@ -537,11 +533,13 @@ def leaderboard(
         parent = str(policy.parent_id)
         if policy.parent_id and row.lc_rating is not None and parent in controlled.ratings:
             implied = [
-                odds(d.ratings[key], d.ratings[parent]) for d in lc_draws if {key, parent} <= set(d.ratings)
+                _implied_rate(d.ratings[key], d.ratings[parent])
+                for d in lc_draws
+                if {key, parent} <= set(d.ratings)
             ]
             low, high = interval(implied)
             if low is not None and high is not None:
-                row.lc_versus_parent = (odds(row.lc_rating, controlled.ratings[parent]), low, high)
+                row.lc_versus_parent = (_implied_rate(row.lc_rating, controlled.ratings[parent]), low, high)
     rows.sort(key=lambda r: (r.rating is None, -(r.rating or 0.0), r.policy.pk))
     return rows
 
