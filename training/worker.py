@@ -112,10 +112,10 @@ def rounds_dir() -> Path:
     return Path(getattr(settings, "PREFLOOP_ROUNDS_DIR", settings.VAR_DIR / "rounds"))
 
 
-def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counter[str], str]:
+def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counter[str], str, str]:
     """The policy's judged comparisons as conversational JSONL, written atomically, in the dataset
     type its loss trains on (KTO: unpaired answers, SFT: prompt-completion, else pairs); (file,
-    comparisons, excluded, sha256)."""
+    comparisons, excluded, sha256, its data card). The card is written beside it as README.md."""
     loss = (training_round.hyperparameters or {}).get("loss")
     dataset_type = {"kto": "unpaired", "sft": "prompt-completion"}.get(loss or "", "preference")
     aggregation = "majority"
@@ -149,8 +149,7 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
         what=f"round {training_round.pk} (training {training_round.policy.name})",
     )
     text_write_atomic(out / "README.md", card)
-    training_round.data_card = card
-    return path, report.written, report.excluded, digest.hexdigest()
+    return path, report.written, report.excluded, digest.hexdigest(), card
 
 
 def _output_policy_name(training_round: TrainingRound) -> str:
@@ -203,14 +202,14 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
     from training.dpo.loop import train
 
     recorder.log(f"exporting the judged comparisons of {training_round.policy.name}")
-    data_file, pairs, excluded, sha256 = _export(training_round, out)
+    data_file, pairs, excluded, sha256, card = _export(training_round, out)
     left_out = ", ".join(f"{reason}: {n}" for reason, n in sorted(excluded.items())) or "none"
     recorder.update(
         data_file=str(data_file),
         data_sha256=sha256,
         pairs=pairs,
         excluded=dict(excluded),
-        data_card=training_round.data_card,
+        data_card=card,
     )
     training_round.output_dir = str(out)
     TrainingRound.objects.filter(pk=training_round.pk).update(output_dir=str(out))
