@@ -20,7 +20,8 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Side
+from annotate.models import Campaign, Choice, Comparison, Judgment, Kind
+from annotate.reliability import krippendorff_alpha_nominal, left_chosen
 from annotate.selectors import ExportReport
 
 CARD_MARK = "<!-- prefloop data card -->"  # an existing README.md without it is never overwritten
@@ -61,15 +62,11 @@ def datacard_stats(*, comparisons: QuerySet[Comparison]) -> CardStats:
             gold_right += first == gold
         if choice in (Choice.FIRST, Choice.SECOND) and shown_left:
             decided += 1
-            left += (choice == Choice.FIRST) == (shown_left == Side.FIRST)
+            left += left_chosen(choice, shown_left)
     stats.annotators = Counter({source: len(ids) for source, ids in people.items()})
     units = [[Counter(v).get(c, 0) for c in Choice.values] for v in votes.values() if len(v) >= 2]
     stats.alpha_units = len(units)
-    if units:
-        import krippendorff
-
-        value = float(krippendorff.alpha(value_counts=units, level_of_measurement="nominal"))
-        stats.alpha = None if value != value else value  # NaN: no variation to measure
+    stats.alpha = krippendorff_alpha_nominal(units)
     stats.gold_accuracy = gold_right / stats.gold_judged if stats.gold_judged else None
     stats.left_share = left / decided if decided else None
     stats.campaigns = list(Campaign.objects.filter(pk__in=comparisons.values("campaign")).order_by("name"))

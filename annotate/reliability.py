@@ -7,16 +7,42 @@ An annotator's **reliability** is the chance they give the true verdict, the dia
 confusion matrix weighted by how common each verdict is. A comparison's **confidence** in a side is
 the posterior that this side beats the other, given that one of them wins.
 
-Pure functions of (comparison, annotator, choice) votes: no Django. crowd-kit (pandas, scikit-learn)
-is imported on first use, so importing this module costs nothing.
+Beside it the plainer measures every report of the annotators shares: Krippendorff's alpha over
+per-comparison vote counts (the ``krippendorff`` package) and whether a verdict went to the answer
+shown on the left (position bias). Pure functions of plain values: no Django. crowd-kit (pandas,
+scikit-learn) is imported on first use, so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 FIRST, SECOND = "first", "second"  # Choice values for the two sides (annotate.models.Choice)
+
+
+def krippendorff_alpha_nominal(counts: Sequence[Sequence[int]]) -> float | None:
+    """Alpha over units (comparisons) given as counts per category; units with fewer than two
+    judgments carry no agreement information and are ignored. None when alpha is undefined (fewer
+    than two pairable judgments, or every judgment in one category)."""
+    usable = [row for row in counts if sum(row) >= 2]
+    if not usable:
+        return None
+    matrix = np.asarray(usable, dtype=float)
+    if np.count_nonzero(matrix.sum(axis=0)) < 2:  # one category only: no disagreement is possible
+        return None
+    import krippendorff
+
+    value = float(krippendorff.alpha(value_counts=matrix, level_of_measurement="nominal"))
+    return None if math.isnan(value) else value
+
+
+def left_chosen(choice: str, left: str) -> bool:
+    """Whether ``choice`` (first/second) went to the response shown on the left (``left``: which was)."""
+    return (choice == FIRST and left == FIRST) or (choice == SECOND and left == SECOND)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from typing import Any
 from django.db.models import Count
 from django.utils import timezone
 
-from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Side, Source
-from annotate.reliability import reliability_estimate
+from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Source
+from annotate.reliability import krippendorff_alpha_nominal, left_chosen, reliability_estimate
 from annotate.selectors import majority
 from training.models import TrainingRound
-from training.stats import krippendorff_alpha_nominal, median
+from training.stats import median
 
 
 def _sources(include_simulated: bool) -> list[str]:
@@ -82,12 +82,6 @@ class CampaignStats:
         return self.comparisons - self.complete
 
 
-def _left_chosen(choice: str, left: str) -> bool:
-    return (choice == Choice.FIRST and left == Side.FIRST) or (
-        choice == Choice.SECOND and left == Side.SECOND
-    )
-
-
 def annotation_stats(
     *, include_simulated: bool = False, now: datetime | None = None
 ) -> tuple[list[CampaignStats], list[AnnotatorStats]]:
@@ -146,7 +140,7 @@ def annotation_stats(
                 person.times.append(vote["time_on_task_ms"] / 1000)
             if vote["choice"] in (Choice.FIRST, Choice.SECOND) and vote["left"]:
                 person.decided += 1
-                person.left_chosen += _left_chosen(vote["choice"], vote["left"])
+                person.left_chosen += left_chosen(vote["choice"], vote["left"])
             if vote["comparison__kind"] == Kind.GOLD:
                 person.gold_judged += 1
                 person.gold_correct += vote["first_choice"] == vote["comparison__gold_answer"]
@@ -169,7 +163,7 @@ def annotation_stats(
         )
         decided = [v for v in votes if v["choice"] in (Choice.FIRST, Choice.SECOND) and v["left"]]
         stats.left_share = (
-            sum(_left_chosen(v["choice"], v["left"]) for v in decided) / len(decided) if decided else None
+            sum(left_chosen(v["choice"], v["left"]) for v in decided) / len(decided) if decided else None
         )
         stats.tie_rate = sum(v["choice"] == Choice.TIE for v in votes) / len(votes)
         stats.both_bad_rate = sum(v["choice"] == Choice.BOTH_BAD for v in votes) / len(votes)

@@ -1,6 +1,5 @@
 """Numbers behind the dashboard and the leaderboard: pure functions of plain values, no Django.
 
-- Krippendorff's alpha (nominal) from per-comparison vote counts, by the ``krippendorff`` package.
 - Bradley-Terry strengths from pairwise outcomes (Hunter's MM algorithm), on an Elo-like scale, and
   the length-controlled fit: the answers' length difference as a covariate (Chatbot Arena's style
   control), so a policy does not climb by getting shorter or longer alone.
@@ -18,22 +17,6 @@ import numpy as np
 
 ELO_SCALE = 400 / math.log(10)  # a 400-point gap is 10:1 odds, as in chess ratings
 ELO_CENTRE = 1000.0
-
-
-def krippendorff_alpha_nominal(counts: Sequence[Sequence[int]]) -> float | None:
-    """Alpha over units (comparisons) given as counts per category; units with fewer than two
-    judgments carry no agreement information and are ignored. None when alpha is undefined (fewer
-    than two pairable judgments, or every judgment in one category)."""
-    usable = [row for row in counts if sum(row) >= 2]
-    if not usable:
-        return None
-    matrix = np.asarray(usable, dtype=float)
-    if np.count_nonzero(matrix.sum(axis=0)) < 2:  # one category only: no disagreement is possible
-        return None
-    import krippendorff
-
-    value = float(krippendorff.alpha(value_counts=matrix, level_of_measurement="nominal"))
-    return None if math.isnan(value) else value
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from training.stats import Game, bradley_terry, krippendorff_alpha_nominal, win_rate
+from annotate.reliability import krippendorff_alpha_nominal
+from training.stats import Game, bradley_terry, win_rate
 
 
 def test_bradley_terry_three_wins_in_four_is_odds_of_three():
