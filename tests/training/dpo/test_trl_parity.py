@@ -63,9 +63,13 @@ def test_one_step_matches_trl(loss, plain_model_dir, tmp_path):
     our_model = AutoModelForCausalLM.from_pretrained(result.final_dir)
     start = AutoModelForCausalLM.from_pretrained(moved)
     assert any(not torch.equal(a, b) for a, b in zip(our_model.parameters(), start.parameters(), strict=True))
-    for (name, a), b in zip(our_model.named_parameters(), trl_model.parameters(), strict=True):
+    assert_same_weights(our_model, trl_model)
+
+
+def assert_same_weights(ours, theirs):
+    """Adam's first step moves every weight by about LR: both trainers' weights agree to 1% of that."""
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         diff = (a - b.detach()).abs().max().item()
-        # Adam's first step moves every weight by about LR: agree to 1% of that.
         assert diff <= 0.01 * LR, f"{name}: max abs difference {diff}"
 
 
@@ -180,7 +184,4 @@ def test_one_kto_step_matches_trl(plain_model_dir, tmp_path):
     ):
         assert ours[name] == pytest.approx(theirs[name], abs=1e-4), name
     assert ours["kl"] > 0 and ours["rewards/margins"] != 0
-    our_model = AutoModelForCausalLM.from_pretrained(result.final_dir)
-    for (name, a), b in zip(our_model.named_parameters(), trainer.model.parameters(), strict=True):
-        diff = (a - b.detach()).abs().max().item()
-        assert diff <= 0.01 * LR, f"{name}: max abs difference {diff}"
+    assert_same_weights(AutoModelForCausalLM.from_pretrained(result.final_dir), trainer.model)
