@@ -186,13 +186,18 @@ def test_training_data_is_the_policys_own_judged_comparisons(chat_model_dir):
     assert Judgment.objects.filter(source=Source.SIMULATED).count() == 2
 
 
-@pytest.mark.django_db
-def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
-    policy_register(name="base", location=str(chat_model_dir))
+def loop_scene(model_dir, *, held_out):
+    """A base policy on the tiny model, 6 train prompts and ``held_out`` eval prompts for run_loop."""
+    policy_register(name="base", location=str(model_dir))
     for i in range(6):
         PromptFactory(text=f"answer briefly please {i}")
-    for i in range(3):
+    for i in range(held_out):
         PromptFactory(text=f"what is the capital of country {i}?", split=Split.EVAL)
+
+
+@pytest.mark.django_db
+def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
+    loop_scene(chat_model_dir, held_out=3)
     report = tmp_path / "loop.json"
     out = StringIO()
 
@@ -337,11 +342,7 @@ def test_method_and_loss_that_disagree_are_refused(chat_model_dir):
 
 @pytest.mark.django_db
 def test_run_loop_sft_first_takes_the_base_through_sft_then_preference_rounds(chat_model_dir, tmp_path):
-    policy_register(name="base", location=str(chat_model_dir))
-    for i in range(6):
-        PromptFactory(text=f"answer briefly please {i}")
-    for i in range(2):
-        PromptFactory(text=f"what is the capital of country {i}?", split=Split.EVAL)
+    loop_scene(chat_model_dir, held_out=2)
     report = tmp_path / "loop.json"
     out = StringIO()
 
