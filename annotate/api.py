@@ -336,6 +336,7 @@ class CampaignSerializer(serializers.ModelSerializer):
             "priority",
             "overlap",
             "gold_rate",
+            "pair_budget",
             "open_to_all",
             "adjudicate",
             "members",

@@ -24,6 +24,7 @@ class CampaignForm(forms.ModelForm):
             "priority",
             "overlap",
             "gold_rate",
+            "pair_budget",
             "adjudicate",
             "open_to_all",
             "members",

@@ -73,6 +73,11 @@ class Campaign(models.Model):
         default=1, help_text="Judgments wanted per comparison, unless a comparison says otherwise."
     )
     gold_rate = models.FloatField(default=0.1, help_text="Share of served comparisons drawn from gold ones.")
+    pair_budget = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most comparisons of one policy's answers a generation queues here (blank: no cap).",
+    )
     status = models.CharField(
         max_length=6, choices=CampaignStatus, default=CampaignStatus.OPEN, db_index=True
     )

@@ -5,16 +5,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from config.errors import Conflict, Invalid
-from generation.backends import Backend, Sampling, TokenCallback
+from generation.backends import Backend, ModelSpec, Sampling, TokenCallback
 from generation.embedded import EMBEDDED_NAME, embedded_is_materialised, embedded_materialise
 from generation.errors import PolicyNotFound
-from generation.models import LocationKind, Policy, Prompt, Response, Split, Tag
+from generation.models import FinishReason, LocationKind, Policy, Prompt, Response, Split, Tag
 from generation.prompt_files import PromptDraft
 
 EMBEDDED_POLICY_NAME = "smollm2-135m-instruct"
@@ -144,6 +145,27 @@ def policy_root(policy: Policy) -> Policy:
         policy = policy.parent
         seen.add(policy.pk)
     return policy
+
+
+def scorer_load(policy: Policy, loaded: Backend | None = None) -> Any:
+    """A backend that can ``score`` text under ``policy``: ``loaded`` (the policy's, already loaded)
+    where it can, else its transformers model (vLLM does not score here)."""
+    if loaded is not None and hasattr(loaded, "score"):
+        return loaded
+    from generation.backends.transformers import TransformersBackend
+
+    return TransformersBackend(ModelSpec(policy.location, policy.adapter))
+
+
+def responses_score(scorer: Any, responses: Sequence[Response], *, total: bool = False) -> list[float]:
+    """Each response's mean per-token log-prob under ``scorer`` (``total``: the sum), its end token
+    counted where the model ended it."""
+    return scorer.score(
+        [r.prompt.as_messages() for r in responses],
+        [r.text for r in responses],
+        [r.finish_reason == FinishReason.STOP for r in responses],
+        total=total,
+    )
 
 
 @transaction.atomic

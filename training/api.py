@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotate.selectors import AGGREGATIONS
 from config.errors import object_or_404
 from generation.models import Policy
 from training.errors import RoundNotFound
@@ -39,6 +40,7 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
             "min_pairs",
             "then_generate",
             "generation",
+            "aggregation",
             "guards",
             "drift",
             "campaign",
@@ -79,6 +81,11 @@ class RoundStartSerializer(serializers.Serializer):
     min_pairs = serializers.IntegerField(required=False, min_value=1)
     reference_mode = serializers.ChoiceField(
         choices=["parent", "base"], required=False, help_text="parent (rolling, default) or base (anchored)"
+    )
+    aggregation = serializers.ChoiceField(
+        choices=list(AGGREGATIONS),
+        required=False,
+        help_text="how each comparison's judgments become its label: majority (default) or dawid-skene",
     )
     then_generate = serializers.IntegerField(required=False, min_value=0, default=0)
     guards = serializers.DictField(

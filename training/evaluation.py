@@ -41,6 +41,8 @@ from generation.services import (
     policy_root,
     prompts_without_heldout_answer,
     responses_generate,
+    responses_score,
+    scorer_load,
 )
 from training.drift import drift_breaches, drift_summary
 from training.errors import RoundCancelled
@@ -189,7 +191,9 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
         if training_round.then_generate and policy.held_back:
             recorder.log(f"{policy.name} is held back: no answers to train prompts until staff promote it")
         elif training_round.then_generate:
-            campaign = campaign_get_or_create(name=f"Round {training_round.pk} answers")
+            campaign = campaign_get_or_create(
+                name=f"Round {training_round.pk} answers", pair_budget=gen["budget"]
+            )
             TrainingRound.objects.filter(pk=training_round.pk).update(campaign=campaign)
             report, backend = train_prompts_answer(
                 policy=policy,
@@ -198,13 +202,17 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
                 sampling=sampling,
                 pairs=gen["pairs"],
                 overlap=gen["overlap"],
+                budget=gen["budget"],
+                beta=float(training_round.hyperparameters.get("beta", 0.1)),
                 backend=backend,
                 on_start=lambda n: _generating(recorder, policy, gen["samples"], n),
                 on_tokens=recorder.meter(f"{policy.name} answering"),
             )
             if report is not None:
+                notes = "".join(f"; {k}: {v}" for k, v in report.extra.items() if k != "comparisons" and v)
                 recorder.log(
-                    f"queued {report.extra.get('comparisons', 0)} comparisons in campaign {campaign.name!r}"
+                    f"queued {report.extra.get('comparisons', 0)} comparisons in campaign {campaign.name!r} "
+                    f"({gen['pairs']} pairs{notes})"
                 )
         if Response.objects.filter(policy=policy, heldout=True).exists():
             campaign = evaluation_campaign(name=f"Round {training_round.pk} held-out vs {parent.name}")
@@ -232,23 +240,6 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
     finally:
         TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
         training_round.refresh_from_db()
-
-
-def _scorer(policy: Policy, loaded: Backend | None = None) -> Any:
-    """A backend that can ``score`` text under ``policy`` (transformers: vLLM does not score here)."""
-    if loaded is not None and hasattr(loaded, "score"):
-        return loaded
-    from generation.backends.transformers import TransformersBackend
-
-    return TransformersBackend(ModelSpec(policy.location, policy.adapter))
-
-
-def _score(scorer: Any, answers: Sequence[Response]) -> list[float]:
-    return scorer.score(
-        [a.prompt.as_messages() for a in answers],
-        [a.text for a in answers],
-        [a.finish_reason == FinishReason.STOP for a in answers],
-    )
 
 
 def round_drift_measure(
@@ -281,16 +272,19 @@ def round_drift_measure(
     recorder.log(
         f"measuring drift on {len(mine)} held-out answers (base {base.name}, reference {reference.name})"
     )
-    new_self = _score(_scorer(policy, backend), mine)
-    base_scorer = _scorer(base)
-    new_under_base, base_own = _score(base_scorer, mine), _score(base_scorer, theirs[base.pk])
+    new_self = responses_score(scorer_load(policy, backend), mine)
+    base_scorer = scorer_load(base)
+    new_under_base, base_own = (
+        responses_score(base_scorer, mine),
+        responses_score(base_scorer, theirs[base.pk]),
+    )
     if reference.pk == base.pk:
         new_under_reference, reference_own = new_under_base, base_own
     else:
         del base_scorer
-        reference_scorer = _scorer(reference)
-        new_under_reference = _score(reference_scorer, mine)
-        reference_own = _score(reference_scorer, theirs[reference.pk])
+        reference_scorer = scorer_load(reference)
+        new_under_reference = responses_score(reference_scorer, mine)
+        reference_own = responses_score(reference_scorer, theirs[reference.pk])
     for answer, value in zip(mine, new_under_base, strict=True):
         answer.base_nll = -value
     for answer, value in zip(theirs[base.pk], base_own, strict=True):
@@ -629,17 +623,20 @@ def loop_run(
     prompts: int = 32,
     base: Policy | None = None,
     noise: float = 0.0,
+    judge_flips: Sequence[float] = (),
     judge_seed: int = 0,
     hyperparameters: dict[str, Any] | None = None,
     generation: dict[str, Any] | None = None,
     guards: dict[str, Any] | None = None,
     reference_mode: str = "",
+    aggregation: str = "majority",
     check: str = "",
     sft_first: bool = False,
     say: Callable[[str], None] = lambda line: None,
 ) -> LoopReport:
     """The whole loop, scripted, for ``rounds`` rounds: the base answers ``prompts`` train prompts →
-    simulated judges (``oracle``, with ``noise``) judge them → a round trains → the new policy's
+    simulated judges (``oracle``, with ``noise``; ``judge_flips``: one judge per rate, each reversing
+    that share of its verdicts) judge them → a round trains → the new policy's
     held-out answers meet the previous policy's and the base's in blind comparisons → the judges
     judge those (no noise) → the next round starts from the new policy. Returns one row per round
     (win rates with 95% bootstrap intervals, the held-out answers' length and endings); ``say`` is
@@ -655,12 +652,19 @@ def loop_run(
     base = base or policy_register_embedded()
     say(f"base policy {base.name}; oracle {oracle}; {rounds} round(s) of {prompts} prompts")
 
-    def simulate(campaign: Campaign, noise: float) -> None:
+    def simulate(campaign: Campaign, noise: float, flips: Sequence[float] = ()) -> int:
         report = comparisons_simulate(
-            oracle_name=oracle, count=EVERYTHING, noise=noise, seed=judge_seed, campaign=campaign
+            oracle_name=oracle,
+            count=EVERYTHING,
+            noise=noise,
+            seed=judge_seed,
+            campaign=campaign,
+            flips=flips,
         )
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(report.verdicts.items())) or "none"
-        say(f"  simulated {oracle}: {report.judged} judgments in {campaign.name!r} ({verdicts})")
+        flipped = f"; {report.flipped} reversed by the judges' flip rates" if flips else ""
+        say(f"  simulated {oracle}: {report.judged} judgments in {campaign.name!r} ({verdicts}){flipped}")
+        return report.judged
 
     campaign = campaign_get_or_create(name=f"{base.name} answers (run_loop)"[:100])
     backend = backend_load(gen["backend"], ModelSpec(base.location, base.adapter))
@@ -676,6 +680,7 @@ def loop_run(
         sampling=sampling,
         pairs=gen["pairs"],
         overlap=gen["overlap"],
+        budget=gen["budget"],
         backend=backend,
         on_tokens=meter(f"{base.name} answering"),
     )
@@ -696,7 +701,7 @@ def loop_run(
     plan = (["sft"] if sft_first else []) + ["preference"] * rounds
     for number, method in enumerate(plan, start=1):
         say(f"round {number}/{len(plan)}" + (" (SFT on the chosen answers)" if method == "sft" else ""))
-        simulate(campaign, noise)
+        judged = simulate(campaign, noise, judge_flips)
         created = round_create(
             policy=current,
             hyperparameters=_sft(hyperparameters) if method == "sft" else hyperparameters,
@@ -705,6 +710,7 @@ def loop_run(
             generation=generation,
             guards=guards,
             reference_mode=reference_mode,
+            aggregation=aggregation,
         )
         finished = round_execute(round_id=created.pk, on_progress=lambda line: say(f"    {line}"))
         if finished.status != RoundStatus.SUCCEEDED or finished.output_policy is None:
@@ -725,6 +731,8 @@ def loop_run(
             "training_round": finished.pk,
             "policy": new.name,
             "pairs": finished.pairs,
+            "judgments": judged,
+            "aggregation": finished.aggregation,
             "final_metrics": last.values if last else {},
         }
         for key, opponent in (("vs_previous", current), ("vs_base", base)):

@@ -21,7 +21,7 @@ FORM_TRAINING = (
     "rpo_alpha",
     "confidence_smoothing",
 )
-FORM_GENERATION = ("samples", "max_new_tokens", "pairs", "overlap")
+FORM_GENERATION = ("samples", "max_new_tokens", "pairs", "overlap", "budget")
 LABELS = {
     "rpo_alpha": "RPO weight (chosen answer's NLL)",
     "kl_budget": "KL budget (nats/token)",
@@ -57,6 +57,15 @@ class StartRoundForm(forms.Form):
         choices=[("parent", "the starting policy (rolling)"), ("base", "the base of its lineage (anchored)")],
         required=False,
         label="Reference",
+    )
+    aggregation = forms.ChoiceField(
+        choices=[
+            ("majority", "majority vote"),
+            ("dawid-skene", "weighted by annotator reliability (Dawid-Skene)"),
+        ],
+        required=False,
+        label="Labels",
+        help_text="how each comparison's judgments become its label",
     )
     then_generate = forms.IntegerField(
         initial=8, min_value=0, label="Then generate for N prompts", help_text="0: train only"
@@ -96,6 +105,7 @@ class StartRoundForm(forms.Form):
             "policy": data["policy"],
             "guards": guards,
             "reference_mode": data.get("reference_mode") or "",
+            "aggregation": data.get("aggregation") or "majority",
             "hyperparameters": hyperparameters,
             "then_generate": data["then_generate"],
             "generation": generation,

@@ -70,6 +70,11 @@ class TrainingRound(models.Model):
         related_name="rounds_evaluating",
         help_text="Where the blind held-out comparisons of the new policy against its parent are queued.",
     )
+    aggregation = models.CharField(
+        max_length=12,
+        default="majority",
+        help_text="How a comparison's judgments become its label: majority or dawid-skene (annotate.selectors).",
+    )
     guards = models.JSONField(
         default=dict, blank=True, help_text="kl_budget, fluency_limit, outlier_limit (training.options)."
     )

@@ -88,6 +88,12 @@ GENERATION: list[Option] = [
     Option("seed", int, _default(Sampling, "seed"), "sampling seed"),
     Option("pairs", str, "random", "how a prompt's answers are paired", PAIRINGS),
     Option("overlap", int, None, "judgments wanted per comparison (default: the campaign's)"),
+    Option(
+        "budget",
+        int,
+        None,
+        "most comparisons a round queues (default: the campaign's pair budget; none: no cap)",
+    ),
     Option("backend", str, "auto", "generation backend", BACKENDS),
 ]
 GENERATION_DEFAULTS: dict[str, Any] = {option.name: option.default for option in GENERATION}
@@ -127,6 +133,8 @@ def generation_settings(generation: dict[str, Any]) -> dict[str, Any]:
             )
     if merged["overlap"] is not None and int(merged["overlap"]) < 1:
         raise ValueError(f"overlap must be at least 1 (got {merged['overlap']})")
+    if merged["budget"] is not None and int(merged["budget"]) < 1:
+        raise ValueError(f"budget must be at least 1 comparison (got {merged['budget']})")
     sampling_from(merged)
     return merged
 

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotate.selectors import ExportReport, preference_rows
+from annotate.selectors import AGGREGATIONS, ExportReport, preference_rows
 from generation.models import LocationKind, Policy
 from generation.services import policy_root
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
@@ -65,13 +65,17 @@ def round_create(
     generation: dict[str, Any] | None = None,
     guards: dict[str, Any] | None = None,
     reference_mode: str = "",
+    aggregation: str = "majority",
     started_by: AbstractBaseUser | None = None,
 ) -> TrainingRound:
     """A queued round, after every check that needs no model: trainable policy (not held back) and
     reference, valid settings and guards (``training.options``), at least ``min_pairs`` pairs
     (default ``PREFLOOP_MIN_PAIRS``). ``reference_mode``: ``parent`` (rolling: the reference is the
     starting policy, the default) or ``base`` (anchored at the base of its lineage); an explicit
-    ``reference`` wins."""
+    ``reference`` wins. ``aggregation``: how each comparison's judgments become its label
+    (``majority`` or ``dawid-skene``: weighted by each annotator's estimated reliability)."""
+    if aggregation not in AGGREGATIONS:
+        raise NotTrainable(f"aggregation must be one of {', '.join(AGGREGATIONS)} (got {aggregation!r})")
     if reference_mode not in REFERENCE_MODES:
         raise NotTrainable(
             f"reference_mode must be one of {', '.join(REFERENCE_MODES)} (got {reference_mode!r})"
@@ -111,6 +115,7 @@ def round_create(
         then_generate=then_generate,
         generation=generation,
         guards=guards,
+        aggregation=aggregation,
         started_by=started_by,
     )
 

@@ -68,6 +68,7 @@ def round_start(
     generation: dict[str, Any] | None = None,
     guards: dict[str, Any] | None = None,
     reference_mode: str = "",
+    aggregation: str = "majority",
     started_by: AbstractBaseUser | None = None,
 ) -> TrainingRound:
     """Create a round (``round_create``'s checks) and enqueue it for a worker, in one transaction:
@@ -81,6 +82,7 @@ def round_start(
         generation=generation,
         guards=guards,
         reference_mode=reference_mode,
+        aggregation=aggregation,
         started_by=started_by,
     )
     result = round_run_task.enqueue(round_id=training_round.pk)
@@ -108,6 +110,7 @@ def round_retry(
         then_generate=training_round.then_generate,
         generation=training_round.generation,
         guards=training_round.guards,
+        aggregation=training_round.aggregation,
         started_by=started_by,
     )
     TrainingRound.objects.filter(pk=retried.pk).update(

@@ -118,7 +118,7 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
     comparisons, excluded, sha256, its data card). The card is written beside it as README.md."""
     loss = (training_round.hyperparameters or {}).get("loss")
     dataset_type = {"kto": "unpaired", "sft": "prompt-completion"}.get(loss or "", "preference")
-    aggregation = "majority"
+    aggregation = training_round.aggregation
     out.mkdir(parents=True, exist_ok=True)
     path = out / "data.jsonl"
     report = ExportReport()

@@ -13,7 +13,17 @@ from annotate.errors import CampaignNotFound
 from annotate.models import Campaign, CampaignStatus
 from config.errors import Conflict, Invalid
 
-EDITABLE = ("name", "guidelines", "overlap", "gold_rate", "priority", "open_to_all", "adjudicate", "status")
+EDITABLE = (
+    "name",
+    "guidelines",
+    "overlap",
+    "gold_rate",
+    "pair_budget",
+    "priority",
+    "open_to_all",
+    "adjudicate",
+    "status",
+)
 
 
 def _validate(values: dict[str, Any]) -> None:
@@ -23,6 +33,8 @@ def _validate(values: dict[str, Any]) -> None:
         raise Invalid(f"overlap must be at least 1 (got {values['overlap']})")
     if "gold_rate" in values and not 0.0 <= float(values["gold_rate"]) <= 1.0:
         raise Invalid(f"gold rate must be between 0 and 1 (got {values['gold_rate']})")
+    if values.get("pair_budget") is not None and int(values["pair_budget"]) < 0:
+        raise Invalid(f"pair budget must be 0 or more (got {values['pair_budget']})")
     if "status" in values and values["status"] not in CampaignStatus.values:
         raise Invalid(f"status must be one of {', '.join(CampaignStatus.values)} (got {values['status']!r})")
 

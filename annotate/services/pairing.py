@@ -5,16 +5,25 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from annotate.models import Campaign, Comparison
+from annotate.models import Campaign, Comparison, Kind
 from config.errors import Invalid
 from generation.backends import Backend, ModelSpec, Sampling, TokenCallback, backend_load
 from generation.models import Policy, Prompt, Response, Split
-from generation.services import GenerationReport, prompts_least_answered, responses_generate
+from generation.services import (
+    GenerationReport,
+    prompts_least_answered,
+    responses_generate,
+    responses_score,
+    scorer_load,
+)
 
-PAIRINGS = ("random", "all", "best-worst-by-logprob")
+PAIRINGS = ("random", "all", "best-worst-by-logprob", "uncertain")
 
 
 def responses_pair(
@@ -23,7 +32,8 @@ def responses_pair(
     """Pairs of distinct responses to compare.
 
     random: disjoint pairs in a random order (K responses give K // 2); all: every pair (K·(K-1)/2);
-    best-worst-by-logprob: the most likely response against the least likely one.
+    best-worst-by-logprob: the most likely response against the least likely one. (uncertain needs
+    the policy's implicit rewards: ``uncertain_pairs``.)
     """
     if len(responses) < 2:
         return []
@@ -35,11 +45,72 @@ def responses_pair(
             ranked = sorted(scored, key=lambda r: r.mean_logprob)
             return [(ranked[-1], ranked[0])]
         how = "random"  # a backend that gave no log-probs: fall back to a random pair
-    if how != "random":
+    if how not in ("random", "uncertain"):
         raise Invalid(f"pairs must be one of {', '.join(PAIRINGS)} (got {how!r})")
     shuffled = list(responses)
     rng.shuffle(shuffled)
     return [(shuffled[i], shuffled[i + 1]) for i in range(0, len(shuffled) - 1, 2)]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    a: Response
+    b: Response
+    margin: float  # |β·(r(a) - r(b))|, r = log π - log π_ref summed over the answer's tokens
+
+
+def uncertain_pairs(
+    responses: dict[Prompt, list[Response]],
+    rewards: dict[int, float],
+    *,
+    beta: float,
+    budget: int | None,
+) -> list[Candidate]:
+    """The pairs the policy is least sure of: among every pair of a prompt's answers, those with the
+    smallest implicit-reward margin |β·(r(a) - r(b))| (``rewards``: r by response id). Without a
+    ``budget`` each prompt gets as many pairs as random pairing gives it (K // 2, its smallest
+    margins); with one, the ``budget`` smallest margins over all prompts (ties: the earlier prompt
+    and answer first)."""
+    per_prompt: list[tuple[int, list[Candidate]]] = []
+    for rs in responses.values():
+        if len(rs) >= 2:
+            candidates = [
+                Candidate(a, b, abs(beta * (rewards[a.pk] - rewards[b.pk])))
+                for a, b in itertools.combinations(rs, 2)
+            ]
+            per_prompt.append((len(rs) // 2, sorted(candidates, key=lambda c: c.margin)))
+    if budget is None:
+        return [c for quota, candidates in per_prompt for c in candidates[:quota]]
+    flat = sorted((c for _, candidates in per_prompt for c in candidates), key=lambda c: c.margin)
+    return flat[:budget]
+
+
+def implicit_rewards(
+    responses: Sequence[Response], *, policy_scorer: Any, reference_scorer: Any
+) -> dict[int, float]:
+    """Each response's DPO implicit reward over β: log π(answer) - log π_ref(answer), summed over its
+    tokens, by response id."""
+    mine = responses_score(policy_scorer, responses, total=True)
+    theirs = responses_score(reference_scorer, responses, total=True)
+    return {r.pk: m - t for r, m, t in zip(responses, mine, theirs, strict=True)}
+
+
+def policy_parent(policy: Policy) -> Policy | None:
+    """The policy ``policy`` was trained from (its reference for uncertainty), or None for a base."""
+    if policy.parent_id is None or policy.parent_id == policy.pk:
+        return None
+    return policy.parent
+
+
+def budget_left(*, policy: Policy, campaign: Campaign, budget: int | None) -> int | None:
+    """How many more comparisons of ``policy``'s answers ``campaign`` takes under ``budget`` (None: no
+    cap); the comparisons already queued there count, so a rerun keeps to the budget."""
+    if budget is None:
+        return None
+    queued = Comparison.objects.filter(campaign=campaign, kind=Kind.TRAIN).filter(
+        Q(response_a__policy=policy) | Q(response_b__policy=policy)
+    )
+    return max(0, budget - queued.count())
 
 
 def prompts_pending(*, policy: Policy, campaign: Campaign, prompts: QuerySet[Prompt]) -> QuerySet[Prompt]:
@@ -61,30 +132,51 @@ def comparisons_generate(
     campaign: Campaign,
     pairs: str = "random",
     overlap: int | None = None,
+    budget: int | None = None,
+    beta: float = 0.1,
     on_progress: Callable[[int, int], None] | None = None,
     on_tokens: TokenCallback | None = None,
 ) -> GenerationReport:
-    """Sample responses from ``policy`` and queue train comparisons of distinct ones in ``campaign``,
-    batch by batch (responses and their comparisons commit together). ``overlap``: the campaign's
-    unless given."""
+    """Sample responses from ``policy`` and queue train comparisons of distinct ones in ``campaign``.
+    ``overlap``: the campaign's unless given; ``budget``: the most comparisons of this policy's answers
+    the campaign takes (the campaign's ``pair_budget`` unless given; None: no cap).
+
+    Random, all and best-worst pairs are queued batch by batch (responses and their comparisons
+    commit together). With a budget, or ``pairs="uncertain"``, the answers are stored batch by batch
+    and the pairs chosen once all are in: uncertain scores every answer under the policy and its
+    parent (``implicit_rewards``, with ``beta``) and queues the smallest margins
+    (``uncertain_pairs``); a policy with no parent has no implicit reward (every margin would be 0),
+    so its answers are paired at random, and the report says so. A budget under random pairing keeps
+    a random subset of the pairs."""
     if pairs not in PAIRINGS:
         raise Invalid(f"pairs must be one of {', '.join(PAIRINGS)} (got {pairs!r})")
     rng = random.Random(sampling.seed)
     wanted = overlap or campaign.overlap
+    budget = campaign.pair_budget if budget is None else budget
+    if budget is not None and budget < 0:
+        raise Invalid(f"budget must be 0 or more (got {budget})")
+    deferred = pairs == "uncertain" or budget is not None
+    collected: dict[Prompt, list[Response]] = {}
+
+    def comparison(prompt: Prompt, a: Response, b: Response) -> Comparison:
+        return Comparison(prompt=prompt, response_a=a, response_b=b, campaign=campaign, overlap=wanted)
 
     def queue(stored: dict[Prompt, list[Response]], report: GenerationReport) -> None:
+        report.extra["prompts with fewer than 2 distinct responses"] += sum(
+            1 for r in stored.values() if len(r) < 2
+        )
+        if deferred:
+            collected.update(stored)
+            return
         comparisons = [
-            Comparison(prompt=prompt, response_a=a, response_b=b, campaign=campaign, overlap=wanted)
+            comparison(prompt, a, b)
             for prompt, responses in stored.items()
             for a, b in responses_pair(responses, how=pairs, rng=rng)
         ]
         Comparison.objects.bulk_create(comparisons)
         report.extra["comparisons"] += len(comparisons)
-        report.extra["prompts with fewer than 2 distinct responses"] += sum(
-            1 for r in stored.values() if len(r) < 2
-        )
 
-    return responses_generate(
+    report = responses_generate(
         policy=policy,
         prompts=prompts,
         sampling=sampling,
@@ -93,6 +185,33 @@ def comparisons_generate(
         on_progress=on_progress,
         on_tokens=on_tokens,
     )
+    if deferred and collected:
+        left = budget_left(policy=policy, campaign=campaign, budget=budget)
+        parent = policy_parent(policy) if pairs == "uncertain" else None
+        if pairs == "uncertain" and parent is not None:
+            answers = [r for rs in collected.values() for r in rs if len(rs) >= 2]
+            rewards = implicit_rewards(
+                answers, policy_scorer=scorer_load(policy, backend), reference_scorer=scorer_load(parent)
+            )
+            chosen = [(c.a, c.b) for c in uncertain_pairs(collected, rewards, beta=beta, budget=left)]
+            report.extra["answers scored for uncertainty"] += len(answers)
+        else:
+            if pairs == "uncertain":
+                report.extra["prompts paired at random (uncertain: the policy has no parent)"] += len(
+                    collected
+                )
+            how = "random" if pairs == "uncertain" else pairs
+            chosen = [pair for rs in collected.values() for pair in responses_pair(rs, how=how, rng=rng)]
+            if left is not None and len(chosen) > left:
+                chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), left))]
+        if left is not None:
+            candidates = sum(len(rs) // 2 for rs in collected.values())
+            report.extra["pairs left out by the budget"] += max(0, candidates - len(chosen))
+        prompt_of = {r.pk: prompt for prompt, rs in collected.items() for r in rs}
+        with transaction.atomic():
+            Comparison.objects.bulk_create([comparison(prompt_of[a.pk], a, b) for a, b in chosen])
+        report.extra["comparisons"] += len(chosen)
+    return report
 
 
 def train_prompts_answer(
@@ -103,6 +222,8 @@ def train_prompts_answer(
     sampling: Sampling,
     pairs: str = "random",
     overlap: int | None = None,
+    budget: int | None = None,
+    beta: float = 0.1,
     backend_name: str = "auto",
     backend: Backend | None = None,
     on_start: Callable[[int], Callable[[int, int], None] | None] | None = None,
@@ -128,6 +249,8 @@ def train_prompts_answer(
         campaign=campaign,
         pairs=pairs,
         overlap=overlap,
+        budget=budget,
+        beta=beta,
         on_progress=on_progress,
         on_tokens=on_tokens,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -16,11 +17,28 @@ from annotate.services.judgments import _judgment_record, system_user
 from annotate.services.queue import comparison_assign_next
 from config.errors import Invalid
 
+REVERSED = {Choice.FIRST: Choice.SECOND, Choice.SECOND: Choice.FIRST}
+
 
 @dataclass
 class SimulationReport:
     judged: int = 0
+    flipped: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)
+
+
+def flips_parse(text: str) -> tuple[float, ...]:
+    """Per-judge flip rates from ``"0,0,0.35,0.35,0.35"`` (empty: none); Invalid names a bad entry."""
+    rates = []
+    for position, part in enumerate((p.strip() for p in text.split(",")) if text.strip() else (), start=1):
+        try:
+            rate = float(part)
+        except ValueError:
+            raise Invalid(f"flip rate {position} is not a number (got {part!r})") from None
+        if not 0.0 <= rate <= 1.0:
+            raise Invalid(f"flip rate {position} must be between 0 and 1 (got {part})")
+        rates.append(rate)
+    return tuple(rates)
 
 
 def simulated_annotator(*, oracle_name: str, index: int) -> AbstractBaseUser:
@@ -36,13 +54,16 @@ def comparisons_simulate(
     seed: int = 0,
     annotators: int = 0,
     campaign: Campaign | None = None,
+    flips: Sequence[float] = (),
 ) -> SimulationReport:
     """Judge up to ``count`` queued comparisons by a scripted oracle, as simulated annotators.
 
     Comparisons are served exactly as to people (campaigns open to all, priority, overlap, leases);
     the judgments carry source "simulated". With probability ``noise`` the oracle's verdict is
     replaced by a random one. ``annotators`` simulated users take turns (default: as many as the
-    largest overlap queued); ``campaign`` keeps them to one campaign's comparisons.
+    largest overlap queued); ``campaign`` keeps them to one campaign's comparisons. ``flips``: one
+    simulated annotator per entry, each reversing that share of its decisive verdicts (first ↔
+    second; ties and both-bad stand): judges of different reliability, e.g. (0, 0, .35, .35, .35).
     """
     try:
         oracle = oracle_resolve(oracle_name)
@@ -50,10 +71,13 @@ def comparisons_simulate(
         raise Invalid(str(exc)) from exc
     if not 0.0 <= noise <= 1.0:
         raise Invalid(f"noise must be between 0 and 1 (got {noise})")
+    if any(not 0.0 <= f <= 1.0 for f in flips):
+        raise Invalid(f"flip rates must be between 0 and 1 (got {', '.join(map(str, flips))})")
     rng = random.Random(seed)
     queued = Comparison.objects.filter(campaign=campaign) if campaign else Comparison.objects.all()
-    width = annotators or max(queued.aggregate(m=Max("overlap"))["m"] or 1, 1)
+    width = len(flips) or annotators or max(queued.aggregate(m=Max("overlap"))["m"] or 1, 1)
     users = [simulated_annotator(oracle_name=oracle_name, index=i + 1) for i in range(width)]
+    flip_of = {user.pk: flips[i] if flips else 0.0 for i, user in enumerate(users)}
     report = SimulationReport()
     idle: set[int] = set()
     while report.judged < count and len(idle) < len(users):
@@ -74,6 +98,9 @@ def comparisons_simulate(
                 raise Invalid(f"oracle {oracle_name!r} answered {verdict!r}; expected one of {Choice.values}")
             if rng.random() < noise:
                 verdict = rng.choice(Choice.values)
+            if verdict in REVERSED and flip_of[user.pk] and rng.random() < flip_of[user.pk]:
+                verdict = REVERSED[verdict]
+                report.flipped += 1
             with transaction.atomic():
                 _judgment_record(
                     comparison=comparison,

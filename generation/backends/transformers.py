@@ -256,10 +256,13 @@ class TransformersBackend:
         return cache
 
     @torch.inference_mode()
-    def score(self, prompts: list[Messages], answers: list[str], ended: list[bool]) -> list[float]:
+    def score(
+        self, prompts: list[Messages], answers: list[str], ended: list[bool], *, total: bool = False
+    ) -> list[float]:
         """Mean per-token log-prob of each answer to its prompt under this model (the answer's tokens,
         and its end-of-sequence token where the answer ``ended``): how fluent another model's text is
-        to this one. Answers are re-tokenised from their text."""
+        to this one; ``total``: their sum, the sequence log-prob (DPO's implicit reward is built from
+        it). Answers are re-tokenised from their text."""
         end = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id in self.eos_ids else self.eos_ids[0]
         rows = []
         for messages, text, stop in zip(prompts, answers, ended, strict=True):
@@ -291,7 +294,8 @@ class TransformersBackend:
             token_logps = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").cpu()
             mask = answer_mask[:, 1:]
             for row, i in enumerate(chunk):
-                results[i] = float((token_logps[row] * mask[row]).sum() / mask[row].sum().clamp(min=1))
+                summed = (token_logps[row] * mask[row]).sum()
+                results[i] = float(summed if total else summed / mask[row].sum().clamp(min=1))
             start += len(chunk)
         return [results[i] for i in range(len(rows))]
 

@@ -1,9 +1,14 @@
 """What follows training: the follow-up as its own phase, cancellable, and rounds whose process died."""
 
+import itertools
+
 import pytest
 
+from annotate.models import Comparison
+from generation.backends import ModelSpec
+from generation.backends.transformers import TransformersBackend
 from generation.models import Response
-from generation.services import TokenMeter
+from generation.services import TokenMeter, responses_score
 from tests.factories import PolicyFactory, PromptFactory
 from tests.training.test_rounds import FAST, judged_policy
 from training.errors import RoundCancelled
@@ -85,3 +90,51 @@ def test_a_round_whose_process_died_is_failed_or_its_follow_up_stopped():
     round_abandon(training_round=done, why="killed")
     done.refresh_from_db()
     assert done.status == RoundStatus.SUCCEEDED and not done.following_up and "killed" in done.error
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_round_queues_its_new_policys_least_certain_pairs_within_its_budget(chat_model_dir):
+    policy = judged_policy(chat_model_dir)
+    prompts = [PromptFactory(text=f"answer briefly please {i}") for i in range(2)]
+    created = round_create(
+        policy=policy,
+        hyperparameters=FAST,
+        min_pairs=1,
+        then_generate=2,
+        generation={
+            "samples": 3,
+            "max_new_tokens": 6,
+            "temperature": 1.5,
+            "backend": "transformers",
+            "pairs": "uncertain",
+            "budget": 2,
+        },
+    )
+    trained = round_run(round_id=created.pk)
+    round_follow_up(trained, Recorder(trained))
+    trained.refresh_from_db()
+
+    new = trained.output_policy
+    assert trained.campaign.pair_budget == 2 and "uncertain pairs" in trained.log
+    queued = Comparison.objects.filter(campaign=trained.campaign)
+    assert queued.count() == 2
+    # The margins, recomputed here from both models' sequence log-probs: the queued pairs are the
+    # two smallest of every pair of the new policy's answers.
+    answers = list(Response.objects.filter(policy=new, prompt__in=prompts).select_related("prompt"))
+    rewards = {
+        r.pk: mine - theirs
+        for r, mine, theirs in zip(
+            answers,
+            responses_score(TransformersBackend(ModelSpec(new.location)), answers, total=True),
+            responses_score(TransformersBackend(ModelSpec(policy.location)), answers, total=True),
+            strict=True,
+        )
+    }
+    margins = sorted(
+        abs(rewards[a.pk] - rewards[b.pk])
+        for rs in [[r for r in answers if r.prompt_id == p.pk] for p in prompts]
+        for a, b in itertools.combinations(rs, 2)
+    )
+    chosen = sorted(abs(rewards[c.response_a_id] - rewards[c.response_b_id]) for c in queued)
+    assert len(margins) > 2 and chosen == pytest.approx(margins[:2], abs=1e-4)

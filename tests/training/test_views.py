@@ -242,3 +242,38 @@ def test_the_start_form_keeps_an_rpo_weight_of_zero_and_takes_confidence_smoothi
 
     settings = TrainingRound.objects.get().hyperparameters
     assert settings["rpo_alpha"] == 0.0 and settings["confidence_smoothing"] is True
+
+
+@pytest.mark.django_db
+def test_the_start_form_and_the_api_take_uncertain_pairs_a_budget_and_reliability_weighted_labels(
+    client, staff, api
+):
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 8)
+    client.force_login(staff)
+    page = client.get(reverse("training:dashboard")).content.decode()
+    assert '<option value="uncertain">uncertain</option>' in page and 'name="budget"' in page
+    assert '<option value="dawid-skene">' in page
+
+    form = {**FORM, "policy": policy.pk, "pairs": "uncertain", "budget": "20", "aggregation": "dawid-skene"}
+    client.post(reverse("training:start"), form)
+
+    started = TrainingRound.objects.get()
+    assert started.generation["pairs"] == "uncertain" and started.generation["budget"] == 20
+    assert started.aggregation == "dawid-skene"
+    assert (
+        "weighted by annotator reliability"
+        in client.get(reverse("training:round", args=[started.pk])).content.decode()
+    )
+
+    api.force_authenticate(staff)
+    refused = api.post("/api/rounds/", {"policy": "smol", "generation": {"budget": 0}}, format="json")
+    assert refused.status_code == 400 and "budget must be at least 1" in refused.json()["detail"]
+    refused = api.post("/api/rounds/", {"policy": "smol", "aggregation": "mace"}, format="json")
+    assert refused.status_code == 400 and "aggregation" in str(refused.json())
+    body = api.post(
+        "/api/rounds/",
+        {"policy": "smol", "aggregation": "dawid-skene", "generation": {"pairs": "uncertain", "budget": 5}},
+        format="json",
+    ).json()
+    assert body["aggregation"] == "dawid-skene" and body["generation"]["budget"] == 5

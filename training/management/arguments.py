@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from annotate.selectors import AGGREGATIONS
 from training.options import GENERATION, GUARDS, REFERENCE_MODES, TRAINING, Option
 
 # Where a command-line name differs from the setting's: --gen-seed (--seed is the training seed).
@@ -43,6 +44,13 @@ def add_training_arguments(parser: Any) -> None:
         choices=REFERENCE_MODES[1:],
         default="",
         help="parent: the reference rolls with the starting policy (default); base: anchored at the lineage's base",
+    )
+    group.add_argument(
+        "--aggregation",
+        choices=AGGREGATIONS,
+        default="majority",
+        help="how each comparison's judgments become its label: majority (default) or dawid-skene "
+        "(weighted by each annotator's estimated reliability)",
     )
     guard = parser.add_argument_group("guards: a new policy beyond any is held back")
     for option in GUARDS:

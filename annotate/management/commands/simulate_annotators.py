@@ -2,7 +2,7 @@ from django.core.management.base import CommandError
 
 from annotate.oracles import ORACLES
 from annotate.services.campaigns import campaign_named
-from annotate.services.simulation import comparisons_simulate
+from annotate.services.simulation import comparisons_simulate, flips_parse
 from config.commands import Command as BaseCommand
 
 
@@ -25,8 +25,14 @@ class Command(BaseCommand):
             "--annotators", type=int, default=0, help="simulated users (default: max overlap)"
         )
         parser.add_argument("--campaign", help="only this campaign's comparisons")
+        parser.add_argument(
+            "--flips",
+            default="",
+            help="one simulated judge per rate, each reversing that share of its decisive verdicts, "
+            "e.g. 0,0,0.35,0.35,0.35 (judges of different reliability)",
+        )
 
-    def handle(self, *args, oracle, count, noise, seed, annotators, campaign, **options):
+    def handle(self, *args, oracle, count, noise, seed, annotators, campaign, flips, **options):
         if count < 1:
             raise CommandError(f"--count must be at least 1 (got {count})")
         report = comparisons_simulate(
@@ -36,6 +42,8 @@ class Command(BaseCommand):
             seed=seed,
             annotators=annotators,
             campaign=campaign_named(campaign) if campaign else None,
+            flips=flips_parse(flips),
         )
         verdicts = ", ".join(f"{k}: {v}" for k, v in sorted(report.verdicts.items())) or "none"
-        self.stdout.write(f"oracle {oracle}: {report.judged} comparisons judged ({verdicts})")
+        flipped = f"; {report.flipped} reversed by the judges' flip rates" if flips else ""
+        self.stdout.write(f"oracle {oracle}: {report.judged} comparisons judged ({verdicts}){flipped}")

@@ -101,6 +101,7 @@ class Command(BaseCommand):
                 campaign=campaign,
                 pairs=o["pairs"],
                 overlap=o["overlap"],
+                budget=o["budget"],
                 on_progress=progress,
                 on_tokens=progress.on_tokens,
             )

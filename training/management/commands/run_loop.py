@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 from annotate.oracles import ORACLES
+from annotate.services.simulation import flips_parse
 from config.commands import Command as BaseCommand
 from generation.services import policy_named
 from training.evaluation import loop_run
@@ -32,6 +33,13 @@ class Command(BaseCommand):
             help="a second judge of the same held-out comparisons, printed beside the first: fluency "
             "(the base's per-token NLL: lower wins), an oracle name or a dotted path",
         )
+        parser.add_argument(
+            "--judge-flips",
+            default="",
+            help="simulated judges of different reliability on the training comparisons: one per rate, "
+            "each reversing that share of its verdicts, e.g. 0,0,0.35,0.35,0.35 with --overlap 3 "
+            "(held-out comparisons are judged without flips)",
+        )
         parser.add_argument("--judge-seed", type=int, default=0, help="seed of the simulated judges")
         parser.add_argument("--report", help="also write the per-round results as JSON to this file")
         add_training_arguments(parser)
@@ -44,11 +52,13 @@ class Command(BaseCommand):
             prompts=o["prompts"],
             base=policy_named(o["policy"]) if o["policy"] else None,
             noise=o["noise"],
+            judge_flips=flips_parse(o["judge_flips"]),
             judge_seed=o["judge_seed"],
             hyperparameters=hyperparameters,
             generation=generation,
             guards=guard_options(o),
             reference_mode=o["reference_mode"],
+            aggregation=o["aggregation"],
             check=o["check_oracle"],
             sft_first=o["sft_first"],
             say=self.say,

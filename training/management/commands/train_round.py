@@ -40,6 +40,7 @@ class Command(BaseCommand):
             "generation": generation,
             "guards": guard_options(o),
             "reference_mode": o["reference_mode"],
+            "aggregation": o["aggregation"],
         }
         if o["enqueue"]:
             queued = round_start(**options)
