@@ -4,7 +4,8 @@ import json
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
@@ -14,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotate.datacard import datacard_render, datacard_stats
 from annotate.errors import CampaignNotFound, ComparisonNotFound
 from annotate.models import (
     Assignment,
@@ -35,6 +37,7 @@ from annotate.selectors import (
     ExportReport,
     campaigns_open_for,
     dataset_rows,
+    export_comparisons,
     judgments_visible_to,
 )
 from annotate.services.campaigns import (
@@ -285,8 +288,35 @@ class ExportQuerySerializer(serializers.Serializer):
     include_ties = serializers.BooleanField(default=False)
 
 
+def _export_query(request: Request) -> dict:
+    """``dataset_rows``' keyword arguments from the validated export query."""
+    query = ExportQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    params = query.validated_data
+    campaign = (
+        object_or_404(Campaign, error=CampaignNotFound, what="campaign", name=params["campaign"])
+        if params.get("campaign")
+        else None
+    )
+    return {
+        "dataset_type": params["type"],
+        "aggregation": params["aggregation"],
+        "fmt": params["format"],
+        "campaign": campaign,
+        "split": params["split"],
+        "kinds": sorted(params.get("kind") or (Kind.TRAIN, Kind.GOLD)),
+        "min_agreement": params["min_agreement"],
+        "include_ties": params["include_ties"],
+    }
+
+
+EXPORT_FILE = "preferences.jsonl"
+
+
 class ExportApi(APIView):
-    """The preference dataset as streamed JSONL (staff), as ``export_preferences`` writes it."""
+    """The preference dataset as streamed JSONL (staff), as ``export_preferences`` writes it. Its data
+    card (the dataset's README.md) is at ``/api/export/card/`` with the same query (the ``Link``
+    header names it)."""
 
     permission_classes = [IsAdminUser]
 
@@ -295,29 +325,48 @@ class ExportApi(APIView):
         responses={(200, "application/jsonl"): OpenApiTypes.STR},
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        query = ExportQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
-        campaign = (
-            object_or_404(Campaign, error=CampaignNotFound, what="campaign", name=params["campaign"])
-            if params.get("campaign")
-            else None
-        )
-        rows = dataset_rows(
-            report=ExportReport(),
-            dataset_type=params["type"],
-            aggregation=params["aggregation"],
-            fmt=params["format"],
-            campaign=campaign,
-            split=params["split"],
-            kinds=sorted(params.get("kind") or (Kind.TRAIN, Kind.GOLD)),
-            min_agreement=params["min_agreement"],
-            include_ties=params["include_ties"],
-        )
+        options = _export_query(request)
+        rows = dataset_rows(report=ExportReport(), **options)
         response = StreamingHttpResponse(
             (json.dumps(row, ensure_ascii=False) + "\n" for row in rows), content_type="application/jsonl"
         )
-        response["Content-Disposition"] = 'attachment; filename="preferences.jsonl"'
+        response["Content-Disposition"] = f'attachment; filename="{EXPORT_FILE}"'
+        card = reverse("api:export-card") + (
+            f"?{request.META['QUERY_STRING']}" if request.META.get("QUERY_STRING") else ""
+        )
+        response["Link"] = f'<{card}>; rel="describedby"; type="text/markdown"'
+        return response
+
+
+class ExportCardApi(APIView):
+    """The data card of the export with the same query (staff): the README.md of a Hugging Face
+    dataset folder holding ``preferences.jsonl``: who judged, how labels were aggregated, agreement,
+    gold accuracy, position bias, what was left out and why, the guidelines and their hash. It reads
+    the same rows the export streams (one pass, nothing kept)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(parameters=[ExportQuerySerializer], responses={(200, "text/markdown"): OpenApiTypes.STR})
+    def get(self, request: Request) -> HttpResponse:
+        options = _export_query(request)
+        report = ExportReport()
+        for _ in dataset_rows(report=report, **options):
+            pass
+        card = datacard_render(
+            data_file=EXPORT_FILE,
+            report=report,
+            stats=datacard_stats(
+                comparisons=export_comparisons(
+                    campaign=options["campaign"], split=options["split"], kinds=options["kinds"]
+                )
+            ),
+            dataset_type=options["dataset_type"],
+            fmt=options["fmt"],
+            aggregation=options["aggregation"],
+            what=f"`GET /api/export/?{request.META.get('QUERY_STRING', '')}`",
+        )
+        response = HttpResponse(card, content_type="text/markdown; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="README.md"'
         return response
 
 

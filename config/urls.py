@@ -21,6 +21,7 @@ api = [
     path("judgments/", annotate_api.JudgmentListCreateApi.as_view(), name="judgments"),
     path("preferences/import/", annotate_api.PreferenceImportApi.as_view(), name="preferences-import"),
     path("export/", annotate_api.ExportApi.as_view(), name="export"),
+    path("export/card/", annotate_api.ExportCardApi.as_view(), name="export-card"),
     path("rounds/", training_api.RoundListApi.as_view(), name="rounds"),
     path("rounds/<int:pk>/", training_api.RoundDetailApi.as_view(), name="round"),
     path("rounds/<int:pk>/cancel/", training_api.RoundCancelApi.as_view(), name="round-cancel"),

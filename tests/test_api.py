@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import yaml
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 
@@ -21,6 +22,7 @@ ENDPOINTS = [
     ("post", "/api/judgments/", "user"),
     ("post", "/api/preferences/import/", "staff"),
     ("get", "/api/export/", "staff"),
+    ("get", "/api/export/card/", "staff"),
     ("get", "/api/rounds/", "staff"),
     ("post", "/api/rounds/", "staff"),
     ("get", "/api/schema/", "staff"),
@@ -171,6 +173,16 @@ def test_export_streams_jsonl(api, staff):
         }
     ]
     assert api.get("/api/export/", {"format": "yaml"}).status_code == 400
+    assert response["Link"] == '</api/export/card/?format=standard>; rel="describedby"; type="text/markdown"'
+
+    card = api.get("/api/export/card/", {"format": "standard", "aggregation": "dawid-skene"})
+    assert card.status_code == 200 and card["Content-Type"].startswith("text/markdown")
+    text = card.content.decode()
+    header = yaml.safe_load(text.split("---")[1])  # the YAML header of a Hugging Face dataset card
+    assert header["configs"][0]["data_files"][0]["path"] == "preferences.jsonl"
+    assert header["dataset_info"]["splits"] == [{"name": "train", "num_examples": 1}]
+    assert "Dawid-Skene" in text and "GET /api/export/?" in text
+    assert api.get("/api/export/card/", {"campaign": "nope"}).json()["error"] == "campaign_not_found"
 
 
 @pytest.mark.django_db

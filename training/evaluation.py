@@ -209,10 +209,9 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
                 on_tokens=recorder.meter(f"{policy.name} answering"),
             )
             if report is not None:
-                notes = "".join(f"; {k}: {v}" for k, v in report.extra.items() if k != "comparisons" and v)
                 recorder.log(
                     f"queued {report.extra.get('comparisons', 0)} comparisons in campaign {campaign.name!r} "
-                    f"({gen['pairs']} pairs{notes})"
+                    f"{_pairing_notes(gen['pairs'], report)}"
                 )
         if Response.objects.filter(policy=policy, heldout=True).exists():
             campaign = evaluation_campaign(name=f"Round {training_round.pk} held-out vs {parent.name}")
@@ -315,6 +314,12 @@ def round_drift_measure(
         Policy.objects.filter(pk=policy.pk).update(held_back=True, held_back_reason=reason)
         recorder.log(f"held back {policy.name}: {reason}")
     return drift
+
+
+def _pairing_notes(pairs: str, report: GenerationReport) -> str:
+    """``(uncertain pairs; pairs left out by the budget: 12)``: how a generation's pairs were chosen."""
+    notes = "".join(f"; {k}: {v}" for k, v in report.extra.items() if k != "comparisons" and v)
+    return f"({pairs} pairs{notes})"
 
 
 def _generating(recorder: Recorder, policy: Policy, samples: int, n: int) -> Callable[[int, int], None]:
@@ -685,7 +690,10 @@ def loop_run(
         on_tokens=meter(f"{base.name} answering"),
     )
     if answered is not None:
-        say(f"  {base.name} answered {answered.prompts} prompts: {answered.extra['comparisons']} comparisons")
+        say(
+            f"  {base.name} answered {answered.prompts} prompts: {answered.extra['comparisons']} comparisons "
+            f"{_pairing_notes(gen['pairs'], answered)}"
+        )
     heldout = heldout_answer(
         policy=base,
         sampling=sampling,

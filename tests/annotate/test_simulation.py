@@ -93,3 +93,32 @@ def test_noise_and_custom_oracles_and_errors():
         call_command("simulate_annotators", "--oracle", "loudest", "--count", "1")
     with pytest.raises(CommandError, match="noise must be between 0 and 1"):
         call_command("simulate_annotators", "--oracle", "shorter", "--count", "1", "--noise", "2")
+
+
+@pytest.mark.django_db
+def test_judges_of_different_reliability_reverse_their_share_of_verdicts():
+    comparisons = [comparison("ok", "a much longer answer", overlap=2) for _ in range(6)]
+    out = StringIO()
+
+    call_command("simulate_annotators", "--oracle=shorter", "--count=100", "--flips=0,1", stdout=out)
+
+    # two judges take turns over every comparison: the careful one says first, the other reverses it
+    careful, careless = (f"sim:shorter:{i}" for i in (1, 2))
+    for c in comparisons:
+        verdicts = dict(c.judgments.values_list("annotator__username", "choice"))
+        assert verdicts == {careful: Choice.FIRST, careless: Choice.SECOND}
+    assert "12 comparisons judged" in out.getvalue() and "6 reversed" in out.getvalue()
+    tie = comparison("same", "same")
+    call_command("simulate_annotators", "--oracle=shorter", "--count=10", "--flips=1", stdout=StringIO())
+    assert tie.judgments.get().choice == Choice.TIE  # a tie is not decisive: nothing to reverse
+
+
+def test_flip_rates_are_parsed_with_an_error_naming_the_bad_one():
+    from annotate.services.simulation import flips_parse
+    from config.errors import Invalid
+
+    assert flips_parse("0, 0,0.35") == (0.0, 0.0, 0.35) and flips_parse("") == ()
+    with pytest.raises(Invalid, match="flip rate 2 is not a number"):
+        flips_parse("0,lots")
+    with pytest.raises(Invalid, match="flip rate 1 must be between 0 and 1"):
+        flips_parse("1.5")

@@ -380,3 +380,54 @@ def test_confidence_smoothing_needs_the_robust_loss(chat_model_dir):
     judged_policy(chat_model_dir)
     with pytest.raises(CommandError, match="label_smoothing applies to the 'robust' loss only"):
         call_command("train_round", "--policy=tiny", "--min-pairs=4", "--confidence-smoothing")
+
+
+@pytest.mark.django_db
+def test_run_loop_with_uncertain_pairs_a_budget_and_noisy_judges_weighted_by_reliability(
+    chat_model_dir, tmp_path
+):
+    loop_scene(chat_model_dir, held_out=2)
+    report = tmp_path / "loop.json"
+    out = StringIO()
+
+    call_command(
+        "run_loop",
+        "--rounds=2",
+        "--oracle=shorter",
+        "--policy=base",
+        "--prompts=3",
+        "--samples=3",
+        "--pairs=uncertain",
+        "--budget=2",
+        "--overlap=3",
+        "--judge-flips=0,0,0.35,0.35,0.35",
+        "--aggregation=dawid-skene",
+        "--max-new-tokens=8",
+        "--temperature=1.5",
+        "--backend=transformers",
+        "--lr=1e-3",
+        "--batch-size=4",
+        "--max-length=64",
+        f"--report={report}",
+        stdout=out,
+    )
+
+    rounds = json.loads(report.read_text())["rounds"]
+    first, second = TrainingRound.objects.order_by("id")
+    assert first.aggregation == second.aggregation == "dawid-skene"
+    assert all(r["aggregation"] == "dawid-skene" for r in rounds)
+    assert "Dawid-Skene" in first.data_card
+    # the base has no parent: its answers were paired at random; the round-1 policy's by uncertainty,
+    # each campaign within the budget of 2 comparisons, each judged by 3 of the 5 judges (or one more)
+    printed = out.getvalue()
+    assert "paired at random (uncertain: the policy has no parent): 3" in printed
+    assert "answers scored for uncertainty" in first.log
+    for campaign in Comparison.objects.filter(kind="train").values_list("campaign", flat=True).distinct():
+        queued = Comparison.objects.filter(campaign=campaign, kind="train")
+        assert queued.count() <= 2
+        assert all(3 <= c.judgments.count() <= 5 for c in queued)
+    judges = set(
+        Judgment.objects.filter(comparison__kind="train").values_list("annotator__username", flat=True)
+    )
+    assert judges <= {f"sim:shorter:{i}" for i in range(1, 6)} and len(judges) >= 3
+    assert rounds[0]["judgments"] >= 3 and "reversed by the judges' flip rates" in printed
