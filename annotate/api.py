@@ -160,6 +160,7 @@ class JudgmentSerializer(serializers.ModelSerializer):
             "left",
             "time_on_task_ms",
             "source",
+            "edit",
             "created_at",
             "updated_at",
         ]
@@ -171,6 +172,19 @@ class JudgmentCreateSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(choices=Verdict.choices, help_text="in screen terms, as served")
     strength = serializers.ChoiceField(choices=Strength.choices, required=False, default="")
     rationale = serializers.CharField(required=False, default="", allow_blank=True)
+    edit = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="an answer you wrote: it beats both shown (pairs) and trains SFT",
+    )
+    edit_of = serializers.ChoiceField(
+        choices=["", "left", "right"],
+        required=False,
+        default="",
+        help_text="the side whose answer the edit rewrites, in screen terms (blank: written from scratch)",
+    )
     next = serializers.BooleanField(
         required=False,
         default=False,
@@ -214,6 +228,8 @@ class JudgmentListCreateApi(generics.ListAPIView):
             verdict=data.validated_data["verdict"],
             strength=data.validated_data["strength"],
             rationale=data.validated_data["rationale"],
+            edit=data.validated_data["edit"],
+            edit_of=data.validated_data["edit_of"],
         )
         if not data.validated_data["next"]:
             return Response(JudgmentSerializer(judgment).data, status=201)

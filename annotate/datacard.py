@@ -154,6 +154,14 @@ def datacard_render(
         f"- Labels: {'the majority vote of each comparison' if aggregation == 'majority' else 'each comparison’s most likely verdict under a Dawid-Skene model of the annotators'}"
         " (`aggregation`); `agreement` is the winning share of its judgments, `confidence` the Dawid-Skene"
         " posterior that the chosen answer beats the rejected one.",
+        *(
+            [
+                f"- {report.edits} answers written by annotators on the judging page (rows with `edit_id`): "
+                "each beats both answers of its comparison (agreement and confidence 1)."
+            ]
+            if report.edits
+            else []
+        ),
         "",
         "## Who judged",
         "",

@@ -183,6 +183,14 @@ class Judgment(models.Model):
         null=True, blank=True, help_text="From serving to submission, measured by the server."
     )
     source = models.CharField(max_length=9, choices=Source, default=Source.HUMAN, db_index=True)
+    edit = models.OneToOneField(
+        "generation.Response",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="edit_judgment",
+        help_text="The answer the annotator wrote with this judgment: it beats both of the comparison's.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

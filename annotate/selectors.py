@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from annotate.models import Assignment, Campaign, CampaignStatus, Choice, Comparison, Judgment, Kind
 from annotate.reliability import Reliability, reliability_estimate
-from generation.models import Policy
+from generation.models import Policy, Response
 
 EXPORT_FORMATS = ("conversational", "standard")
 # TRL's dataset types: preference (prompt, chosen, rejected: DPO and its family), unpaired preference
@@ -44,6 +44,7 @@ class ExportReport:
     written: int = 0
     excluded: Counter[str] = field(default_factory=Counter)
     rows: int | None = None  # unpaired / prompt-completion exports: rows written (a pair gives 1 or 2)
+    edits: int = 0  # annotators' rewrites among them (each: two pairs, or one SFT / desirable row)
 
     def summary(self) -> str:
         parts = [
@@ -51,6 +52,8 @@ class ExportReport:
             if self.rows is None
             else f"{self.rows} rows from {self.written} comparisons"
         ]
+        if self.edits:
+            parts[0] += f" (with {self.edits} annotators' edits)"
         if self.excluded:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.excluded.items()))
             parts.append(f"{sum(self.excluded.values())} comparisons excluded ({reasons})")
@@ -223,13 +226,16 @@ def preference_rows(
     comparisons = export_comparisons(campaign=campaign, split=split, kinds=kinds, policy=policy)
     fit = confidence or aggregation == "dawid-skene"
     reliability = comparisons_reliability(comparisons=comparisons) if fit else Reliability()
+    judged = Judgment.objects.select_related("edit").only("comparison_id", "choice", "edit__id", "edit__text")
     comparisons = (
         comparisons.select_related("prompt", "response_a", "response_b")
-        .prefetch_related(Prefetch("judgments", queryset=Judgment.objects.only("comparison_id", "choice")))
+        .prefetch_related(Prefetch("judgments", queryset=judged))
         .order_by("id")
     )
     for comparison in comparisons.iterator(chunk_size=500):
-        choices = [judgment.choice for judgment in comparison.judgments.all()]
+        judgments = comparison.judgments.all()
+        yield from _edit_rows(comparison, [j.edit for j in judgments if j.edit is not None], report, fmt, fit)
+        choices = [judgment.choice for judgment in judgments]
         if not choices:
             report.excluded["not judged"] += 1
             continue
@@ -271,6 +277,35 @@ def preference_rows(
         yield row
 
 
+def _edit_rows(
+    comparison: Comparison, edits: Sequence[Response], report: ExportReport, fmt: str, fit: bool
+) -> Iterator[dict[str, Any]]:
+    """An annotator's rewrite beats both of the comparison's answers: two pairs per edit, whatever
+    the comparison's own label (an edit is one person's explicit answer: agreement and confidence 1)."""
+    if not edits:
+        return
+    messages = comparison.prompt.as_messages()
+    if fmt == "standard" and len(messages) != 1:
+        return  # the comparison's own row counts the multi-turn exclusion
+    for edit in edits:
+        report.edits += 1
+        for original in (comparison.response_a, comparison.response_b):
+            if fmt == "conversational":
+                row: dict[str, Any] = {
+                    "prompt": messages,
+                    "chosen": [{"role": "assistant", "content": edit.text}],
+                    "rejected": [{"role": "assistant", "content": original.text}],
+                }
+            else:
+                row = {"prompt": messages[0]["content"], "chosen": edit.text, "rejected": original.text}
+            row.update(comparison_id=comparison.pk, judgments=1, agreement=1.0)
+            if fit:
+                row["confidence"] = 1.0
+            row["edit_id"] = edit.pk
+            report.written += 1
+            yield row
+
+
 def dataset_rows(
     *, report: ExportReport, dataset_type: str = "preference", **options: Any
 ) -> Iterator[dict[str, Any]]:
@@ -279,7 +314,8 @@ def dataset_rows(
 
     ``unpaired``: a preferred comparison gives its chosen answer labelled desirable and its rejected
     one not; a both-bad majority gives two undesirable answers; a tie gives nothing (neither answer
-    is known to be good or bad). ``prompt-completion``: each chosen answer as the completion."""
+    is known to be good or bad). ``prompt-completion``: each chosen answer as the completion. An
+    annotator's edit (two pairs in a preference export) is one desirable answer, or one completion."""
     if dataset_type not in DATASET_TYPES:
         raise ValueError(f"dataset type must be one of {DATASET_TYPES} (got {dataset_type!r})")
     if dataset_type == "preference":
@@ -289,9 +325,18 @@ def dataset_rows(
     if unpaired:
         options["include_ties"] = True
     report.rows = 0
+    edits_seen: set[int] = set()
     for row in preference_rows(report=report, **options):
         outcome = row.pop("outcome", "preferred")
         prompt, chosen, rejected = row.pop("prompt"), row.pop("chosen"), row.pop("rejected")
+        if "edit_id" in row:
+            report.written -= 1  # an edit's two pairs give it once, as the good answer
+            if row["edit_id"] in edits_seen:
+                continue
+            edits_seen.add(row["edit_id"])
+            report.rows += 1
+            yield {"prompt": prompt, "completion": chosen, **({"label": True} if unpaired else {}), **row}
+            continue
         if outcome == Choice.TIE:
             report.written -= 1
             report.excluded["tie"] += 1

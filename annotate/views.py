@@ -105,6 +105,8 @@ def judge(request: HttpRequest) -> HttpResponse:
             verdict=verdict,
             strength=strength,
             rationale=request.POST.get("rationale", "").strip(),
+            edit=request.POST.get("edit", ""),
+            edit_of=request.POST.get("edit_of", ""),
         )
     except AlreadyJudged:
         pass  # a double submit: the first one counted, carry on with the next comparison
@@ -118,7 +120,11 @@ def mine(request: HttpRequest) -> HttpResponse:
     judgments = (
         Judgment.objects.filter(annotator=request.user)
         .select_related(
-            "comparison__prompt", "comparison__campaign", "comparison__response_a", "comparison__response_b"
+            "comparison__prompt",
+            "comparison__campaign",
+            "comparison__response_a",
+            "comparison__response_b",
+            "edit",
         )
         .prefetch_related("revisions")
         .order_by("-created_at")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -120,11 +121,33 @@ class Response(models.Model):
     heldout = models.BooleanField(
         default=False, help_text="The policy's one answer to a held-out prompt, compared blind with others'."
     )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="written_responses",
+        help_text="The person who wrote it (an edit on the judging page); blank for a model's answer.",
+    )
+    improves = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="edits",
+        help_text="The answer this edit rewrote; blank for a model's answer or one written from scratch.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["policy", "heldout", "prompt"], name="response_policy_heldout")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(author__isnull=True) | Q(policy__isnull=True),
+                name="response_by_a_model_or_a_person",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Response {self.pk} to prompt {self.prompt_id}"

@@ -269,3 +269,26 @@ def test_non_numeric_ids_are_a_400_never_a_500(api, client, annotator):
     judged = client.post("/annotate/judge/", {"comparison": "abc", "answer": "left"})
     assert judged.status_code == 400
     assert client.get("/annotate/mine/abc/").status_code == 404  # not a route at all
+
+
+@pytest.mark.django_db
+def test_a_judgment_through_the_api_may_carry_an_edit(api, annotator):
+    comparison = ComparisonFactory()
+    api.force_authenticate(annotator)
+    served = api.post("/api/comparisons/next/").json()
+
+    created = api.post(
+        "/api/judgments/",
+        {
+            "comparison": comparison.pk,
+            "verdict": "left",
+            "edit": served["left"] + " Better.",
+            "edit_of": "left",
+        },
+        format="json",
+    )
+
+    assert created.status_code == 201, created.json()
+    edit = Judgment.objects.get().edit
+    assert created.json()["edit"] == edit.pk and edit.text == served["left"] + " Better."
+    assert edit.improves.text == served["left"] and edit.author == annotator

@@ -11,6 +11,7 @@ from annotate.errors import AlreadyJudged, AlreadySkipped, CampaignNotOpen, Comp
 from annotate.models import (
     ADJUDICATIONS,
     Assignment,
+    Choice,
     Comparison,
     Judgment,
     JudgmentRevision,
@@ -23,6 +24,7 @@ from annotate.models import (
 from annotate.selectors import campaign_open_to, majority
 from config.errors import Invalid, NotAllowed
 from config.limits import too_long
+from generation.models import FinishReason, Response
 
 IMPORT_USERNAME = "imported"
 
@@ -146,9 +148,16 @@ def judgment_submit(
     verdict: str,
     strength: str = "",
     rationale: str = "",
+    edit: str = "",
+    edit_of: str = "",
 ) -> Judgment:
     """Record a verdict given in screen terms (left/right/tie/both_bad) on a comparison served to
     ``annotator``; the side shown and the time since serving come from the assignment.
+
+    ``edit``: an answer the annotator wrote, rewriting the one shown on ``edit_of`` (left or right) or
+    from scratch (blank): stored as a Response written by them (``author``, ``improves``) and linked
+    from the judgment; it beats both of the comparison's answers in exports and trains SFT. An edit
+    that only repeats one of the two answers is not one, and is dropped.
 
     A skipped comparison cannot be judged after (AlreadySkipped), nor one whose campaign is no longer
     open to the annotator (paused, closed, or they were taken off its members: CampaignNotOpen). A
@@ -163,12 +172,17 @@ def judgment_submit(
     if assignment.skipped_at is not None:
         raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
     _validate_verdict(verdict=verdict, strength=strength, rationale=rationale)
+    edit = edit.replace("\r\n", "\n").replace("\x00", "\ufffd").strip()
+    if problem := too_long("response", edit, field="the edit"):
+        raise Invalid(problem)
+    if edit_of not in ("", Verdict.LEFT, Verdict.RIGHT):
+        raise Invalid(f"edit_of must be left, right or blank (got {edit_of!r})")
     locked = _lock(comparison.pk)
     if not campaign_open_to(campaign=locked.campaign, annotator=annotator):
         raise CampaignNotOpen(
             f"campaign {locked.campaign.name!r} is not open to you", campaign=locked.campaign_id
         )
-    return _judgment_record(
+    judgment = _judgment_record(
         locked=locked,
         comparison=comparison,
         annotator=annotator,
@@ -178,6 +192,21 @@ def judgment_submit(
         strength=strength or "",
         rationale=rationale,
     )
+    originals = {comparison.response_a.text, comparison.response_b.text}
+    if edit and edit not in originals:
+        improves = None
+        if edit_of:
+            first = choice_for(verdict=edit_of, left=assignment.left) == Choice.FIRST
+            improves = comparison.response_a if first else comparison.response_b
+        judgment.edit = Response.objects.create(
+            prompt=comparison.prompt,
+            text=edit,
+            author=annotator,
+            improves=improves,
+            finish_reason=FinishReason.STOP,
+        )
+        judgment.save(update_fields=["edit"])
+    return judgment
 
 
 @transaction.atomic

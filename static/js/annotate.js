@@ -1,5 +1,5 @@
 // Keyboard judging: 1/2 left/right better, Shift+1/Shift+2 clearly better, 3 tie, 4 both bad, s skip,
-// u undo (opens the judgment just recorded, to change it).
+// u undo (opens the judgment just recorded, to change it), e improve an answer (opens the edit box).
 // Keys typed into a text box stay there (Esc leaves the box); after a swap the comparison takes focus.
 (function () {
   "use strict";
@@ -10,6 +10,7 @@
     }
     if (!event.shiftKey && (event.key === "s" || event.key === "S")) return "s";
     if (!event.shiftKey && (event.key === "u" || event.key === "U")) return "u";
+    if (!event.shiftKey && (event.key === "e" || event.key === "E")) return "e";
     return null;
   }
 
@@ -41,6 +42,14 @@
     }
     var key = keyName(event);
     if (!key) return;
+    if (key === "e") {
+      var box = document.getElementById("edit");
+      if (!box) return;
+      event.preventDefault();
+      box.open = true;
+      box.querySelector('textarea[name="edit"]').focus();
+      return;
+    }
     if (key === "u") {
       var undo = document.getElementById("undo");
       if (!undo) return;
@@ -52,6 +61,18 @@
     if (!button || button.disabled) return;
     event.preventDefault();
     button.click();
+  });
+
+  // "Start from the left/right answer": its text into the edit box, and the box says which it rewrites.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("#edit button[data-copy]");
+    if (!button) return;
+    var box = document.getElementById("edit");
+    var side = button.getAttribute("data-copy");
+    var edit = box.querySelector('textarea[name="edit"]');
+    edit.value = box.querySelector('textarea.original[data-side="' + side + '"]').value;
+    box.querySelector('select[name="edit_of"]').value = side;
+    edit.focus();
   });
 
   // The campaign picker submits when changed (no inline handlers: the CSP allows none).

@@ -6,10 +6,18 @@ from django.utils import timezone
 
 from annotate.errors import AlreadyJudged, ComparisonFull, NotServed
 from annotate.models import Assignment, Choice, Judgment, Side, Strength
+from annotate.selectors import ExportReport, dataset_rows
 from annotate.services.judgments import judgment_submit
 from annotate.services.queue import comparison_assign_next
 from config.errors import Invalid
-from tests.factories import CampaignFactory, ComparisonFactory, JudgmentFactory, UserFactory
+from tests.factories import (
+    CampaignFactory,
+    ComparisonFactory,
+    JudgmentFactory,
+    PromptFactory,
+    ResponseFactory,
+    UserFactory,
+)
 
 
 @pytest.mark.django_db
@@ -140,3 +148,62 @@ def test_a_split_comparison_is_sent_to_one_more_annotator_when_its_campaign_adju
         judgment_submit(comparison=comparison, annotator=people[2], verdict="tie")  # still split: 1-1-1
         comparison.refresh_from_db()
         assert comparison.overlap == 4  # one more, and that is the last (campaign overlap + 2)
+
+
+@pytest.mark.django_db
+def test_an_edit_is_a_response_by_its_annotator_that_beats_both_answers_in_every_export(annotator):
+
+    prompt = PromptFactory(text="Name a colour.")
+    comparison = ComparisonFactory(
+        prompt=prompt,
+        response_a=ResponseFactory(prompt=prompt, text="Blue."),
+        response_b=ResponseFactory(prompt=prompt, text="A colour."),
+    )
+    left = comparison_assign_next(annotator=annotator).left
+    judgment = judgment_submit(
+        comparison=comparison,
+        annotator=annotator,
+        verdict="right",
+        edit="  Blue, like the sky.\r\n",
+        edit_of="right",  # the answer shown on the right
+    )
+    shown_right = comparison.response_b if left == "first" else comparison.response_a
+    assert judgment.edit.text == "Blue, like the sky." and judgment.edit.improves == shown_right
+    assert judgment.edit.author == annotator and judgment.edit.policy is None
+
+    report = ExportReport()
+    pairs = list(dataset_rows(report=report, fmt="standard"))
+    # the comparison's own pair, then the edit over each of its two answers
+    assert [(r["chosen"], r["rejected"]) for r in pairs if "edit_id" in r] == [
+        ("Blue, like the sky.", "Blue."),
+        ("Blue, like the sky.", "A colour."),
+    ]
+    assert len(pairs) == 3 and report.edits == 1 and "with 1 annotators' edits" in report.summary()
+    sft = list(dataset_rows(report=ExportReport(), dataset_type="prompt-completion", fmt="standard"))
+    assert sorted(r["completion"] for r in sft) == sorted(["Blue, like the sky.", shown_right.text])
+    kto = list(dataset_rows(report=ExportReport(), dataset_type="unpaired", fmt="standard"))
+    assert [(r["completion"], r["label"]) for r in kto if "edit_id" in r] == [("Blue, like the sky.", True)]
+    assert len(kto) == 3  # the edit once, the comparison's chosen and rejected
+
+
+@pytest.mark.django_db
+def test_an_edit_that_repeats_an_answer_is_dropped_and_a_bad_one_refused(
+    annotator, other_annotator, settings
+):
+
+    comparison = ComparisonFactory(overlap=2)
+    comparison_assign_next(annotator=annotator)
+    same = judgment_submit(
+        comparison=comparison, annotator=annotator, verdict="left", edit=comparison.response_a.text
+    )
+    assert same.edit is None
+    comparison_assign_next(annotator=other_annotator)
+    settings.PREFLOOP_MAX_RESPONSE_CHARS = 10
+    with pytest.raises(Invalid, match="the edit is 11 characters; the limit is 10"):
+        judgment_submit(comparison=comparison, annotator=other_annotator, verdict="left", edit="x" * 11)
+    with pytest.raises(Invalid, match="edit_of must be left, right or blank"):
+        judgment_submit(
+            comparison=comparison, annotator=other_annotator, verdict="left", edit="mine", edit_of="up"
+        )
+    own = judgment_submit(comparison=comparison, annotator=other_annotator, verdict="tie", edit="mine")
+    assert own.edit.text == "mine" and own.edit.improves is None  # written from scratch

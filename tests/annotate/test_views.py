@@ -244,3 +244,24 @@ def test_concurrent_annotators_are_never_served_beyond_overlap(overlap):
     for comparison in comparisons:
         assert list(served).count(comparison.pk) == overlap
     assert Assignment.objects.count() == 3 * overlap
+
+
+@pytest.mark.django_db
+def test_an_edit_posted_with_the_plain_form_is_kept_and_listed_under_my_judgments(logged_in, annotator):
+    prompt = PromptFactory()
+    comparison = ComparisonFactory(
+        prompt=prompt,
+        response_a=ResponseFactory(prompt=prompt, text="<img src=x onerror=alert(1)> one"),
+        response_b=ResponseFactory(prompt=prompt, text="two"),
+    )
+    page = logged_in.get(QUEUE).content.decode()
+    # the edit box carries both answers' raw text for "Start from ...", escaped like any text
+    assert "&lt;img src=x onerror=alert(1)&gt; one</textarea>" in page and "<img src=x" not in page
+
+    logged_in.post(
+        JUDGE, {"comparison": comparison.pk, "answer": "tie", "edit": "three, said well", "edit_of": ""}
+    )
+
+    edit = Judgment.objects.get().edit
+    assert (edit.text, edit.author, edit.improves) == ("three, said well", annotator, None)
+    assert "Your edit:</span> three, said well" in logged_in.get(MINE).content.decode()

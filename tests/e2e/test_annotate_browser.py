@@ -111,3 +111,45 @@ def test_annotator_judges_three_by_keyboard_and_changes_one(live_server, browser
     assert first.choice == Choice.BOTH_BAD
     assert JudgmentRevision.objects.get(judgment=first).choice == first.left
     assert Judgment.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_annotator_rewrites_the_better_answer_from_the_judging_page(live_server, browser_page):
+    from annotate.selectors import ExportReport, dataset_rows
+    from annotate.services.queue import comparison_assign_next
+
+    kim = UserFactory(username="kim", password="kim-password-123")
+    prompt = PromptFactory(text="What is a glacier?")
+    comparison = ComparisonFactory(
+        prompt=prompt,
+        response_a=ResponseFactory(prompt=prompt, text="A glacier is a slow river of ice."),
+        response_b=ResponseFactory(prompt=prompt, text="<script>alert(1)</script> Ice."),
+    )
+    page = browser_page
+    page.goto(f"{live_server.url}/annotate/")
+    page.fill("#id_username", "kim")
+    page.fill("#id_password", "kim-password-123")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#judge")
+    left = comparison_assign_next(annotator=kim).left  # the side served: first or second on the left
+    left_text = (comparison.response_a if left == Side.FIRST else comparison.response_b).text
+
+    page.keyboard.press("e")  # opens the edit box and puts the cursor in it
+    assert page.evaluate("document.activeElement.name") == "edit"
+    page.click("#edit button[data-copy=left]")
+    assert page.input_value("textarea[name=edit]") == left_text  # the raw text, not run as markup
+    assert page.input_value("select[name=edit_of]") == "left"
+    page.keyboard.press("End")
+    page.keyboard.type(" It moves downhill under its own weight.")
+    assert Judgment.objects.count() == 0  # typing in the box judges nothing
+    page.keyboard.press("Escape")
+    press_and_wait(page, "1")
+
+    judgment = Judgment.objects.get()
+    edit = judgment.edit
+    assert edit.text == left_text + " It moves downhill under its own weight."
+    assert edit.author == kim and edit.policy is None and edit.improves.text == left_text
+    rows = list(dataset_rows(report=ExportReport(), fmt="standard"))
+    edited = [r for r in rows if r.get("edit_id") == edit.pk]
+    assert {r["rejected"] for r in edited} == {comparison.response_a.text, comparison.response_b.text}
+    assert all(r["chosen"] == edit.text for r in edited)
