@@ -102,7 +102,8 @@ class ComparisonListApi(generics.ListAPIView):
 
 
 class AssignedComparisonSerializer(serializers.Serializer):
-    """The annotator's blind view: the prompt and two texts in the order shown, nothing else."""
+    """The annotator's blind view: the prompt and two texts in the order shown, nothing else (a thumbs
+    item: its one answer as ``left``, ``right`` null; judge it good or bad)."""
 
     comparison = serializers.IntegerField(source="comparison.pk")
     campaign = serializers.CharField(source="comparison.campaign.name")
@@ -112,14 +113,18 @@ class AssignedComparisonSerializer(serializers.Serializer):
     right = serializers.SerializerMethodField()
     expires_at = serializers.DateTimeField()
 
-    def _text(self, assignment: Assignment, side: str) -> str:
+    def _text(self, assignment: Assignment, side: str) -> str | None:
         comparison = assignment.comparison
-        return comparison.response_a.text if side == Side.FIRST else comparison.response_b.text
+        if side == Side.FIRST:
+            return comparison.response_a.text
+        return comparison.response_b.text if comparison.response_b is not None else None
 
-    def get_left(self, assignment: Assignment) -> str:
+    @extend_schema_field(serializers.CharField())
+    def get_left(self, assignment: Assignment) -> str | None:
         return self._text(assignment, assignment.left)
 
-    def get_right(self, assignment: Assignment) -> str:
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_right(self, assignment: Assignment) -> str | None:
         return self._text(assignment, Side.SECOND if assignment.left == Side.FIRST else Side.FIRST)
 
 
@@ -397,6 +402,7 @@ class CampaignSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "name",
+            "task",
             "status",
             "priority",
             "overlap",

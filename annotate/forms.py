@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth import get_user_model
 
-from annotate.models import Campaign
+from annotate.models import Campaign, Task
 
 
 class CampaignForm(forms.ModelForm):
@@ -20,6 +20,7 @@ class CampaignForm(forms.ModelForm):
         model = Campaign
         fields = [
             "name",
+            "task",
             "status",
             "priority",
             "overlap",
@@ -31,6 +32,13 @@ class CampaignForm(forms.ModelForm):
             "guidelines",
         ]
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 12})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["task"].required = False  # left out: pairs (or, editing, what it was)
+
+    def clean_task(self) -> str:
+        return self.cleaned_data.get("task") or (self.instance.task if self.instance.pk else Task.PAIRS)
 
     def values(self) -> dict:
         """The cleaned fields a service takes (members apart)."""

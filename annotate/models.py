@@ -14,6 +14,8 @@ class Choice(models.TextChoices):
     SECOND = "second", "second is better"
     TIE = "tie", "tie"
     BOTH_BAD = "both_bad", "both bad"
+    GOOD = "good", "good"  # thumbs: the one answer is good
+    BAD = "bad", "bad"  # thumbs: it is not
 
 
 class Verdict(models.TextChoices):
@@ -23,6 +25,19 @@ class Verdict(models.TextChoices):
     RIGHT = "right", "right is better"
     TIE = "tie", "tie"
     BOTH_BAD = "both_bad", "both bad"
+    GOOD = "good", "good"
+    BAD = "bad", "bad"
+
+
+PAIR_VERDICTS = (Verdict.LEFT, Verdict.RIGHT, Verdict.TIE, Verdict.BOTH_BAD)
+THUMBS_VERDICTS = (Verdict.GOOD, Verdict.BAD)
+
+
+class Task(models.TextChoices):
+    """What a campaign's annotators are asked."""
+
+    PAIRS = "pairs", "pairs: which of two answers is better"
+    THUMBS = "thumbs", "thumbs: is one answer good or bad"
 
 
 class Strength(models.TextChoices):
@@ -66,6 +81,12 @@ class Campaign(models.Model):
     """
 
     name = models.CharField(max_length=100, unique=True)
+    task = models.CharField(
+        max_length=6,
+        choices=Task,
+        default=Task.PAIRS,
+        help_text="Pairs: two answers, which is better. Thumbs: one answer, good or bad (KTO's data).",
+    )
     guidelines = models.TextField(
         blank=True, help_text="Markdown, shown to annotators above every comparison."
     )
@@ -102,6 +123,7 @@ class Campaign(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=CampaignStatus.values), name="campaign_status_valid"
             ),
+            models.CheckConstraint(condition=Q(task__in=Task.values), name="campaign_task_valid"),
         ]
 
     def __str__(self) -> str:
@@ -113,7 +135,8 @@ class Campaign(models.Model):
 
 
 class Comparison(models.Model):
-    """Two distinct responses to one prompt, in one campaign, waiting for ``overlap`` judgments.
+    """Two distinct responses to one prompt, in one campaign, waiting for ``overlap`` judgments; in a
+    thumbs campaign one response (``response_b`` empty), judged good or bad.
 
     The database enforces that the responses differ and that a gold comparison (and only a gold one)
     has an expected answer; a trigger (migration 0002) enforces that both responses answer ``prompt``.
@@ -121,7 +144,9 @@ class Comparison(models.Model):
 
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="comparisons")
     response_a = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="comparisons_as_a")
-    response_b = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="comparisons_as_b")
+    response_b = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="comparisons_as_b"
+    )
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="comparisons")
     kind = models.CharField(max_length=5, choices=Kind, default=Kind.TRAIN, db_index=True)
     overlap = models.PositiveSmallIntegerField(default=1, help_text="How many judgments it wants.")
@@ -230,7 +255,7 @@ class Judgment(models.Model):
             label = label.replace(" is better", " clearly better")
         return label.replace(" is better", " better").capitalize()
 
-    def shown(self) -> tuple[Response, Response]:
+    def shown(self) -> tuple[Response, Response | None]:
         """The two responses in the order the annotator saw them (left, right)."""
         first, second = self.comparison.response_a, self.comparison.response_b
         return (first, second) if (self.left or Side.FIRST) == Side.FIRST else (second, first)

@@ -10,6 +10,10 @@ Accepted shapes, per line:
   conversations that share every message but the last, an assistant turn (Anthropic HH style)
 
 Optional: ``split`` (train/eval) and ``tags``. Other fields are ignored.
+
+Thumbs logs (one answer judged good or bad), per line: ``{"prompt": str or [messages], "completion":
+str or [assistant message], "label": true/false}`` (TRL's unpaired format); ``label`` may also be
+"good"/"bad", "up"/"down" or 1/0.
 """
 
 from __future__ import annotations
@@ -119,3 +123,52 @@ def preference_drafts_from_objects(objects: list[Any], *, name: str = "request")
     return records_parse(
         records_numbered(objects), preference_draft_from_record, name=name, empty="no preference pairs given"
     )
+
+
+@dataclass(frozen=True)
+class ThumbsDraft:
+    line: int
+    prompt: PromptDraft
+    completion: str
+    good: bool
+
+
+_LABELS = {
+    True: True,
+    False: False,
+    "good": True,
+    "bad": False,
+    "up": True,
+    "down": False,
+}  # 1 and 0 are True and False as keys
+
+
+def thumbs_draft_from_record(line: int, record: dict[str, Any]) -> ThumbsDraft | LineProblem:
+    for field in ("prompt", "completion", "label"):
+        if field not in record:
+            return LineProblem(line, f"missing field {field!r}")
+    label = record["label"]
+    key = label.strip().lower() if isinstance(label, str) else label
+    if isinstance(key, float) or key not in _LABELS:
+        return LineProblem(line, f"'label' must be true or false (or good/bad, up/down, 1/0; got {label!r})")
+    prompt = record["prompt"]
+    prompt_record: dict[str, Any] = {"split": record.get("split"), "tags": record.get("tags")}
+    if isinstance(prompt, list):
+        if problem := messages_problem(prompt):
+            return LineProblem(line, f"'prompt': {problem}")
+        prompt_record["messages"] = prompt
+    else:
+        prompt_record["prompt"] = prompt
+    draft = prompt_draft_from_record(line, prompt_record)
+    if isinstance(draft, LineProblem):
+        return draft
+    text, problem = _completion_text(record["completion"], "completion")
+    if problem:
+        return LineProblem(line, problem)
+    return ThumbsDraft(line=line, prompt=draft, completion=text or "", good=_LABELS[key])
+
+
+def thumbs_drafts_read(stream: IO[bytes], *, name: str) -> list[ThumbsDraft]:
+    """Every line of a JSONL thumbs log as a draft; raises InvalidFile listing every bad line."""
+    records = records_read(stream, name=name, fmt="jsonl")
+    return records_parse(records, thumbs_draft_from_record, name=name, empty="the file holds no thumbs")

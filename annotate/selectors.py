@@ -25,9 +25,9 @@ AGGREGATIONS = ("majority", "dawid-skene")
 
 def comparisons_reliability(*, comparisons: QuerySet[Comparison]) -> Reliability:
     """Dawid-Skene over the judgments of ``comparisons``, gold comparisons held at their answer."""
-    votes = Judgment.objects.filter(comparison__in=comparisons).values_list(
-        "comparison_id", "annotator_id", "choice"
-    )
+    votes = Judgment.objects.filter(  # thumbs items are not comparisons of two: left out of the fit
+        comparison__in=comparisons, comparison__response_b__isnull=False
+    ).values_list("comparison_id", "annotator_id", "choice")
     gold = dict(
         comparisons.filter(kind=Kind.GOLD).exclude(gold_answer="").values_list("id", "gold_answer").order_by()
     )
@@ -186,8 +186,10 @@ def export_comparisons(
         comparisons = comparisons.filter(prompt__split=split)
     if campaign is not None:
         comparisons = comparisons.filter(campaign=campaign)
-    if policy is not None:
-        comparisons = comparisons.filter(response_a__policy=policy, response_b__policy=policy)
+    if policy is not None:  # its pairs, and its thumbs items (one answer)
+        comparisons = comparisons.filter(response_a__policy=policy).filter(
+            Q(response_b__policy=policy) | Q(response_b__isnull=True)
+        )
     return comparisons
 
 
@@ -203,8 +205,13 @@ def preference_rows(
     policy: Policy | None = None,
     aggregation: str = "majority",
     confidence: bool = True,
+    thumbs: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Aggregate each comparison's judgments (majority vote) into one TRL preference row.
+
+    A thumbs item (one answer judged good or bad) has no pair: left out, unless ``thumbs``, which
+    yields it as an unpaired row (``completion``, ``label``: the majority says good) for
+    ``dataset_rows``.
 
     Streams in chunks (constant memory). ``conversational`` rows hold a message-list prompt and a
     one-assistant-message chosen/rejected, so a trainer applies the model's chat template;
@@ -238,6 +245,9 @@ def preference_rows(
         choices = [judgment.choice for judgment in judgments]
         if not choices:
             report.excluded["not judged"] += 1
+            continue
+        if comparison.response_b is None:
+            yield from _thumbs_row(comparison, choices, report, fmt, thumbs, min_agreement)
             continue
         winner, agreement = majority(choices)
         if aggregation == "dawid-skene":
@@ -277,6 +287,41 @@ def preference_rows(
         yield row
 
 
+def _thumbs_row(
+    comparison: Comparison,
+    choices: list[str],
+    report: ExportReport,
+    fmt: str,
+    wanted: bool,
+    min_agreement: float,
+) -> Iterator[dict[str, Any]]:
+    """A thumbs item's majority as one unpaired row (``wanted``), else the reason it is left out."""
+    if not wanted:
+        report.excluded["thumbs (one answer: export --type unpaired)"] += 1
+        return
+    winner, agreement = majority(choices)
+    if winner is None:
+        report.excluded["no majority"] += 1
+        return
+    if agreement < min_agreement:
+        report.excluded[f"agreement below {min_agreement:g}"] += 1
+        return
+    messages = comparison.prompt.as_messages()
+    if fmt == "standard" and len(messages) != 1:
+        report.excluded["multi-turn prompt (standard format)"] += 1
+        return
+    text = comparison.response_a.text
+    row: dict[str, Any] = (
+        {"prompt": messages, "completion": [{"role": "assistant", "content": text}]}
+        if fmt == "conversational"
+        else {"prompt": messages[0]["content"], "completion": text}
+    )
+    row.update(label=winner == Choice.GOOD, comparison_id=comparison.pk, judgments=len(choices))
+    row.update(agreement=round(agreement, 4), thumbs=True)
+    report.written += 1
+    yield row
+
+
 def _edit_rows(
     comparison: Comparison, edits: Sequence[Response], report: ExportReport, fmt: str, fit: bool
 ) -> Iterator[dict[str, Any]]:
@@ -289,7 +334,7 @@ def _edit_rows(
         return  # the comparison's own row counts the multi-turn exclusion
     for edit in edits:
         report.edits += 1
-        for original in (comparison.response_a, comparison.response_b):
+        for original in (r for r in (comparison.response_a, comparison.response_b) if r is not None):
             if fmt == "conversational":
                 row: dict[str, Any] = {
                     "prompt": messages,
@@ -314,7 +359,8 @@ def dataset_rows(
 
     ``unpaired``: a preferred comparison gives its chosen answer labelled desirable and its rejected
     one not; a both-bad majority gives two undesirable answers; a tie gives nothing (neither answer
-    is known to be good or bad). ``prompt-completion``: each chosen answer as the completion. An
+    is known to be good or bad); a thumbs item is its answer with its majority label.
+    ``prompt-completion``: each chosen answer as the completion (and each thumbs-up answer). An
     annotator's edit (two pairs in a preference export) is one desirable answer, or one completion."""
     if dataset_type not in DATASET_TYPES:
         raise ValueError(f"dataset type must be one of {DATASET_TYPES} (got {dataset_type!r})")
@@ -326,7 +372,15 @@ def dataset_rows(
         options["include_ties"] = True
     report.rows = 0
     edits_seen: set[int] = set()
-    for row in preference_rows(report=report, **options):
+    for row in preference_rows(report=report, thumbs=True, **options):
+        if row.pop("thumbs", False):  # a thumbs item: already one unpaired row
+            if not unpaired and not row["label"]:
+                report.written -= 1
+                report.excluded["thumbs down (no completion to learn)"] += 1
+                continue
+            report.rows += 1
+            yield row if unpaired else {k: v for k, v in row.items() if k != "label"}
+            continue
         outcome = row.pop("outcome", "preferred")
         prompt, chosen, rejected = row.pop("prompt"), row.pop("chosen"), row.pop("rejected")
         if "edit_id" in row:

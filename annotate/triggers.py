@@ -1,4 +1,5 @@
-"""The trigger that enforces "a comparison's two responses answer its prompt".
+"""The trigger that enforces "a comparison's two responses answer its prompt" (a thumbs comparison
+has one).
 
 This spans two tables, which a CHECK constraint cannot express. The trigger is installed after every
 ``migrate`` (post_migrate) and removed before it (pre_migrate): SQLite rebuilds a table to alter it,
@@ -18,7 +19,8 @@ SQLITE_INSTALL = [
     BEFORE {event} ON annotate_comparison
     FOR EACH ROW WHEN
         (SELECT prompt_id FROM generation_response WHERE id = NEW.response_a_id) IS NOT NEW.prompt_id
-        OR (SELECT prompt_id FROM generation_response WHERE id = NEW.response_b_id) IS NOT NEW.prompt_id
+        OR (NEW.response_b_id IS NOT NULL
+            AND (SELECT prompt_id FROM generation_response WHERE id = NEW.response_b_id) IS NOT NEW.prompt_id)
     BEGIN
         SELECT RAISE(ABORT, 'comparison_responses_share_prompt: both responses must answer the prompt');
     END;
@@ -34,8 +36,9 @@ POSTGRES_INSTALL = [
     CREATE OR REPLACE FUNCTION annotate_comparison_same_prompt() RETURNS trigger AS $$
     BEGIN
         IF (SELECT prompt_id FROM generation_response WHERE id = NEW.response_a_id) IS DISTINCT FROM NEW.prompt_id
-           OR (SELECT prompt_id FROM generation_response WHERE id = NEW.response_b_id)
-              IS DISTINCT FROM NEW.prompt_id THEN
+           OR (NEW.response_b_id IS NOT NULL
+               AND (SELECT prompt_id FROM generation_response WHERE id = NEW.response_b_id)
+                   IS DISTINCT FROM NEW.prompt_id) THEN
             RAISE EXCEPTION 'comparison_responses_share_prompt: both responses must answer the prompt'
                 USING ERRCODE = 'check_violation';
         END IF;

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotate.selectors import AGGREGATIONS, ExportReport, preference_rows
+from annotate.selectors import AGGREGATIONS, ExportReport, dataset_rows, preference_rows
 from generation.models import LocationKind, Policy
 from generation.services import policy_root
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
@@ -46,9 +46,14 @@ def policy_trainable_problem(policy: Policy) -> str | None:
     return None
 
 
-def round_pairs_count(*, policy: Policy) -> tuple[int, Counter[str]]:
-    """How many preference pairs the policy's judged comparisons give now, and what is left out."""
+def round_pairs_count(*, policy: Policy, unpaired: bool = False) -> tuple[int, Counter[str]]:
+    """How many preference pairs the policy's judged comparisons give now (``unpaired``: KTO's
+    examples, thumbs items included), and what is left out."""
     report = ExportReport()
+    if unpaired:
+        for _ in dataset_rows(report=report, dataset_type="unpaired", policy=policy, confidence=False):
+            pass
+        return report.rows or 0, report.excluded
     for _ in preference_rows(report=report, policy=policy, confidence=False):
         pass
     return report.written, report.excluded
@@ -98,11 +103,13 @@ def round_create(
     needed = settings.PREFLOOP_MIN_PAIRS if min_pairs is None else min_pairs
     if needed < 1:
         raise NotTrainable(f"min_pairs must be at least 1 (got {needed})")
-    pairs, excluded = round_pairs_count(policy=policy)
+    unpaired = hyperparameters.get("loss") == "kto"
+    pairs, excluded = round_pairs_count(policy=policy, unpaired=unpaired)
     if pairs < needed:
         left_out = ", ".join(f"{reason}: {n}" for reason, n in sorted(excluded.items())) or "none"
+        what = "unpaired examples (KTO: pairs and thumbs)" if unpaired else "preference pairs"
         raise NotEnoughPairs(
-            f"policy {policy.name!r} has {pairs} preference pairs from judged comparisons; a round needs "
+            f"policy {policy.name!r} has {pairs} {what} from judged comparisons; a round needs "
             f"at least {needed} (left out: {left_out})",
             pairs=pairs,
             needed=needed,

@@ -149,7 +149,9 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
         what=f"round {training_round.pk} (training {training_round.policy.name})",
     )
     text_write_atomic(out / "README.md", card)
-    return path, report.written, report.excluded, digest.hexdigest(), card
+    # KTO counts its examples (a pair gives two, a thumbs item one), as round_create did
+    count = (report.rows or 0) if dataset_type == "unpaired" else report.written
+    return path, count, report.excluded, digest.hexdigest(), card
 
 
 def _output_policy_name(training_round: TrainingRound) -> str:
@@ -215,7 +217,10 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
     TrainingRound.objects.filter(pk=training_round.pk).update(output_dir=str(out))
     recorder.log(f"{pairs} pairs in {data_file.name} (sha256 {sha256[:12]}); left out: {left_out}")
     if pairs < training_round.min_pairs:
-        raise NotEnoughPairs(f"{pairs} preference pairs; the round needs at least {training_round.min_pairs}")
+        what = (
+            "unpaired examples" if training_round.hyperparameters.get("loss") == "kto" else "preference pairs"
+        )
+        raise NotEnoughPairs(f"{pairs} {what}; the round needs at least {training_round.min_pairs}")
     recorder.check_cancelled()
     reference = training_round.reference
     cfg = dpo_config(

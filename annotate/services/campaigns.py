@@ -10,11 +10,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from annotate.errors import CampaignNotFound
-from annotate.models import Campaign, CampaignStatus
+from annotate.models import Campaign, CampaignStatus, Task
 from config.errors import Conflict, Invalid
 
 EDITABLE = (
     "name",
+    "task",
     "guidelines",
     "overlap",
     "gold_rate",
@@ -35,6 +36,8 @@ def _validate(values: dict[str, Any]) -> None:
         raise Invalid(f"gold rate must be between 0 and 1 (got {values['gold_rate']})")
     if values.get("pair_budget") is not None and int(values["pair_budget"]) < 0:
         raise Invalid(f"pair budget must be 0 or more (got {values['pair_budget']})")
+    if "task" in values and values["task"] not in Task.values:
+        raise Invalid(f"task must be one of {', '.join(Task.values)} (got {values['task']!r})")
     if "status" in values and values["status"] not in CampaignStatus.values:
         raise Invalid(f"status must be one of {', '.join(CampaignStatus.values)} (got {values['status']!r})")
 
@@ -74,6 +77,8 @@ def campaign_update(*, campaign: Campaign, **values: Any) -> Campaign:
     if unknown:
         raise Invalid(f"unknown campaign field {unknown[0]!r}")
     _validate(values)
+    if values.get("task", campaign.task) != campaign.task and campaign.comparisons.exists():
+        raise Conflict(f"campaign {campaign.name!r} has comparisons: its task ({campaign.task}) stays")
     if "name" in values:
         values["name"] = values["name"].strip()
         if Campaign.objects.filter(name=values["name"]).exclude(pk=campaign.pk).exists():

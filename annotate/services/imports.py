@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from annotate.models import Campaign, Choice, Comparison, Judgment, Source
-from annotate.preference_files import PreferenceDraft
+from annotate.models import Campaign, Choice, Comparison, Judgment, Source, Task
+from annotate.preference_files import PreferenceDraft, ThumbsDraft
 from annotate.services.judgments import import_user
+from config.errors import Invalid
 from generation.models import Prompt, Response
 from generation.services import prompts_import
 
@@ -122,6 +123,62 @@ def preferences_import(
         prompts_created=prompt_result.created,
         comparisons_created=len(created),
         duplicates=len(drafts) - len(created),
+    )
+
+
+@transaction.atomic
+def thumbs_import(
+    *,
+    drafts: Sequence[ThumbsDraft],
+    campaign: Campaign,
+    split: str | None = None,
+    tags: Sequence[str] = (),
+    source: str = "",
+    overlap: int | None = None,
+) -> PreferenceImport:
+    """Prompts, responses, thumbs items in ``campaign`` (a thumbs campaign) and one imported judgment
+    each (good or bad). An answer already a thumbs item of its prompt, or repeated in the batch, is a
+    duplicate. One transaction, all or nothing."""
+    if campaign.task != Task.THUMBS:
+        raise Invalid(f"campaign {campaign.name!r} asks for {campaign.task}; thumbs go to a thumbs campaign")
+    prompt_result = prompts_import(drafts=[d.prompt for d in drafts], split=split, tags=tags, source=source)
+    prompt_ids = dict(
+        Prompt.objects.filter(content_hash__in={d.prompt.content_hash for d in drafts}).values_list(
+            "content_hash", "pk"
+        )
+    )
+    wanted = overlap or campaign.overlap
+    seen = set(
+        Comparison.objects.filter(prompt_id__in=prompt_ids.values(), response_b__isnull=True).values_list(
+            "prompt_id", "response_a__text"
+        )
+    )
+    annotator, created = import_user(), 0
+    for draft in drafts:
+        prompt_id = prompt_ids[draft.prompt.content_hash]
+        if (prompt_id, draft.completion) in seen:
+            continue
+        seen.add((prompt_id, draft.completion))
+        comparison = Comparison.objects.create(
+            prompt_id=prompt_id,
+            response_a=_response_for(prompt=Prompt(pk=prompt_id), text=draft.completion),
+            response_b=None,
+            campaign=campaign,
+            overlap=wanted,
+            judgment_count=1,
+            needs_judgments=wanted > 1,
+        )
+        choice = Choice.GOOD if draft.good else Choice.BAD
+        Judgment.objects.create(
+            comparison=comparison,
+            annotator=annotator,
+            choice=choice,
+            first_choice=choice,
+            source=Source.IMPORTED,
+        )
+        created += 1
+    return PreferenceImport(
+        prompts_created=prompt_result.created, comparisons_created=created, duplicates=len(drafts) - created
     )
 
 

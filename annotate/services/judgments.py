@@ -10,6 +10,8 @@ from django.utils import timezone
 from annotate.errors import AlreadyJudged, AlreadySkipped, CampaignNotOpen, ComparisonFull, NotServed
 from annotate.models import (
     ADJUDICATIONS,
+    PAIR_VERDICTS,
+    THUMBS_VERDICTS,
     Assignment,
     Choice,
     Comparison,
@@ -120,11 +122,13 @@ def _lock(comparison_id: int) -> Comparison:
     return Comparison.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=comparison_id)
 
 
-def _validate_verdict(*, verdict: str, strength: str, rationale: str = "") -> None:
+def _validate_verdict(*, verdict: str, strength: str, rationale: str = "", thumbs: bool = False) -> None:
     if problem := too_long("rationale", rationale, field="the rationale"):
         raise Invalid(problem)
-    if verdict not in Verdict.values:
-        raise Invalid(f"verdict must be one of {', '.join(Verdict.values)} (got {verdict!r})")
+    allowed = THUMBS_VERDICTS if thumbs else PAIR_VERDICTS
+    if verdict not in allowed:
+        what = "a thumbs judgment's verdict" if thumbs else "verdict"
+        raise Invalid(f"{what} must be one of {', '.join(allowed)} (got {verdict!r})")
     if strength and strength not in Strength.values:
         raise Invalid(f"strength must be one of {', '.join(Strength.values)} (got {strength!r})")
     if strength and verdict not in (Verdict.LEFT, Verdict.RIGHT):
@@ -171,7 +175,9 @@ def judgment_submit(
         raise NotServed("this comparison was not served to you", comparison=comparison.pk)
     if assignment.skipped_at is not None:
         raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
-    _validate_verdict(verdict=verdict, strength=strength, rationale=rationale)
+    _validate_verdict(
+        verdict=verdict, strength=strength, rationale=rationale, thumbs=comparison.response_b_id is None
+    )
     edit = edit.replace("\r\n", "\n").replace("\x00", "\ufffd").strip()
     if problem := too_long("response", edit, field="the edit"):
         raise Invalid(problem)
@@ -192,7 +198,7 @@ def judgment_submit(
         strength=strength or "",
         rationale=rationale,
     )
-    originals = {comparison.response_a.text, comparison.response_b.text}
+    originals = {r.text for r in (comparison.response_a, comparison.response_b) if r is not None}
     if edit and edit not in originals:
         improves = None
         if edit_of:
@@ -217,7 +223,12 @@ def judgment_change(
     version is kept as a JudgmentRevision with the time of the change."""
     if judgment.annotator_id != annotator.pk:
         raise NotAllowed("you can only change your own judgments", judgment=judgment.pk)
-    _validate_verdict(verdict=verdict, strength=strength, rationale=rationale)
+    _validate_verdict(
+        verdict=verdict,
+        strength=strength,
+        rationale=rationale,
+        thumbs=judgment.comparison.response_b_id is None,
+    )
     choice = choice_for(verdict=verdict, left=judgment.left or Side.FIRST)
     if (choice, strength, rationale) == (judgment.choice, judgment.strength, judgment.rationale):
         return judgment

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from annotate.models import Campaign, Comparison, Kind
+from annotate.models import Campaign, Comparison, Kind, Task
 from config.errors import Invalid
 from generation.backends import Backend, ModelSpec, Sampling, TokenCallback, backend_load
 from generation.models import Policy, Prompt, Response, Split
@@ -155,23 +155,30 @@ def comparisons_generate(
     budget = campaign.pair_budget if budget is None else budget
     if budget is not None and budget < 0:
         raise Invalid(f"budget must be 0 or more (got {budget})")
-    deferred = pairs == "uncertain" or budget is not None
+    thumbs = campaign.task == Task.THUMBS  # one item per distinct answer: pairing does not apply
+    deferred = budget is not None or (pairs == "uncertain" and not thumbs)
     collected: dict[Prompt, list[Response]] = {}
 
-    def comparison(prompt: Prompt, a: Response, b: Response) -> Comparison:
+    def paired(responses: list[Response], how: str) -> list[tuple[Response, Response | None]]:
+        if thumbs:
+            return [(r, None) for r in responses]
+        return list(responses_pair(responses, how=how, rng=rng))
+
+    def comparison(prompt: Prompt, a: Response, b: Response | None) -> Comparison:
         return Comparison(prompt=prompt, response_a=a, response_b=b, campaign=campaign, overlap=wanted)
 
     def queue(stored: dict[Prompt, list[Response]], report: GenerationReport) -> None:
-        report.extra["prompts with fewer than 2 distinct responses"] += sum(
-            1 for r in stored.values() if len(r) < 2
-        )
+        if not thumbs:
+            report.extra["prompts with fewer than 2 distinct responses"] += sum(
+                1 for r in stored.values() if len(r) < 2
+            )
         if deferred:
             collected.update(stored)
             return
         comparisons = [
             comparison(prompt, a, b)
             for prompt, responses in stored.items()
-            for a, b in responses_pair(responses, how=pairs, rng=rng)
+            for a, b in paired(responses, pairs)
         ]
         Comparison.objects.bulk_create(comparisons)
         report.extra["comparisons"] += len(comparisons)
@@ -187,8 +194,9 @@ def comparisons_generate(
     )
     if deferred and collected:
         left = budget_left(policy=policy, campaign=campaign, budget=budget)
-        parent = policy_parent(policy) if pairs == "uncertain" else None
-        if pairs == "uncertain" and parent is not None:
+        chosen: list[tuple[Response, Response | None]]
+        parent = policy_parent(policy) if pairs == "uncertain" and not thumbs else None
+        if parent is not None:
             answers = [r for rs in collected.values() for r in rs if len(rs) >= 2]
             rewards = implicit_rewards(
                 answers, policy_scorer=scorer_load(policy, backend), reference_scorer=scorer_load(parent)
@@ -196,16 +204,16 @@ def comparisons_generate(
             chosen = [(c.a, c.b) for c in uncertain_pairs(collected, rewards, beta=beta, budget=left)]
             report.extra["answers scored for uncertainty"] += len(answers)
         else:
-            if pairs == "uncertain":
+            if pairs == "uncertain" and not thumbs:
                 report.extra["prompts paired at random (uncertain: the policy has no parent)"] += len(
                     collected
                 )
             how = "random" if pairs == "uncertain" else pairs
-            chosen = [pair for rs in collected.values() for pair in responses_pair(rs, how=how, rng=rng)]
+            chosen = [pair for rs in collected.values() for pair in paired(rs, how)]
             if left is not None and len(chosen) > left:
                 chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), left))]
         if left is not None:
-            candidates = sum(len(rs) // 2 for rs in collected.values())
+            candidates = sum(len(rs) if thumbs else len(rs) // 2 for rs in collected.values())
             report.extra["pairs left out by the budget"] += max(0, candidates - len(chosen))
         prompt_of = {r.pk: prompt for prompt, rs in collected.items() for r in rs}
         with transaction.atomic():

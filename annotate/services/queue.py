@@ -71,7 +71,7 @@ def comparison_assign_next(
             lease = Assignment(
                 comparison=comparison,
                 annotator=annotator,
-                left=random.choice(Side.values),
+                left=Side.FIRST if comparison.response_b_id is None else random.choice(Side.values),
                 served_at=now,
                 expires_at=now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
                 skipped_at=None,

@@ -14,7 +14,7 @@ from django.db.models import Max
 from annotate.models import Campaign, Choice, Comparison, Source
 from annotate.oracles import oracle_resolve
 from annotate.services.judgments import _judgment_record, system_user
-from annotate.services.queue import comparison_assign_next
+from annotate.services.queue import assignment_skip, comparison_assign_next
 from config.errors import Invalid
 
 REVERSED = {Choice.FIRST: Choice.SECOND, Choice.SECOND: Choice.FIRST}
@@ -89,6 +89,9 @@ def comparisons_simulate(
                 idle.add(user.pk)
                 continue
             comparison = assignment.comparison
+            if comparison.response_b is None:  # a thumbs item: oracles compare two answers
+                assignment_skip(comparison=comparison, annotator=user)
+                continue
             verdict = oracle(
                 comparison.prompt.as_messages()[-1]["content"],
                 comparison.response_a.text,

@@ -153,3 +153,44 @@ def test_annotator_rewrites_the_better_answer_from_the_judging_page(live_server,
     edited = [r for r in rows if r.get("edit_id") == edit.pk]
     assert {r["rejected"] for r in edited} == {comparison.response_a.text, comparison.response_b.text}
     assert all(r["chosen"] == edit.text for r in edited)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_annotator_gives_thumbs_by_keyboard_in_a_thumbs_campaign(live_server, browser_page):
+    from annotate.models import Task
+    from tests.factories import CampaignFactory
+
+    UserFactory(username="kim", password="kim-password-123")
+    thumbs = CampaignFactory(name="thumbs", task=Task.THUMBS)
+    items = []
+    prompt = PromptFactory(text="What is a glacier?")
+    for text in ("A glacier is a slow river of ice.", "Glaciers are GASLEMBRA!"):
+        items.append(
+            ComparisonFactory(
+                prompt=prompt,
+                response_a=ResponseFactory(prompt=prompt, text=text),
+                response_b=None,
+                campaign=thumbs,
+            )
+        )
+    page = browser_page
+    page.goto(f"{live_server.url}/annotate/")
+    page.fill("#id_username", "kim")
+    page.fill("#id_password", "kim-password-123")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#judge")
+
+    verdicts = {}
+    for _ in items:
+        shown = page.inner_text(".responses.thumbs .md")
+        key = "1" if "slow river" in shown else "2"  # 1 good, 2 bad
+        verdicts[shown.strip()] = "good" if key == "1" else "bad"
+        press_and_wait(page, key)
+        assert ("Good" if key == "1" else "Bad") in page.inner_text(".recorded")
+
+    assert dict(Judgment.objects.values_list("comparison__response_a__text", "choice")) == {
+        "A glacier is a slow river of ice.": Choice.GOOD,
+        "Glaciers are GASLEMBRA!": Choice.BAD,
+    }
+    assert verdicts == {"A glacier is a slow river of ice.": "good", "Glaciers are GASLEMBRA!": "bad"}
+    assert "All caught up" in page.inner_text("#comparison")

@@ -431,3 +431,42 @@ def test_run_loop_with_uncertain_pairs_a_budget_and_noisy_judges_weighted_by_rel
     )
     assert judges <= {f"sim:shorter:{i}" for i in range(1, 6)} and len(judges) >= 3
     assert rounds[0]["judgments"] >= 3 and "reversed by the judges' flip rates" in printed
+
+
+@pytest.mark.django_db
+def test_a_kto_round_trains_on_thumbs_and_pairs_together(chat_model_dir, rounds_dir, annotator):
+    from annotate.models import Task
+    from annotate.services.judgments import judgment_submit
+    from annotate.services.queue import comparison_assign_next
+
+    policy = judged_policy(chat_model_dir, pairs=2)
+    thumbs = CampaignFactory(name="thumbs", task=Task.THUMBS)
+    for i, (text, verdict) in enumerate((("green.", "good"), ("a banana phone", "bad"), ("red.", "good"))):
+        prompt = PromptFactory(text=f"name a colour {i + 10}")
+        ComparisonFactory(
+            prompt=prompt,
+            response_a=ResponseFactory(prompt=prompt, policy=policy, text=text),
+            response_b=None,
+            campaign=thumbs,
+        )
+        served = comparison_assign_next(annotator=annotator, campaign=thumbs)
+        judgment_submit(comparison=served.comparison, annotator=annotator, verdict=verdict)
+    with pytest.raises(
+        CommandError, match=r"has 2 preference pairs.*thumbs \(one answer"
+    ):  # DPO: pairs alone
+        call_command("train_round", "--policy=tiny", "--min-pairs=5", "--max-length=64", stdout=StringIO())
+
+    call_command(
+        "train_round", "--policy=tiny", "--min-pairs=7", "--method=kto", "--lr=1e-3", "--batch-size=2",
+        "--max-length=64", stdout=StringIO(),
+    )  # fmt: skip
+
+    training_round = TrainingRound.objects.get()
+    assert training_round.status == RoundStatus.SUCCEEDED, training_round.log
+    rows = [json.loads(line) for line in Path(training_round.data_file).read_text().splitlines()]
+    labelled = sorted((r["completion"][0]["content"], r["label"]) for r in rows)
+    assert labelled == sorted(
+        [("blue.", True)] * 2 + [("the quick brown fox " * 3, False)] * 2
+        + [("green.", True), ("a banana phone", False), ("red.", True)]
+    )  # fmt: skip
+    assert "kl" in training_round.metrics.first().values
