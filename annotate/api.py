@@ -47,7 +47,7 @@ from annotate.services.campaigns import (
     campaign_update,
 )
 from annotate.services.imports import preferences_import
-from annotate.services.judgments import judgment_submit
+from annotate.services.judgments import judgment_submit, ranking_submit
 from annotate.services.queue import comparison_assign_next
 from config.errors import NotAllowed, object_or_404
 from generation.api import drafts_from_request
@@ -109,9 +109,19 @@ class AssignedComparisonSerializer(serializers.Serializer):
     campaign = serializers.CharField(source="comparison.campaign.name")
     guidelines = serializers.CharField(source="comparison.campaign.guidelines")
     prompt = serializers.JSONField(source="comparison.prompt.as_messages")
+    task = serializers.CharField(source="comparison.campaign.task", help_text="pairs, thumbs or rankings")
     left = serializers.SerializerMethodField()
     right = serializers.SerializerMethodField()
+    answers = serializers.SerializerMethodField()
     expires_at = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField(), allow_null=True))
+    def get_answers(self, assignment: Assignment) -> list[str] | None:
+        """A ranking item's answers in the order shown (rank them with ``ranks`` in that order)."""
+        comparison = assignment.comparison
+        if not comparison.is_ranking:
+            return None
+        return [comparison.answers["abcd".index(letter)].text for letter in assignment.order]
 
     def _text(self, assignment: Assignment, side: str) -> str | None:
         comparison = assignment.comparison
@@ -165,6 +175,7 @@ class JudgmentSerializer(serializers.ModelSerializer):
             "left",
             "time_on_task_ms",
             "source",
+            "ranking",
             "edit",
             "created_at",
             "updated_at",
@@ -174,7 +185,17 @@ class JudgmentSerializer(serializers.ModelSerializer):
 
 class JudgmentCreateSerializer(serializers.Serializer):
     comparison = serializers.IntegerField()
-    verdict = serializers.ChoiceField(choices=Verdict.choices, help_text="in screen terms, as served")
+    verdict = serializers.ChoiceField(
+        choices=Verdict.choices,
+        required=False,
+        default="",
+        help_text="in screen terms, as served (pairs: left/right/tie/both_bad; thumbs: good/bad)",
+    )
+    ranks = serializers.ListField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="a ranking item: each answer's rank in the order served (1 best; equal ranks tie)",
+    )
     strength = serializers.ChoiceField(choices=Strength.choices, required=False, default="")
     rationale = serializers.CharField(required=False, default="", allow_blank=True)
     edit = serializers.CharField(
@@ -227,6 +248,14 @@ class JudgmentListCreateApi(generics.ListAPIView):
         data = JudgmentCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         comparison = object_or_404(Comparison, error=ComparisonNotFound, pk=data.validated_data["comparison"])
+        if comparison.is_ranking:
+            judgment = ranking_submit(
+                comparison=comparison,
+                annotator=request.user,
+                ranks=data.validated_data.get("ranks", []),
+                rationale=data.validated_data["rationale"],
+            )
+            return Response(JudgmentSerializer(judgment).data, status=201)
         judgment = judgment_submit(
             comparison=comparison,
             annotator=request.user,

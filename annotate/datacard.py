@@ -73,10 +73,20 @@ def datacard_stats(*, comparisons: QuerySet[Comparison]) -> CardStats:
     return stats
 
 
-def _features(dataset_type: str, fmt: str) -> list[dict[str, Any]]:
+def _features(
+    dataset_type: str, fmt: str, edits: bool = False, ranking_pairs: bool = False
+) -> list[dict[str, Any]]:
     text: dict[str, Any] = {"dtype": "string"}
     prompt = {"list": _MESSAGES} if fmt == "conversational" else text
     answer = {"list": _MESSAGES} if fmt == "conversational" else text
+    if dataset_type == "ranking":
+        columns = [
+            ("prompt", prompt),
+            ("completions", {"list": answer}),
+            ("ranks", {"list": {"dtype": "int64"}}),
+        ]
+        columns += [("comparison_id", {"dtype": "int64"}), ("annotator", text)]
+        return [{"name": name, **kind} for name, kind in columns]
     if dataset_type == "preference":
         columns = [("prompt", prompt), ("chosen", answer), ("rejected", answer)]
     else:
@@ -85,6 +95,10 @@ def _features(dataset_type: str, fmt: str) -> list[dict[str, Any]]:
             columns.append(("label", {"dtype": "bool"}))
     columns += [("comparison_id", {"dtype": "int64"}), ("judgments", {"dtype": "int64"})]
     columns += [("agreement", {"dtype": "float64"}), ("confidence", {"dtype": "float64"})]
+    if edits:
+        columns.append(("edit_id", {"dtype": "int64"}))
+    if ranking_pairs:
+        columns.append(("ranking_pair", text))
     return [{"name": name, **kind} for name, kind in columns]
 
 
@@ -126,9 +140,9 @@ def datacard_render(
     """The README.md for ``data_file`` (a name in the same folder). ``what``: who wrote it."""
     header = {
         "pretty_name": "prefloop judgments",
-        "tags": ["prefloop", {"preference": "dpo", "unpaired": "kto", "prompt-completion": "sft"}[dataset_type]],
+        "tags": ["prefloop", {"preference": "dpo", "unpaired": "kto", "prompt-completion": "sft", "ranking": "ranking"}[dataset_type]],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
-        "dataset_info": {"features": _features(dataset_type, fmt), "splits": [{"name": "train", "num_examples": report.rows if report.rows is not None else report.written}]},
+        "dataset_info": {"features": _features(dataset_type, fmt, edits=bool(report.edits), ranking_pairs=bool(report.ranking_pairs)), "splits": [{"name": "train", "num_examples": report.rows if report.rows is not None else report.written}]},
     }  # fmt: skip
     rows = report.rows if report.rows is not None else report.written
     excluded = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.excluded.items())) or "none"
@@ -160,6 +174,14 @@ def datacard_render(
                 "each beats both answers of its comparison (agreement and confidence 1)."
             ]
             if report.edits
+            else []
+        ),
+        *(
+            [
+                f"- {report.ranking_pairs} pairs implied by rankings (rows with `ranking_pair`, the two answers' "
+                "letters): each labelled by the majority of its item's rankings; `confidence` is that share."
+            ]
+            if report.ranking_pairs
             else []
         ),
         "",

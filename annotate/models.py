@@ -38,6 +38,7 @@ class Task(models.TextChoices):
 
     PAIRS = "pairs", "pairs: which of two answers is better"
     THUMBS = "thumbs", "thumbs: is one answer good or bad"
+    RANKINGS = "rankings", "rankings: order three or four answers, best first"
 
 
 class Strength(models.TextChoices):
@@ -82,10 +83,11 @@ class Campaign(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     task = models.CharField(
-        max_length=6,
+        max_length=8,
         choices=Task,
         default=Task.PAIRS,
-        help_text="Pairs: two answers, which is better. Thumbs: one answer, good or bad (KTO's data).",
+        help_text="Pairs: two answers, which is better. Thumbs: one answer, good or bad (KTO's data). "
+        "Rankings: three or four answers in order (every pair they imply).",
     )
     guidelines = models.TextField(
         blank=True, help_text="Markdown, shown to annotators above every comparison."
@@ -147,6 +149,13 @@ class Comparison(models.Model):
     response_b = models.ForeignKey(
         Response, null=True, blank=True, on_delete=models.PROTECT, related_name="comparisons_as_b"
     )
+    # A ranking item's third and fourth answers (empty for a pair or a thumbs item).
+    response_c = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="comparisons_as_c"
+    )
+    response_d = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="comparisons_as_d"
+    )
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="comparisons")
     kind = models.CharField(max_length=5, choices=Kind, default=Kind.TRAIN, db_index=True)
     overlap = models.PositiveSmallIntegerField(default=1, help_text="How many judgments it wants.")
@@ -172,6 +181,18 @@ class Comparison(models.Model):
             models.CheckConstraint(
                 condition=~Q(response_a=F("response_b")), name="comparison_distinct_responses"
             ),
+            models.CheckConstraint(
+                condition=~Q(response_c=F("response_a"))
+                & ~Q(response_c=F("response_b"))
+                & ~Q(response_d=F("response_a"))
+                & ~Q(response_d=F("response_b"))
+                & ~Q(response_d=F("response_c")),
+                name="comparison_ranking_distinct_responses",
+            ),
+            models.CheckConstraint(
+                condition=Q(response_d__isnull=True) | Q(response_c__isnull=False),
+                name="comparison_ranking_fills_c_before_d",
+            ),
             models.CheckConstraint(condition=Q(overlap__gte=1), name="comparison_overlap_positive"),
             models.CheckConstraint(
                 condition=(Q(kind=Kind.GOLD) & Q(gold_answer__in=Choice.values))
@@ -182,6 +203,17 @@ class Comparison(models.Model):
 
     def __str__(self) -> str:
         return f"Comparison {self.pk}"
+
+    @property
+    def answers(self) -> list[Response]:
+        """Its answers in comparison order (a, b, then a ranking's c and d)."""
+        return [
+            r for r in (self.response_a, self.response_b, self.response_c, self.response_d) if r is not None
+        ]
+
+    @property
+    def is_ranking(self) -> bool:
+        return self.response_c_id is not None
 
 
 class Judgment(models.Model):
@@ -208,6 +240,11 @@ class Judgment(models.Model):
         null=True, blank=True, help_text="From serving to submission, measured by the server."
     )
     source = models.CharField(max_length=9, choices=Source, default=Source.HUMAN, db_index=True)
+    ranking = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="A ranking item's ranks, in comparison order (a, b, c, d): 1 is best; equal ranks tie.",
+    )
     edit = models.OneToOneField(
         "generation.Response",
         null=True,
@@ -250,6 +287,10 @@ class Judgment(models.Model):
     @property
     def verdict_label(self) -> str:
         """What the annotator pressed, as they saw it: "Left clearly better", "Tie", ..."""
+        if self.ranking:
+            return (
+                "A ranking (" + ", ".join(f"{'abcd'[i]}: {rank}" for i, rank in enumerate(self.ranking)) + ")"
+            )
         label = Verdict(self.verdict).label
         if self.strength == Strength.CLEAR:
             label = label.replace(" is better", " clearly better")
@@ -273,6 +314,11 @@ class Assignment(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
     )
     left = models.CharField(max_length=6, choices=Side)
+    order = models.CharField(
+        max_length=4,
+        blank=True,
+        help_text="A ranking item: the answers in the order shown, as letters of a-d (e.g. 'cabd').",
+    )
     served_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
     skipped_at = models.DateTimeField(null=True, blank=True, help_text="Skipped: not served to them again.")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from generation.models import Policy, Response
 EXPORT_FORMATS = ("conversational", "standard")
 # TRL's dataset types: preference (prompt, chosen, rejected: DPO and its family), unpaired preference
 # (prompt, completion, label: KTO), prompt-completion (SFT on the chosen answers)
-DATASET_TYPES = ("preference", "unpaired", "prompt-completion")
+DATASET_TYPES = ("preference", "unpaired", "prompt-completion", "ranking")
 # how a comparison's judgments become its label: the majority, or Dawid-Skene's most likely verdict
 AGGREGATIONS = ("majority", "dawid-skene")
 
@@ -45,6 +46,7 @@ class ExportReport:
     excluded: Counter[str] = field(default_factory=Counter)
     rows: int | None = None  # unpaired / prompt-completion exports: rows written (a pair gives 1 or 2)
     edits: int = 0  # annotators' rewrites among them (each: two pairs, or one SFT / desirable row)
+    ranking_pairs: int = 0  # pairs implied by rankings among them
 
     def summary(self) -> str:
         parts = [
@@ -233,9 +235,11 @@ def preference_rows(
     comparisons = export_comparisons(campaign=campaign, split=split, kinds=kinds, policy=policy)
     fit = confidence or aggregation == "dawid-skene"
     reliability = comparisons_reliability(comparisons=comparisons) if fit else Reliability()
-    judged = Judgment.objects.select_related("edit").only("comparison_id", "choice", "edit__id", "edit__text")
+    judged = Judgment.objects.select_related("edit").only(
+        "comparison_id", "choice", "ranking", "edit__id", "edit__text"
+    )
     comparisons = (
-        comparisons.select_related("prompt", "response_a", "response_b")
+        comparisons.select_related("prompt", "response_a", "response_b", "response_c", "response_d")
         .prefetch_related(Prefetch("judgments", queryset=judged))
         .order_by("id")
     )
@@ -248,6 +252,10 @@ def preference_rows(
             continue
         if comparison.response_b is None:
             yield from _thumbs_row(comparison, choices, report, fmt, thumbs, min_agreement)
+            continue
+        if comparison.is_ranking:
+            rankings = [j.ranking for j in judgments if j.ranking]
+            yield from _ranking_pairs(comparison, rankings, report, fmt, include_ties, fit, min_agreement)
             continue
         winner, agreement = majority(choices)
         if aggregation == "dawid-skene":
@@ -322,6 +330,121 @@ def _thumbs_row(
     yield row
 
 
+def implied_pairs(ranking: Sequence[int]) -> list[tuple[int, int, str]]:
+    """Every pair (i, j), i < j, of a ranking's answers and what the ranking says of it: first (i
+    ranked above j), second, or tie. Four answers imply six pairs."""
+    pairs = []
+    for i, j in itertools.combinations(range(len(ranking)), 2):
+        verdict = (
+            Choice.FIRST
+            if ranking[i] < ranking[j]
+            else Choice.SECOND
+            if ranking[i] > ranking[j]
+            else Choice.TIE
+        )
+        pairs.append((i, j, verdict))
+    return pairs
+
+
+def _ranking_pairs(
+    comparison: Comparison,
+    rankings: list[list[int]],
+    report: ExportReport,
+    fmt: str,
+    include_ties: bool,
+    fit: bool,
+    min_agreement: float,
+) -> Iterator[dict[str, Any]]:
+    """A ranking item as every pair its rankings imply, each labelled by the majority of the rankings
+    (``agreement``: that share; ``confidence``: the same share, as no reliability model is fitted over
+    rankings). Rows carry ``ranking_pair`` (the two answers' letters)."""
+    if not rankings:
+        report.excluded["not judged"] += 1
+        return
+    messages = comparison.prompt.as_messages()
+    if fmt == "standard" and len(messages) != 1:
+        report.excluded["multi-turn prompt (standard format)"] += 1
+        return
+    answers = comparison.answers
+    votes: dict[tuple[int, int], list[str]] = {}
+    for ranking in rankings:
+        for i, j, verdict in implied_pairs(ranking):
+            votes.setdefault((i, j), []).append(verdict)
+    for (i, j), verdicts in votes.items():
+        winner, agreement = majority(verdicts)
+        if winner is None:
+            report.excluded["no majority (ranking pair)"] += 1
+            continue
+        if agreement < min_agreement:
+            report.excluded[f"agreement below {min_agreement:g}"] += 1
+            continue
+        if winner == Choice.TIE and not include_ties:
+            report.excluded["tie (ranking pair)"] += 1
+            continue
+        chosen, rejected = (answers[j], answers[i]) if winner == Choice.SECOND else (answers[i], answers[j])
+        if fmt == "conversational":
+            row: dict[str, Any] = {
+                "prompt": messages,
+                "chosen": [{"role": "assistant", "content": chosen.text}],
+                "rejected": [{"role": "assistant", "content": rejected.text}],
+            }
+        else:
+            row = {"prompt": messages[0]["content"], "chosen": chosen.text, "rejected": rejected.text}
+        if include_ties:
+            row["outcome"] = "tie" if winner == Choice.TIE else "preferred"
+        row.update(comparison_id=comparison.pk, judgments=len(verdicts), agreement=round(agreement, 4))
+        if fit:
+            row["confidence"] = round(agreement, 4)
+        row["ranking_pair"] = "abcd"[i] + "abcd"[j]
+        report.written += 1
+        report.ranking_pairs += 1
+        yield row
+
+
+def ranking_rows(
+    *, report: ExportReport, fmt: str = "conversational", **options: Any
+) -> Iterator[dict[str, Any]]:
+    """Every ranking as the ranked list: the answers best first, their ranks (equal ranks tie), one
+    row per ranking judgment (``options``: those of ``export_comparisons``)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS} (got {fmt!r})")
+    report.rows = 0
+    comparisons = export_comparisons(**options).filter(response_c__isnull=False)
+    judgments = (
+        Judgment.objects.filter(comparison__in=comparisons, ranking__isnull=False)
+        .select_related(
+            "annotator",
+            "comparison__prompt",
+            "comparison__response_a",
+            "comparison__response_b",
+            "comparison__response_c",
+            "comparison__response_d",
+        )
+        .order_by("comparison_id", "id")
+    )
+    for judgment in judgments.iterator(chunk_size=500):
+        comparison = judgment.comparison
+        messages = comparison.prompt.as_messages()
+        if fmt == "standard" and len(messages) != 1:
+            report.excluded["multi-turn prompt (standard format)"] += 1
+            continue
+        ordered = sorted(zip(judgment.ranking, comparison.answers, strict=True), key=lambda pair: pair[0])
+        texts = [answer.text for _, answer in ordered]
+        row: dict[str, Any] = (
+            {"prompt": messages, "completions": [[{"role": "assistant", "content": t}] for t in texts]}
+            if fmt == "conversational"
+            else {"prompt": messages[0]["content"], "completions": texts}
+        )
+        row.update(
+            ranks=[rank for rank, _ in ordered],
+            comparison_id=comparison.pk,
+            annotator=judgment.annotator.username,
+        )
+        report.rows += 1
+        report.written += 1
+        yield row
+
+
 def _edit_rows(
     comparison: Comparison, edits: Sequence[Response], report: ExportReport, fmt: str, fit: bool
 ) -> Iterator[dict[str, Any]]:
@@ -367,12 +490,25 @@ def dataset_rows(
     if dataset_type == "preference":
         yield from preference_rows(report=report, **options)
         return
+    if dataset_type == "ranking":
+        keep = ("campaign", "split", "kinds", "policy")
+        yield from ranking_rows(
+            report=report,
+            fmt=options.get("fmt", "conversational"),
+            **{k: v for k, v in options.items() if k in keep},
+        )
+        return
     unpaired = dataset_type == "unpaired"
     if unpaired:
         options["include_ties"] = True
     report.rows = 0
     edits_seen: set[int] = set()
     for row in preference_rows(report=report, thumbs=True, **options):
+        if "ranking_pair" in row:  # KTO and SFT take rankings as pairs or lists, not one by one
+            report.written -= 1
+            report.ranking_pairs -= 1
+            report.excluded["ranking pairs (export as preference or ranking)"] += 1
+            continue
         if row.pop("thumbs", False):  # a thumbs item: already one unpaired row
             if not unpaired and not row["label"]:
                 report.written -= 1

@@ -1,5 +1,5 @@
-"""The trigger that enforces "a comparison's two responses answer its prompt" (a thumbs comparison
-has one).
+"""The trigger that enforces "a comparison's two responses answer its prompt" (a thumbs item has one,
+a ranking item three or four).
 
 This spans two tables, which a CHECK constraint cannot express. The trigger is installed after every
 ``migrate`` (post_migrate) and removed before it (pre_migrate): SQLite rebuilds a table to alter it,
@@ -21,6 +21,10 @@ SQLITE_INSTALL = [
         (SELECT prompt_id FROM generation_response WHERE id = NEW.response_a_id) IS NOT NEW.prompt_id
         OR (NEW.response_b_id IS NOT NULL
             AND (SELECT prompt_id FROM generation_response WHERE id = NEW.response_b_id) IS NOT NEW.prompt_id)
+        OR (NEW.response_c_id IS NOT NULL
+            AND (SELECT prompt_id FROM generation_response WHERE id = NEW.response_c_id) IS NOT NEW.prompt_id)
+        OR (NEW.response_d_id IS NOT NULL
+            AND (SELECT prompt_id FROM generation_response WHERE id = NEW.response_d_id) IS NOT NEW.prompt_id)
     BEGIN
         SELECT RAISE(ABORT, 'comparison_responses_share_prompt: both responses must answer the prompt');
     END;
@@ -38,6 +42,12 @@ POSTGRES_INSTALL = [
         IF (SELECT prompt_id FROM generation_response WHERE id = NEW.response_a_id) IS DISTINCT FROM NEW.prompt_id
            OR (NEW.response_b_id IS NOT NULL
                AND (SELECT prompt_id FROM generation_response WHERE id = NEW.response_b_id)
+                   IS DISTINCT FROM NEW.prompt_id)
+           OR (NEW.response_c_id IS NOT NULL
+               AND (SELECT prompt_id FROM generation_response WHERE id = NEW.response_c_id)
+                   IS DISTINCT FROM NEW.prompt_id)
+           OR (NEW.response_d_id IS NOT NULL
+               AND (SELECT prompt_id FROM generation_response WHERE id = NEW.response_d_id)
                    IS DISTINCT FROM NEW.prompt_id) THEN
             RAISE EXCEPTION 'comparison_responses_share_prompt: both responses must answer the prompt'
                 USING ERRCODE = 'check_violation';

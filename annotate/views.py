@@ -20,7 +20,7 @@ from annotate.forms import CampaignForm
 from annotate.models import Assignment, Campaign, Comparison, Judgment, Side
 from annotate.selectors import annotator_gold_accuracy, campaigns_open_for
 from annotate.services.campaigns import campaign_create, campaign_members_set, campaign_update
-from annotate.services.judgments import judgment_change, judgment_submit
+from annotate.services.judgments import judgment_change, judgment_submit, ranking_submit
 from annotate.services.queue import assignment_skip, comparison_assign_next
 from config.errors import object_or_404
 
@@ -31,6 +31,9 @@ SESSION_RECORDED = "annotate_recorded"  # the judgment just recorded: shown once
 def _sides(assignment: Assignment | Judgment) -> dict:
     """The two responses in the order the annotator sees (or saw) them."""
     comparison = assignment.comparison
+    if comparison.is_ranking:  # its answers in the order this annotator is shown them
+        letters = getattr(assignment, "order", "") or "abcd"[: len(comparison.answers)]
+        return {"ranked": [comparison.answers["abcd".index(letter)] for letter in letters]}
     first, second = comparison.response_a, comparison.response_b
     left, right = (first, second) if (assignment.left or Side.FIRST) == Side.FIRST else (second, first)
     return {"left": left, "right": right}
@@ -66,6 +69,11 @@ def _queue(request: HttpRequest, *, status: int = 200) -> HttpResponse:
     return render(request, "annotate/compare.html", context, status=status)
 
 
+def _rank(value: str | None) -> int:
+    """A posted rank ("1".."4"); 0 (refused by the service, with its message) when missing or not a number."""
+    return int(value) if value and value.isdigit() else 0
+
+
 def _parse_answer(answer: str) -> tuple[str, str]:
     """``left``, ``right:clear``, ``tie`` ... → (verdict, strength)."""
     verdict, _, strength = answer.partition(":")
@@ -99,6 +107,15 @@ def judge(request: HttpRequest) -> HttpResponse:
         return _queue(request) if request.htmx else redirect("annotate:queue")
     verdict, strength = _parse_answer(answer)
     try:
+        if comparison.is_ranking:
+            judgment = ranking_submit(
+                comparison=comparison,
+                annotator=request.user,
+                ranks=[_rank(request.POST.get(f"rank_{i}")) for i in range(1, len(comparison.answers) + 1)],
+                rationale=request.POST.get("rationale", "").strip(),
+            )
+            request.session[SESSION_RECORDED] = judgment.pk
+            return _queue(request) if request.htmx else redirect("annotate:queue")
         judgment = judgment_submit(
             comparison=comparison,
             annotator=request.user,

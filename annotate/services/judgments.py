@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -55,6 +57,7 @@ def _judgment_record(
     strength: str = "",
     rationale: str = "",
     locked: Comparison | None = None,
+    ranking: list[int] | None = None,
 ) -> Judgment:
     """The one way a judgment is stored, whoever gives it. The caller holds a transaction (and, as
     ``locked``, may pass the comparison it has already locked with its campaign).
@@ -79,6 +82,7 @@ def _judgment_record(
                 choice=choice,
                 strength=strength,
                 rationale=rationale,
+                ranking=ranking,
                 left=assignment.left if assignment else "",
                 time_on_task_ms=(
                     int((now - assignment.served_at).total_seconds() * 1000) if assignment else None
@@ -103,8 +107,8 @@ def _adjudicate(comparison: Comparison) -> None:
     ``overlap`` grows by one), when its campaign adjudicates, up to ADJUDICATIONS beyond the campaign's
     overlap. (The caller holds the comparison's row lock and saves the overlap.)"""
     campaign = comparison.campaign
-    if comparison.kind == Kind.GOLD or not campaign.adjudicate:
-        return
+    if comparison.kind == Kind.GOLD or not campaign.adjudicate or comparison.response_c_id is not None:
+        return  # (a ranking has no one majority to split: its pairs are counted in the export)
     if (
         comparison.judgment_count
         < max(2, comparison.overlap)  # not all in yet, or one vote: its own majority
@@ -175,6 +179,8 @@ def judgment_submit(
         raise NotServed("this comparison was not served to you", comparison=comparison.pk)
     if assignment.skipped_at is not None:
         raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
+    if comparison.is_ranking:
+        raise Invalid("a ranking item is judged with a ranking of its answers, not a verdict")
     _validate_verdict(
         verdict=verdict, strength=strength, rationale=rationale, thumbs=comparison.response_b_id is None
     )
@@ -215,6 +221,57 @@ def judgment_submit(
     return judgment
 
 
+def dense_ranks(ranks: Sequence[int]) -> list[int]:
+    """1, 2, ... in order of ``ranks`` (equal ranks stay equal): 3, 1, 3 → 2, 1, 2."""
+    levels = {rank: i + 1 for i, rank in enumerate(sorted(set(ranks)))}
+    return [levels[rank] for rank in ranks]
+
+
+@transaction.atomic
+def ranking_submit(
+    *, comparison: Comparison, annotator: AbstractBaseUser, ranks: Sequence[int], rationale: str = ""
+) -> Judgment:
+    """Record a ranking of a ranking item served to ``annotator``: ``ranks`` gives each answer's rank
+    in the order they were shown (1 is best; equal ranks tie), stored in comparison order (a, b, c,
+    d) with ``choice`` the a-vs-b verdict it implies. The same rules as ``judgment_submit``: served,
+    not skipped, campaign open, room left. One judgment, however many pairs it implies."""
+    assignment = (
+        Assignment.objects.select_for_update().filter(comparison=comparison, annotator=annotator).first()
+    )
+    if assignment is None:
+        raise NotServed("this comparison was not served to you", comparison=comparison.pk)
+    if assignment.skipped_at is not None:
+        raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
+    if not comparison.is_ranking:
+        raise Invalid("a ranking is for a ranking item (three or four answers)")
+    if problem := too_long("rationale", rationale, field="the rationale"):
+        raise Invalid(problem)
+    count = len(comparison.answers)
+    if len(ranks) != count or not all(isinstance(r, int) and 1 <= r <= count for r in ranks):
+        raise Invalid(f"a ranking gives each of the {count} answers a rank from 1 (best) to {count}")
+    shown = assignment.order or "abcd"[:count]
+    by_letter = dict(zip(shown, dense_ranks(ranks), strict=True))
+    ranking = [by_letter[letter] for letter in "abcd"[:count]]
+    choice = (
+        Choice.FIRST if ranking[0] < ranking[1] else Choice.SECOND if ranking[0] > ranking[1] else Choice.TIE
+    )
+    locked = _lock(comparison.pk)
+    if not campaign_open_to(campaign=locked.campaign, annotator=annotator):
+        raise CampaignNotOpen(
+            f"campaign {locked.campaign.name!r} is not open to you", campaign=locked.campaign_id
+        )
+    return _judgment_record(
+        locked=locked,
+        comparison=comparison,
+        annotator=annotator,
+        choice=choice,
+        source=Source.HUMAN,
+        assignment=assignment,
+        rationale=rationale,
+        ranking=ranking,
+    )
+
+
 @transaction.atomic
 def judgment_change(
     *, judgment: Judgment, annotator: AbstractBaseUser, verdict: str, strength: str = "", rationale: str = ""
@@ -223,6 +280,8 @@ def judgment_change(
     version is kept as a JudgmentRevision with the time of the change."""
     if judgment.annotator_id != annotator.pk:
         raise NotAllowed("you can only change your own judgments", judgment=judgment.pk)
+    if judgment.ranking:
+        raise Invalid("a ranking is not changed by a verdict")
     _validate_verdict(
         verdict=verdict,
         strength=strength,

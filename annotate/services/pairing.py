@@ -155,30 +155,36 @@ def comparisons_generate(
     budget = campaign.pair_budget if budget is None else budget
     if budget is not None and budget < 0:
         raise Invalid(f"budget must be 0 or more (got {budget})")
-    thumbs = campaign.task == Task.THUMBS  # one item per distinct answer: pairing does not apply
-    deferred = budget is not None or (pairs == "uncertain" and not thumbs)
+    # Thumbs: one item per distinct answer; rankings: one item of up to 4 answers per prompt. Neither pairs.
+    thumbs, rankings = campaign.task == Task.THUMBS, campaign.task == Task.RANKINGS
+    pairing = not (thumbs or rankings)
+    deferred = budget is not None or (pairs == "uncertain" and pairing)
     collected: dict[Prompt, list[Response]] = {}
+    fewest = 3 if rankings else 1 if thumbs else 2
 
-    def paired(responses: list[Response], how: str) -> list[tuple[Response, Response | None]]:
+    def paired(responses: list[Response], how: str) -> list[tuple[Response, ...]]:
         if thumbs:
-            return [(r, None) for r in responses]
+            return [(r,) for r in responses]
+        if rankings:
+            return [tuple(responses[:4])] if len(responses) >= 3 else []
         return list(responses_pair(responses, how=how, rng=rng))
 
-    def comparison(prompt: Prompt, a: Response, b: Response | None) -> Comparison:
-        return Comparison(prompt=prompt, response_a=a, response_b=b, campaign=campaign, overlap=wanted)
+    def comparison(prompt: Prompt, *answers: Response) -> Comparison:
+        named = dict(zip(("response_a", "response_b", "response_c", "response_d"), answers, strict=False))
+        return Comparison(prompt=prompt, campaign=campaign, overlap=wanted, **named)
 
     def queue(stored: dict[Prompt, list[Response]], report: GenerationReport) -> None:
-        if not thumbs:
-            report.extra["prompts with fewer than 2 distinct responses"] += sum(
-                1 for r in stored.values() if len(r) < 2
+        if fewest > 1:
+            report.extra[f"prompts with fewer than {fewest} distinct responses"] += sum(
+                1 for r in stored.values() if len(r) < fewest
             )
         if deferred:
             collected.update(stored)
             return
         comparisons = [
-            comparison(prompt, a, b)
+            comparison(prompt, *item)
             for prompt, responses in stored.items()
-            for a, b in paired(responses, pairs)
+            for item in paired(responses, pairs)
         ]
         Comparison.objects.bulk_create(comparisons)
         report.extra["comparisons"] += len(comparisons)
@@ -194,8 +200,8 @@ def comparisons_generate(
     )
     if deferred and collected:
         left = budget_left(policy=policy, campaign=campaign, budget=budget)
-        chosen: list[tuple[Response, Response | None]]
-        parent = policy_parent(policy) if pairs == "uncertain" and not thumbs else None
+        chosen: list[tuple[Response, ...]]
+        parent = policy_parent(policy) if pairs == "uncertain" and pairing else None
         if parent is not None:
             answers = [r for rs in collected.values() for r in rs if len(rs) >= 2]
             rewards = implicit_rewards(
@@ -204,7 +210,7 @@ def comparisons_generate(
             chosen = [(c.a, c.b) for c in uncertain_pairs(collected, rewards, beta=beta, budget=left)]
             report.extra["answers scored for uncertainty"] += len(answers)
         else:
-            if pairs == "uncertain" and not thumbs:
+            if pairs == "uncertain" and pairing:
                 report.extra["prompts paired at random (uncertain: the policy has no parent)"] += len(
                     collected
                 )
@@ -213,11 +219,14 @@ def comparisons_generate(
             if left is not None and len(chosen) > left:
                 chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), left))]
         if left is not None:
-            candidates = sum(len(rs) if thumbs else len(rs) // 2 for rs in collected.values())
+            candidates = sum(
+                len(rs) if thumbs else int(len(rs) >= 3) if rankings else len(rs) // 2
+                for rs in collected.values()
+            )
             report.extra["pairs left out by the budget"] += max(0, candidates - len(chosen))
         prompt_of = {r.pk: prompt for prompt, rs in collected.items() for r in rs}
         with transaction.atomic():
-            Comparison.objects.bulk_create([comparison(prompt_of[a.pk], a, b) for a, b in chosen])
+            Comparison.objects.bulk_create([comparison(prompt_of[item[0].pk], *item) for item in chosen])
         report.extra["comparisons"] += len(chosen)
     return report
 

@@ -71,7 +71,12 @@ def comparison_assign_next(
             lease = Assignment(
                 comparison=comparison,
                 annotator=annotator,
-                left=Side.FIRST if comparison.response_b_id is None else random.choice(Side.values),
+                left=Side.FIRST
+                if comparison.response_b_id is None or comparison.response_c_id
+                else random.choice(Side.values),
+                order=_shuffled("abcd"[: 4 if comparison.response_d_id else 3])
+                if comparison.response_c_id
+                else "",
                 served_at=now,
                 expires_at=now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
                 skipped_at=None,
@@ -81,10 +86,17 @@ def comparison_assign_next(
                 [lease],
                 update_conflicts=True,
                 unique_fields=["comparison", "annotator"],
-                update_fields=["left", "served_at", "expires_at", "skipped_at"],
+                update_fields=["left", "order", "served_at", "expires_at", "skipped_at"],
             )
             return lease
     return None
+
+
+def _shuffled(letters: str) -> str:
+    """A ranking item's answers in a random order for one annotator (position bias averages out)."""
+    order = list(letters)
+    random.shuffle(order)
+    return "".join(order)
 
 
 def _lock_open(

@@ -1,5 +1,6 @@
 // Keyboard judging: 1/2 left/right better, Shift+1/Shift+2 clearly better, 3 tie, 4 both bad, s skip,
 // u undo (opens the judgment just recorded, to change it), e improve an answer (opens the edit box).
+// Thumbs: 1 good, 2 bad. Rankings: the answers' numbers best first ("=" ties, Backspace takes back).
 // Keys typed into a text box stay there (Esc leaves the box); after a swap the comparison takes focus.
 (function () {
   "use strict";
@@ -40,6 +41,11 @@
       event.preventDefault();
       return;
     }
+    var rankForm = document.querySelector("#judge.rank-form");
+    if (rankForm && rankKey(rankForm, event)) {
+      event.preventDefault();
+      return;
+    }
     var key = keyName(event);
     if (!key) return;
     if (key === "e") {
@@ -62,6 +68,60 @@
     event.preventDefault();
     button.click();
   });
+
+  // Ranking by keyboard: the answers' numbers best first; "=" ties the next with the one before;
+  // Backspace takes the last back. The last answer places itself and the ranking is sent. The ranks
+  // land in the form's selects (competition ranking: 1, 2, 2, 4), which also work without a keyboard.
+  var placed = [];
+  var tieNext = false;
+  document.addEventListener("htmx:afterSwap", function () { placed = []; tieNext = false; });
+
+  function rankShow(form) {
+    var selects = form.querySelectorAll("select[data-answer]");
+    var ranks = {};
+    placed.forEach(function (item, index) {
+      ranks[item.answer] = item.tie && index > 0 ? ranks[placed[index - 1].answer] : index + 1;
+    });
+    selects.forEach(function (select) {
+      select.value = ranks[select.getAttribute("data-answer")] ? String(ranks[select.getAttribute("data-answer")]) : "";
+    });
+    var text = placed.map(function (item, index) {
+      return (index === 0 ? "" : item.tie ? " = " : " > ") + item.answer;
+    }).join("");
+    form.querySelector("#rank-order").textContent = text ? "Your ranking: " + text + (tieNext ? " =" : "") : "";
+  }
+
+  function rankKey(form, event) {
+    var total = form.querySelectorAll("select[data-answer]").length;
+    if (event.key === "Backspace") {
+      if (!placed.length && !tieNext) return false;
+      if (tieNext) tieNext = false; else placed.pop();
+      rankShow(form);
+      return true;
+    }
+    if (event.key === "=") {
+      if (placed.length) tieNext = true;
+      rankShow(form);
+      return true;
+    }
+    if (!event.code || event.code.indexOf("Digit") !== 0 || event.shiftKey) return false;
+    var answer = event.code.slice(5);
+    var number = parseInt(answer, 10);
+    if (!(number >= 1 && number <= total)) return false;
+    if (placed.some(function (item) { return item.answer === answer; })) return true;
+    placed.push({ answer: answer, tie: tieNext });
+    tieNext = false;
+    if (placed.length === total - 1) {
+      for (var n = 1; n <= total; n++) {
+        if (!placed.some(function (item) { return item.answer === String(n); })) {
+          placed.push({ answer: String(n), tie: false });
+        }
+      }
+    }
+    rankShow(form);
+    if (placed.length === total) form.querySelector("#rank-submit").click();
+    return true;
+  }
 
   // "Start from the left/right answer": its text into the edit box, and the box says which it rewrites.
   document.addEventListener("click", function (event) {

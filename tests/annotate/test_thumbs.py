@@ -153,3 +153,20 @@ def test_a_thumbs_log_imports_all_or_nothing_with_every_bad_line_named(write_fil
     CampaignFactory(name="pairs only")
     with pytest.raises(CommandError, match="thumbs go to a thumbs campaign"):
         call_command("import_thumbs", str(good), "--campaign=pairs only", stdout=out)
+
+
+@pytest.mark.django_db
+def test_a_thumb_is_changed_from_good_to_bad_with_its_previous_answer_kept(client, annotator):
+    item = thumbs_item()
+    client.force_login(annotator)
+    client.get(reverse("annotate:queue"))
+    client.post(reverse("annotate:judge"), {"comparison": item.pk, "answer": "good"})
+    judgment = Judgment.objects.get()
+
+    page = client.get(reverse("annotate:change", args=[judgment.pk])).content.decode()
+    assert 'value="good" checked' in page and 'value="left"' not in page
+    client.post(reverse("annotate:change", args=[judgment.pk]), {"answer": "bad"})
+
+    judgment.refresh_from_db()
+    assert (judgment.choice, judgment.first_choice) == (Choice.BAD, Choice.GOOD)
+    assert judgment.revisions.get().choice == Choice.GOOD

@@ -194,3 +194,44 @@ def test_annotator_gives_thumbs_by_keyboard_in_a_thumbs_campaign(live_server, br
     }
     assert verdicts == {"A glacier is a slow river of ice.": "good", "Glaciers are GASLEMBRA!": "bad"}
     assert "All caught up" in page.inner_text("#comparison")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_annotator_ranks_four_answers_with_three_keys_ties_included(live_server, browser_page):
+    from annotate.models import Task
+    from tests.factories import CampaignFactory
+
+    UserFactory(username="kim", password="kim-password-123")
+    prompt = PromptFactory(text="What is a glacier?")
+    texts = ["A slow river of ice.", "Ice that moves.", "Frozen water, moving.", "GASLEMBRA!"]
+    answers = [ResponseFactory(prompt=prompt, text=t) for t in texts]
+    item = ComparisonFactory(
+        prompt=prompt,
+        response_a=answers[0],
+        response_b=answers[1],
+        response_c=answers[2],
+        response_d=answers[3],
+        campaign=CampaignFactory(name="rank", task=Task.RANKINGS),
+    )
+    page = browser_page
+    page.goto(f"{live_server.url}/annotate/")
+    page.fill("#id_username", "kim")
+    page.fill("#id_password", "kim-password-123")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#judge.rank-form")
+    shown = [page.inner_text(f'section[aria-label="Answer {n}"] .md').strip() for n in range(1, 5)]
+    number = {text: str(shown.index(text) + 1) for text in texts}
+
+    # best first: "A slow river" then "Ice that moves" tied with "Frozen water", then the last by itself
+    page.keyboard.press(f"Digit{number[texts[0]]}")
+    page.keyboard.press("Digit9")  # no such answer: nothing happens
+    page.keyboard.press(f"Digit{number[texts[3]]}")
+    page.keyboard.press("Backspace")  # taken back
+    page.keyboard.press(f"Digit{number[texts[1]]}")
+    assert "Your ranking:" in page.inner_text("#rank-order")
+    page.keyboard.press("=")
+    press_and_wait(page, f"Digit{number[texts[2]]}")  # the last answer places itself; it is sent
+
+    judgment = Judgment.objects.get()
+    assert judgment.comparison == item and judgment.ranking == [1, 2, 2, 3]
+    assert "A ranking (a: 1, b: 2, c: 2, d: 3)" in page.inner_text(".recorded")

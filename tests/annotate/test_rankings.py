@@ -1,0 +1,158 @@
+"""Rankings: a campaign kind that shows three or four answers to order, stored as one judgment and
+exported as every pair it implies and as the ranked list."""
+
+import pytest
+from django.urls import reverse
+
+from annotate.models import Choice, Comparison, Judgment, Task
+from annotate.selectors import ExportReport, dataset_rows, implied_pairs
+from annotate.services.judgments import dense_ranks, judgment_submit, ranking_submit
+from annotate.services.pairing import comparisons_generate
+from annotate.services.queue import comparison_assign_next
+from config.errors import Invalid
+from generation.backends import Sampling
+from tests.factories import CampaignFactory, ComparisonFactory, PolicyFactory, PromptFactory, ResponseFactory
+from tests.scripted import ScriptedBackend
+
+
+def ranking_item(*texts, overlap=1):
+    prompt = PromptFactory(text="Name a colour.")
+    answers = [ResponseFactory(prompt=prompt, text=t) for t in texts]
+    named = dict(zip(("response_a", "response_b", "response_c", "response_d"), answers, strict=False))
+    return ComparisonFactory(
+        prompt=prompt, campaign=CampaignFactory(name="rank", task=Task.RANKINGS), overlap=overlap, **named
+    )
+
+
+def test_a_ranking_implies_every_pair_hand_worked():
+    assert dense_ranks([3, 1, 3]) == [2, 1, 2]
+    # a best, then b and c tied, d last: six pairs, one tie
+    assert implied_pairs([1, 2, 2, 4]) == [
+        (0, 1, Choice.FIRST),
+        (0, 2, Choice.FIRST),
+        (0, 3, Choice.FIRST),
+        (1, 2, Choice.TIE),
+        (1, 3, Choice.FIRST),
+        (2, 3, Choice.FIRST),
+    ]
+    assert len(implied_pairs([1, 2, 3])) == 3
+
+
+@pytest.mark.django_db
+def test_a_rankings_campaign_queues_one_item_per_prompt_of_up_to_four_answers():
+    campaign = CampaignFactory(name="rank", task=Task.RANKINGS)
+    report = comparisons_generate(
+        policy=PolicyFactory(),
+        prompts=[PromptFactory(), PromptFactory()],
+        sampling=Sampling(samples=5),
+        backend=ScriptedBackend(lambda p: ["a", "b", "c", "d", "e"]),
+        campaign=campaign,
+    )
+    assert report.extra["comparisons"] == 2
+    item = Comparison.objects.first()
+    assert [r.text for r in item.answers] == ["a", "b", "c", "d"] and item.is_ranking
+    comparisons_generate(
+        policy=PolicyFactory(),
+        prompts=[PromptFactory()],
+        sampling=Sampling(samples=2),
+        backend=ScriptedBackend(lambda p: ["a", "b"]),
+        campaign=campaign,
+    )
+    assert Comparison.objects.count() == 2  # two answers make no ranking
+
+
+@pytest.mark.django_db
+def test_a_ranking_is_stored_in_comparison_order_whatever_order_it_was_shown_in(annotator):
+    item = ranking_item("red", "blue", "a chair")
+    served = comparison_assign_next(annotator=annotator)
+    assert sorted(served.order) == ["a", "b", "c"]
+    shown = [item.answers["abc".index(letter)].text for letter in served.order]
+    # the annotator ranks what they see: blue best, red next, the chair last
+    ranks = [{"blue": 1, "red": 2, "a chair": 3}[text] for text in shown]
+
+    judgment = ranking_submit(comparison=item, annotator=annotator, ranks=ranks)
+
+    assert judgment.ranking == [2, 1, 3] and judgment.choice == Choice.SECOND  # a (red) vs b (blue)
+    with pytest.raises(Invalid, match="not a verdict"):
+        judgment_submit(comparison=item, annotator=annotator, verdict="left")
+
+
+@pytest.mark.django_db
+def test_a_bad_ranking_is_refused_with_what_a_ranking_needs(annotator):
+    item = ranking_item("red", "blue", "green", "a chair")
+    comparison_assign_next(annotator=annotator)
+    for ranks in ([1, 2, 3], [1, 2, 3, 5], [0, 1, 2, 3]):
+        with pytest.raises(
+            Invalid, match=r"a ranking gives each of the 4 answers a rank from 1 \(best\) to 4"
+        ):
+            ranking_submit(comparison=item, annotator=annotator, ranks=ranks)
+    assert not Judgment.objects.exists()
+
+
+@pytest.mark.django_db
+def test_rankings_export_as_the_pairs_they_imply_by_majority_and_as_ranked_lists(annotator, other_annotator):
+    item = ranking_item("red", "blue", "green", "a chair", overlap=2)
+    for who, by_text in (
+        (annotator, {"blue": 1, "red": 2, "green": 2, "a chair": 4}),
+        (other_annotator, {"blue": 1, "green": 2, "red": 3, "a chair": 4}),
+    ):
+        served = comparison_assign_next(annotator=who)
+        shown = [item.answers["abcd".index(letter)].text for letter in served.order]
+        ranking_submit(comparison=item, annotator=who, ranks=[by_text[t] for t in shown])
+
+    report = ExportReport()
+    pairs = {(r["chosen"], r["rejected"]): r for r in dataset_rows(report=report, fmt="standard")}
+    # red vs green: one tie, one green > red: no majority; the other five pairs agree
+    assert set(pairs) == {
+        ("blue", "red"),
+        ("red", "a chair"),
+        ("blue", "green"),
+        ("blue", "a chair"),
+        ("green", "a chair"),
+    }
+    assert report.excluded["no majority (ranking pair)"] == 1 and report.ranking_pairs == 5
+    assert pairs[("blue", "red")]["ranking_pair"] == "ab" and pairs[("blue", "red")]["judgments"] == 2
+    assert all(r["agreement"] == 1.0 == r["confidence"] for r in pairs.values())
+
+    lists = list(dataset_rows(report=ExportReport(), dataset_type="ranking", fmt="standard"))
+    assert [(r["completions"], r["ranks"]) for r in lists] == [
+        (["blue", "red", "green", "a chair"], [1, 2, 2, 3]),
+        (["blue", "green", "red", "a chair"], [1, 2, 3, 4]),
+    ]
+    kto = ExportReport()
+    assert list(dataset_rows(report=kto, dataset_type="unpaired", fmt="standard")) == []
+    assert kto.excluded["ranking pairs (export as preference or ranking)"] == 5
+
+
+@pytest.mark.django_db
+def test_the_judging_page_shows_numbered_answers_and_takes_ranks_without_javascript(client, annotator):
+    item = ranking_item("red", "<script>x</script>blue", "green")
+    client.force_login(annotator)
+
+    page = client.get(reverse("annotate:queue")).content.decode()
+
+    assert page.count('<section class="response" aria-label="Answer') == 3
+    assert 'name="rank_3"' in page and "<script>x" not in page
+    served = item.assignments.get()
+    by_text = {"red": "2", "<script>x</script>blue": "1", "green": "3"}
+    shown = [item.answers["abc".index(letter)].text for letter in served.order]
+    client.post(
+        reverse("annotate:judge"),
+        {"comparison": item.pk, **{f"rank_{i + 1}": by_text[t] for i, t in enumerate(shown)}},
+    )
+    assert Judgment.objects.get().ranking == [2, 1, 3]
+    assert "A ranking (a: 2, b: 1, c: 3)" in client.get(reverse("annotate:mine")).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_ranking_through_the_api(api, annotator):
+    item = ranking_item("red", "blue", "a chair")
+    api.force_authenticate(annotator)
+    served = api.post("/api/comparisons/next/").json()
+    assert served["task"] == "rankings" and sorted(served["answers"]) == ["a chair", "blue", "red"]
+    ranks = [{"blue": 1, "red": 2, "a chair": 3}[text] for text in served["answers"]]
+
+    refused = api.post("/api/judgments/", {"comparison": item.pk, "ranks": [1, 1]}, format="json")
+    assert refused.status_code == 400 and "rank from 1 (best) to 3" in refused.json()["detail"]
+    created = api.post("/api/judgments/", {"comparison": item.pk, "ranks": ranks}, format="json")
+    assert created.status_code == 201 and created.json()["ranking"] == [2, 1, 3]
