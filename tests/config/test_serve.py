@@ -45,11 +45,11 @@ def served(tmp_path):
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    for _ in range(100):  # until it answers (a loaded machine may take a while to boot the workers)
         try:
-            requests.get(base + "/login/", timeout=1, allow_redirects=False)
+            requests.get(base + "/login/", timeout=5, allow_redirects=False)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
     yield base
     server.send_signal(signal.SIGTERM)
