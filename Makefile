@@ -45,6 +45,9 @@ demo: install
 	$(PY) manage.py register_policy --embedded
 	$(PY) manage.py generate --policy smollm2-135m-instruct --prompts $(DEMO_PROMPTS) \
 		--samples $(DEMO_SAMPLES) --max-new-tokens $(DEMO_MAX_TOKENS) --campaign demo --pairs all
+	@# The same answers, judged the two other ways: one at a time (thumbs) and ranked.
+	$(PY) manage.py queue_answers --policy smollm2-135m-instruct --campaign "demo thumbs" --task thumbs
+	$(PY) manage.py queue_answers --policy smollm2-135m-instruct --campaign "demo rankings" --task rankings
 	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it); a db_worker runs training rounds beside it"
 	@# The worker runs what the web queues (training rounds); it stops with the server.
 	$(PY) manage.py db_worker --interval 1 --no-reload & worker=$$!; \

@@ -123,6 +123,50 @@ def prompts_pending(*, policy: Policy, campaign: Campaign, prompts: QuerySet[Pro
     return prompts.exclude(pk__in=done.values("prompt")).order_by("id")
 
 
+def items_of(
+    campaign: Campaign, responses: Sequence[Response], *, how: str, rng: random.Random
+) -> list[tuple[Response, ...]]:
+    """What one prompt's distinct answers become in ``campaign``: pairs (``responses_pair`` by
+    ``how``), one thumbs item per answer, or one ranking item of its first 3 or 4 answers."""
+    if campaign.task == Task.THUMBS:
+        return [(r,) for r in responses]
+    if campaign.task == Task.RANKINGS:
+        return [tuple(responses[:4])] if len(responses) >= 3 else []
+    return list(responses_pair(responses, how=how, rng=rng))
+
+
+def item_new(campaign: Campaign, prompt: Prompt, answers: Sequence[Response], *, overlap: int) -> Comparison:
+    """An unsaved comparison of ``answers`` (1 to 4: a, b, c, d) in ``campaign``."""
+    named = dict(zip(("response_a", "response_b", "response_c", "response_d"), answers, strict=False))
+    return Comparison(prompt=prompt, campaign=campaign, overlap=overlap, **named)
+
+
+@transaction.atomic
+def answers_queue(
+    *, policy: Policy, campaign: Campaign, pairs: str = "random", overlap: int | None = None, seed: int = 0
+) -> int:
+    """Queue in ``campaign`` the answers ``policy`` has already given to train prompts, for the prompts
+    with none of its items there yet, as the campaign's kind of item (``items_of``): the same answers
+    judged as thumbs or ranked, without sampling again. Returns how many items were queued."""
+    if pairs not in ("random", "all"):
+        raise Invalid(f"pairs must be random or all here (got {pairs!r})")
+    rng = random.Random(seed)
+    pending = prompts_pending(
+        policy=policy, campaign=campaign, prompts=Prompt.objects.filter(split=Split.TRAIN)
+    )
+    answers: dict[int, list[Response]] = {}
+    for response in Response.objects.filter(policy=policy, heldout=False, prompt__in=pending).order_by("id"):
+        answers.setdefault(response.prompt_id, []).append(response)
+    prompts = {p.pk: p for p in Prompt.objects.filter(pk__in=answers)}
+    items = [
+        item_new(campaign, prompts[prompt_id], item, overlap=overlap or campaign.overlap)
+        for prompt_id, responses in answers.items()
+        for item in items_of(campaign, responses, how=pairs, rng=rng)
+    ]
+    Comparison.objects.bulk_create(items)
+    return len(items)
+
+
 def comparisons_generate(
     *,
     policy: Policy,
@@ -163,15 +207,10 @@ def comparisons_generate(
     fewest = 3 if rankings else 1 if thumbs else 2
 
     def paired(responses: list[Response], how: str) -> list[tuple[Response, ...]]:
-        if thumbs:
-            return [(r,) for r in responses]
-        if rankings:
-            return [tuple(responses[:4])] if len(responses) >= 3 else []
-        return list(responses_pair(responses, how=how, rng=rng))
+        return items_of(campaign, responses, how=how, rng=rng)
 
     def comparison(prompt: Prompt, *answers: Response) -> Comparison:
-        named = dict(zip(("response_a", "response_b", "response_c", "response_d"), answers, strict=False))
-        return Comparison(prompt=prompt, campaign=campaign, overlap=wanted, **named)
+        return item_new(campaign, prompt, answers, overlap=wanted)
 
     def queue(stored: dict[Prompt, list[Response]], report: GenerationReport) -> None:
         if fewest > 1:

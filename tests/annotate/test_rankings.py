@@ -156,3 +156,29 @@ def test_a_ranking_through_the_api(api, annotator):
     assert refused.status_code == 400 and "rank from 1 (best) to 3" in refused.json()["detail"]
     created = api.post("/api/judgments/", {"comparison": item.pk, "ranks": ranks}, format="json")
     assert created.status_code == 201 and created.json()["ranking"] == [2, 1, 3]
+
+
+@pytest.mark.django_db
+def test_a_policys_answers_are_queued_again_as_thumbs_and_rankings_without_sampling():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    policy = PolicyFactory(name="smol")
+    comparisons_generate(
+        policy=policy,
+        prompts=[PromptFactory(), PromptFactory()],
+        sampling=Sampling(samples=3),
+        backend=ScriptedBackend(lambda p: ["a", "b", "c"]),
+        campaign=CampaignFactory(name="demo"),
+    )
+    out = StringIO()
+    call_command("queue_answers", "--policy=smol", "--campaign=demo thumbs", "--task=thumbs", stdout=out)
+    call_command("queue_answers", "--policy=smol", "--campaign=demo rankings", "--task=rankings", stdout=out)
+    call_command("queue_answers", "--policy=smol", "--campaign=demo rankings", "--task=rankings", stdout=out)
+
+    assert Comparison.objects.filter(campaign__name="demo thumbs", response_b__isnull=True).count() == 6
+    rankings = Comparison.objects.filter(campaign__name="demo rankings")
+    assert rankings.count() == 2 and all(len(c.answers) == 3 for c in rankings)
+    assert "6 thumbs items" in out.getvalue() and out.getvalue().rstrip().endswith("campaign 'demo rankings'")
+    assert "0 rankings items" in out.getvalue()  # the rerun queued nothing new
