@@ -144,3 +144,22 @@ def test_the_web_process_loads_no_torch():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.django_db
+def test_a_campaigns_task_and_pair_budget_are_set_on_the_web_and_the_api_and_a_task_stays(api, staff, client):
+    api.force_authenticate(staff)
+    created = api.post(
+        "/api/campaigns/", {"name": "thumbs", "task": "thumbs", "pair_budget": 40}, format="json"
+    ).json()
+    assert (created["task"], created["pair_budget"]) == ("thumbs", 40)
+    refused = api.post("/api/campaigns/", {"name": "x", "pair_budget": -1}, format="json")
+    assert refused.status_code == 400
+    client.force_login(staff)
+    client.post(reverse("annotate:campaigns"), {"name": "ranked", "task": "rankings", "overlap": 1, "gold_rate": 0, "priority": 0, "status": "open", "open_to_all": "on", "adjudicate": "on"})  # fmt: skip
+    ranked = Campaign.objects.get(name="ranked")
+    assert ranked.task == "rankings" and ranked.pair_budget is None
+    assert "rankings" in client.get(reverse("annotate:campaigns")).content.decode()
+    ComparisonFactory(campaign=Campaign.objects.get(name="thumbs"), response_b=None)
+    changed = api.patch(f"/api/campaigns/{created['id']}/", {"task": "pairs"}, format="json")
+    assert changed.json()["error"] == "conflict" and "its task (thumbs) stays" in changed.json()["detail"]
