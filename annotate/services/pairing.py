@@ -248,6 +248,7 @@ def comparisons_generate(
             )
             chosen = [(c.a, c.b) for c in uncertain_pairs(collected, rewards, beta=beta, budget=left)]
             report.extra["answers scored for uncertainty"] += len(answers)
+            offered = sum(len(rs) // 2 for rs in collected.values())  # what it queues without a budget
         else:
             if pairs == "uncertain" and pairing:
                 report.extra["prompts paired at random (uncertain: the policy has no parent)"] += len(
@@ -255,14 +256,11 @@ def comparisons_generate(
                 )
             how = "random" if pairs == "uncertain" else pairs
             chosen = [pair for rs in collected.values() for pair in paired(rs, how)]
+            offered = len(chosen)
             if left is not None and len(chosen) > left:
                 chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), left))]
         if left is not None:
-            candidates = sum(
-                len(rs) if thumbs else int(len(rs) >= 3) if rankings else len(rs) // 2
-                for rs in collected.values()
-            )
-            report.extra["pairs left out by the budget"] += max(0, candidates - len(chosen))
+            report.extra["pairs left out by the budget"] += max(0, offered - len(chosen))
         prompt_of = {r.pk: prompt for prompt, rs in collected.items() for r in rs}
         with transaction.atomic():
             Comparison.objects.bulk_create([comparison(prompt_of[item[0].pk], *item) for item in chosen])
