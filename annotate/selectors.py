@@ -195,6 +195,22 @@ def export_comparisons(
     return comparisons
 
 
+MULTI_TURN = "multi-turn prompt (standard format)"
+
+
+def _prompt_of(messages: list[dict[str, Any]], fmt: str) -> Any | None:
+    """A row's prompt: the messages (conversational) or the one user message's text (standard);
+    None for a multi-turn prompt in the standard format, which cannot hold it."""
+    if fmt == "conversational":
+        return messages
+    return messages[0]["content"] if len(messages) == 1 else None
+
+
+def _answer(text: str, fmt: str) -> Any:
+    """A row's answer: one assistant message (conversational) or the text (standard)."""
+    return [{"role": "assistant", "content": text}] if fmt == "conversational" else text
+
+
 def preference_rows(
     *,
     report: ExportReport,
@@ -270,21 +286,17 @@ def preference_rows(
         if winner in (Choice.TIE, Choice.BOTH_BAD) and not include_ties:
             report.excluded["tie" if winner == Choice.TIE else "both bad"] += 1
             continue
-        prompt = comparison.prompt
-        messages = prompt.as_messages()
-        if fmt == "standard" and (len(messages) != 1):
-            report.excluded["multi-turn prompt (standard format)"] += 1
+        prompt = _prompt_of(comparison.prompt.as_messages(), fmt)
+        if prompt is None:
+            report.excluded[MULTI_TURN] += 1
             continue
         first, second = comparison.response_a.text, comparison.response_b.text
         chosen, rejected = (second, first) if winner == Choice.SECOND else (first, second)
-        if fmt == "conversational":
-            row: dict[str, Any] = {
-                "prompt": messages,
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-            }
-        else:
-            row = {"prompt": messages[0]["content"], "chosen": chosen, "rejected": rejected}
+        row: dict[str, Any] = {
+            "prompt": prompt,
+            "chosen": _answer(chosen, fmt),
+            "rejected": _answer(rejected, fmt),
+        }
         if include_ties:
             row["outcome"] = winner if winner in (Choice.TIE, Choice.BOTH_BAD) else "preferred"
         row.update(comparison_id=comparison.pk, judgments=len(choices), agreement=round(agreement, 4))
@@ -314,16 +326,11 @@ def _thumbs_row(
     if agreement < min_agreement:
         report.excluded[f"agreement below {min_agreement:g}"] += 1
         return
-    messages = comparison.prompt.as_messages()
-    if fmt == "standard" and len(messages) != 1:
-        report.excluded["multi-turn prompt (standard format)"] += 1
+    prompt = _prompt_of(comparison.prompt.as_messages(), fmt)
+    if prompt is None:
+        report.excluded[MULTI_TURN] += 1
         return
-    text = comparison.response_a.text
-    row: dict[str, Any] = (
-        {"prompt": messages, "completion": [{"role": "assistant", "content": text}]}
-        if fmt == "conversational"
-        else {"prompt": messages[0]["content"], "completion": text}
-    )
+    row: dict[str, Any] = {"prompt": prompt, "completion": _answer(comparison.response_a.text, fmt)}
     row.update(label=winner == Choice.GOOD, comparison_id=comparison.pk, judgments=len(choices))
     row.update(agreement=round(agreement, 4), thumbs=True)
     report.written += 1
@@ -361,9 +368,9 @@ def _ranking_pairs(
     if not rankings:
         report.excluded["not judged"] += 1
         return
-    messages = comparison.prompt.as_messages()
-    if fmt == "standard" and len(messages) != 1:
-        report.excluded["multi-turn prompt (standard format)"] += 1
+    prompt = _prompt_of(comparison.prompt.as_messages(), fmt)
+    if prompt is None:
+        report.excluded[MULTI_TURN] += 1
         return
     answers = comparison.answers
     votes: dict[tuple[int, int], list[str]] = {}
@@ -382,14 +389,11 @@ def _ranking_pairs(
             report.excluded["tie (ranking pair)"] += 1
             continue
         chosen, rejected = (answers[j], answers[i]) if winner == Choice.SECOND else (answers[i], answers[j])
-        if fmt == "conversational":
-            row: dict[str, Any] = {
-                "prompt": messages,
-                "chosen": [{"role": "assistant", "content": chosen.text}],
-                "rejected": [{"role": "assistant", "content": rejected.text}],
-            }
-        else:
-            row = {"prompt": messages[0]["content"], "chosen": chosen.text, "rejected": rejected.text}
+        row: dict[str, Any] = {
+            "prompt": prompt,
+            "chosen": _answer(chosen.text, fmt),
+            "rejected": _answer(rejected.text, fmt),
+        }
         if include_ties:
             row["outcome"] = "tie" if winner == Choice.TIE else "preferred"
         row.update(comparison_id=comparison.pk, judgments=len(verdicts), agreement=round(agreement, 4))
@@ -424,17 +428,12 @@ def ranking_rows(
     )
     for judgment in judgments.iterator(chunk_size=500):
         comparison = judgment.comparison
-        messages = comparison.prompt.as_messages()
-        if fmt == "standard" and len(messages) != 1:
-            report.excluded["multi-turn prompt (standard format)"] += 1
+        prompt = _prompt_of(comparison.prompt.as_messages(), fmt)
+        if prompt is None:
+            report.excluded[MULTI_TURN] += 1
             continue
         ordered = sorted(zip(judgment.ranking, comparison.answers, strict=True), key=lambda pair: pair[0])
-        texts = [answer.text for _, answer in ordered]
-        row: dict[str, Any] = (
-            {"prompt": messages, "completions": [[{"role": "assistant", "content": t}] for t in texts]}
-            if fmt == "conversational"
-            else {"prompt": messages[0]["content"], "completions": texts}
-        )
+        row: dict[str, Any] = {"prompt": prompt, "completions": [_answer(a.text, fmt) for _, a in ordered]}
         row.update(
             ranks=[rank for rank, _ in ordered],
             comparison_id=comparison.pk,
@@ -452,20 +451,17 @@ def _edit_rows(
     the comparison's own label (an edit is one person's explicit answer: agreement and confidence 1)."""
     if not edits:
         return
-    messages = comparison.prompt.as_messages()
-    if fmt == "standard" and len(messages) != 1:
+    prompt = _prompt_of(comparison.prompt.as_messages(), fmt)
+    if prompt is None:
         return  # the comparison's own row counts the multi-turn exclusion
     for edit in edits:
         report.edits += 1
         for original in (r for r in (comparison.response_a, comparison.response_b) if r is not None):
-            if fmt == "conversational":
-                row: dict[str, Any] = {
-                    "prompt": messages,
-                    "chosen": [{"role": "assistant", "content": edit.text}],
-                    "rejected": [{"role": "assistant", "content": original.text}],
-                }
-            else:
-                row = {"prompt": messages[0]["content"], "chosen": edit.text, "rejected": original.text}
+            row: dict[str, Any] = {
+                "prompt": prompt,
+                "chosen": _answer(edit.text, fmt),
+                "rejected": _answer(original.text, fmt),
+            }
             row.update(comparison_id=comparison.pk, judgments=1, agreement=1.0)
             if fit:
                 row["confidence"] = 1.0
