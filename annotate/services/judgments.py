@@ -25,7 +25,7 @@ from annotate.models import (
     Strength,
     Verdict,
 )
-from annotate.selectors import campaign_open_to, majority
+from annotate.selectors import campaign_open_to, implied_pairs, majority
 from config.errors import Invalid, NotAllowed
 from config.limits import too_long
 from generation.models import FinishReason, Response
@@ -148,6 +148,30 @@ def choice_for(*, verdict: str, left: str) -> str:
     return verdict
 
 
+def _served(*, comparison: Comparison, annotator: AbstractBaseUser) -> Assignment:
+    """The annotator's assignment of ``comparison``, locked: NotServed when it was never served to
+    them, AlreadySkipped when they skipped it."""
+    assignment = (
+        Assignment.objects.select_for_update().filter(comparison=comparison, annotator=annotator).first()
+    )
+    if assignment is None:
+        raise NotServed("this comparison was not served to you", comparison=comparison.pk)
+    if assignment.skipped_at is not None:
+        raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
+    return assignment
+
+
+def _lock_open(*, comparison: Comparison, annotator: AbstractBaseUser) -> Comparison:
+    """The comparison locked (``_lock``), while its campaign is still open to the annotator
+    (CampaignNotOpen: paused, closed, or they were taken off its members)."""
+    locked = _lock(comparison.pk)
+    if not campaign_open_to(campaign=locked.campaign, annotator=annotator):
+        raise CampaignNotOpen(
+            f"campaign {locked.campaign.name!r} is not open to you", campaign=locked.campaign_id
+        )
+    return locked
+
+
 @transaction.atomic
 def judgment_submit(
     *,
@@ -172,13 +196,7 @@ def judgment_submit(
     judgment on an expired lease is
     accepted while the comparison still has room (its row is locked, so overlap holds: the lease only
     reserved the slot) and refused with ComparisonFull once others have filled it."""
-    assignment = (
-        Assignment.objects.select_for_update().filter(comparison=comparison, annotator=annotator).first()
-    )
-    if assignment is None:
-        raise NotServed("this comparison was not served to you", comparison=comparison.pk)
-    if assignment.skipped_at is not None:
-        raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
+    assignment = _served(comparison=comparison, annotator=annotator)
     if comparison.is_ranking:
         raise Invalid("a ranking item is judged with a ranking of its answers, not a verdict")
     _validate_verdict(
@@ -189,11 +207,7 @@ def judgment_submit(
         raise Invalid(problem)
     if edit_of not in ("", Verdict.LEFT, Verdict.RIGHT):
         raise Invalid(f"edit_of must be left, right or blank (got {edit_of!r})")
-    locked = _lock(comparison.pk)
-    if not campaign_open_to(campaign=locked.campaign, annotator=annotator):
-        raise CampaignNotOpen(
-            f"campaign {locked.campaign.name!r} is not open to you", campaign=locked.campaign_id
-        )
+    locked = _lock_open(comparison=comparison, annotator=annotator)
     judgment = _judgment_record(
         locked=locked,
         comparison=comparison,
@@ -235,13 +249,7 @@ def ranking_submit(
     in the order they were shown (1 is best; equal ranks tie), stored in comparison order (a, b, c,
     d) with ``choice`` the a-vs-b verdict it implies. The same rules as ``judgment_submit``: served,
     not skipped, campaign open, room left. One judgment, however many pairs it implies."""
-    assignment = (
-        Assignment.objects.select_for_update().filter(comparison=comparison, annotator=annotator).first()
-    )
-    if assignment is None:
-        raise NotServed("this comparison was not served to you", comparison=comparison.pk)
-    if assignment.skipped_at is not None:
-        raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
+    assignment = _served(comparison=comparison, annotator=annotator)
     if not comparison.is_ranking:
         raise Invalid("a ranking is for a ranking item (three or four answers)")
     if problem := too_long("rationale", rationale, field="the rationale"):
@@ -252,14 +260,8 @@ def ranking_submit(
     shown = assignment.order or "abcd"[:count]
     by_letter = dict(zip(shown, dense_ranks(ranks), strict=True))
     ranking = [by_letter[letter] for letter in "abcd"[:count]]
-    choice = (
-        Choice.FIRST if ranking[0] < ranking[1] else Choice.SECOND if ranking[0] > ranking[1] else Choice.TIE
-    )
-    locked = _lock(comparison.pk)
-    if not campaign_open_to(campaign=locked.campaign, annotator=annotator):
-        raise CampaignNotOpen(
-            f"campaign {locked.campaign.name!r} is not open to you", campaign=locked.campaign_id
-        )
+    (_, _, choice), *_ = implied_pairs(ranking)  # a against b
+    locked = _lock_open(comparison=comparison, annotator=annotator)
     return _judgment_record(
         locked=locked,
         comparison=comparison,
