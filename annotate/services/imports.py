@@ -29,6 +29,19 @@ def _response_for(*, prompt: Prompt, text: str) -> Response:
     return existing or Response.objects.create(prompt=prompt, policy=None, text=text)
 
 
+def _prompt_ids(drafts: Sequence[PreferenceDraft | ThumbsDraft]) -> dict[str, int]:
+    """The id of each draft's prompt (imported already), by content hash, read a chunk at a time."""
+    hashes = list({d.prompt.content_hash for d in drafts})
+    prompt_ids: dict[str, int] = {}
+    for start in range(0, len(hashes), _CHUNK):
+        prompt_ids.update(
+            Prompt.objects.filter(content_hash__in=hashes[start : start + _CHUNK]).values_list(
+                "content_hash", "pk"
+            )
+        )
+    return prompt_ids
+
+
 @transaction.atomic
 def preferences_import(
     *,
@@ -47,14 +60,7 @@ def preferences_import(
     pair (100,000 pairs import in well under a minute); one transaction, all or nothing.
     """
     prompt_result = prompts_import(drafts=[d.prompt for d in drafts], split=split, tags=tags, source=source)
-    hashes = list({d.prompt.content_hash for d in drafts})
-    prompt_ids: dict[str, int] = {}
-    for start in range(0, len(hashes), _CHUNK):
-        prompt_ids.update(
-            Prompt.objects.filter(content_hash__in=hashes[start : start + _CHUNK]).values_list(
-                "content_hash", "pk"
-            )
-        )
+    prompt_ids = _prompt_ids(drafts)
     wanted = overlap or campaign.overlap
 
     # Responses: the policy-less ones these prompts already have, then the missing ones, in bulk.
@@ -142,11 +148,7 @@ def thumbs_import(
     if campaign.task != Task.THUMBS:
         raise Invalid(f"campaign {campaign.name!r} asks for {campaign.task}; thumbs go to a thumbs campaign")
     prompt_result = prompts_import(drafts=[d.prompt for d in drafts], split=split, tags=tags, source=source)
-    prompt_ids = dict(
-        Prompt.objects.filter(content_hash__in={d.prompt.content_hash for d in drafts}).values_list(
-            "content_hash", "pk"
-        )
-    )
+    prompt_ids = _prompt_ids(drafts)
     wanted = overlap or campaign.overlap
     seen = set(
         Comparison.objects.filter(prompt_id__in=prompt_ids.values(), response_b__isnull=True).values_list(
