@@ -121,7 +121,7 @@ class AssignedComparisonSerializer(serializers.Serializer):
         comparison = assignment.comparison
         if not comparison.is_ranking:
             return None
-        return [comparison.answers["abcd".index(letter)].text for letter in assignment.order]
+        return [answer.text for answer in comparison.answers_in(assignment.order)]
 
     def _text(self, assignment: Assignment, side: str) -> str | None:
         comparison = assignment.comparison

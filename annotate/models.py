@@ -211,6 +211,12 @@ class Comparison(models.Model):
             r for r in (self.response_a, self.response_b, self.response_c, self.response_d) if r is not None
         ]
 
+    def answers_in(self, order: str) -> list[Response]:
+        """Its answers in ``order`` (letters of a-d, as ``Assignment.order`` records what an annotator
+        was shown); "" is comparison order."""
+        answers = self.answers
+        return [answers["abcd".index(letter)] for letter in order] if order else answers
+
     @property
     def is_ranking(self) -> bool:
         return self.response_c_id is not None

@@ -32,8 +32,7 @@ def _sides(assignment: Assignment | Judgment) -> dict:
     """The two responses in the order the annotator sees (or saw) them."""
     comparison = assignment.comparison
     if comparison.is_ranking:  # its answers in the order this annotator is shown them
-        letters = getattr(assignment, "order", "") or "abcd"[: len(comparison.answers)]
-        return {"ranked": [comparison.answers["abcd".index(letter)] for letter in letters]}
+        return {"ranked": comparison.answers_in(getattr(assignment, "order", ""))}
     first, second = comparison.response_a, comparison.response_b
     left, right = (first, second) if (assignment.left or Side.FIRST) == Side.FIRST else (second, first)
     return {"left": left, "right": right}
