@@ -429,12 +429,15 @@ def controlled_head_to_head(
     if not mine:
         return None
 
+    def rate_of(fit: ControlledFit) -> float:
+        return _implied_rate(fit.ratings[str(policy)], fit.ratings[str(opponent)])
+
     def rate(sample: Sequence[PolicyGame]) -> float:
-        ratings = _controlled(sample).ratings
-        return _implied_rate(ratings[str(policy)], ratings[str(opponent)])
+        return rate_of(_controlled(sample))
 
     low, high = bootstrap_interval(mine, rate, resamples=resamples, seed=seed)  # type: ignore[arg-type]
-    return {"rate": rate(mine), "low": low, "high": high, "length_coefficient": _controlled(mine).length}
+    fit = _controlled(mine)  # the point estimate: one fit for the rate and the coefficient
+    return {"rate": rate_of(fit), "low": low, "high": high, "length_coefficient": fit.length}
 
 
 @dataclass
