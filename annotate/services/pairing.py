@@ -32,8 +32,8 @@ def responses_pair(
     """Pairs of distinct responses to compare.
 
     random: disjoint pairs in a random order (K responses give K // 2); all: every pair (K·(K-1)/2);
-    best-worst-by-logprob: the most likely response against the least likely one. (uncertain needs
-    the policy's implicit rewards: ``uncertain_pairs``.)
+    best-worst-by-logprob: the most likely response against the least likely one. (Uncertain pairs
+    need the policy's implicit rewards: ``uncertain_pairs``.)
     """
     if len(responses) < 2:
         return []
@@ -45,8 +45,8 @@ def responses_pair(
             ranked = sorted(scored, key=lambda r: r.mean_logprob)
             return [(ranked[-1], ranked[0])]
         how = "random"  # a backend that gave no log-probs: fall back to a random pair
-    if how not in ("random", "uncertain"):
-        raise Invalid(f"pairs must be one of {', '.join(PAIRINGS)} (got {how!r})")
+    if how != "random":
+        raise Invalid(f"pairs must be one of random, all, best-worst-by-logprob here (got {how!r})")
     shuffled = list(responses)
     rng.shuffle(shuffled)
     return [(shuffled[i], shuffled[i + 1]) for i in range(0, len(shuffled) - 1, 2)]
