@@ -73,6 +73,18 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
     )
     p.add_argument("--sharding", choices=SHARDING, default="ddp", help="under torchrun: ddp or fsdp")
     p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
+    p.add_argument(
+        "--kl-every",
+        type=int,
+        default=0,
+        help="every N steps estimate KL(policy ‖ reference) per token on answers to --kl-prompts and stop "
+        "past --kl-budget, keeping the last checkpoint within it (0: never)",
+    )
+    p.add_argument("--kl-budget", type=float, default=0.0, help="nats per token")
+    p.add_argument("--kl-prompts", help='held-out prompts, JSONL {"prompt": text or messages}')
+    p.add_argument("--kl-max-new-tokens", type=int, default=128)
+    p.add_argument("--kl-temperature", type=float, default=1.0)
+    p.add_argument("--kl-top-p", type=float, default=1.0)
     a = p.parse_args(argv)
     try:
         return DPOConfig(
@@ -110,6 +122,12 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
             gradient_checkpointing=a.gradient_checkpointing,
             sharding=a.sharding,
             compile=a.compile,
+            kl_every=a.kl_every,
+            kl_budget=a.kl_budget,
+            kl_prompts_path=a.kl_prompts,
+            kl_max_new_tokens=a.kl_max_new_tokens,
+            kl_temperature=a.kl_temperature,
+            kl_top_p=a.kl_top_p,
         )
     except ValueError as exc:
         p.error(str(exc))
@@ -126,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"final": str(result.final_dir), "steps": result.steps, **result.last_metrics}
     if result.merged_dir:
         summary["merged"] = str(result.merged_dir)
+    if result.kl_stop:
+        summary["kl_stop"] = result.kl_stop
     if result.eval_before:
         summary["eval_before"], summary["eval_after"] = result.eval_before, result.eval_after
     print(json.dumps(summary, indent=2))

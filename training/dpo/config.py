@@ -52,6 +52,15 @@ class DPOConfig:
     gradient_checkpointing: bool = False
     sharding: str = "ddp"  # under torchrun: ddp (a whole model per process) or fsdp (parameters sharded)
     compile: bool = False  # torch.compile each decoder layer
+    # Early stop: every kl_every steps the policy answers the prompts of kl_prompts_path and KL(policy ‖
+    # reference) per token is estimated on those answers (kl.py); past kl_budget the run stops and
+    # keeps the last checkpoint within it (checkpoints are then written at the checks, not per epoch).
+    kl_every: int = 0  # 0: never
+    kl_budget: float = 0.0  # nats per token
+    kl_prompts_path: str | None = None  # JSONL {"prompt": str | [messages]}: held-out prompts
+    kl_max_new_tokens: int = 128  # sampling of the answers the estimate is made on
+    kl_temperature: float = 1.0
+    kl_top_p: float = 1.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -85,6 +94,16 @@ class DPOConfig:
             raise ValueError(f"lora_r must be >= 0 (got {self.lora_r})")
         if self.merge and not self.lora_r:
             raise ValueError("merge applies to LoRA training only (set lora_r)")
+        if self.kl_every < 0:
+            raise ValueError(f"kl_every must be >= 0 (got {self.kl_every})")
+        if self.kl_every and not (self.kl_budget > 0 and self.kl_prompts_path):
+            raise ValueError("kl_every needs kl_budget > 0 and kl_prompts_path (the held-out prompts)")
+        if self.kl_every and (
+            self.kl_max_new_tokens < 1 or self.kl_temperature < 0 or not 0 < self.kl_top_p <= 1
+        ):
+            raise ValueError("kl_max_new_tokens must be >= 1, kl_temperature >= 0 and kl_top_p in (0, 1]")
+        if self.kl_every and self.sharding == "fsdp":
+            raise ValueError("kl_every (the early stop) needs whole models per process: use ddp, not fsdp")
 
     @property
     def reference_free(self) -> bool:

@@ -32,7 +32,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from training.dpo import kl as heldout_kl
 from training.dpo import losses
+from training.dpo.attention import NAME as VARLEN
 from training.dpo.attention import varlen_enable
 from training.dpo.checkpoint import STATE_FILE, checkpoint_latest, checkpoint_save, directory_write_atomic
 from training.dpo.config import UNPAIRED, DPOConfig
@@ -67,6 +69,10 @@ class TrainResult:
     eval_after: dict[str, float] = field(default_factory=dict)
     reference_seconds: float = 0.0  # the one reference pass
     train_seconds: float = 0.0  # the optimizer steps (reference pass, evaluation and saving excluded)
+    # with kl_every: each check's step and estimate; and where the budget was passed, the step it was
+    # passed at, its estimate and the step whose weights were kept (the last check within, or 0)
+    kl_checks: list[tuple[int, float]] = field(default_factory=list)
+    kl_stop: dict[str, float] | None = None
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -470,6 +476,7 @@ def train(
                 if json.loads(line).get("step", 0) <= step and "eval_before" not in line
             ]
             (out / METRICS_FILE).write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    kl_check = _kl_checker(cfg, model, tokenizer, dtype, device, rank, world) if cfg.kl_every else None
     trained: Any = scorer
     if world > 1 and not fsdp:
         trained = nn.parallel.DistributedDataParallel(
@@ -526,6 +533,10 @@ def train(
     )
     metrics: dict[str, float] = {}
     train_seconds = 0.0
+    kl_checks: list[tuple[int, float]] = []
+    kl_stop: dict[str, float] | None = None
+    if kl_check is not None and resume_from is None:
+        save_checkpoint()  # step 0 is within any budget: what is kept if the first check passes it
     scorer.train()
     shuffled: tuple[int, list[Batch]] = (-1, [])
     while step < total_steps:
@@ -633,6 +644,15 @@ def train(
             "learning_rate": float(learning_rate),
             "tokens/s": totals[tokens_index].item() / elapsed,
         }
+        checked = kl_check is not None and (step % cfg.kl_every == 0 or step == total_steps)
+        if checked:
+            assert kl_check is not None
+            estimate = kl_check(step)
+            scorer.train()
+            metrics["eval/kl"] = estimate
+            kl_checks.append((step, estimate))
+            if estimate > cfg.kl_budget:
+                kl_stop = {"step": step, "kl": estimate, "budget": cfg.kl_budget}
         if is_main:
             out.mkdir(parents=True, exist_ok=True)
             with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
@@ -641,11 +661,28 @@ def train(
                 on_metrics(metrics)
             progress.set_postfix(loss=f"{metrics['loss']:.4f}")
             progress.update(1)
-        if (cfg.save_steps and step % cfg.save_steps == 0) or (
+        if kl_stop is not None:
+            break
+        if kl_check is not None:  # checkpoints at the checks within the budget only: the newest is kept
+            if checked:
+                save_checkpoint()
+        elif (cfg.save_steps and step % cfg.save_steps == 0) or (
             not cfg.save_steps and step % groups_per_epoch == 0
         ):
             save_checkpoint()
     progress.close()
+    if kl_stop is not None:
+        last_within = checkpoint_latest(out)
+        assert last_within is not None  # step 0's, at least
+        kl_stop["kept_step"] = _weights_restore(cfg, model, last_within, dtype)
+        if is_main:
+            with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
+                stream.write(json.dumps({"step": step, "kl_stop": kl_stop}) + "\n")
+            if on_progress is not None:
+                on_progress(
+                    f"stopped at step {step}: held-out KL {kl_stop['kl']:.3f} nats/token > budget "
+                    f"{cfg.kl_budget:g}; keeping step {kl_stop['kept_step']:.0f}"
+                )
 
     eval_after = _evaluate(cfg, scorer, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
     if fsdp:
@@ -675,8 +712,99 @@ def train(
     if world > 1:
         dist.barrier()
     return TrainResult(
-        out, final_dir, merged_dir, step, metrics, eval_before, eval_after, reference_seconds, train_seconds
+        out,
+        final_dir,
+        merged_dir,
+        step,
+        metrics,
+        eval_before,
+        eval_after,
+        reference_seconds,
+        train_seconds,
+        kl_checks,
+        kl_stop,
     )
+
+
+def _kl_checker(
+    cfg: DPOConfig,
+    model: Model,
+    tokenizer: Any,
+    dtype: torch.dtype,
+    device: torch.device,
+    rank: int,
+    world: int,
+) -> Callable[[int], float]:
+    """``check(step)``: the held-out KL estimate now (kl.py), the same on every process (each
+    samples its share of the prompts). The reference is held for the whole run: with LoRA it is
+    the base with adapters off; otherwise a frozen copy (``ref_path`` or the starting model) beside
+    the policy, which doubles the weights in memory while the early stop is on."""
+    assert cfg.kl_prompts_path is not None
+    prompts = heldout_kl.prompts_read(cfg.kl_prompts_path)
+    rendered = heldout_kl.prompts_render(
+        tokenizer, prompts, max_prompt_length=cfg.max_prompt_length or cfg.max_length // 2
+    )[rank::world]
+    causal = causal_of(model)
+    pad_id, stop_ids = tokenizer.pad_token_id, heldout_kl.eos_ids(causal, tokenizer)
+    reference: Any = None
+    if not cfg.lora_r:
+        from transformers import AutoModelForCausalLM
+
+        reference = AutoModelForCausalLM.from_pretrained(cfg.ref_path or cfg.policy_path, dtype=dtype)
+        reference.to(device).eval().requires_grad_(False)
+
+    def check(step: int) -> float:
+        packed = causal.config._attn_implementation
+        if packed == VARLEN:  # packed attention takes packed rows only: padded batches here
+            causal.set_attn_implementation("sdpa")
+        try:
+            causal.eval()
+            return measure(step)
+        finally:
+            if packed == VARLEN:
+                causal.set_attn_implementation(VARLEN)
+
+    def measure(step: int) -> float:
+        answers = heldout_kl.answers_sample(
+            causal,
+            rendered,
+            pad_id=pad_id,
+            stop_ids=stop_ids,
+            temperature=cfg.kl_temperature,
+            top_p=cfg.kl_top_p,
+            max_new_tokens=cfg.kl_max_new_tokens,
+            seed=cfg.seed + step * world + rank,
+            device=device,
+        )
+        mine = heldout_kl.answers_logps(causal, rendered, answers, pad_id=pad_id, device=device)
+        if reference is None:
+            with model.disable_adapter():
+                theirs = heldout_kl.answers_logps(causal, rendered, answers, pad_id=pad_id, device=device)
+        else:
+            theirs = heldout_kl.answers_logps(reference, rendered, answers, pad_id=pad_id, device=device)
+        sums = torch.tensor([(mine - theirs).sum().item(), float(len(answers))], dtype=torch.float64)
+        if world > 1:
+            on = sums.to(device)
+            dist.all_reduce(on)
+            sums = on.cpu()
+        return sums[0].item() / max(1.0, sums[1].item())
+
+    return check
+
+
+def _weights_restore(cfg: DPOConfig, model: Model, checkpoint: Path, dtype: torch.dtype) -> int:
+    """Load ``checkpoint``'s weights (a LoRA run: its adapter) into ``model``; returns its step."""
+    if cfg.lora_r:
+        from peft import load_peft_weights, set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_peft_weights(str(checkpoint)))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        saved = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=dtype)
+        causal_of(model).load_state_dict(saved.state_dict())
+        del saved
+    return int(torch.load(checkpoint / STATE_FILE, weights_only=True)["step"])
 
 
 def _merged(cfg: DPOConfig, model: Model, adapter_dir: Path, dtype: torch.dtype, *, sharded: bool) -> Model:

@@ -1,0 +1,156 @@
+"""The held-out KL estimate a run can stop on (``DPOConfig.kl_every``).
+
+Every ``kl_every`` optimizer steps the policy answers a fixed set of held-out prompts (sampled, a seed
+per check) and each answer is scored under the policy and the reference; KL(policy ‖ reference) per
+token is the mean over answers of the mean per-token log-prob difference. It is the estimator the
+app's drift guard applies to a round's held-out answers (``training/drift.py``), so a run that stops
+at the round's KL budget keeps a policy the guard would measure near or within it.
+
+Only token ids cross these functions: prompts are rendered once (chat template for message lists),
+answers stay the ids the policy sampled, ended at and including their first EOS.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOGIT_ELEMENTS = 2**26  # rows × positions × vocabulary per scoring forward (256 MiB of float32)
+
+
+def prompts_read(path: str) -> list[Any]:
+    """The prompts of a JSONL file, one ``{"prompt": str | [messages]}`` per line; ValueError names
+    every bad line and nothing is used."""
+    prompts: list[Any] = []
+    problems: list[str] = []
+    with open(path, encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path}:{number}: not valid JSON ({exc.msg})")
+                continue
+            prompt = record.get("prompt") if isinstance(record, dict) else None
+            messages_ok = isinstance(prompt, list) and all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in prompt
+            )
+            if not (isinstance(prompt, str) and prompt.strip()) and not (prompt and messages_ok):
+                problems.append(f"{path}:{number}: 'prompt' must be a non-empty string or list of messages")
+                continue
+            prompts.append(prompt)
+    if problems:
+        raise ValueError(f"{path}: {len(problems)} bad line(s)\n" + "\n".join(problems))
+    if not prompts:
+        raise ValueError(f"{path}: no prompts to estimate the held-out KL on")
+    return prompts
+
+
+def prompts_render(tokenizer: Any, prompts: list[Any], *, max_prompt_length: int) -> list[list[int]]:
+    """Token ids of each prompt as the policy is asked it (message lists through the chat template
+    with the generation prompt), keeping the end of a long one."""
+    rendered = []
+    for prompt in prompts:
+        if isinstance(prompt, list):
+            ids = tokenizer.apply_chat_template(
+                prompt, tokenize=True, add_generation_prompt=True, return_dict=True
+            )["input_ids"]
+        else:
+            ids = tokenizer(text=prompt)["input_ids"]
+        rendered.append(list(ids)[-max_prompt_length:])
+    return rendered
+
+
+def eos_ids(causal: Any, tokenizer: Any) -> list[int]:
+    eos = causal.generation_config.eos_token_id
+    found = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return sorted(found)
+
+
+@torch.no_grad()
+def answers_sample(
+    causal: Any,
+    prompt_ids: list[list[int]],
+    *,
+    pad_id: int,
+    stop_ids: list[int],
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    device: torch.device,
+    batch_size: int = 16,
+) -> list[list[int]]:
+    """One sampled answer per prompt (its ids up to and including the first EOS, or
+    ``max_new_tokens`` of them). The global RNG is forked: the training run's own draws are untouched."""
+    answers: list[list[int]] = []
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompt_ids), batch_size):
+            chunk = prompt_ids[start : start + batch_size]
+            width = max(len(ids) for ids in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, prompt in enumerate(chunk):  # left padding: every answer starts at column `width`
+                ids[row, width - len(prompt) :] = torch.tensor(prompt)
+                mask[row, width - len(prompt) :] = 1
+            out = causal.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                top_p=top_p if temperature > 0 else None,
+                top_k=None,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+                eos_token_id=stop_ids,
+                use_cache=True,
+            )
+            for row in out[:, width:].tolist():
+                ended = next((i for i, token in enumerate(row) if token in stop_ids), None)
+                answers.append(row if ended is None else row[: ended + 1])
+    return answers
+
+
+@torch.no_grad()
+def answers_logps(
+    causal: Any, prompt_ids: list[list[int]], answers: list[list[int]], *, pad_id: int, device: torch.device
+) -> Tensor:
+    """[n] mean per-token log-prob of each answer after its prompt under ``causal``, in float32."""
+    vocab = causal.config.vocab_size
+    order = sorted(range(len(answers)), key=lambda i: len(prompt_ids[i]) + len(answers[i]))
+    means = torch.zeros(len(answers))
+    start = 0
+    while start < len(order):
+        longest = len(prompt_ids[order[start]]) + len(answers[order[start]])
+        rows = order[start : start + max(1, LOGIT_ELEMENTS // max(1, longest * vocab))]
+        width = max(len(prompt_ids[i]) + len(answers[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        answer = torch.zeros((len(rows), width), dtype=torch.bool)
+        for row, i in enumerate(rows):  # right padding: positions count from the left
+            full = prompt_ids[i] + answers[i]
+            ids[row, : len(full)] = torch.tensor(full)
+            mask[row, : len(full)] = 1
+            answer[row, len(prompt_ids[i]) : len(full)] = True
+        ids, mask = ids.to(device), mask.to(device)
+        logits = causal(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+        token_logps = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").cpu()
+        target = answer[:, 1:].float()
+        means[rows] = (token_logps * target).sum(1) / target.sum(1).clamp(min=1)
+        start += len(rows)
+    return means
+
+
+def kl_per_token(policy: Tensor, reference: Tensor) -> Tensor:
+    """KL(policy ‖ reference) per token from answers the policy sampled: the mean over answers of
+    (mean log p_policy − mean log p_reference) of each. Both [n]; a 0-dim tensor."""
+    return (policy - reference).mean()
