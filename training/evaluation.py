@@ -787,6 +787,14 @@ def loop_run(
             "the model (the rest hit --max-new-tokens)"
         )
         row["drift"] = finished.drift
+        if finished.kl_checks:
+            row["kl_checks"], row["stopped_early"] = finished.kl_checks, finished.stopped_early
+        if finished.stopped_early:
+            stop = finished.stopped_early
+            say(
+                f"  stopped early at step {stop['step']:.0f}: held-out KL {stop['kl']:.3f} > budget "
+                f"{stop['budget']:g}; {new.name} is step {stop['kept_step']:.0f}'s checkpoint"
+            )
         new.refresh_from_db()
         row["held_back"] = new.held_back_reason if new.held_back else None
         report.rounds.append(row)

@@ -20,10 +20,12 @@ FORM_TRAINING = (
     "max_length",
     "rpo_alpha",
     "confidence_smoothing",
+    "kl_every",
 )
 FORM_GENERATION = ("samples", "max_new_tokens", "pairs", "overlap", "budget")
 LABELS = {
     "rpo_alpha": "RPO weight (chosen answer's NLL)",
+    "kl_every": "Early stop: check the held-out KL every N steps (0: never)",
     "kl_budget": "KL budget (nats/token)",
     "fluency_limit": "Fluency limit (× the base's NLL)",
     "outlier_limit": "Outlier limit (share)",

@@ -81,6 +81,16 @@ class TrainingRound(models.Model):
     drift = models.JSONField(
         default=dict, blank=True, help_text="The new policy's drift on the held-out prompts (training.drift)."
     )
+    kl_checks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="With the early stop (kl_every): [step, held-out KL estimate] of each check.",
+    )
+    stopped_early = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Where the held-out KL estimate passed the budget: step, kl, budget, kept_step.",
+    )
     output_dir = models.CharField(max_length=1000, blank=True)
     data_file = models.CharField(max_length=1000, blank=True, help_text="The exported pairs (JSONL).")
     data_sha256 = models.CharField(max_length=64, blank=True)

@@ -56,6 +56,8 @@ _TRAINING_HELP = {
     "rpo_alpha": "RPO: weight of the chosen answer's per-token NLL added to the loss (0: off)",
     "seed": "training seed",
     "dtype": "auto, bf16 or fp32",
+    "kl_every": "early stop: every N steps the policy answers the held-out prompts; past the KL budget "
+    "the round stops and keeps the last checkpoint within it (0: never)",
 }
 _TYPES = {
     "loss": str,
@@ -113,11 +115,30 @@ def round_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def dpo_config(hyperparameters: dict[str, Any], **paths: Any) -> DPOConfig:
-    """The DPOConfig of a round: its defaults, then ``hyperparameters``; ValueError names a bad one."""
+def dpo_config(hyperparameters: dict[str, Any], **fields: Any) -> DPOConfig:
+    """The DPOConfig of a round: its defaults, then ``hyperparameters``, and ``fields`` set by the app
+    (paths, the early stop's: ``early_stop_fields``); ValueError names a bad one."""
     merged = round_hyperparameters(hyperparameters)
     merge = bool(merged.get("lora_r"))  # a LoRA round registers the merged model
-    return DPOConfig(**paths, **merged, merge=merge)
+    return DPOConfig(**fields, **merged, merge=merge)
+
+
+def early_stop_fields(
+    hyperparameters: dict[str, Any], *, guards: dict[str, Any], generation: dict[str, Any], prompts_path: str
+) -> dict[str, Any]:
+    """The DPOConfig fields of a round's early stop (none when ``kl_every`` is 0): the round's KL
+    budget, its held-out prompts (``prompts_path``), and its own sampling settings, so the estimate
+    is made on answers like those the guard measures after training."""
+    if not hyperparameters.get("kl_every"):
+        return {}
+    gen = {**GENERATION_DEFAULTS, **generation}
+    return {
+        "kl_budget": float(guard_settings(guards)["kl_budget"]),
+        "kl_prompts_path": prompts_path,
+        "kl_max_new_tokens": int(gen["max_new_tokens"]),
+        "kl_temperature": float(gen["temperature"]),
+        "kl_top_p": float(gen["top_p"]),
+    }
 
 
 def generation_settings(generation: dict[str, Any]) -> dict[str, Any]:

@@ -19,13 +19,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotate.selectors import AGGREGATIONS, ExportReport, dataset_rows, preference_rows
-from generation.models import LocationKind, Policy
+from generation.models import LocationKind, Policy, Prompt, Split
 from generation.services import policy_root
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
 from training.models import RoundStatus, TrainingRound
 from training.options import (
     REFERENCE_MODES,
     dpo_config,
+    early_stop_fields,
     generation_settings,
     guard_settings,
     round_hyperparameters,
@@ -92,12 +93,17 @@ def round_create(
             raise NotTrainable(problem)
     try:
         hyperparameters = round_hyperparameters(dict(hyperparameters or {}))
-        dpo_config(hyperparameters, policy_path="-", data_path="-", output_dir="-")
         # Sampling settings serve the held-out answers too, so they are kept even without then_generate.
         generation = generation_settings(generation or {})
         guards = guard_settings(guards or {})
+        early_stop = early_stop_fields(
+            hyperparameters, guards=guards, generation=generation, prompts_path="-"
+        )
+        dpo_config(hyperparameters, policy_path="-", data_path="-", output_dir="-", **early_stop)
     except (TypeError, ValueError) as exc:
         raise NotTrainable(str(exc)) from exc
+    if early_stop and not Prompt.objects.filter(split=Split.EVAL).exists():
+        raise NotTrainable("the early stop (kl_every) needs held-out prompts: import some with --split eval")
     if then_generate < 0:
         raise NotTrainable(f"then_generate must be 0 or more (got {then_generate})")
     needed = settings.PREFLOOP_MIN_PAIRS if min_pairs is None else min_pairs

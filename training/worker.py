@@ -26,10 +26,11 @@ from django.utils import timezone
 
 from annotate.datacard import datacard_render, datacard_stats, text_write_atomic
 from annotate.selectors import ExportReport, dataset_rows, export_comparisons
+from generation.models import Prompt, Split
 from generation.services import TokenMeter, policy_register
 from training.errors import NotEnoughPairs, RoundAbandoned, RoundCancelled
 from training.models import RoundMetric, RoundStatus, TrainingRound
-from training.options import dpo_config
+from training.options import dpo_config, early_stop_fields
 
 logger = logging.getLogger("prefloop.rounds")
 
@@ -154,6 +155,15 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
     return path, count, report.excluded, digest.hexdigest(), card
 
 
+def _heldout_prompts_write(path: Path) -> None:
+    """The held-out (eval split) prompts as the trainer's early stop reads them, written atomically."""
+    rows = [
+        json.dumps({"prompt": prompt.as_messages()}, ensure_ascii=False) + "\n"
+        for prompt in Prompt.objects.filter(split=Split.EVAL).order_by("id")
+    ]
+    text_write_atomic(path, "".join(rows))
+
+
 def _output_policy_name(training_round: TrainingRound) -> str:
     root = training_round.policy
     while root.parent is not None and root.parent_id != root.pk:
@@ -223,12 +233,21 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
         raise NotEnoughPairs(f"{pairs} {what}; the round needs at least {training_round.min_pairs}")
     recorder.check_cancelled()
     reference = training_round.reference
+    early_stop = early_stop_fields(
+        training_round.hyperparameters,
+        guards=training_round.guards,
+        generation=training_round.generation,
+        prompts_path=str(out / "heldout_prompts.jsonl"),
+    )
+    if early_stop:
+        _heldout_prompts_write(out / "heldout_prompts.jsonl")
     cfg = dpo_config(
         training_round.hyperparameters,
         policy_path=training_round.policy.location,
         data_path=str(data_file),
         output_dir=str(out / "train"),
         ref_path=None if reference.pk == training_round.policy.pk else reference.location,
+        **early_stop,
     )
     per_step = cfg.batch_size * cfg.grad_accum
     steps = -(-pairs // per_step) * cfg.epochs
@@ -236,13 +255,23 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
     recorder.log(
         f"training {cfg.loss} (beta {cfg.beta}, lr {cfg.learning_rate:g}, {cfg.epochs} epoch(s), "
         f"batch {cfg.batch_size}x{cfg.grad_accum}{', LoRA r=' + str(cfg.lora_r) if cfg.lora_r else ''}"
-        f"{f', RPO {cfg.rpo_alpha:g}' if cfg.rpo_alpha else ''}): "
-        f"{training_round.steps_total} steps; reference log-probs first"
+        f"{f', RPO {cfg.rpo_alpha:g}' if cfg.rpo_alpha else ''}"
+        f"{f', held-out KL checked every {cfg.kl_every} steps against {cfg.kl_budget:g}' if cfg.kl_every else ''}"
+        f"): {training_round.steps_total} steps; reference log-probs first"
     )
     if (out / "train").exists():  # a retried round starts clean
         shutil.rmtree(out / "train")
     result = train(cfg, on_metrics=recorder.metrics, on_progress=recorder.note)
     model_dir = result.merged_dir or result.final_dir
+    if cfg.kl_every:
+        recorder.update(kl_checks=[list(check) for check in result.kl_checks], stopped_early=result.kl_stop)
+        for step, estimate in result.kl_checks:
+            recorder.log(f"step {step}: held-out KL {estimate:.3f} nats/token (budget {cfg.kl_budget:g})")
+    if result.kl_stop:
+        recorder.log(
+            f"stopped early at step {result.kl_stop['step']:.0f}: held-out KL {result.kl_stop['kl']:.3f} > "
+            f"budget {cfg.kl_budget:g}; the policy is step {result.kl_stop['kept_step']:.0f}'s checkpoint"
+        )
     recorder.log(f"saved {model_dir}")
     with transaction.atomic():
         recorder.check_cancelled()

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 from django.urls import reverse
 
 from generation.models import Policy, Response, Split
@@ -102,3 +103,38 @@ def test_a_policy_beyond_its_guards_is_held_back_until_staff_promote_it(chat_mod
     client.post(reverse("training:promote", args=[new.pk]))
     new.refresh_from_db()
     assert not new.held_back and "it was held back: held-out answers' NLL" in new.notes
+
+
+@pytest.mark.django_db
+def test_a_round_past_its_kl_budget_stops_early_and_keeps_the_checkpoint_within_it(
+    chat_model_dir, client, staff
+):
+    from safetensors.torch import load_file
+
+    policy = judged_policy(chat_model_dir)
+    hyperparameters = {**FAST, "lr": 0.5, "kl_every": 1}  # one step at lr 0.5 moves the tiny model far
+    with pytest.raises(NotTrainable, match="needs held-out prompts"):
+        round_create(policy=policy, hyperparameters=hyperparameters, min_pairs=1)
+    for i in range(4):
+        PromptFactory(text=f"held out question {i}?", split=Split.EVAL)
+    created = round_create(
+        policy=policy,
+        hyperparameters=hyperparameters,
+        min_pairs=1,
+        generation={"max_new_tokens": 8, "backend": "transformers"},
+        guards={"kl_budget": 1e-3},
+    )
+
+    finished = round_execute(round_id=created.pk)
+
+    assert finished.status == RoundStatus.SUCCEEDED
+    stop = finished.stopped_early
+    assert stop["step"] == 1 and stop["kept_step"] == 0 and stop["kl"] > 1e-3 and stop["budget"] == 1e-3
+    assert finished.kl_checks == [[1, stop["kl"]]]
+    assert "stopped early at step 1" in finished.log
+    kept = load_file(str(Policy.objects.get(pk=finished.output_policy_id).location) + "/model.safetensors")
+    start = load_file(str(chat_model_dir / "model.safetensors"))
+    assert all(torch.equal(kept[name], start[name]) for name in start)  # the starting weights, kept
+    client.force_login(staff)
+    page = client.get(reverse("training:round", args=[finished.pk])).content.decode()
+    assert "Stopped early" in page and "checkpoint of step 0" in page and "Early stop" in page
