@@ -212,12 +212,15 @@ def test_command_line_reports_bad_settings(standard_pairs, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_torchrun_with_two_processes_trains_one_model(plain_model_dir, standard_pairs, tmp_path):
-    """DistributedDataParallel on the CPU (gloo): two ranks, one shard each; rank 0 writes."""
+    """DistributedDataParallel on the CPU (gloo): two ranks, one shard each; rank 0 writes. The
+    held-out KL checks sample on both ranks and agree on one estimate."""
     import os
     import subprocess
     import sys
 
     out = tmp_path / "ddp"
+    prompts = tmp_path / "heldout.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"say hello {i}"}) + "\n" for i in range(6)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable,
@@ -241,11 +244,20 @@ def test_torchrun_with_two_processes_trains_one_model(plain_model_dir, standard_
         "2",
         "--dtype",
         "fp32",
+        "--kl-every",
+        "2",
+        "--kl-budget",
+        "100",
+        "--kl-prompts",
+        str(prompts),
+        "--kl-max-new-tokens",
+        "4",
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [m["step"] for m in metrics_lines(out)]
     assert steps == [1, 2, 3, 4]  # 8 pairs / 2 ranks / 2 per batch = 2 steps per epoch, logged once
+    assert [m["step"] for m in metrics_lines(out) if "eval/kl" in m] == [2, 4]
     assert sorted(p.name for p in out.glob("ref_logps.rank*.pt")) == [
         "ref_logps.rank0.pt",
         "ref_logps.rank1.pt",
