@@ -92,6 +92,12 @@ def answers_sample(
     ``max_new_tokens`` of them). The global RNG is forked: the training run's own draws are untouched."""
     answers: list[list[int]] = []
     cuda = [device] if device.type == "cuda" else []
+    # top_k 0: no top-k cut (a model's generation config may carry one); temperature 0: greedy
+    drawing: dict[str, Any] = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        if temperature > 0
+        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    )
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for start in range(0, len(prompt_ids), batch_size):
@@ -105,10 +111,7 @@ def answers_sample(
             out = causal.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                do_sample=temperature > 0,
-                temperature=temperature if temperature > 0 else None,
-                top_p=top_p if temperature > 0 else None,
-                top_k=None,
+                **drawing,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
                 eos_token_id=stop_ids,
