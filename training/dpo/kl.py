@@ -12,13 +12,15 @@ answers stay the ids the policy sampled, ended at and including their first EOS.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.dpo.data import _message_problem, _records
+
+NOT_A_PROMPT = "'prompt' must be a non-empty string or list of messages"
 LOGIT_ELEMENTS = 2**26  # rows × positions × vocabulary per scoring forward (256 MiB of float32)
 
 
@@ -27,23 +29,18 @@ def prompts_read(path: str) -> list[Any]:
     every bad line and nothing is used."""
     prompts: list[Any] = []
     problems: list[str] = []
-    with open(path, encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{path}:{number}: not valid JSON ({exc.msg})")
-                continue
-            prompt = record.get("prompt") if isinstance(record, dict) else None
-            messages_ok = isinstance(prompt, list) and all(
-                isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in prompt
+    for number, record in _records(path, problems):
+        prompt = record.get("prompt") if isinstance(record, dict) else None
+        if isinstance(prompt, list):
+            problem = _message_problem(prompt, "prompt", assistant_only=False)
+        else:
+            problem = (
+                None if isinstance(prompt, str) and prompt.strip() else "'prompt' must be a non-empty string"
             )
-            if not (isinstance(prompt, str) and prompt.strip()) and not (prompt and messages_ok):
-                problems.append(f"{path}:{number}: 'prompt' must be a non-empty string or list of messages")
-                continue
-            prompts.append(prompt)
+        if problem:
+            problems.append(f"{path}:{number}: {problem} or list of messages")
+            continue
+        prompts.append(prompt)
     if problems:
         raise ValueError(f"{path}: {len(problems)} bad line(s)\n" + "\n".join(problems))
     if not prompts:
