@@ -72,3 +72,12 @@ def test_favicon_and_error_pages_with_a_way_back(client, annotator):
     page = refused.content.decode()
     assert refused.status_code == 400 and "verdict must be one of" in page
     assert f'href="{reverse("annotate:change", args=[judgment.pk])}">Back to the form' in page
+
+
+@pytest.mark.django_db
+def test_no_template_comment_shows_on_a_page(client, staff):
+    """Django's {# #} comments end at the line: a two-line one is printed (it was, atop every page)."""
+    login = client.get(reverse("login")).content.decode()
+    client.force_login(staff)
+    for page in (login, client.get(reverse("training:dashboard")).content.decode()):
+        assert "{#" not in page and "#}" not in page and "{% comment" not in page
