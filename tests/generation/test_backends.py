@@ -109,7 +109,7 @@ def test_greedy_decoding_with_k_samples_gives_k_identical_answers(tiny_backend):
 
 @pytest.mark.parametrize(("top_p", "k"), [(0.9, 256), (0.9, 2), (1.0, 256)])
 def test_nucleus_sampler_draws_from_the_temperature_top_p_distribution(top_p, k):
-    from generation.backends.transformers import NucleusSampler
+    from generation.backends.sampling import NucleusSampler
 
     logits = torch.tensor([2.0, 1.5, 1.0, 0.0, -1.0, -3.0])
     temperature = 0.7
