@@ -17,7 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from transformers import LogitsProcessorList
 
+from generation.backends.sampling import NucleusSampler
 from training.dpo.data import _message_problem, _records
 
 NOT_A_PROMPT = "'prompt' must be a non-empty string or list of messages"
@@ -84,17 +86,21 @@ def answers_sample(
     seed: int,
     device: torch.device,
     batch_size: int = 16,
-) -> list[list[int]]:
+) -> tuple[list[list[int]], Tensor]:
     """One sampled answer per prompt (its ids up to and including the first EOS, or
-    ``max_new_tokens`` of them). The global RNG is forked: the training run's own draws are untouched."""
+    ``max_new_tokens`` of them), drawn with the generation backend's sampler (no Django there), and
+    [n] the mean per-token log-prob of each under ``causal`` itself, from the raw logits of the
+    decoding steps (no second pass). The global RNG is forked: the training run's draws are untouched."""
     answers: list[list[int]] = []
+    means: list[Tensor] = []
     cuda = [device] if device.type == "cuda" else []
-    # top_k 0: no top-k cut (a model's generation config may carry one); temperature 0: greedy
-    drawing: dict[str, Any] = (
-        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-        if temperature > 0
-        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    )
+    # Drawn as the round's own answers are (the backend's sampler: exact temperature + top-p, greedy
+    # over its draw); temperature 0: greedy.
+    drawing: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if temperature > 0:
+        drawing["logits_processor"] = LogitsProcessorList(
+            [NucleusSampler(temperature=temperature, top_p=top_p)]
+        )
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for start in range(0, len(prompt_ids), batch_size):
@@ -113,11 +119,24 @@ def answers_sample(
                 pad_token_id=pad_id,
                 eos_token_id=stop_ids,
                 use_cache=True,
+                output_logits=True,
+                return_dict_in_generate=True,
             )
-            for row in out[:, width:].tolist():
+            new = out.sequences[:, width:]
+            for row in new.tolist():
                 ended = next((i for i, token in enumerate(row) if token in stop_ids), None)
                 answers.append(row if ended is None else row[: ended + 1])
-    return answers
+            lengths = torch.tensor([len(a) for a in answers[-len(chunk) :]], device=new.device)
+            token_logps = torch.stack(
+                [
+                    F.log_softmax(step.float(), dim=-1).gather(1, new[:, t, None]).squeeze(1)
+                    for t, step in enumerate(out.logits)
+                ],
+                dim=1,
+            )
+            kept = torch.arange(new.shape[1], device=new.device)[None, :] < lengths[:, None]
+            means.append(((token_logps * kept).sum(1) / lengths).cpu())
+    return answers, torch.cat(means)
 
 
 @torch.no_grad()
@@ -126,7 +145,7 @@ def answers_logps(
 ) -> Tensor:
     """[n] mean per-token log-prob of each answer after its prompt under ``causal``, in float32."""
     vocab = causal.config.vocab_size
-    order = sorted(range(len(answers)), key=lambda i: len(prompt_ids[i]) + len(answers[i]))
+    order = sorted(range(len(answers)), key=lambda i: -(len(prompt_ids[i]) + len(answers[i])))
     means = torch.zeros(len(answers))
     start = 0
     while start < len(order):

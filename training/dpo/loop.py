@@ -765,7 +765,7 @@ def _kl_checker(
                 causal.set_attn_implementation(VARLEN)
 
     def measure(step: int) -> float:
-        answers = heldout_kl.answers_sample(
+        answers, mine = heldout_kl.answers_sample(
             causal,
             rendered,
             pad_id=pad_id,
@@ -776,7 +776,6 @@ def _kl_checker(
             seed=cfg.seed + step * world + rank,
             device=device,
         )
-        mine = heldout_kl.answers_logps(causal, rendered, answers, pad_id=pad_id, device=device)
         if reference is None:
             with model.disable_adapter():
                 theirs = heldout_kl.answers_logps(causal, rendered, answers, pad_id=pad_id, device=device)
