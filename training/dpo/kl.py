@@ -36,11 +36,9 @@ def prompts_read(path: str) -> list[Any]:
         if isinstance(prompt, list):
             problem = _message_problem(prompt, "prompt", assistant_only=False)
         else:
-            problem = (
-                None if isinstance(prompt, str) and prompt.strip() else "'prompt' must be a non-empty string"
-            )
+            problem = None if isinstance(prompt, str) and prompt.strip() else NOT_A_PROMPT
         if problem:
-            problems.append(f"{path}:{number}: {problem} or list of messages")
+            problems.append(f"{path}:{number}: {problem}")
             continue
         prompts.append(prompt)
     if problems:

@@ -150,12 +150,17 @@ def test_early_stop_settings_are_checked(overrides, message):
 
 def test_bad_held_out_prompt_lines_are_all_named(tmp_path):
     path = tmp_path / "prompts.jsonl"
-    path.write_text('{"prompt": "fine"}\nnot json\n{"prompt": ""}\n{"text": "x"}\n', encoding="utf-8")
+    lines = ['{"prompt": "fine"}', "not json", '{"prompt": ""}', '{"text": "x"}']
+    lines.append('{"prompt": [{"role": "robot", "content": "hi"}]}')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(ValueError) as raised:
         prompts_read(str(path))
-    assert "3 bad line(s)" in str(raised.value)
-    for line in (2, 3, 4):
-        assert f"prompts.jsonl:{line}:" in str(raised.value)
+    message = str(raised.value)
+    assert "4 bad line(s)" in message
+    assert "prompts.jsonl:2: not valid JSON" in message
+    assert "prompts.jsonl:3: 'prompt' must be a non-empty string or list of messages" in message
+    assert "prompts.jsonl:4: 'prompt' must be" in message
+    assert "prompts.jsonl:5: 'prompt'[0].role must be system, user or assistant" in message
 
 
 def test_the_log_probs_taken_while_drawing_are_the_answers_log_probs(plain_model_dir, tmp_path):
