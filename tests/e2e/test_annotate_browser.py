@@ -12,6 +12,13 @@ def shown_comparison(page) -> int:
     return int(page.locator('#judge input[name="comparison"]').get_attribute("value"))
 
 
+def judging_ready(page, selector: str = "#judge") -> None:
+    """Wait for the judging form and for the page's deferred scripts (the keys are wired by
+    annotate.js, which runs once the document is parsed: a key pressed before that does nothing)."""
+    page.wait_for_selector(selector)
+    page.wait_for_load_state("domcontentloaded")
+
+
 def press_and_wait(page, key: str) -> None:
     """Press a judging key and wait until the next comparison is shown and settled (htmx has wired
     its form: the page ignores keys until then)."""
@@ -50,7 +57,7 @@ def test_annotator_judges_three_by_keyboard_and_changes_one(live_server, browser
     page.fill("#id_username", "kim")
     page.fill("#id_password", "kim-password-123")
     page.click("button[type=submit]")
-    page.wait_for_selector("#judge")
+    judging_ready(page)
     page.evaluate("window.__sameDocument = true")
     if path := os.environ.get("PREFLOOP_SCREENSHOT"):
         page.screenshot(path=path, full_page=True)
@@ -84,7 +91,7 @@ def test_annotator_judges_three_by_keyboard_and_changes_one(live_server, browser
     assert page.is_checked('input[name="answer"][value="tie"]')
     page.check('input[name="answer"][value="right"]')
     page.click("text=Save change")
-    page.wait_for_selector("#judge")
+    judging_ready(page)
     undone = Judgment.objects.get(comparison_id=served[2])
     assert undone.choice != undone.left and undone.choice != Choice.TIE
     assert JudgmentRevision.objects.get(judgment=undone).choice == Choice.TIE
@@ -130,7 +137,7 @@ def test_annotator_rewrites_the_better_answer_from_the_judging_page(live_server,
     page.fill("#id_username", "kim")
     page.fill("#id_password", "kim-password-123")
     page.click("button[type=submit]")
-    page.wait_for_selector("#judge")
+    judging_ready(page)
     left = comparison_assign_next(annotator=kim).left  # the side served: first or second on the left
     left_text = (comparison.response_a if left == Side.FIRST else comparison.response_b).text
 
@@ -178,7 +185,7 @@ def test_annotator_gives_thumbs_by_keyboard_in_a_thumbs_campaign(live_server, br
     page.fill("#id_username", "kim")
     page.fill("#id_password", "kim-password-123")
     page.click("button[type=submit]")
-    page.wait_for_selector("#judge")
+    judging_ready(page)
 
     verdicts = {}
     for _ in items:
@@ -218,7 +225,7 @@ def test_annotator_ranks_four_answers_with_three_keys_ties_included(live_server,
     page.fill("#id_username", "kim")
     page.fill("#id_password", "kim-password-123")
     page.click("button[type=submit]")
-    page.wait_for_selector("#judge.rank-form")
+    judging_ready(page, "#judge.rank-form")
     shown = [page.inner_text(f'section[aria-label="Answer {n}"] .md').strip() for n in range(1, 5)]
     number = {text: str(shown.index(text) + 1) for text in texts}
 

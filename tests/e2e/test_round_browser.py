@@ -78,6 +78,7 @@ def test_admin_starts_a_round_watches_it_and_judges_what_it_generated(
 
     page.goto(f"{live_server.url}/annotate/")  # staff judge too: next up is what the new policy wrote
     page.wait_for_selector("#judge")
+    page.wait_for_load_state("domcontentloaded")  # annotate.js wires the keys once the page is parsed
     press_and_wait(page, "1")
     judged = Judgment.objects.filter(annotator__username="boss")
     assert judged.count() == 1
