@@ -32,6 +32,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from benchmarks.dpo import model_dir
+    from generation.backends.transformers import stop_ids
     from training.dpo import kl
 
     path = model_dir("embedded", Path("/tmp/prefloop-bench-models"))
@@ -42,7 +43,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     device = torch.device("cpu")
     rendered = kl.prompts_render(tokenizer, prompts, max_prompt_length=512)
-    common = {"pad_id": tokenizer.pad_token_id, "stop_ids": kl.eos_ids(model, tokenizer), "device": device}
+    common = {"pad_id": tokenizer.pad_token_id, "stop_ids": stop_ids(model, tokenizer), "device": device}
     print(f"$ python benchmarks/kl_check.py --prompts {args.prompts} --max-new-tokens {args.max_new_tokens}")
     print(f"{len(prompts)} held-out prompts, {torch.get_num_threads()} threads, torch {torch.__version__}")
 

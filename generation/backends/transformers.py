@@ -26,6 +26,48 @@ LOGPROB_CHUNK_ELEMENTS = 2**26  # rows x positions x vocabulary per scoring forw
 CACHE_ARGUMENT = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
 
 
+def stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token a completion ends at: the generation config's EOS ids and the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    found = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return sorted(found)
+
+
+@torch.inference_mode()
+def completion_logps(
+    model: Any, rows: list[tuple[list[int], list[int]]], *, pad_id: int, device: Any, total: bool = False
+) -> torch.Tensor:
+    """[n] mean per-token log-prob (``total``: the sum) of each row's completion ids after its prompt
+    ids under ``model``, float32 on the CPU. Rows go longest first, in right-padded chunks of at most
+    ``LOGPROB_CHUNK_ELEMENTS`` logits (sized on the chunk's longest row)."""
+    vocab = model.config.vocab_size
+    order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
+    results = torch.zeros(len(rows))
+    start = 0
+    while start < len(order):
+        longest = len(rows[order[start]][0]) + len(rows[order[start]][1])
+        chunk = order[start : start + max(1, LOGPROB_CHUNK_ELEMENTS // max(1, longest * vocab))]
+        ids = torch.full((len(chunk), longest), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), longest), dtype=torch.long)
+        answer_mask = torch.zeros((len(chunk), longest), dtype=torch.float32)
+        for row, i in enumerate(chunk):  # right padding: positions count from the left
+            prompt_ids, answer_ids = rows[i]
+            full = prompt_ids + answer_ids
+            ids[row, : len(full)] = torch.tensor(full)
+            attention[row, : len(full)] = 1
+            answer_mask[row, len(prompt_ids) : len(full)] = 1.0
+        ids, attention = ids.to(device), attention.to(device)
+        logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+        token_logps = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").cpu()
+        mask = answer_mask[:, 1:]
+        summed = (token_logps * mask).sum(1)
+        results[chunk] = summed if total else summed / mask.sum(1).clamp(min=1)
+        start += len(chunk)
+    return results
+
+
 class _StepCounter:
     """A logits processor that changes nothing: it tells ``on_tokens`` of each decoding step's tokens,
     one per row not yet ended (its last token is no end-of-sequence or padding)."""
@@ -78,13 +120,9 @@ class TransformersBackend:
                 model, spec.adapter
             ).merge_and_unload()  # no adapter cost per token
         self.model = model.to(self.device).eval()
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            eos_ids.add(self.tokenizer.eos_token_id)
-        if not eos_ids:
+        self.eos_ids = stop_ids(self.model, self.tokenizer)
+        if not self.eos_ids:
             raise ValueError(f"{spec.location}: the model has no EOS token; completions could not end")
-        self.eos_ids = sorted(eos_ids)
         self.batch_size = batch_size
         self.prefill_once = prefill_once  # False: every sample prefills its prompt (the plain way)
 
@@ -226,36 +264,10 @@ class TransformersBackend:
         for messages, text, stop in zip(prompts, answers, ended, strict=True):
             answer = list(self.tokenizer.encode(text, add_special_tokens=False)) + ([end] if stop else [])
             rows.append((self.render(messages), answer or [end]))
-        pad = self.tokenizer.pad_token_id
-        vocab = self.model.config.vocab_size
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
-        results: dict[int, float] = {}
-        start = 0
-        while start < len(order):
-            longest = len(rows[order[start]][0]) + len(rows[order[start]][1])
-            per_chunk = max(1, LOGPROB_CHUNK_ELEMENTS // max(1, longest * vocab))
-            chunk = order[start : start + per_chunk]
-            width = max(len(rows[i][0]) + len(rows[i][1]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(chunk), width), dtype=torch.long)
-            answer_mask = torch.zeros((len(chunk), width), dtype=torch.float32)
-            for row, i in enumerate(chunk):  # right padding: positions count from the left
-                prompt_ids, answer_ids = rows[i]
-                full = prompt_ids + answer_ids
-                ids[row, : len(full)] = torch.tensor(full)
-                attention[row, : len(full)] = 1
-                answer_mask[row, len(prompt_ids) : len(full)] = 1.0
-            ids, attention = ids.to(self.device), attention.to(self.device)
-            logits = (
-                self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
-            )
-            token_logps = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").cpu()
-            mask = answer_mask[:, 1:]
-            for row, i in enumerate(chunk):
-                summed = (token_logps[row] * mask[row]).sum()
-                results[i] = float(summed if total else summed / mask[row].sum().clamp(min=1))
-            start += len(chunk)
-        return [results[i] for i in range(len(rows))]
+        logps = completion_logps(
+            self.model, rows, pad_id=self.tokenizer.pad_token_id, device=self.device, total=total
+        )
+        return logps.tolist()
 
     def _mean_logprobs(
         self, sequences: torch.Tensor, prompt_mask: torch.Tensor, lengths: torch.Tensor

@@ -20,10 +20,10 @@ from torch import Tensor
 from transformers import LogitsProcessorList
 
 from generation.backends.sampling import NucleusSampler
+from generation.backends.transformers import completion_logps
 from training.dpo.data import _message_problem, _records
 
 NOT_A_PROMPT = "'prompt' must be a non-empty string or list of messages"
-LOGIT_ELEMENTS = 2**26  # rows × positions × vocabulary per scoring forward (256 MiB of float32)
 
 
 def prompts_read(path: str) -> list[Any]:
@@ -61,14 +61,6 @@ def prompts_render(tokenizer: Any, prompts: list[Any], *, max_prompt_length: int
             ids = tokenizer(text=prompt)["input_ids"]
         rendered.append(list(ids)[-max_prompt_length:])
     return rendered
-
-
-def eos_ids(causal: Any, tokenizer: Any) -> list[int]:
-    eos = causal.generation_config.eos_token_id
-    found = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        found.add(tokenizer.eos_token_id)
-    return sorted(found)
 
 
 @torch.no_grad()
@@ -137,34 +129,12 @@ def answers_sample(
     return answers, torch.cat(means)
 
 
-@torch.no_grad()
 def answers_logps(
     causal: Any, prompt_ids: list[list[int]], answers: list[list[int]], *, pad_id: int, device: torch.device
 ) -> Tensor:
-    """[n] mean per-token log-prob of each answer after its prompt under ``causal``, in float32."""
-    vocab = causal.config.vocab_size
-    order = sorted(range(len(answers)), key=lambda i: -(len(prompt_ids[i]) + len(answers[i])))
-    means = torch.zeros(len(answers))
-    start = 0
-    while start < len(order):
-        longest = len(prompt_ids[order[start]]) + len(answers[order[start]])
-        rows = order[start : start + max(1, LOGIT_ELEMENTS // max(1, longest * vocab))]
-        width = max(len(prompt_ids[i]) + len(answers[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        answer = torch.zeros((len(rows), width), dtype=torch.bool)
-        for row, i in enumerate(rows):  # right padding: positions count from the left
-            full = prompt_ids[i] + answers[i]
-            ids[row, : len(full)] = torch.tensor(full)
-            mask[row, : len(full)] = 1
-            answer[row, len(prompt_ids[i]) : len(full)] = True
-        ids, mask = ids.to(device), mask.to(device)
-        logits = causal(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-        token_logps = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").cpu()
-        target = answer[:, 1:].float()
-        means[rows] = (token_logps * target).sum(1) / target.sum(1).clamp(min=1)
-        start += len(rows)
-    return means
+    """[n] mean per-token log-prob of each answer after its prompt under ``causal``, in float32 (the
+    backend's scoring pass, on ids)."""
+    return completion_logps(causal, list(zip(prompt_ids, answers, strict=True)), pad_id=pad_id, device=device)
 
 
 def kl_per_token(policy: Tensor, reference: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from generation.backends.transformers import stop_ids as model_stop_ids
 from training.dpo import kl as heldout_kl
 from training.dpo import losses
 from training.dpo.attention import NAME as VARLEN
@@ -745,7 +746,7 @@ def _kl_checker(
         tokenizer, prompts, max_prompt_length=cfg.max_prompt_length or cfg.max_length // 2
     )[rank::world]
     causal = causal_of(model)
-    pad_id, stop_ids = tokenizer.pad_token_id, heldout_kl.eos_ids(causal, tokenizer)
+    pad_id, stop_ids = tokenizer.pad_token_id, model_stop_ids(causal, tokenizer)
     reference: Any = None
     if not cfg.lora_r:
         from transformers import AutoModelForCausalLM

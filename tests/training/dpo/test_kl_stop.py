@@ -166,13 +166,14 @@ def test_bad_held_out_prompt_lines_are_all_named(tmp_path):
 def test_the_log_probs_taken_while_drawing_are_the_answers_log_probs(plain_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from generation.backends.transformers import stop_ids
     from training.dpo import kl
 
     tokenizer = AutoTokenizer.from_pretrained(plain_model_dir)
     model = AutoModelForCausalLM.from_pretrained(plain_model_dir).eval()
     rendered = kl.prompts_render(tokenizer, HELD_OUT, max_prompt_length=32)
     common = {"pad_id": tokenizer.pad_token_id or 0, "device": torch.device("cpu")}
-    stop = kl.eos_ids(model, tokenizer)
+    stop = stop_ids(model, tokenizer)
     answers, drawn = kl.answers_sample(
         model, rendered, stop_ids=stop, temperature=0.8, top_p=0.95, max_new_tokens=12, seed=3, **common
     )
