@@ -12,11 +12,15 @@ from django.utils.module_loading import import_string
 Oracle = Callable[[str, str, str], str]
 
 _BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+", re.MULTILINE)
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}|\b[A-Z]{2,3}\b")  # 4+ letters, or an acronym (DNA)
 _STOPWORDS = {
     "what", "which", "when", "where", "explain", "write", "give", "name", "tell", "about", "please", "short",
     "sentence", "sentences", "three", "with", "that", "this", "there", "their", "your", "does", "into", "from",
     "have", "would", "could", "should", "make", "between", "difference",
+    # the asking itself: "Describe X in a few words", "a quick summary of X", "X to a ten-year-old",
+    # "to a friend", "Why does X matter?"
+    "describe", "description", "summary", "summarise", "summarize", "quick", "brief", "briefly", "simple",
+    "simply", "words", "friend", "matter", "ten-year-old", "five-year-old", "child", "someone",
 }  # fmt: skip
 
 
@@ -35,8 +39,10 @@ def prefers_no_bullets(prompt: str, first: str, second: str) -> str:
 
 
 def key_noun(prompt: str) -> str | None:
-    """The prompt's key word: its longest word of 4+ letters that is not a common instruction word."""
-    words = [w.lower() for w in _WORD.findall(prompt) if w.lower() not in _STOPWORDS]
+    """The prompt's key word: its longest word of 4+ letters (or acronym) that is not a word of the
+    asking ("describe", "summary", "ten-year-old", ...), lower-cased, a possessive 's dropped."""
+    words = [w.lower().removesuffix("'s") for w in _WORD.findall(prompt)]
+    words = [w for w in words if w not in _STOPWORDS]
     return max(words, key=len) if words else None
 
 

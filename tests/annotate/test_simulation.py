@@ -1,4 +1,6 @@
+import json
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -35,10 +37,26 @@ def test_named_oracles_by_hand():
     assert (
         prefers_on_topic_shorter("Explain what a hash table is.", "A table.", "A long table here.") == "first"
     )
+    assert key_noun("Why does DNA matter?") == "dna"  # an acronym; "matter" is the asking
+    assert key_noun("Describe the moon's phases in a few words.") == "phases"
     assert oracle_resolve("shorter") is prefers_shorter
     assert oracle_resolve("tests.annotate.test_simulation.always_second") is always_second
     with pytest.raises(ValueError, match="unknown oracle"):
         oracle_resolve("longest")
+
+
+def test_the_key_word_of_every_bundled_loop_prompt_is_its_topic_not_the_asking():
+    """The loop prompts ask about 40 topics six ways ("Describe X in a few words.", "Explain X to a
+    ten-year-old.", ...): each topic's six prompts share one key word, and it is a word of the topic."""
+    path = Path(__file__).resolve().parents[2] / "training/demo/loop_prompts.jsonl"
+    prompts = [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines()]
+    topics = [p.removeprefix("What is ").removesuffix("?") for p in prompts if p.startswith("What is ")]
+    assert len(topics) == 40
+    for topic in topics:
+        asked = [p for p in prompts if topic in p]
+        assert len(asked) == 6, topic
+        keys = {key_noun(p) for p in asked}
+        assert len(keys) == 1 and keys.pop() in topic.lower().replace("'s", ""), (topic, keys)
 
 
 def comparison(first, second, overlap=1):
