@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from annotate.models import Comparison, Judgment, Kind, Source
 from annotate.services.simulation import comparisons_simulate
+from benchmarks.loop_sweep import final_row
 from generation.models import Policy, Prompt, Response, Split
 from generation.services import policy_register
 from tests.factories import (
@@ -251,6 +252,13 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
     assert all(r.hyperparameters["rpo_alpha"] == 0.5 for r in TrainingRound.objects.all())
     # three train prompts fresh in each round: the second round did not re-answer the first's
     assert Prompt.objects.filter(split=Split.TRAIN, responses__isnull=True).count() == 0
+    # the sweep script reads the final round's figures from this report
+    row = final_row(json.loads(report.read_text()))
+    versus = results[1]["vs_base"] or {}
+    assert row["round"] == 2 and row["rate"] == versus.get("rate")
+    assert row["fluency_ratio"] == results[1]["drift"]["fluency_ratio"]
+    assert row["beyond_p95"] == results[1]["drift"]["beyond_p95"] and row["held_back"] is None
+    assert row["check"] == ((results[1]["check"]["vs_base"] or {}).get("rate"))
 
 
 @pytest.mark.slow
