@@ -11,7 +11,8 @@ within 1.2× the base's, at most 15% outliers).
 
 A setting is extra run_loop arguments ("" is the defaults); a seed is TRAINING/JUDGES (the training
 order, and the sides the simulated judges see). A run whose report.json exists is not run again, so
-``--summarise`` (or a second call) prints the table of what is there. Each loop is 25 to 60 minutes
+``--summarise`` (or a second call) prints the table of what is there; one without a report starts
+again from an empty folder. Each loop is 25 to 60 minutes
 on a 2-core CPU.
 """
 
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -69,7 +71,9 @@ def run(loop: Run, out: Path) -> str:
     report = folder / "report.json"
     if report.exists():
         return f"{loop.name}: done before"
-    folder.mkdir(parents=True, exist_ok=True)
+    # a loop stopped before its report left its judgments in the database: the next would train on both
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     env = {
         **os.environ,
         "DEBUG": "1",
