@@ -12,8 +12,8 @@ within 1.2× the base's, at most 15% outliers).
 A setting is extra run_loop arguments ("" is the defaults); a seed is TRAINING/JUDGES (the training
 order, and the sides the simulated judges see). A run whose report.json exists is not run again, so
 ``--summarise`` (or a second call) prints the table of what is there; one without a report starts
-again from an empty folder. Each loop is 25 to 60 minutes
-on a 2-core CPU.
+again from an empty folder. Each loop is 25 to 90 minutes on a 2-core CPU, and holds about 4.6 GB:
+four at a time fit in 24 GiB.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ LOOP = (
     "run_loop --rounds 2 --prompts 40 --samples 4 --pairs all --max-new-tokens 48 --beta 0.1 "
     "--batch-size 8 --max-length 160 --backend transformers --check-oracle fluency"
 )
+# Issue 11's bar, as the issue states it (not the guards' defaults, which a team may change).
 BAR = {"rate": 0.75, "fluency_ratio": 1.2, "beyond_p95": 0.15}
 
 
@@ -105,6 +106,7 @@ def final_row(report: dict) -> dict:
     last = report["rounds"][-1]
     versus = last.get("vs_base") or last.get("vs_previous") or {}  # none: no games (identical answers)
     drift = last.get("drift") or {}
+    check = last.get("check") or {}
     return {
         "round": last["round"],
         "rate": versus.get("rate"),
@@ -112,9 +114,7 @@ def final_row(report: dict) -> dict:
         "high": versus.get("high"),
         "ties": versus.get("ties"),
         "controlled": (versus.get("length_controlled") or {}).get("rate"),
-        "check": (
-            (last.get("check") or {}).get("vs_base") or (last.get("check") or {}).get("vs_previous") or {}
-        ).get("rate"),
+        "check": (check.get("vs_base") or check.get("vs_previous") or {}).get("rate"),
         "fluency_ratio": drift.get("fluency_ratio"),
         "beyond_p95": drift.get("beyond_p95"),
         "stopped": drift.get("stopped"),
