@@ -619,6 +619,24 @@ def _rate_text(rate: dict[str, Any] | None) -> str:
     )
 
 
+# A round whose judges tie on more than this share of its pairs learns from few of them.
+TIED_WARNING_SHARE = 0.5
+
+
+def tied_warning(oracle: str, verdicts: Counter[str]) -> str | None:
+    """A warning when the judges tied on most of a round's pairs: they find little to choose between
+    the answers (a judge the policy already satisfies), so the round learns from few pairs and a
+    policy cannot beat answers that already satisfy the judge by much. None otherwise."""
+    judged, tied = sum(verdicts.values()), verdicts.get(Choice.TIE, 0)
+    if not judged or tied / judged <= TIED_WARNING_SHARE:
+        return None
+    return (
+        f"warning: {oracle} tied {tied} of {judged} judgments ({tied / judged:.0%}): the judges find little to "
+        "choose between these answers, so the round learns from few pairs and its win rate over answers "
+        "that already satisfy them cannot rise far above 0.5"
+    )
+
+
 def _sft(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """A preference round's settings for its SFT round: loss sft, no RPO (it anchors pairs)."""
     return {**{k: v for k, v in hyperparameters.items() if k != "rpo_alpha"}, "loss": "sft"}
@@ -660,7 +678,7 @@ def loop_run(
     base = base or policy_register_embedded()
     say(f"base policy {base.name}; oracle {oracle}; {rounds} round(s) of {prompts} prompts")
 
-    def simulate(campaign: Campaign, noise: float, flips: Sequence[float] = ()) -> int:
+    def simulate(campaign: Campaign, noise: float, flips: Sequence[float] = ()) -> Counter[str]:
         report = comparisons_simulate(
             oracle_name=oracle,
             count=EVERYTHING,
@@ -672,7 +690,7 @@ def loop_run(
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(report.verdicts.items())) or "none"
         flipped = f"; {report.flipped} reversed by the judges' flip rates" if flips else ""
         say(f"  simulated {oracle}: {report.judged} judgments in {campaign.name!r} ({verdicts}){flipped}")
-        return report.judged
+        return report.verdicts
 
     campaign = campaign_get_or_create(name=f"{base.name} answers (run_loop)"[:100])
     backend = backend_load(gen["backend"], ModelSpec(base.location, base.adapter))
@@ -712,7 +730,10 @@ def loop_run(
     plan = (["sft"] if sft_first else []) + ["preference"] * rounds
     for number, method in enumerate(plan, start=1):
         say(f"round {number}/{len(plan)}" + (" (SFT on the chosen answers)" if method == "sft" else ""))
-        judged = simulate(campaign, noise, judge_flips)
+        verdicts = simulate(campaign, noise, judge_flips)
+        judged = sum(verdicts.values())
+        if warning := tied_warning(oracle, verdicts):
+            say(f"  {warning}")
         created = round_create(
             policy=current,
             hyperparameters=_sft(hyperparameters) if method == "sft" else hyperparameters,
@@ -743,6 +764,7 @@ def loop_run(
             "policy": new.name,
             "pairs": finished.pairs,
             "judgments": judged,
+            "verdicts": {str(choice): count for choice, count in sorted(verdicts.items())},
             "aggregation": finished.aggregation,
             "final_metrics": last.values if last else {},
         }

@@ -224,6 +224,8 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
 
     results = json.loads(report.read_text())["rounds"]
     assert [r["round"] for r in results] == [1, 2]
+    assert all(sum(r["verdicts"].values()) == r["judgments"] > 0 for r in results)
+    assert set().union(*(r["verdicts"] for r in results)) <= {"first", "second", "tie", "both_bad"}
     second = Policy.objects.get(name=results[1]["policy"])
     assert second.parent.name == results[0]["policy"] and second.parent.parent.name == "base"
     assert results[1]["vs_previous"]["opponent"] == results[0]["policy"]
