@@ -3,8 +3,9 @@ every oracle × setting × seed, each loop in its own SQLite database and rounds
 time (one thread each), then one table of the final policies: over the base (95% interval), length-
 controlled, judged by fluency instead, the base's NLL of their held-out answers against its own, the
 share beyond the base's 95th percentile, the share ended by the model, held back or not; and per
-setting, the mean over its runs and how many meet issue 11's bar (0.75 or more over the base, NLL
-within 1.2× the base's, at most 15% outliers).
+oracle and setting with several seeds, the mean win rate over the seeds; per setting, the mean over
+its runs and how many meet issue 11's bar (0.75 or more over the base, NLL within 1.2× the base's, at
+most 15% outliers).
 
     python benchmarks/loop_sweep.py --oracles shorter,on-topic-shorter,no-bullets \
         --setting "" --setting "--epochs 2" --seeds 42/0,7/7 --parallel 3 --out var/sweep
@@ -148,6 +149,7 @@ def summarise(runs: list[Run], out: Path) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     by_setting: dict[str, list[dict]] = {}
+    by_oracle: dict[tuple[str, str], list[dict]] = {}
     for loop in runs:
         report = out / loop.name / "report.json"
         if not report.exists():
@@ -155,6 +157,7 @@ def summarise(runs: list[Run], out: Path) -> None:
             continue
         row = final_row(json.loads(report.read_text(encoding="utf-8")))
         by_setting.setdefault(loop.setting, []).append(row)
+        by_oracle.setdefault((loop.oracle, loop.setting), []).append(row)
         rate = (
             "no games" if row["rate"] is None else f"{row['rate']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
         )
@@ -165,6 +168,13 @@ def summarise(runs: list[Run], out: Path) -> None:
             f"{_share(row['stopped'])} | {'yes' if row['held_back'] else 'no'} | {'yes' if meets_bar(row) else 'no'} |"
         )
     print()
+    for (oracle, setting), judged in by_oracle.items():
+        rates = [r["rate"] for r in judged if r["rate"] is not None]
+        if len(rates) > 1:  # one oracle over its seeds: a single run's interval is about ±0.10
+            print(
+                f"`{oracle}`, {setting or 'defaults'}: {len(rates)} seeds, over the base {mean(rates):.3f} on average "
+                f"({min(rates):.3f} to {max(rates):.3f}), {sum(r >= BAR['rate'] for r in rates)} at 0.75 or more"
+            )
     for setting, judged in by_setting.items():
         rows = [
             r
