@@ -351,6 +351,36 @@ def test_method_and_loss_that_disagree_are_refused(chat_model_dir):
 
 
 @pytest.mark.django_db
+def test_run_loop_warns_of_a_judge_that_ties_on_everything_and_the_round_says_why_it_cannot_train(
+    chat_model_dir,
+):
+    # the tiny model's 8 seeded tokens never say the prompts' key word ("answer"): key-noun ties every pair
+    loop_scene(chat_model_dir, held_out=2)
+    out = StringIO()
+
+    with pytest.raises(CommandError, match=r"0 preference pairs .*left out: tie: 9"):
+        call_command(
+            "run_loop",
+            "--rounds=1",
+            "--oracle=key-noun",
+            "--policy=base",
+            "--prompts=3",
+            "--samples=3",
+            "--pairs=all",
+            "--max-new-tokens=8",
+            "--backend=transformers",
+            "--batch-size=4",
+            "--max-length=64",
+            stdout=out,
+        )
+
+    printed = out.getvalue()
+    assert "simulated key-noun: 9 judgments" in printed and "(tie 9)" in printed
+    assert "warning: key-noun tied 9 of 9 judgments (100%)" in printed
+    assert not TrainingRound.objects.filter(status=RoundStatus.SUCCEEDED).exists()
+
+
+@pytest.mark.django_db
 def test_run_loop_sft_first_takes_the_base_through_sft_then_preference_rounds(chat_model_dir, tmp_path):
     loop_scene(chat_model_dir, held_out=2)
     report = tmp_path / "loop.json"
