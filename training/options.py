@@ -37,7 +37,7 @@ def _default(cls: type, name: str) -> Any:
 # rounds 0.842 (shorter; 0.683 with another seed) against 0.642 at 1e-5, every final policy within
 # 7% of the base's NLL; over three seeds shorter, no-bullets and on-topic-shorter average 0.747,
 # 0.761 and 0.778. 3e-5 (two seeds, three oracles) gained 0.044 on average, within noise, and put
-# two of six runs at the 15% outlier limit; two epochs gained 0.041 [-0.034, 0.116] over eight
+# two of six runs at the 15% outlier limit; two epochs gained 0.045 [-0.020, 0.111] over nine
 # paired runs, not clear of zero, at twice the training time.
 ROUND_DEFAULTS: dict[str, Any] = {"lr": 2e-5, "max_length": 512, "rpo_alpha": 1.0}
 
