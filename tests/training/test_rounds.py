@@ -187,6 +187,17 @@ def test_training_data_is_the_policys_own_judged_comparisons(chat_model_dir):
     assert Judgment.objects.filter(source=Source.SIMULATED).count() == 2
 
 
+# run_loop on loop_scene: the base answers its train prompts three times each, 8 tokens an answer
+TINY_LOOP = (
+    "--policy=base",
+    "--prompts=3",
+    "--samples=3",
+    "--pairs=all",
+    "--max-new-tokens=8",
+    "--backend=transformers",
+)
+
+
 def loop_scene(model_dir, *, held_out):
     """A base policy on the tiny model, 6 train prompts and ``held_out`` eval prompts for run_loop."""
     policy_register(name="base", location=str(model_dir))
@@ -206,12 +217,7 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
         "run_loop",
         "--rounds=2",
         "--oracle=shorter",
-        "--policy=base",
-        "--prompts=3",
-        "--samples=3",
-        "--pairs=all",
-        "--max-new-tokens=8",
-        "--backend=transformers",
+        *TINY_LOOP,
         "--lr=1e-3",
         "--batch-size=4",
         "--max-length=64",
@@ -363,12 +369,7 @@ def test_run_loop_warns_of_a_judge_that_ties_on_everything_and_the_round_says_wh
             "run_loop",
             "--rounds=1",
             "--oracle=key-noun",
-            "--policy=base",
-            "--prompts=3",
-            "--samples=3",
-            "--pairs=all",
-            "--max-new-tokens=8",
-            "--backend=transformers",
+            *TINY_LOOP,
             "--batch-size=4",
             "--max-length=64",
             stdout=out,
