@@ -37,7 +37,8 @@ def embedded_materialise(target: Path = DEFAULT_DIR) -> Path:
     """Write the embedded model and its tokenizer (with chat template) to ``target`` as safetensors.
 
     Idempotent; written into a temporary directory beside ``target`` and renamed when complete, so
-    an interrupted run leaves nothing half-written.
+    an interrupted run leaves nothing half-written, and two processes materialising at once both
+    return the one that was renamed first.
     """
     target = Path(target)
     if embedded_is_materialised(target):
@@ -62,6 +63,11 @@ def embedded_materialise(target: Path = DEFAULT_DIR) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # another process (a second command, a worker) materialised it meanwhile: theirs is as good
+        if not embedded_is_materialised(target):
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
