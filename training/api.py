@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -16,6 +16,7 @@ from training.errors import RoundNotFound
 from training.models import TrainingRound
 from training.options import GENERATION_DEFAULTS, GUARD_DEFAULTS, HYPERPARAMETERS
 from training.rounds import round_cancel, rounds_reap_stale
+from training.selectors import heldout_least_likely
 from training.tasks import round_retry, round_start
 
 
@@ -61,15 +62,34 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
         ]
 
 
+class UnlikelyAnswerSerializer(serializers.Serializer):
+    prompt_id = serializers.IntegerField(source="answer.prompt_id")
+    prompt = serializers.CharField(source="answer.prompt", help_text="its first line")
+    answer = serializers.CharField(source="answer.text")
+    base_nll = serializers.FloatField(source="answer.base_nll", help_text="nats per token under the base")
+    beyond_p95 = serializers.BooleanField(help_text="beyond the base's own 95th NLL percentile")
+    base_answer = serializers.CharField(source="base_answer.text", default=None)
+    base_answer_nll = serializers.FloatField(source="base_answer.base_nll", default=None)
+
+
 class TrainingRoundDetailSerializer(TrainingRoundSerializer):
     metrics = serializers.SerializerMethodField()
     log = serializers.CharField(read_only=True)
+    least_likely = serializers.SerializerMethodField(
+        help_text="the new policy's held-out answers least likely under the base, beside the base's"
+    )
 
     class Meta(TrainingRoundSerializer.Meta):
-        fields = [*TrainingRoundSerializer.Meta.fields, "metrics", "log"]
+        fields = [*TrainingRoundSerializer.Meta.fields, "metrics", "log", "least_likely"]
 
     def get_metrics(self, obj: TrainingRound) -> list[dict]:
         return [values for values in obj.metrics.values_list("values", flat=True)]
+
+    @extend_schema_field(UnlikelyAnswerSerializer(many=True))
+    def get_least_likely(self, obj: TrainingRound) -> list[dict]:
+        if obj.output_policy is None or not obj.drift:
+            return []
+        return UnlikelyAnswerSerializer(heldout_least_likely(policy=obj.output_policy), many=True).data
 
 
 class RoundStartSerializer(serializers.Serializer):

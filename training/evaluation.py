@@ -49,6 +49,7 @@ from training.errors import RoundCancelled
 from training.models import Evaluation, RoundStatus, TrainingRound
 from training.options import GENERATION_DEFAULTS, GUARD_DEFAULTS, sampling_from
 from training.rounds import round_create
+from training.selectors import heldout_least_likely
 from training.stats import (
     ELO_SCALE,
     ControlledFit,
@@ -637,6 +638,15 @@ def tied_warning(oracle: str, verdicts: Counter[str]) -> str | None:
     )
 
 
+# run_loop prints and reports each round's least likely held-out answers: the drift figures' evidence.
+LEAST_LIKELY_SHOWN = 3
+
+
+def _excerpt(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _sft(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """A preference round's settings for its SFT round: loss sft, no RPO (it anchors pairs)."""
     return {**{k: v for k, v in hyperparameters.items() if k != "rpo_alpha"}, "loss": "sft"}
@@ -809,6 +819,20 @@ def loop_run(
             "the model (the rest hit --max-new-tokens)"
         )
         row["drift"] = finished.drift
+        row["least_likely"] = [
+            {
+                "prompt": str(unlikely.answer.prompt),
+                "answer": unlikely.answer.text,
+                "base_nll": unlikely.answer.base_nll,
+                "beyond_p95": unlikely.beyond_p95,
+                "base_answer": unlikely.base_answer.text if unlikely.base_answer else None,
+            }
+            for unlikely in heldout_least_likely(policy=new, limit=LEAST_LIKELY_SHOWN)
+        ]
+        if row["least_likely"]:
+            say(f"  {new.name}'s least likely held-out answers under {base.name} (NLL per token):")
+            for item in row["least_likely"]:
+                say(f"    {item['base_nll']:.2f} {item['prompt']!r} -> {_excerpt(item['answer'])!r}")
         if finished.kl_checks:
             row["kl_checks"], row["stopped_early"] = finished.kl_checks, finished.stopped_early
         if finished.stopped_early:

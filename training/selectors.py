@@ -1,5 +1,5 @@
-"""Reads for the staff dashboard: annotation quality per campaign and per annotator, recent rounds.
-Never writes. (The leaderboard and win rates live in ``evaluation``.)
+"""Reads for the staff dashboard and the round page: annotation quality per campaign and per
+annotator, recent rounds, a policy's least likely held-out answers. Never writes. (The leaderboard and win rates live in ``evaluation``.)
 
 Judgments are human (and imported) by default; simulated ones count only when asked, so a demo's
 scripted judges never inflate the statistics of real annotators.
@@ -18,6 +18,9 @@ from django.utils import timezone
 from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Source
 from annotate.reliability import krippendorff_alpha_nominal, left_chosen, reliability_estimate
 from annotate.selectors import majority
+from generation.models import Policy, Response
+from generation.services import policy_root
+from training.drift import percentile
 from training.models import TrainingRound
 from training.stats import median
 
@@ -190,3 +193,41 @@ def rounds_recent(*, limit: int = 50) -> list[TrainingRound]:
     return list(
         TrainingRound.objects.select_related("policy", "output_policy", "started_by").order_by("-id")[:limit]
     )
+
+
+# --- Drift, answer by answer -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnlikelyAnswer:
+    """One held-out answer of a policy beside the base's answer to the same prompt."""
+
+    answer: Response
+    base_answer: Response | None
+    beyond_p95: bool  # its NLL under the base exceeds the base's own 95th percentile
+
+
+def heldout_least_likely(*, policy: Policy, limit: int = 5) -> list[UnlikelyAnswer]:
+    """``policy``'s held-out answers the base of its lineage finds least likely per token (highest
+    ``base_nll``, measured with the round's drift), first: the answers the fluency figures are made
+    of, to read before trusting or promoting the policy. Empty for a base, or before drift is measured."""
+    base = policy_root(policy)
+    if base.pk == policy.pk:
+        return []
+    answers = list(
+        Response.objects.filter(policy=policy, heldout=True, base_nll__isnull=False)
+        .select_related("prompt")
+        .order_by("-base_nll", "id")[:limit]
+    )
+    theirs = Response.objects.filter(policy=base, heldout=True, base_nll__isnull=False)
+    own = list(theirs.values_list("base_nll", flat=True))
+    p95 = percentile(own, 95) if own else None
+    by_prompt = {r.prompt_id: r for r in theirs.filter(prompt__in=[a.prompt_id for a in answers])}
+    return [
+        UnlikelyAnswer(
+            answer=a,
+            base_answer=by_prompt.get(a.prompt_id),
+            beyond_p95=p95 is not None and a.base_nll > p95,
+        )
+        for a in answers
+    ]

@@ -24,7 +24,7 @@ from training.forms import StartRoundForm
 from training.models import TrainingRound
 from training.options import GUARD_DEFAULTS
 from training.rounds import round_cancel, round_pairs_count, rounds_reap_stale
-from training.selectors import annotation_stats, rounds_recent
+from training.selectors import annotation_stats, heldout_least_likely, rounds_recent
 from training.tasks import round_retry, round_start
 
 
@@ -112,6 +112,7 @@ def _round_context(training_round: TrainingRound) -> dict:
         "guards": {**GUARD_DEFAULTS, **training_round.guards},
         "fluency_min_answers": FLUENCY_MIN_ANSWERS,
         "both_bad": both_bad_rates(policy=output).get(output.pk) if output else None,
+        "least_likely": heldout_least_likely(policy=output) if output and training_round.drift else [],
         "round": training_round,
         "charts": round_charts(metrics),
         "latest": metrics[-1][1] if metrics else None,

@@ -5,15 +5,17 @@ import math
 import pytest
 import torch
 from django.urls import reverse
+from django.utils import timezone
 
 from generation.models import Policy, Response, Split
-from tests.factories import PromptFactory
+from tests.factories import PolicyFactory, PromptFactory, ResponseFactory
 from tests.training.test_rounds import FAST, judged_policy
 from training.drift import FLUENCY_MIN_ANSWERS, drift_breaches, drift_summary, percentile, repetition
 from training.errors import NotTrainable
 from training.evaluation import round_execute
-from training.models import RoundStatus
+from training.models import RoundStatus, TrainingRound
 from training.rounds import round_create
+from training.selectors import heldout_least_likely
 
 GUARDS = {"kl_budget": 0.5, "fluency_limit": 1.2, "outlier_limit": 0.15}
 
@@ -138,3 +140,59 @@ def test_a_round_past_its_kl_budget_stops_early_and_keeps_the_checkpoint_within_
     client.force_login(staff)
     page = client.get(reverse("training:round", args=[finished.pk])).content.decode()
     assert "Stopped early" in page and "checkpoint of step 0" in page and "Early stop" in page
+
+
+@pytest.fixture
+def drifted_round(db):
+    """A finished round whose new policy's held-out answers carry their NLL under the base: 20 base
+    answers at NLL 1.0 to 1.95 (95th percentile 1.9), the new policy's at 1.2 to 2.15, one of them
+    a script tag (model text is untrusted)."""
+    base = PolicyFactory(name="base")
+    new = PolicyFactory(name="base-round1", parent=base)
+    for i in range(20):
+        prompt = PromptFactory(text=f"Held-out question {i}?", split=Split.EVAL)
+        ResponseFactory(
+            prompt=prompt, policy=base, heldout=True, text=f"base answer {i}", base_nll=1.0 + i / 20
+        )
+        text = "<script>alert('x')</script> broken" if i == 19 else f"new answer {i}"
+        ResponseFactory(
+            prompt=prompt, policy=new, heldout=True, text=text, base_nll=1.2 + i / 20, finish_reason="length"
+        )
+    return TrainingRound.objects.create(
+        policy=base,
+        reference=base,
+        output_policy=new,
+        status=RoundStatus.SUCCEEDED,
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        drift={"answers": 20, "base": "base", "reference": "base", "kl": 0.1, "nll_base": 1.68,
+               "nll_base_own": 1.48, "fluency_ratio": 1.14, "beyond_p95": 0.25, "base_p95": 1.9},
+    )  # fmt: skip
+
+
+def test_least_likely_answers_come_first_beside_the_base_answer_to_their_prompt(drifted_round):
+    unlikely = heldout_least_likely(policy=drifted_round.output_policy, limit=3)
+    assert [u.answer.base_nll for u in unlikely] == pytest.approx([2.15, 2.1, 2.05])
+    assert [u.base_answer.text for u in unlikely] == ["base answer 19", "base answer 18", "base answer 17"]
+    assert all(u.beyond_p95 for u in unlikely)  # all above the base's 95th percentile, 1.9
+    assert heldout_least_likely(policy=drifted_round.policy) == []  # the base did not drift from itself
+
+
+def test_round_page_and_api_show_the_least_likely_answers_as_text(drifted_round, client, api, staff):
+    client.force_login(staff)
+    page = client.get(reverse("training:round", args=[drifted_round.pk])).content.decode()
+    assert "Its least likely answers under the base" in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; broken" in page and "<script>alert" not in page
+    assert page.count("beyond the base's 95th percentile") == 5 and "base answer 15" in page
+    api.force_authenticate(staff)
+    shown = api.get(f"/api/rounds/{drifted_round.pk}/").json()["least_likely"]
+    assert shown[0] == {
+        "prompt_id": drifted_round.output_policy.responses.get(text__startswith="<script>").prompt_id,
+        "prompt": "Held-out question 19?",
+        "answer": "<script>alert('x')</script> broken",
+        "base_nll": pytest.approx(2.15),
+        "beyond_p95": True,
+        "base_answer": "base answer 19",
+        "base_answer_nll": pytest.approx(1.95),
+    }
+    assert len(shown) == 5

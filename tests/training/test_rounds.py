@@ -256,6 +256,15 @@ def test_run_loop_reports_win_rates_each_round(chat_model_dir, tmp_path):
         assert {"kl", "nll_base", "fluency_ratio", "beyond_p95", "repetition"} <= set(row["drift"])
         assert row["check"]["judge"] == "fluency" and row["held_back"] is None
     assert "drift: KL" in printed and "judged by fluency instead:" in printed
+    # and the answers behind the drift figures, least likely under the base first, to be read
+    for row in results:
+        nlls = [item["base_nll"] for item in row["least_likely"]]
+        assert len(nlls) == 3 and nlls == sorted(nlls, reverse=True)
+        texts = set(
+            Response.objects.filter(policy__name=row["policy"], heldout=True).values_list("text", flat=True)
+        )
+        assert {item["answer"] for item in row["least_likely"]} == texts
+    assert "least likely held-out answers under base (NLL per token):" in printed
     assert {r.reference.name for r in TrainingRound.objects.all()} == {"base"}
     assert all(r.hyperparameters["rpo_alpha"] == 0.5 for r in TrainingRound.objects.all())
     # three train prompts fresh in each round: the second round did not re-answer the first's
