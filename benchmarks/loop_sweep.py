@@ -5,7 +5,8 @@ controlled, judged by fluency instead, the base's NLL of their held-out answers 
 share beyond the base's 95th percentile, the share ended by the model, held back or not; and per
 oracle and setting with several seeds, the mean win rate over the seeds; per setting, the mean over
 its runs and how many meet issue 11's bar (0.75 or more over the base, NLL within 1.2× the base's, at
-most 15% outliers).
+most 15% outliers); and each further setting against the first, paired by oracle and seed (the mean
+difference with a 95% t interval).
 
     python benchmarks/loop_sweep.py --oracles shorter,on-topic-shorter,no-bullets \
         --setting "" --setting "--epochs 2" --seeds 42/0,7/7 --parallel 3 --out var/sweep
@@ -30,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 
 ROOT = Path(__file__).resolve().parent.parent
 # The command of every run in the sweep tables (docs/training.md, "Drift"): 40 train prompts × 4
@@ -150,12 +151,15 @@ def summarise(runs: list[Run], out: Path) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     by_setting: dict[str, list[dict]] = {}
     by_oracle: dict[tuple[str, str], list[dict]] = {}
+    finals: dict[tuple[str, str, str], float] = {}  # (oracle, seed, setting): the final rate, for pairing
     for loop in runs:
         report = out / loop.name / "report.json"
         if not report.exists():
             print(f"| `{loop.oracle}` | {loop.setting or 'defaults'} | {loop.seed} | not run |")
             continue
         row = final_row(json.loads(report.read_text(encoding="utf-8")))
+        if row["rate"] is not None:
+            finals[(loop.oracle, loop.seed, loop.setting)] = row["rate"]
         by_setting.setdefault(loop.setting, []).append(row)
         by_oracle.setdefault((loop.oracle, loop.setting), []).append(row)
         rate = (
@@ -190,6 +194,30 @@ def summarise(runs: list[Run], out: Path) -> None:
             f"{mean(r['beyond_p95'] for r in rows):.1%} on average, {max(r['beyond_p95'] for r in rows):.0%} at most; "
             f"{sum(bool(r['held_back']) for r in rows)} held back; {sum(meets_bar(r) for r in rows)} meet the bar"
         )
+    settings = list(dict.fromkeys(loop.setting for loop in runs))
+    for setting in settings[1:]:
+        if line := paired_difference(finals, settings[0], setting):
+            print(line)
+
+
+def paired_difference(rates: dict[tuple[str, str, str], float], first: str, second: str) -> str | None:
+    """``second`` against ``first`` over the runs they share (same oracle and seed): the mean difference
+    in the final rate over the base with a 95% t interval over the differences (None: under 2 pairs)."""
+    from scipy.stats import t
+
+    differences = [
+        rates[(oracle, seed, second)] - rate
+        for (oracle, seed, setting), rate in rates.items()
+        if setting == first and (oracle, seed, second) in rates
+    ]
+    if len(differences) < 2:
+        return None
+    n, average = len(differences), mean(differences)
+    half = t.ppf(0.975, n - 1) * stdev(differences) / n**0.5
+    return (
+        f"{second or 'defaults'} against {first or 'defaults'}: {n} paired runs (same oracle and seed), "
+        f"{average:+.3f} [95% {average - half:+.3f}, {average + half:+.3f}] over the base"
+    )
 
 
 def main() -> None:

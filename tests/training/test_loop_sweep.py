@@ -42,3 +42,29 @@ def test_the_summary_averages_each_oracle_over_its_seeds_and_counts_the_runs_tha
     # three runs: two at 0.75 or more, one of them beyond the fluency bar; one meets the whole bar
     assert "defaults: 3 runs, over the base 0.767 on average, 2 at 0.75 or more" in printed
     assert printed.rstrip().endswith("0 held back; 1 meet the bar")
+
+
+def test_a_second_setting_is_compared_with_the_first_run_by_run(tmp_path, capsys):
+    figures = {  # (oracle, seed): rate at one epoch, at two; differences +0.10, +0.05, -0.03
+        ("shorter", "42/0"): (0.70, 0.80),
+        ("shorter", "7/7"): (0.75, 0.80),
+        ("no-bullets", "42/0"): (0.83, 0.80),
+    }
+    runs = []
+    for (oracle, seed), rates in figures.items():
+        for setting, rate in zip(("", "--epochs 2"), rates, strict=True):
+            run = Run(oracle, setting, seed)
+            (tmp_path / run.name).mkdir()
+            (tmp_path / run.name / "report.json").write_text(json.dumps(report(rate, 0.99, 0.05)))
+            runs.append(run)
+
+    summarise([*runs, Run("key-noun", "--epochs 2", "42/0")], tmp_path)
+
+    # mean +0.04, sd 0.0656: t(0.975, 2) = 4.303 gives half-width 0.163
+    assert (
+        capsys.readouterr()
+        .out.rstrip()
+        .endswith(
+            "--epochs 2 against defaults: 3 paired runs (same oracle and seed), +0.040 [95% -0.123, +0.203] over the base"
+        )
+    )
