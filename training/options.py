@@ -35,9 +35,9 @@ def _default(cls: type, name: str) -> Any:
 # with 30% outliers (held back); with it, within 1% of the base's NLL and 5% outliers. With RPO on, lr
 # 2e-5 was the better trade-off of the sweep (docs/training.md, "Drift"): over the base after two
 # rounds 0.842 (shorter; 0.683 with another seed) against 0.642 at 1e-5, every final policy within
-# 7% of the base's NLL; over three seeds shorter, no-bullets and on-topic-shorter average 0.747,
-# 0.761 and 0.778. 3e-5 (two seeds, three oracles) gained 0.044 on average, within noise, and put
-# two of six runs at the 15% outlier limit; two epochs gained 0.045 [-0.020, 0.111] over nine
+# 7% of the base's NLL; over four seeds shorter, no-bullets and on-topic-shorter average 0.771,
+# 0.779 and 0.764. 3e-5 (two seeds, three oracles) gained 0.044 on average, within noise, and put
+# two of six runs at the 15% outlier limit; two epochs gained 0.033 [-0.017, 0.083] over twelve
 # paired runs, not clear of zero, at twice the training time.
 ROUND_DEFAULTS: dict[str, Any] = {"lr": 2e-5, "max_length": 512, "rpo_alpha": 1.0}
 
