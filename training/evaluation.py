@@ -25,6 +25,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Avg, Prefetch, QuerySet
 from django.db.models.functions import Length
+from django.utils.text import Truncator
 
 from annotate.models import Campaign, Choice, Comparison, Judgment, Kind, Source
 from annotate.oracles import oracle_resolve
@@ -642,11 +643,6 @@ def tied_warning(oracle: str, verdicts: Counter[str]) -> str | None:
 LEAST_LIKELY_SHOWN = 3
 
 
-def _excerpt(text: str, limit: int = 120) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _sft(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """A preference round's settings for its SFT round: loss sft, no RPO (it anchors pairs)."""
     return {**{k: v for k, v in hyperparameters.items() if k != "rpo_alpha"}, "loss": "sft"}
@@ -832,7 +828,8 @@ def loop_run(
         if row["least_likely"]:
             say(f"  {new.name}'s least likely held-out answers under {base.name} (NLL per token):")
             for item in row["least_likely"]:
-                say(f"    {item['base_nll']:.2f} {item['prompt']!r} -> {_excerpt(item['answer'])!r}")
+                excerpt = Truncator(" ".join(item["answer"].split())).chars(120)
+                say(f"    {item['base_nll']:.2f} {item['prompt']!r} -> {excerpt!r}")
         if finished.kl_checks:
             row["kl_checks"], row["stopped_early"] = finished.kl_checks, finished.stopped_early
         if finished.stopped_early:
