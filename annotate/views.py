@@ -13,6 +13,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotate.errors import AlreadyJudged, CampaignNotFound, ComparisonNotFound
@@ -26,6 +27,7 @@ from config.errors import object_or_404
 
 SESSION_CAMPAIGN = "annotate_campaign"  # the campaign the annotator picked; absent: all open to them
 SESSION_RECORDED = "annotate_recorded"  # the judgment just recorded: shown once, with its undo
+SESSION_NOT_RECORDED = "annotate_not_recorded"  # set when an answer came for a comparison already judged
 
 
 def _sides(assignment: Assignment | Judgment) -> dict:
@@ -60,6 +62,7 @@ def _queue(request: HttpRequest, *, status: int = 200) -> HttpResponse:
         "assignment": assignment,
         "picked": picked,
         "recorded": recorded,
+        "not_recorded": request.session.pop(SESSION_NOT_RECORDED, False) and recorded is not None,
         **(_sides(assignment) if assignment else {}),
     }
     if request.htmx:
@@ -79,6 +82,7 @@ def _parse_answer(answer: str) -> tuple[str, str]:
     return verdict, strength
 
 
+@never_cache  # Back must not show a comparison already judged as if it were still open
 @login_required
 def queue(request: HttpRequest) -> HttpResponse:
     if "campaign" in request.GET:  # the picker: a campaign's id, or empty for all open to me
@@ -96,6 +100,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     return _queue(request)
 
 
+@never_cache
 @login_required
 @require_POST
 def judge(request: HttpRequest) -> HttpResponse:
@@ -125,7 +130,12 @@ def judge(request: HttpRequest) -> HttpResponse:
             edit_of=request.POST.get("edit_of", ""),
         )
     except AlreadyJudged:
-        pass  # a double submit: the first one counted, carry on with the next comparison
+        # A double submit, or an answer to a page kept in the browser's history: the first answer
+        # stands, and the page says so beside the link that changes it (never dropped silently).
+        earlier = Judgment.objects.filter(comparison=comparison, annotator=request.user).first()
+        if earlier is not None:
+            request.session[SESSION_RECORDED] = earlier.pk
+            request.session[SESSION_NOT_RECORDED] = True
     else:
         request.session[SESSION_RECORDED] = judgment.pk
     return _queue(request) if request.htmx else redirect("annotate:queue")

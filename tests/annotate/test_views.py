@@ -140,6 +140,25 @@ def test_double_submit_keeps_one_judgment_and_moves_on(logged_in):
 
 
 @pytest.mark.django_db
+def test_an_answer_resubmitted_from_history_says_it_was_not_recorded(logged_in):
+    comparison, _ = ComparisonFactory(overlap=2), ComparisonFactory(overlap=2)
+    page = logged_in.get(QUEUE)
+    assert "no-store" in page["Cache-Control"]  # Back fetches the queue again instead of a stale page
+    logged_in.post(JUDGE, {"comparison": comparison.pk, "answer": "left"}, HTTP_HX_REQUEST="true")
+
+    again = logged_in.post(JUDGE, {"comparison": comparison.pk, "answer": "right"}, HTTP_HX_REQUEST="true")
+
+    html = again.content.decode()
+    judgment = Judgment.objects.get()
+    assert judgment.choice == judgment.left  # the first answer stands
+    assert "You had already judged that comparison: <strong>Left better</strong> stands" in html
+    assert "<strong>not recorded</strong>" in html
+    assert f'href="{reverse("annotate:change", args=[judgment.pk])}?next=queue"' in html
+    follow_up = logged_in.get(QUEUE).content.decode()
+    assert "not recorded" not in follow_up  # said once
+
+
+@pytest.mark.django_db
 def test_judging_a_comparison_not_served_is_refused(logged_in, other_annotator):
     comparison = ComparisonFactory()
     comparison_assign_next(annotator=other_annotator)
