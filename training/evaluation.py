@@ -53,6 +53,7 @@ from training.rounds import round_create
 from training.selectors import heldout_least_likely
 from training.stats import (
     ELO_SCALE,
+    MIN_RATED_GAMES,
     ControlledFit,
     Game,
     WinRate,
@@ -513,7 +514,8 @@ def leaderboard(
     rows = []
     for policy in policies:
         key = str(policy.pk)
-        low, high = interval(draws.get(key, []))
+        rated = played.get(policy.pk, 0) >= MIN_RATED_GAMES  # else too few games for an honest interval
+        low, high = interval(draws.get(key, []) if rated else [])
         rows.append(
             LeaderboardRow(
                 policy=policy,
@@ -532,10 +534,12 @@ def leaderboard(
         )
         row = rows[-1]
         row.lc_rating = controlled.ratings.get(key)
-        row.lc_low, row.lc_high = interval([d.ratings[key] for d in lc_draws if key in d.ratings])
+        row.lc_low, row.lc_high = interval(
+            [d.ratings[key] for d in lc_draws if key in d.ratings] if rated else []
+        )
         row.length_coefficient = length_coefficient
         parent = str(policy.parent_id)
-        if policy.parent_id and row.lc_rating is not None and parent in controlled.ratings:
+        if rated and policy.parent_id and row.lc_rating is not None and parent in controlled.ratings:
             implied = [
                 _implied_rate(d.ratings[key], d.ratings[parent])
                 for d in lc_draws

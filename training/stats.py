@@ -3,7 +3,9 @@
 - Bradley-Terry strengths from pairwise outcomes (Hunter's MM algorithm), on an Elo-like scale, and
   the length-controlled fit: the answers' length difference as a covariate (Chatbot Arena's style
   control), so a policy does not climb by getting shorter or longer alone.
-- Win rates with percentile-bootstrap intervals, resampling comparisons.
+- Win rates with percentile-bootstrap intervals, resampling comparisons, never narrower than the
+  Wilson score interval: a bootstrap over four identical outcomes has no width, four games do not
+  justify that (4-0 is 100% [51%, 100%]).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 
 ELO_SCALE = 400 / math.log(10)  # a 400-point gap is 10:1 odds, as in chess ratings
 ELO_CENTRE = 1000.0
+MIN_RATED_GAMES = 10  # fewer games than this: a rating gets no interval (a bootstrap of a few is too narrow)
+Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -127,13 +131,24 @@ def bootstrap_interval(
     return estimates[int(tail * (resamples - 1))], estimates[math.ceil((1 - tail) * (resamples - 1))]
 
 
+def wilson_interval(successes: float, n: int, *, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval of a proportion (a tie counted as half a success): honest at small n
+    and at 0% or 100%, where a bootstrap or the normal approximation has no width."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass(frozen=True)
 class WinRate:
     wins: int
     ties: int
     losses: int
     rate: float  # (wins + ties / 2) / games
-    low: float  # 95% percentile-bootstrap interval
+    low: float  # 95%: the percentile bootstrap's interval widened to Wilson's where that is wider
     high: float
 
     @property
@@ -150,6 +165,8 @@ def win_rate(scores: Sequence[float], *, seed: int = 0) -> WinRate | None:
         return sum(float(s) for s in sample) / len(sample)  # type: ignore[arg-type]
 
     low, high = bootstrap_interval(list(scores), mean, seed=seed)
+    wilson_low, wilson_high = wilson_interval(sum(scores), len(scores))
+    low, high = min(low, wilson_low), max(high, wilson_high)
     return WinRate(
         wins=sum(1 for s in scores if s == 1.0),
         ties=sum(1 for s in scores if s == 0.5),

@@ -25,6 +25,7 @@ from training.models import TrainingRound
 from training.options import GUARD_DEFAULTS
 from training.rounds import round_cancel, round_pairs_count, rounds_reap_stale
 from training.selectors import annotation_stats, heldout_least_likely, rounds_recent
+from training.stats import MIN_RATED_GAMES
 from training.tasks import round_retry, round_start
 
 
@@ -78,6 +79,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "campaign_stats": campaign_stats,
             "annotators": annotators,
             "leaderboard": leaderboard(include_simulated=simulated),
+            "min_rated_games": MIN_RATED_GAMES,
             "form": form,
             "policy_choices": choices,
         },

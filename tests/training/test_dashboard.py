@@ -46,12 +46,42 @@ def test_leaderboard_rates_policies_and_win_rate_over_parent():
     rows = {row.policy.name: row for row in leaderboard()}
 
     assert rows["child"].rating > rows["base"].rating
-    assert rows["child"].low <= rows["child"].rating <= rows["child"].high
     assert rows["child"].games == 4
     assert rows["child"].versus_parent.rate == pytest.approx(0.75)
     assert rows["base"].versus_parent is None
     with_simulated = {row.policy.name: row for row in leaderboard(include_simulated=True)}
     assert with_simulated["child"].versus_parent.rate == pytest.approx(0.8)
+
+
+@pytest.mark.django_db
+def test_four_games_won_four_nil_get_no_rating_interval_and_an_honest_win_rate(client, staff):
+    base = PolicyFactory(name="base")
+    child = PolicyFactory(name="child", parent=base)
+    for _ in range(4):
+        versus(child, base, Choice.FIRST)
+
+    rows = {row.policy.name: row for row in leaderboard()}
+
+    assert rows["child"].rating is not None and rows["child"].low is None  # a zero-width bootstrap before
+    assert rows["child"].lc_low is None and rows["child"].lc_versus_parent is None
+    assert rows["child"].versus_parent.low == pytest.approx(0.51, abs=0.01)
+    client.force_login(staff)
+    html = client.get("/training/").content.decode()
+    assert "too few games for an interval (4 of 10)" in html
+    assert '100% <span class="muted">[51–100%] over 4 (4/0/0)' in html
+
+
+@pytest.mark.django_db
+def test_ten_games_give_a_rating_interval_around_the_rating():
+    base = PolicyFactory(name="base")
+    child = PolicyFactory(name="child", parent=base)
+    for choice in [Choice.FIRST] * 7 + [Choice.SECOND] * 3:
+        versus(child, base, choice)
+
+    rows = {row.policy.name: row for row in leaderboard()}
+
+    assert rows["child"].low < rows["child"].rating < rows["child"].high
+    assert rows["child"].lc_low < rows["child"].lc_rating < rows["child"].lc_high
 
 
 @pytest.mark.django_db

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from annotate.reliability import krippendorff_alpha_nominal
-from training.stats import Game, bradley_terry, win_rate
+from training.stats import Game, bradley_terry, length_difference, wilson_interval, win_rate
 
 
 def test_bradley_terry_three_wins_in_four_is_odds_of_three():
@@ -44,7 +44,17 @@ def test_win_rate_counts_ties_as_half_with_an_interval_around_it():
     assert rate.rate == pytest.approx(0.625)
     assert 0.0 <= rate.low <= 0.625 <= rate.high <= 1.0
     assert win_rate([]) is None
-    assert win_rate([1.0] * 50).low == 1.0
+
+
+def test_four_wins_of_four_is_not_certain_the_interval_is_wilsons():
+    # Wilson by hand, p = 1, n = 4, z = 1.96: centre (1 + z²/8) / (1 + z²/4) = 0.7551,
+    # half-width z·sqrt(z²/64) / (1 + z²/4) = 0.2449: [0.510, 1.000]. The bootstrap alone gave [1, 1].
+    rate = win_rate([1.0] * 4)
+    assert rate.rate == 1.0
+    assert rate.low == pytest.approx(0.5101, abs=1e-4)
+    assert rate.high == pytest.approx(1.0)
+    assert wilson_interval(0, 4)[1] == pytest.approx(0.4899, abs=1e-4)
+    assert win_rate([1.0] * 50).low == pytest.approx(0.9287, abs=1e-4)  # many games: narrow, not zero
 
 
 def test_length_controlled_fit_recovers_strengths_and_the_length_effect_by_hand():
@@ -61,7 +71,6 @@ def test_length_controlled_fit_recovers_strengths_and_the_length_effect_by_hand(
 
 
 def test_length_difference_is_bounded_and_antisymmetric():
-    from training.stats import length_difference
 
     assert length_difference(30, 10) == pytest.approx(0.5)
     assert length_difference(10, 30) == pytest.approx(-0.5)
