@@ -85,6 +85,20 @@ def campaign_open_to(*, campaign: Campaign, annotator: AbstractBaseUser) -> bool
     return campaign.open_to_all or campaign.members.filter(pk=annotator.pk).exists()
 
 
+def campaign_closed_reason(*, campaign: Campaign, annotator: AbstractBaseUser) -> str:
+    """Why ``campaign`` is not open to ``annotator``, in words they can act on."""
+    if campaign.status == CampaignStatus.PAUSED:
+        return f"campaign {campaign.name!r} was paused by staff"
+    if campaign.status == CampaignStatus.CLOSED:
+        return f"campaign {campaign.name!r} is closed"
+    return f"you are not a member of campaign {campaign.name!r}"
+
+
+def campaign_visible_to(*, campaign: Campaign, annotator: AbstractBaseUser) -> bool:
+    """Whether ``annotator`` may know ``campaign`` exists (open to all, or they are a member)."""
+    return campaign.open_to_all or campaign.members.filter(pk=annotator.pk).exists()
+
+
 def comparisons_open_for(
     *,
     annotator: AbstractBaseUser,

@@ -16,10 +16,16 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from annotate.errors import AlreadyJudged, CampaignNotFound, ComparisonNotFound
+from annotate.errors import AlreadyJudged, CampaignNotFound, CampaignNotOpen, ComparisonNotFound
 from annotate.forms import CampaignForm
 from annotate.models import Assignment, Campaign, Comparison, Judgment, Side
-from annotate.selectors import annotator_gold_accuracy, campaigns_open_for
+from annotate.selectors import (
+    annotator_gold_accuracy,
+    campaign_closed_reason,
+    campaign_open_to,
+    campaign_visible_to,
+    campaigns_open_for,
+)
 from annotate.services.campaigns import campaign_create, campaign_members_set, campaign_update
 from annotate.services.judgments import judgment_change, judgment_submit, ranking_submit
 from annotate.services.queue import assignment_skip, comparison_assign_next
@@ -28,6 +34,9 @@ from config.errors import object_or_404
 SESSION_CAMPAIGN = "annotate_campaign"  # the campaign the annotator picked; absent: all open to them
 SESSION_RECORDED = "annotate_recorded"  # the judgment just recorded: shown once, with its undo
 SESSION_NOT_RECORDED = "annotate_not_recorded"  # set when an answer came for a comparison already judged
+SESSION_NOTICE = (
+    "annotate_notice"  # why the queue changed under the annotator (a campaign paused), shown once
+)
 
 
 def _sides(assignment: Assignment | Judgment) -> dict:
@@ -48,6 +57,10 @@ def _picked(request: HttpRequest) -> Campaign | None:
     picked = campaigns_open_for(annotator=request.user).filter(pk=pk).first()
     if picked is None:
         request.session.pop(SESSION_CAMPAIGN, None)
+        gone = Campaign.objects.filter(pk=pk).first()
+        if gone is not None and SESSION_NOTICE not in request.session:
+            reason = campaign_closed_reason(campaign=gone, annotator=request.user)
+            request.session[SESSION_NOTICE] = f"{reason}; you are judging in all your campaigns now"
     return picked
 
 
@@ -61,6 +74,7 @@ def _queue(request: HttpRequest, *, status: int = 200) -> HttpResponse:
     context = {
         "assignment": assignment,
         "picked": picked,
+        "notice": request.session.pop(SESSION_NOTICE, ""),
         "recorded": recorded,
         "not_recorded": request.session.pop(SESSION_NOT_RECORDED, False) and recorded is not None,
         **(_sides(assignment) if assignment else {}),
@@ -87,7 +101,15 @@ def _parse_answer(answer: str) -> tuple[str, str]:
 def queue(request: HttpRequest) -> HttpResponse:
     if "campaign" in request.GET:  # the picker: a campaign's id, or empty for all open to me
         wanted = request.GET["campaign"]
-        if wanted:
+        known = Campaign.objects.filter(pk=wanted).first() if wanted.isdigit() else None
+        if known is not None and campaign_visible_to(campaign=known, annotator=request.user):
+            if campaign_open_to(campaign=known, annotator=request.user):
+                request.session[SESSION_CAMPAIGN] = known.pk
+            else:  # a bookmark of a paused or closed campaign: say so, judge in the others
+                request.session.pop(SESSION_CAMPAIGN, None)
+                reason = campaign_closed_reason(campaign=known, annotator=request.user)
+                request.session[SESSION_NOTICE] = f"{reason}; you are judging in all your campaigns now"
+        elif wanted:
             picked = object_or_404(
                 campaigns_open_for(annotator=request.user),
                 error=CampaignNotFound,
@@ -118,17 +140,16 @@ def judge(request: HttpRequest) -> HttpResponse:
                 ranks=[_rank(request.POST.get(f"rank_{i}")) for i in range(1, len(comparison.answers) + 1)],
                 rationale=request.POST.get("rationale", "").strip(),
             )
-            request.session[SESSION_RECORDED] = judgment.pk
-            return _queue(request) if request.htmx else redirect("annotate:queue")
-        judgment = judgment_submit(
-            comparison=comparison,
-            annotator=request.user,
-            verdict=verdict,
-            strength=strength,
-            rationale=request.POST.get("rationale", "").strip(),
-            edit=request.POST.get("edit", ""),
-            edit_of=request.POST.get("edit_of", ""),
-        )
+        else:
+            judgment = judgment_submit(
+                comparison=comparison,
+                annotator=request.user,
+                verdict=verdict,
+                strength=strength,
+                rationale=request.POST.get("rationale", "").strip(),
+                edit=request.POST.get("edit", ""),
+                edit_of=request.POST.get("edit_of", ""),
+            )
     except AlreadyJudged:
         # A double submit, or an answer to a page kept in the browser's history: the first answer
         # stands, and the page says so beside the link that changes it (never dropped silently).
@@ -136,6 +157,12 @@ def judge(request: HttpRequest) -> HttpResponse:
         if earlier is not None:
             request.session[SESSION_RECORDED] = earlier.pk
             request.session[SESSION_NOT_RECORDED] = True
+    except CampaignNotOpen as exc:
+        # Paused or closed while the annotator held one of its comparisons: say so and serve the
+        # next comparison from their other campaigns, so the keys keep working without a reload.
+        if request.session.get(SESSION_CAMPAIGN) == exc.context.get("campaign"):
+            request.session.pop(SESSION_CAMPAIGN)
+        request.session[SESSION_NOTICE] = exc.detail
     else:
         request.session[SESSION_RECORDED] = judgment.pk
     return _queue(request) if request.htmx else redirect("annotate:queue")

@@ -25,7 +25,7 @@ from annotate.models import (
     Strength,
     Verdict,
 )
-from annotate.selectors import campaign_open_to, implied_pairs, majority
+from annotate.selectors import campaign_closed_reason, campaign_open_to, implied_pairs, majority
 from config.errors import Invalid, NotAllowed
 from config.limits import too_long
 from generation.models import FinishReason, Response
@@ -166,9 +166,8 @@ def _lock_open(*, comparison: Comparison, annotator: AbstractBaseUser) -> Compar
     (CampaignNotOpen: paused, closed, or they were taken off its members)."""
     locked = _lock(comparison.pk)
     if not campaign_open_to(campaign=locked.campaign, annotator=annotator):
-        raise CampaignNotOpen(
-            f"campaign {locked.campaign.name!r} is not open to you", campaign=locked.campaign_id
-        )
+        reason = campaign_closed_reason(campaign=locked.campaign, annotator=annotator)
+        raise CampaignNotOpen(f"{reason}: your answer was not recorded", campaign=locked.campaign_id)
     return locked
 
 

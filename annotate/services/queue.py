@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from annotate.errors import CampaignNotOpen, NotServed
 from annotate.models import Assignment, Campaign, Comparison, Judgment, Kind, Side
-from annotate.selectors import campaigns_open_for, comparisons_open_for
+from annotate.selectors import campaign_closed_reason, campaigns_open_for, comparisons_open_for
 
 # What serving a comparison shows: loaded with the assignment in one query.
 _SHOWN = ("comparison__prompt", "comparison__response_a", "comparison__response_b", "comparison__campaign")
@@ -36,7 +36,9 @@ def comparison_assign_next(
     allowed = campaigns_open_for(annotator=annotator)
     if campaign is not None:
         if not allowed.filter(pk=campaign.pk).exists():
-            raise CampaignNotOpen(f"campaign {campaign.name!r} is not open to you", campaign=campaign.pk)
+            raise CampaignNotOpen(
+                campaign_closed_reason(campaign=campaign, annotator=annotator), campaign=campaign.pk
+            )
         allowed = allowed.filter(pk=campaign.pk)
     live = (
         Assignment.objects.filter(

@@ -284,3 +284,35 @@ def test_an_edit_posted_with_the_plain_form_is_kept_and_listed_under_my_judgment
     edit = Judgment.objects.get().edit
     assert (edit.text, edit.author, edit.improves) == ("three, said well", annotator, None)
     assert "Your edit:</span> three, said well" in logged_in.get(MINE).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_campaign_paused_under_the_annotator_says_so_and_serves_the_next_comparison(logged_in):
+    paused = CampaignFactory(name="paused one", priority=5)
+    other = CampaignFactory(name="still open")
+    held = ComparisonFactory(campaign=paused)
+    waiting = ComparisonFactory(campaign=other)
+    logged_in.get(QUEUE + f"?campaign={paused.pk}")
+    Campaign.objects.filter(pk=paused.pk).update(status="paused")
+
+    response = logged_in.post(JUDGE, {"comparison": held.pk, "answer": "left"}, HTTP_HX_REQUEST="true")
+
+    html = response.content.decode()
+    assert response.status_code == 200  # swapped in: the keys keep working
+    assert "Campaign &#x27;paused one&#x27; was paused by staff: your answer was not recorded" in html
+    assert "here is your next comparison" in html
+    assert f'name="comparison" value="{waiting.pk}"' in html
+    assert 'id="progress"' in html  # the counter is refreshed with it
+    assert not Judgment.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_bookmark_of_a_paused_campaign_says_it_was_paused(logged_in):
+    paused = CampaignFactory(name="autumn", status="paused")
+    ComparisonFactory(campaign=CampaignFactory(name="other"))
+
+    html = logged_in.get(QUEUE + f"?campaign={paused.pk}").content.decode()
+
+    assert "Campaign &#x27;autumn&#x27; was paused by staff; you are judging in all your campaigns now" in html
+    hidden = CampaignFactory(name="secret", open_to_all=False, status="paused")
+    assert logged_in.get(QUEUE + f"?campaign={hidden.pk}").status_code == 404  # not a member: not told
