@@ -313,6 +313,8 @@ def test_a_bookmark_of_a_paused_campaign_says_it_was_paused(logged_in):
 
     html = logged_in.get(QUEUE + f"?campaign={paused.pk}").content.decode()
 
-    assert "Campaign &#x27;autumn&#x27; was paused by staff; you are judging in all your campaigns now" in html
+    assert (
+        "Campaign &#x27;autumn&#x27; was paused by staff; you are judging in all your campaigns now" in html
+    )
     hidden = CampaignFactory(name="secret", open_to_all=False, status="paused")
     assert logged_in.get(QUEUE + f"?campaign={hidden.pk}").status_code == 404  # not a member: not told

@@ -169,6 +169,23 @@ def test_the_token_endpoint_is_throttled_per_address(api, settings):
     assert api.post("/api/auth/token/", {"username": "u", "password": "x"}).json()["error"] == "throttled"
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_a_client_rotating_x_forwarded_for_is_still_throttled(api, settings, proxies):
+    settings.PREFLOOP_PROXY_COUNT = proxies
+    limit = int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["token"].split("/")[0])
+    statuses = [
+        api.post(
+            "/api/auth/token/",
+            {"username": f"u{i}", "password": "x"},
+            # the client's own entry first; one proxy appends the address it saw (the same each time)
+            HTTP_X_FORWARDED_FOR=f"10.9.{i}.1" + (", 203.0.113.7" if proxies else ""),
+        ).status_code
+        for i in range(limit + 1)
+    ]
+    assert statuses[limit] == 429  # DRF alone keyed each request on its own forged header
+
+
 @pytest.mark.parametrize(
     ("proxies", "forwarded", "expected"),
     [
