@@ -8,8 +8,20 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from annotate.models import Assignment, Campaign, CampaignStatus, Choice, Comparison, Judgment, Kind
@@ -26,9 +38,18 @@ AGGREGATIONS = ("majority", "dawid-skene")
 
 def comparisons_reliability(*, comparisons: QuerySet[Comparison]) -> Reliability:
     """Dawid-Skene over the judgments of ``comparisons``, gold comparisons held at their answer."""
-    votes = Judgment.objects.filter(  # thumbs items are not comparisons of two: left out of the fit
-        comparison__in=comparisons, comparison__response_b__isnull=False
-    ).values_list("comparison_id", "annotator_id", "choice")
+    # thumbs items are not comparisons of two: left out of the fit. On gold the answer first given
+    # counts: revising it after learning it was wrong must not raise an annotator's weight.
+    votes = (
+        Judgment.objects.filter(comparison__in=comparisons, comparison__response_b__isnull=False)
+        .annotate(
+            vote=Case(
+                When(comparison__kind=Kind.GOLD, then=Coalesce(NullIf("first_choice", Value("")), "choice")),
+                default=F("choice"),
+            )
+        )
+        .values_list("comparison_id", "annotator_id", "vote")
+    )
     gold = dict(
         comparisons.filter(kind=Kind.GOLD).exclude(gold_answer="").values_list("id", "gold_answer").order_by()
     )

@@ -20,7 +20,6 @@ from annotate.errors import AlreadyJudged, CampaignNotFound, CampaignNotOpen, Co
 from annotate.forms import CampaignForm
 from annotate.models import Assignment, Campaign, Comparison, Judgment, Side
 from annotate.selectors import (
-    annotator_gold_accuracy,
     campaign_closed_reason,
     campaign_open_to,
     campaign_visible_to,
@@ -183,12 +182,9 @@ def mine(request: HttpRequest) -> HttpResponse:
         .order_by("-created_at")
     )
     page = Paginator(judgments, 25).get_page(request.GET.get("page"))
-    correct, gold = annotator_gold_accuracy(annotator=request.user)
-    return render(
-        request,
-        "annotate/mine.html",
-        {"page": page, "gold": gold, "gold_correct": correct},
-    )
+    # No gold score here: watching it move after each judgment tells which items are gold and what
+    # their answer is. Staff see it per annotator on the dashboard (docs/security.md).
+    return render(request, "annotate/mine.html", {"page": page})
 
 
 @login_required

@@ -85,6 +85,12 @@ class CampaignStats:
         return self.comparisons - self.complete
 
 
+def _vote(judgment: dict[str, Any]) -> str:
+    """The choice a judgment counts with where it can weigh labels: on gold, the first one given."""
+    gold = judgment["comparison__kind"] == Kind.GOLD
+    return str(judgment["first_choice"] or judgment["choice"]) if gold else str(judgment["choice"])
+
+
 def annotation_stats(
     *, include_simulated: bool = False, now: datetime | None = None
 ) -> tuple[list[CampaignStats], list[AnnotatorStats]]:
@@ -173,7 +179,8 @@ def annotation_stats(
         stats.median_seconds = median([v["time_on_task_ms"] / 1000 for v in votes if v["time_on_task_ms"]])
     reliability = reliability_estimate(
         (
-            (v["comparison_id"], v["annotator_id"], v["choice"])
+            # on gold, the answer first given: revising one after learning it was wrong buys nothing
+            (v["comparison_id"], v["annotator_id"], _vote(v))
             for votes in by_comparison.values()
             for v in votes
         ),

@@ -9,8 +9,8 @@ from django.db import connection
 from django.utils import timezone
 
 from annotate.errors import AlreadySkipped, ComparisonFull
-from annotate.models import Assignment, Choice, Judgment, Kind, Side
-from annotate.selectors import annotator_gold_accuracy
+from annotate.models import Assignment, Choice, Comparison, Judgment, Kind, Side
+from annotate.selectors import annotator_gold_accuracy, comparisons_reliability
 from annotate.services.judgments import judgment_change, judgment_submit
 from annotate.services.queue import assignment_skip, comparison_assign_next
 from tests.factories import ComparisonFactory, JudgmentFactory, UserFactory
@@ -139,3 +139,22 @@ def test_a_comparison_counts_its_judgments_and_stops_wanting_them_when_full(anno
     comparison.refresh_from_db()
     assert (comparison.judgment_count, comparison.needs_judgments) == (3, False)  # a majority for the first
     assert comparison_assign_next(annotator=UserFactory()) is None
+
+
+@pytest.mark.django_db
+def test_revising_wrong_gold_answers_does_not_raise_reliability():
+    reviser, steady, careful = UserFactory(), UserFactory(), UserFactory()
+    for _ in range(4):
+        gold = ComparisonFactory(kind=Kind.GOLD, gold_answer=Choice.FIRST, overlap=3)
+        # both answered wrong at first; the reviser changed it after learning the answer
+        JudgmentFactory(comparison=gold, annotator=reviser, choice=Choice.FIRST, first_choice=Choice.SECOND)
+        JudgmentFactory(comparison=gold, annotator=steady, choice=Choice.SECOND)
+        JudgmentFactory(comparison=gold, annotator=careful, choice=Choice.FIRST)
+
+    _, people = annotation_stats()
+    weights = {p.username: p.reliability for p in people}
+    fitted = comparisons_reliability(comparisons=Comparison.objects.all()).annotators
+
+    assert weights[reviser.username] == pytest.approx(weights[steady.username])
+    assert weights[reviser.username] < weights[careful.username]
+    assert fitted[reviser.pk] == pytest.approx(fitted[steady.pk]) and fitted[reviser.pk] < fitted[careful.pk]
