@@ -71,6 +71,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = PREFLOOP_MAX_UPLOAD_BYTES
 PREFLOOP_MAX_PROMPT_CHARS = int(os.environ.get("PREFLOOP_MAX_PROMPT_CHARS", "100000"))
 PREFLOOP_MAX_RESPONSE_CHARS = int(os.environ.get("PREFLOOP_MAX_RESPONSE_CHARS", "100000"))
 PREFLOOP_MAX_RATIONALE_CHARS = int(os.environ.get("PREFLOOP_MAX_RATIONALE_CHARS", "5000"))
+# messages in one prompt conversation (each is a block on the judging page)
+PREFLOOP_MAX_TURNS = int(os.environ.get("PREFLOOP_MAX_TURNS", "100"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",

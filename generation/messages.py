@@ -11,6 +11,8 @@ import hashlib
 import json
 from typing import Any
 
+from django.conf import settings
+
 from config.limits import too_long
 
 ROLES = ("system", "user", "assistant")
@@ -20,6 +22,9 @@ def messages_problem(messages: Any) -> str | None:
     """Why ``messages`` is not a valid prompt conversation, or None when it is."""
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list"
+    turns = settings.PREFLOOP_MAX_TURNS
+    if len(messages) > turns:
+        return f"the conversation has {len(messages)} messages; the limit is {turns} (PREFLOOP_MAX_TURNS)"
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             return f"messages[{index}] must be an object with 'role' and 'content'"

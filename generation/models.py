@@ -62,6 +62,13 @@ class Prompt(models.Model):
         """The prompt as a chat conversation, whichever form it was given in."""
         return self.messages if self.messages is not None else messages_from_text(self.text)
 
+    def shown_messages(self) -> tuple[list[dict[str, str]], int]:
+        """The turns a page shows (the last ``PREFLOOP_MAX_TURNS``, where the answers follow on) and
+        how many earlier ones it leaves out: a conversation stored before the cap stays cheap to show."""
+        messages = self.as_messages()
+        keep = settings.PREFLOOP_MAX_TURNS
+        return messages[-keep:], max(0, len(messages) - keep)
+
 
 class LocationKind(models.TextChoices):
     DIRECTORY = "directory", "directory (Hugging Face format)"

@@ -77,3 +77,57 @@ def test_the_checker_sees_active_content_in_raw_html():
         "a[href=javascript:x]",
         "<script>",
     ]
+
+
+# The review's costly shapes, each within the character caps: 1.8 s, 1.0 s and 1.0 s to format before.
+COSTLY = {
+    "brackets": "[" * 99_999,
+    "emphasis": "*a" * 49_999,
+    "table": "| a | b |\n|---|---|\n" + "| x | y |\n" * 9_000,
+}
+
+
+@pytest.mark.parametrize("shape", COSTLY)
+def test_text_that_is_mostly_markdown_structure_is_shown_escaped_as_plain_text(shape):
+    html = markdown_html(COSTLY[shape])
+
+    assert html.startswith('<p class="muted plain-note">Shown as plain text')
+    assert '<pre class="plain">' in html
+    assert "<table" not in html and "<em>" not in html
+    assert len(html) < 2 * len(COSTLY[shape]) + 200  # escaped once, no markup added per delimiter
+
+
+def test_a_long_answer_with_ordinary_markdown_is_still_formatted():
+    answer = "## Steps\n\n" + "".join(
+        f"{i}. Do **this** with `code` and [a link](https://x.org).\n" for i in range(300)
+    )
+    answer += "\n| a | b |\n|---|---|\n" + "| 1 | 2 |\n" * 200
+
+    html = markdown_html(answer)
+
+    assert "<strong>this</strong>" in html and "<table>" in html and "plain-note" not in html
+
+
+def test_plain_text_fallback_escapes_markup():
+    html = markdown_html("<script>alert(1)</script>" + "*" * 5000)
+    assert active_content(html) == []
+    assert "&lt;script&gt;" in html
+
+
+@pytest.mark.django_db
+def test_a_stored_conversation_of_many_turns_shows_only_the_last_ones(client, annotator, settings):
+    from tests.factories import ComparisonFactory, PromptFactory, ResponseFactory
+
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"t{i}"} for i in range(100_001)]
+    prompt = PromptFactory(text="", messages=turns)
+    ComparisonFactory(
+        prompt=prompt, response_a=ResponseFactory(prompt=prompt), response_b=ResponseFactory(prompt=prompt)
+    )
+    client.force_login(annotator)
+
+    html = client.get("/annotate/").content.decode()
+
+    assert "99901 earlier messages of this conversation not shown." in html
+    assert html.count('class="turn turn-') == settings.PREFLOOP_MAX_TURNS
+    assert "t100000" in html and ">t5<" not in html
+    assert len(html) < 200_000  # 10 MB before

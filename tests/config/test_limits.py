@@ -36,6 +36,17 @@ def test_a_conversation_over_the_cap_is_refused_through_the_api(api, staff, sett
 
 
 @pytest.mark.django_db
+def test_a_conversation_of_more_turns_than_the_cap_is_refused_with_its_line(write_file, settings):
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": "a"} for i in range(101)]
+    path = write_file("c.jsonl", json.dumps({"messages": turns}) + "\n")
+    with pytest.raises(
+        CommandError, match=r"c.jsonl:1: .*101 messages; the limit is 100 \(PREFLOOP_MAX_TURNS\)"
+    ):
+        call_command("import_prompts", str(path))
+    assert Prompt.objects.count() == 0
+
+
+@pytest.mark.django_db
 def test_an_imported_response_over_the_cap_is_refused(write_file, settings):
     settings.PREFLOOP_MAX_RESPONSE_CHARS = 20
     path = write_file("pairs.jsonl", json.dumps({"prompt": "p", "chosen": "c" * 21, "rejected": "r"}) + "\n")
