@@ -7,12 +7,18 @@ these; nothing else states a default. Importing this loads no torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from annotate.services.pairing import PAIRINGS
 from generation.backends import BACKENDS, Sampling
 from training.dpo.config import LOSSES, UNPAIRED, DPOConfig
+
+
+def _shown(bound: float | None) -> str:
+    """A bound as people write it: 2147483647, 100, 0.5, 1e-09."""
+    return str(int(bound)) if bound is not None and bound == int(bound) else f"{bound:g}"
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,39 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    low: float | None = None  # the smallest value a round accepts (inclusive)
+    high: float | None = None  # the largest
+
+    def check(self, value: Any) -> Any:
+        """``value`` as this option's type, within its bounds; ValueError names the setting, what it
+        takes and what it got. The form, the API and the commands all come through here, so each
+        refuses the same values with the same message (a round fails early, not in the worker)."""
+        if value is None and self.default is None:
+            return None
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.name} must be true or false (got {value!r})")
+            return value
+        if self.kind is str:
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                allowed = f"one of {', '.join(self.choices)}" if self.choices else "text"
+                raise ValueError(f"{self.name} must be {allowed} (got {value!r})")
+            return value
+        try:  # numbers: JSON numbers, or text that reads as one (a form field, a command line)
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        what = "a whole number" if self.kind is int else "a number"
+        bounds = (
+            f" from {_shown(self.low)} to {_shown(self.high)}"
+            if self.low is not None and self.high is not None
+            else ""
+        )
+        if not math.isfinite(number) or (self.kind is int and number != int(number)):
+            raise ValueError(f"{self.name} must be {what}{bounds} (got {value!r})")
+        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+            raise ValueError(f"{self.name} must be {what}{bounds} (got {value!r})")
+        return int(number) if self.kind is int else number
 
 
 def _default(cls: type, name: str) -> Any:
@@ -73,6 +112,26 @@ _TYPES = {
     "confidence_smoothing": bool,
 }
 
+# What a round accepts: wide enough for any real run, narrow enough that a typo (lr 1e12, epochs 1e9)
+# is refused when the round is asked for rather than holding a worker for ever (docs/training.md).
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "beta": (1e-4, 100.0),
+    "lr": (1e-9, 1.0),
+    "epochs": (1, 100),
+    "batch_size": (1, 4096),
+    "grad_accum": (1, 4096),
+    "max_length": (16, 131072),
+    "max_prompt_length": (1, 131072),
+    "warmup_ratio": (0.0, 1.0),
+    "max_steps": (0, 10_000_000),
+    "lora_r": (0, 1024),
+    "lora_alpha": (1, 4096),
+    "label_smoothing": (0.0, 0.5),
+    "rpo_alpha": (0.0, 100.0),
+    "seed": (0, 2**31 - 1),
+    "kl_every": (0, 1_000_000),
+}
+
 TRAINING: list[Option] = [
     Option(
         name,
@@ -80,24 +139,28 @@ TRAINING: list[Option] = [
         ROUND_DEFAULTS.get(name, _default(DPOConfig, name)),
         help_text,
         LOSSES if name == "loss" else ("auto", "bf16", "fp32") if name == "dtype" else None,
+        *_BOUNDS.get(name, (None, None)),
     )
     for name, help_text in _TRAINING_HELP.items()
 ]
 HYPERPARAMETERS = tuple(option.name for option in TRAINING)
 
 GENERATION: list[Option] = [
-    Option("samples", int, _default(Sampling, "samples"), "answers per prompt"),
-    Option("temperature", float, _default(Sampling, "temperature"), "sampling temperature"),
-    Option("top_p", float, _default(Sampling, "top_p"), "nucleus sampling"),
-    Option("max_new_tokens", int, _default(Sampling, "max_new_tokens"), "answer length cap"),
-    Option("seed", int, _default(Sampling, "seed"), "sampling seed"),
+    Option("samples", int, _default(Sampling, "samples"), "answers per prompt", None, 1, 16),
+    Option("temperature", float, _default(Sampling, "temperature"), "sampling temperature", None, 0.0, 5.0),
+    Option("top_p", float, _default(Sampling, "top_p"), "nucleus sampling", None, 0.01, 1.0),
+    Option("max_new_tokens", int, _default(Sampling, "max_new_tokens"), "answer length cap", None, 1, 32768),
+    Option("seed", int, _default(Sampling, "seed"), "sampling seed", None, 0, 2**31 - 1),
     Option("pairs", str, "random", "how a prompt's answers are paired", PAIRINGS),
-    Option("overlap", int, None, "judgments wanted per comparison (default: the campaign's)"),
+    Option("overlap", int, None, "judgments wanted per comparison (default: the campaign's)", None, 1, 100),
     Option(
         "budget",
         int,
         None,
         "most comparisons a round queues (default: the campaign's pair budget; none: no cap)",
+        None,
+        1,
+        10_000_000,
     ),
     Option("backend", str, "auto", "generation backend", BACKENDS),
 ]
@@ -110,6 +173,8 @@ def round_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(hyperparameters) - set(HYPERPARAMETERS))
     if unknown:
         raise ValueError(f"unknown training option {unknown[0]!r}; known: {', '.join(HYPERPARAMETERS)}")
+    by_name = {option.name: option for option in TRAINING}
+    hyperparameters = {name: by_name[name].check(value) for name, value in hyperparameters.items()}
     merged = {**ROUND_DEFAULTS, **hyperparameters}
     if merged.get("loss") in UNPAIRED and "rpo_alpha" not in hyperparameters:
         merged["rpo_alpha"] = 0.0  # RPO anchors a pair's chosen answer; KTO and SFT have no pairs
@@ -151,14 +216,7 @@ def generation_settings(generation: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown generation option {unknown[0]!r}; known: {', '.join(GENERATION_DEFAULTS)}")
     merged = {**GENERATION_DEFAULTS, **generation}
     for option in GENERATION:
-        if option.choices and merged[option.name] not in option.choices:
-            raise ValueError(
-                f"{option.name} must be one of {', '.join(option.choices)} (got {merged[option.name]!r})"
-            )
-    if merged["overlap"] is not None and int(merged["overlap"]) < 1:
-        raise ValueError(f"overlap must be at least 1 (got {merged['overlap']})")
-    if merged["budget"] is not None and int(merged["budget"]) < 1:
-        raise ValueError(f"budget must be at least 1 comparison (got {merged['budget']})")
+        merged[option.name] = option.check(merged[option.name])
     sampling_from(merged)
     return merged
 
@@ -172,30 +230,44 @@ def sampling_from(generation: dict[str, Any]) -> Sampling:
 # Defaults from evidence (docs/training.md): the readable runs kept their held-out answers within 20%
 # of the base's own NLL with under 15% beyond its 95th percentile; the broken ones did not.
 GUARDS: list[Option] = [
-    Option("kl_budget", float, 0.5, "largest KL(new ‖ reference) per token on its held-out answers"),
     Option(
-        "fluency_limit", float, 1.2, "largest NLL of its held-out answers under the base, × the base's own"
+        "kl_budget",
+        float,
+        0.5,
+        "largest KL(new ‖ reference) per token on its held-out answers",
+        None,
+        1e-9,
+        100.0,
+    ),
+    Option(
+        "fluency_limit",
+        float,
+        1.2,
+        "largest NLL of its held-out answers under the base, × the base's own",
+        None,
+        1e-9,
+        100.0,
     ),
     Option(
         "outlier_limit",
         float,
         0.15,
         "largest share of its held-out answers beyond the base's 95th NLL percentile",
+        None,
+        0.0,
+        1.0,
     ),
 ]
 GUARD_DEFAULTS: dict[str, float] = {option.name: option.default for option in GUARDS}
 
 
 def guard_settings(guards: dict[str, Any]) -> dict[str, float]:
-    """The defaults, then ``guards``; ValueError names an unknown or non-positive one."""
+    """The defaults, then ``guards``; ValueError names an unknown one or one out of its bounds."""
     unknown = sorted(set(guards) - set(GUARD_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown guard {unknown[0]!r}; known: {', '.join(GUARD_DEFAULTS)}")
-    merged = {**GUARD_DEFAULTS, **{k: float(v) for k, v in guards.items()}}
-    for name, value in merged.items():
-        if not value > 0:
-            raise ValueError(f"{name} must be positive (got {value})")
-    return merged
+    by_name = {option.name: option for option in GUARDS}
+    return {**GUARD_DEFAULTS, **{name: by_name[name].check(value) for name, value in guards.items()}}
 
 
 # The reference a round holds its policy to: "parent" rolls with the starting policy (each round

@@ -122,7 +122,7 @@ def test_round_with_too_few_pairs_refuses_and_says_how_many():
 @pytest.mark.django_db
 def test_bad_settings_and_untrainable_policies_are_refused():
     policy = PolicyFactory(name="p")
-    with pytest.raises(NotTrainable, match="beta must be positive"):
+    with pytest.raises(NotTrainable, match=r"beta must be a number from 0\.0001 to 100"):
         round_create(policy=policy, hyperparameters={"beta": -1}, min_pairs=1)
     with pytest.raises(NotTrainable, match="unknown training option 'momentum'"):
         round_create(policy=policy, hyperparameters={"momentum": 0.9}, min_pairs=1)
