@@ -7,6 +7,7 @@ fragment in place and refresh ``#progress`` out of band.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -74,6 +75,7 @@ def _queue(request: HttpRequest, *, status: int = 200) -> HttpResponse:
         "assignment": assignment,
         "picked": picked,
         "notice": request.session.pop(SESSION_NOTICE, ""),
+        "rationale_max": settings.PREFLOOP_MAX_RATIONALE_CHARS,
         "recorded": recorded,
         "not_recorded": request.session.pop(SESSION_NOT_RECORDED, False) and recorded is not None,
         **(_sides(assignment) if assignment else {}),

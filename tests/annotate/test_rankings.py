@@ -130,6 +130,7 @@ def test_the_judging_page_shows_numbered_answers_and_takes_ranks_without_javascr
     client.force_login(annotator)
 
     page = client.get(reverse("annotate:queue")).content.decode()
+    assert "the answers, best first" in page and "both bad" not in page  # the ranking's keys, not a pair's
 
     assert page.count('<section class="response" aria-label="Answer') == 3
     assert 'name="rank_3"' in page and "<script>x" not in page

@@ -63,6 +63,8 @@ def test_the_judging_page_shows_one_answer_with_good_and_bad_keys(client, annota
 
     assert 'data-key="1"><kbd>1</kbd> Good' in page and 'data-key="2"><kbd>2</kbd> Bad' in page
     assert "The answer" in page and "Left better" not in page
+    assert "Keys: <kbd>1</kbd> good · <kbd>2</kbd> bad" in page and "left better" not in page  # its own keys
+    assert 'maxlength="5000"' in page  # the server's rationale cap, not more
     assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold" not in page  # shown as text, never markup
     client.post(reverse("annotate:judge"), {"comparison": item.pk, "answer": "bad"})
     assert Judgment.objects.get().choice == Choice.BAD
