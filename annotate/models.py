@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -294,13 +295,34 @@ class Judgment(models.Model):
     def verdict_label(self) -> str:
         """What the annotator pressed, as they saw it: "Left clearly better", "Tie", ..."""
         if self.ranking:
-            return (
-                "A ranking (" + ", ".join(f"{'abcd'[i]}: {rank}" for i, rank in enumerate(self.ranking)) + ")"
-            )
+            return self.ranking_label()
         label = Verdict(self.verdict).label
         if self.strength == Strength.CLEAR:
             label = label.replace(" is better", " clearly better")
         return label.replace(" is better", " better").capitalize()
+
+    @cached_property
+    def shown_order(self) -> str:
+        """A ranking item's answers in the order this annotator was shown them (``Assignment.order``)."""
+        assignment = Assignment.objects.filter(
+            comparison_id=self.comparison_id, annotator_id=self.annotator_id
+        )
+        return assignment.values_list("order", flat=True).first() or ""
+
+    def ranking_label(self) -> str:
+        """A ranking in the terms the annotator saw: "Answer 2, then Answer 1 = Answer 3" (best first)."""
+        letters = self.shown_order or "abcd"[: len(self.ranking)]
+        number = {letter: i + 1 for i, letter in enumerate(letters)}  # stored letter -> answer shown
+        places: dict[int, list[int]] = {}
+        for i, rank in enumerate(self.ranking):
+            places.setdefault(rank, []).append(number["abcd"[i]])
+        return ", then ".join(
+            " = ".join(f"Answer {n}" for n in sorted(places[rank])) for rank in sorted(places)
+        )
+
+    def shown_answers(self) -> list[Response]:
+        """A ranking item's answers in the order the annotator saw them."""
+        return self.comparison.answers_in(self.shown_order)
 
     def shown(self) -> tuple[Response, Response | None]:
         """The two responses in the order the annotator saw them (left, right)."""

@@ -142,7 +142,11 @@ def test_the_judging_page_shows_numbered_answers_and_takes_ranks_without_javascr
         {"comparison": item.pk, **{f"rank_{i + 1}": by_text[t] for i, t in enumerate(shown)}},
     )
     assert Judgment.objects.get().ranking == [2, 1, 3]
-    assert "A ranking (a: 2, b: 1, c: 3)" in client.get(reverse("annotate:mine")).content.decode()
+    mine = client.get(reverse("annotate:mine")).content.decode()
+    n = {text: shown.index(text) + 1 for text in shown}  # each answer's number as this annotator saw it
+    blue = n["<script>x</script>blue"]
+    assert f"Answer {blue}, then Answer {n['red']}, then Answer {n['green']}" in mine  # shown terms
+    assert mine.count("</strong>: ") == 3  # all three answers listed, not two under Left/Right
 
 
 @pytest.mark.django_db

@@ -241,4 +241,9 @@ def test_annotator_ranks_four_answers_with_three_keys_ties_included(live_server,
 
     judgment = Judgment.objects.get()
     assert judgment.comparison == item and judgment.ranking == [1, 2, 2, 3]
-    assert "A ranking (a: 1, b: 2, c: 2, d: 3)" in page.inner_text(".recorded")
+    expected = (
+        f"Answer {number[texts[0]]}, then "
+        + " = ".join(f"Answer {n}" for n in sorted([number[texts[1]], number[texts[2]]]))
+        + f", then Answer {number[texts[3]]}"
+    )
+    assert expected in page.inner_text(".recorded")  # in the numbers shown, not stored letters
