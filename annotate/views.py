@@ -28,12 +28,13 @@ from annotate.selectors import (
 )
 from annotate.services.campaigns import campaign_create, campaign_members_set, campaign_update
 from annotate.services.judgments import judgment_change, judgment_submit, ranking_submit
-from annotate.services.queue import assignment_skip, comparison_assign_next
+from annotate.services.queue import assignment_skip, assignment_unskip, comparison_assign_next
 from config.errors import object_or_404
 
 SESSION_CAMPAIGN = "annotate_campaign"  # the campaign the annotator picked; absent: all open to them
 SESSION_RECORDED = "annotate_recorded"  # the judgment just recorded: shown once, with its undo
 SESSION_NOT_RECORDED = "annotate_not_recorded"  # set when an answer came for a comparison already judged
+SESSION_SKIPPED = "annotate_skipped"  # the comparison just skipped: said once, with its undo
 SESSION_NOTICE = (
     "annotate_notice"  # why the queue changed under the annotator (a campaign paused), shown once
 )
@@ -76,6 +77,7 @@ def _queue(request: HttpRequest, *, status: int = 200) -> HttpResponse:
         "picked": picked,
         "notice": request.session.pop(SESSION_NOTICE, ""),
         "rationale_max": settings.PREFLOOP_MAX_RATIONALE_CHARS,
+        "skipped": request.session.pop(SESSION_SKIPPED, None),
         "recorded": recorded,
         "not_recorded": request.session.pop(SESSION_NOT_RECORDED, False) and recorded is not None,
         **(_sides(assignment) if assignment else {}),
@@ -131,6 +133,10 @@ def judge(request: HttpRequest) -> HttpResponse:
     answer = request.POST.get("answer", "")
     if answer == "skip":
         assignment_skip(comparison=comparison, annotator=request.user)
+        request.session[SESSION_SKIPPED] = comparison.pk
+        return _queue(request) if request.htmx else redirect("annotate:queue")
+    if answer == "unskip":  # U right after a skip: that comparison comes back, next
+        assignment_unskip(comparison=comparison, annotator=request.user)
         return _queue(request) if request.htmx else redirect("annotate:queue")
     verdict, strength = _parse_answer(answer)
     try:

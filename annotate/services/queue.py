@@ -141,3 +141,15 @@ def assignment_skip(*, comparison: Comparison, annotator: AbstractBaseUser) -> N
     )
     if not updated:
         raise NotServed("this comparison was not served to you", comparison=comparison.pk)
+
+
+def assignment_unskip(*, comparison: Comparison, annotator: AbstractBaseUser) -> None:
+    """Take a skip back: the comparison is served to this annotator again, before the one served after
+    the skip (its first serving time is kept: the oldest live lease is served first), under a new
+    lease; judging it still needs room in it and its campaign open to them."""
+    now = timezone.now()
+    updated = Assignment.objects.filter(
+        comparison=comparison, annotator=annotator, skipped_at__isnull=False
+    ).update(skipped_at=None, expires_at=now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS))
+    if not updated:
+        raise NotServed("you have not skipped this comparison", comparison=comparison.pk)

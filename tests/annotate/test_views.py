@@ -320,3 +320,21 @@ def test_a_bookmark_of_a_paused_campaign_says_it_was_paused(logged_in):
     )
     hidden = CampaignFactory(name="secret", open_to_all=False, status="paused")
     assert logged_in.get(QUEUE + f"?campaign={hidden.pk}").status_code == 404  # not a member: not told
+
+
+@pytest.mark.django_db
+def test_a_skip_is_confirmed_and_undone_with_the_same_comparison_served_again(logged_in):
+    first, second = ComparisonFactory(), ComparisonFactory()
+    logged_in.get(QUEUE)
+
+    skipped = logged_in.post(JUDGE, {"comparison": first.pk, "answer": "skip"}, HTTP_HX_REQUEST="true")
+
+    html = skipped.content.decode()
+    assert "Skipped the previous comparison: it will not be served to you again." in html
+    assert 'name="answer" value="unskip" id="undo"' in html
+    assert f'name="comparison" value="{second.pk}"' in html
+    undone = logged_in.post(JUDGE, {"comparison": first.pk, "answer": "unskip"}, HTTP_HX_REQUEST="true")
+    assert f'<input type="hidden" name="comparison" value="{first.pk}">' in undone.content.decode()
+    assert "Skipped the previous" not in undone.content.decode()
+    logged_in.post(JUDGE, {"comparison": first.pk, "answer": "tie"})
+    assert Judgment.objects.get().comparison == first  # judged after all
