@@ -217,7 +217,8 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
                     f"{_pairing_notes(gen['pairs'], report)}"
                 )
         if Response.objects.filter(policy=policy, heldout=True).exists():
-            campaign = evaluation_campaign(name=f"Round {training_round.pk} held-out vs {parent.name}")
+            # blind: annotators see the campaign's name, so it names no policy (the round's FK says which)
+            campaign = evaluation_campaign(name=f"Round {training_round.pk} blind evaluation")
             TrainingRound.objects.filter(pk=training_round.pk).update(eval_campaign=campaign)
             report = evaluations_queue(
                 policy=policy,
@@ -761,7 +762,7 @@ def loop_run(
         if finished.eval_campaign is not None:
             simulate(finished.eval_campaign, 0.0)
         if current.pk != base.pk:
-            versus_base = evaluation_campaign(name=f"Round {finished.pk} held-out vs {base.name}")
+            versus_base = evaluation_campaign(name=f"Round {finished.pk} blind evaluation 2")
             evaluations_queue(
                 policy=new, opponent=base, campaign=versus_base, training_round=finished, seed=judge_seed
             )

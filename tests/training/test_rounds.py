@@ -96,6 +96,8 @@ def test_train_round_trains_registers_and_generates_next(chat_model_dir, rounds_
     }
     assert training_round.campaign.name == f"Round {training_round.pk} answers"
     eval_queued = Comparison.objects.filter(campaign=training_round.eval_campaign)
+    # annotators see the campaign's name: a blind evaluation names neither policy
+    assert training_round.eval_campaign.name == f"Round {training_round.pk} blind evaluation"
     assert eval_queued.count() <= 1 and all(c.kind == Kind.EVAL for c in eval_queued)
     assert {r.policy for c in eval_queued for r in (c.response_a, c.response_b)} <= {new, policy}
     for evaluation in Evaluation.objects.filter(comparison__in=eval_queued):

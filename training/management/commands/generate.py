@@ -41,7 +41,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--campaign",
             help=f"campaign of the comparisons, created if new (default: {DEFAULT_CAMPAIGN!r}; with --vs: "
-            "'<policy> held-out vs <old>')",
+            "'Blind evaluation <policy id>/<old id>': annotators see it, so it names no policy)",
         )
         parser.add_argument(
             "--overlap", type=int, help="judgments wanted per comparison (default: the campaign's)"
@@ -132,7 +132,7 @@ class Command(BaseCommand):
         campaign = (
             campaign_get_or_create(name=o["campaign"])
             if o["campaign"]
-            else evaluation_campaign(name=f"{policy.name} held-out vs {old.name}")
+            else evaluation_campaign(name=f"Blind evaluation {policy.pk}/{old.pk}")
         )
         report = evaluations_queue(
             policy=policy, opponent=old, campaign=campaign, overlap=o["overlap"], seed=o["seed"]
