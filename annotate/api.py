@@ -129,12 +129,18 @@ class AssignedComparisonSerializer(serializers.Serializer):
             return comparison.response_a.text
         return comparison.response_b.text if comparison.response_b is not None else None
 
-    @extend_schema_field(serializers.CharField())
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_left(self, assignment: Assignment) -> str | None:
+        """A pair's left text, a thumbs item's one answer; null for a ranking item (see ``answers``)."""
+        if assignment.comparison.is_ranking:
+            return None
         return self._text(assignment, assignment.left)
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_right(self, assignment: Assignment) -> str | None:
+        """A pair's right text; null for a thumbs or ranking item."""
+        if assignment.comparison.is_ranking:
+            return None
         return self._text(assignment, Side.SECOND if assignment.left == Side.FIRST else Side.FIRST)
 
 

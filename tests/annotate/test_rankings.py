@@ -155,6 +155,7 @@ def test_a_ranking_through_the_api(api, annotator):
     api.force_authenticate(annotator)
     served = api.post("/api/comparisons/next/").json()
     assert served["task"] == "rankings" and sorted(served["answers"]) == ["a chair", "blue", "red"]
+    assert served["left"] is None and served["right"] is None  # only the answers, in the order shown
     ranks = [{"blue": 1, "red": 2, "a chair": 3}[text] for text in served["answers"]]
 
     refused = api.post("/api/judgments/", {"comparison": item.pk, "ranks": [1, 1]}, format="json")
