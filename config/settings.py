@@ -139,6 +139,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("PREFLOOP_LOGIN_COOLOFF
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.views.login_locked_out"  # the site's own page: for how long, what to do
 PREFLOOP_PROXY_COUNT = int(os.environ.get("PREFLOOP_PROXY_COUNT", "0"))
 
 ROOT_URLCONF = "config.urls"

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -61,3 +62,17 @@ class TokenApi(ObtainAuthToken):
                     detail="too many failed logins for this user from here: try again later"
                 ) from None
             raise
+
+
+def login_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict | None = None
+) -> HttpResponse:
+    """django-axes' lockout answer (AXES_LOCKOUT_CALLABLE): a page in the site's own style saying
+    for how long and what to do (its default was unstyled text with neither); the API keeps its
+    JSON (the token view words it)."""
+    if request.path.startswith("/api/") and original_response is not None:
+        return original_response
+    username = (credentials or {}).get("username") or request.POST.get("username", "")
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    context = {"username": username, "failure_limit": settings.AXES_FAILURE_LIMIT, "minutes": minutes}
+    return render(request, "registration/locked_out.html", context, status=429)

@@ -142,6 +142,20 @@ def test_a_lockout_is_per_username_and_address_and_a_success_resets_the_count(cl
 
 
 @pytest.mark.django_db
+def test_the_lockout_page_is_styled_says_for_how_long_and_links_back(client):
+    UserFactory(username="target")
+    _fail_logins(client, "/login/", "target", 5)
+
+    response = client.post("/login/", {"username": "target", "password": "still wrong"})
+
+    html = response.content.decode()
+    assert response.status_code == 429
+    assert '<link rel="stylesheet"' in html  # the site's page, not axes' plain text
+    assert "refused for 15 minutes" in html and "for <strong>target</strong>" in html
+    assert 'href="/login/"' in html and "axes_reset_username target" in html
+
+
+@pytest.mark.django_db
 def test_the_token_endpoint_is_locked_out_too(api):
     user = UserFactory(username="target")
     user.set_password("the right one")
