@@ -8,7 +8,6 @@ fragment in place and refresh ``#progress`` out of band.
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -30,6 +29,7 @@ from annotate.services.campaigns import campaign_create, campaign_members_set, c
 from annotate.services.judgments import judgment_change, judgment_submit, ranking_submit
 from annotate.services.queue import assignment_skip, assignment_unskip, comparison_assign_next
 from config.errors import object_or_404
+from config.security import staff_required
 
 SESSION_CAMPAIGN = "annotate_campaign"  # the campaign the annotator picked; absent: all open to them
 SESSION_RECORDED = "annotate_recorded"  # the judgment just recorded: shown once, with its undo
@@ -236,7 +236,7 @@ def _current_answer(judgment: Judgment) -> str:
 # --- Campaigns (staff) -------------------------------------------------------------------------------
 
 
-@staff_member_required
+@staff_required
 @require_http_methods(["GET", "POST"])
 def campaigns(request: HttpRequest) -> HttpResponse:
     """Every campaign with its progress; the form creates one."""
@@ -252,7 +252,7 @@ def campaigns(request: HttpRequest) -> HttpResponse:
     return render(request, "annotate/campaigns.html", {"campaigns": rows, "form": form}, status=status)
 
 
-@staff_member_required
+@staff_required
 @require_http_methods(["GET", "POST"])
 def campaign(request: HttpRequest, pk: int) -> HttpResponse:
     """One campaign's settings, guidelines and members; pause, resume and close are one click."""

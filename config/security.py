@@ -1,9 +1,14 @@
 """Who is asking (the client address the login throttle counts failures by) and how much they may send."""
 
 from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from config.errors import NotAllowed
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -39,3 +44,20 @@ class RequestSizeLimitMiddleware:
                 return JsonResponse({"error": "too_large", "detail": detail}, status=400)
             return HttpResponse(detail, status=400, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
+
+
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A staff page: anonymous visitors are sent to log in; a signed-in annotator gets a 403 page
+    saying the page is for staff, with the site's links back (Django's ``staff_member_required``
+    sent them to the admin's login page, as if they had to sign in again)."""
+
+    @wraps(view)
+    @login_required
+    def staff_only(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_staff:
+            raise NotAllowed(
+                f"{request.path} is for staff; you are signed in as {request.user.get_username()}"
+            )
+        return view(request, *args, **kwargs)
+
+    return staff_only

@@ -6,8 +6,8 @@ Roles: anonymous; ``annotator`` (owns the judgment and is a member of the member
 URLs name); ``another`` annotator (also a member, owns nothing); ``non-member`` (an annotator outside
 that campaign); ``staff``. Outcomes: ``ok`` (served or acted on; a 400 for an empty body counts:
 the request got past the permission check), ``login`` (sent to log in: 302 to the login page, or 401/403
-from the API), ``denied`` (403, a 404 for what they may not see, or staff pages' redirect to the
-admin login). No request may get a 5xx.
+from the API), ``denied`` (403, a 404 for what they may not see, or the admin site's redirect to
+its own login). No request may get a 5xx.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def outcome(response, *, anonymous: bool) -> str:
     location = response.get("Location", "")
     if status == 401 or (status == 302 and location.startswith("/login/")):
         return "login"
-    if status == 302 and location.startswith("/admin/login/"):  # staff pages: log in as staff
+    if status == 302 and location.startswith("/admin/login/"):  # the admin site: log in as staff
         return "login" if anonymous else "denied"
     if status in (403, 404):
         return "denied"

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from config.errors import DomainError, object_or_404
+from config.security import staff_required
 from generation.errors import PolicyNotFound
 from generation.models import Policy
 from generation.services import policy_promote
@@ -62,7 +62,7 @@ def _default_policy(choices: list[PolicyChoice]) -> Policy | None:
     return with_pairs[0] if with_pairs else (choices[0].policy if choices else None)
 
 
-@staff_member_required
+@staff_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     rounds_reap_stale()  # a round whose worker died shows as failed, not running forever
     simulated = _include_simulated(request)
@@ -86,7 +86,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     )
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def start(request: HttpRequest) -> HttpResponse:
     form = StartRoundForm(request.POST)
@@ -134,12 +134,12 @@ def _round(pk: int) -> TrainingRound:
     )
 
 
-@staff_member_required
+@staff_required
 def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "training/round.html", _round_context(_round(pk)))
 
 
-@staff_member_required
+@staff_required
 def round_live(request: HttpRequest, pk: int) -> HttpResponse:
     """The part of the round page that changes; polled every 2 s until the round has finished."""
     training_round = _round(pk)
@@ -147,7 +147,7 @@ def round_live(request: HttpRequest, pk: int) -> HttpResponse:
     return HttpResponseStopPolling(response.content) if training_round.is_settled else response
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def promote(request: HttpRequest, pk: int) -> HttpResponse:
     """Staff vouch for a held-back policy; back to where they pressed it."""
@@ -157,7 +157,7 @@ def promote(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("training:round", pk=trained_by.pk) if trained_by else redirect("training:dashboard")
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     training_round = round_cancel(training_round=_round(pk))
@@ -166,7 +166,7 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("training:round", pk=training_round.pk)
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def retry(request: HttpRequest, pk: int) -> HttpResponse:
     """A failed or cancelled round again, with the same policy, reference and settings."""

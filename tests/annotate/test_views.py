@@ -48,12 +48,12 @@ def test_every_page_needs_login(client):
 
 @pytest.mark.django_db
 def test_campaign_pages_are_staff_only(logged_in, client, staff):
-    assert logged_in.get(CAMPAIGNS).status_code == 302
+    assert logged_in.get(CAMPAIGNS).status_code == 403
     assert (
         logged_in.post(
             CAMPAIGNS, {"name": "hijack", "status": "open", "priority": 0, "overlap": 1, "gold_rate": 0.1}
         ).status_code
-        == 302
+        == 403
     )
     assert not Campaign.objects.exists()
     client.force_login(staff)

@@ -25,8 +25,13 @@ FORM = {
 @pytest.mark.django_db
 def test_training_pages_are_staff_only(client, annotator):
     client.force_login(annotator)
-    assert client.get(reverse("training:dashboard")).status_code == 302
-    assert client.post(reverse("training:start"), {}).status_code == 302
+    page = client.get(reverse("training:dashboard"))
+    # a 403 in the site's own page, not Django's admin login as if they had to sign in again
+    assert page.status_code == 403 and "/training/ is for staff; you are signed in as" in page.content.decode()
+    assert 'href="/annotate/"' in page.content.decode()
+    assert client.post(reverse("training:start"), {}).status_code == 403
+    client.logout()
+    assert client.get(reverse("training:dashboard"))["Location"].startswith("/login/")
 
 
 @pytest.mark.django_db
