@@ -337,7 +337,9 @@ class ExportQuerySerializer(serializers.Serializer):
         default="majority",
         help_text="majority vote, or Dawid-Skene's most likely verdict",
     )
-    campaign = serializers.CharField(required=False, help_text="only this campaign (its name)")
+    campaign = serializers.CharField(
+        required=False, allow_blank=True, help_text="only this campaign (its name; blank: every campaign)"
+    )
     split = serializers.ChoiceField(choices=EXPORT_SPLITS, default="train")
     kind = serializers.MultipleChoiceField(choices=Kind.choices, required=False)
     min_agreement = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)

@@ -11,13 +11,15 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from annotate.models import Campaign
+from annotate.selectors import AGGREGATIONS, DATASET_TYPES, EXPORT_SPLITS
 from config.errors import DomainError, object_or_404
 from config.security import staff_required
 from generation.errors import PolicyNotFound
 from generation.models import Policy
 from generation.services import policy_promote
 from training.charts import round_charts
-from training.drift import FLUENCY_MIN_ANSWERS
+from training.drift import FLUENCY_MIN_ANSWERS, drift_breaches
 from training.errors import RoundNotFound
 from training.evaluation import both_bad_rates, leaderboard
 from training.forms import StartRoundForm
@@ -82,6 +84,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "min_rated_games": MIN_RATED_GAMES,
             "form": form,
             "policy_choices": choices,
+            "export_campaigns": Campaign.objects.order_by("name").values_list("name", flat=True),
+            "export_types": DATASET_TYPES,
+            "export_aggregations": AGGREGATIONS,
+            "export_splits": EXPORT_SPLITS,
         },
     )
 
@@ -110,8 +116,11 @@ def start(request: HttpRequest) -> HttpResponse:
 def _round_context(training_round: TrainingRound) -> dict:
     metrics = list(training_round.metrics.values_list("step", "values"))
     output = training_round.output_policy
+    guards = {**GUARD_DEFAULTS, **training_round.guards}
     return {
-        "guards": {**GUARD_DEFAULTS, **training_round.guards},
+        "guards": guards,
+        # said in words on the page: the round measured its drift and it is within every guard
+        "within_guards": bool(training_round.drift) and not drift_breaches(training_round.drift, guards),
         "fluency_min_answers": FLUENCY_MIN_ANSWERS,
         "both_bad": both_bad_rates(policy=output).get(output.pk) if output else None,
         "least_likely": heldout_least_likely(policy=output) if output and training_round.drift else [],

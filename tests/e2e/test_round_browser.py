@@ -46,7 +46,7 @@ def test_admin_starts_a_round_watches_it_and_judges_what_it_generated(
     page.fill("#id_password", "boss-password-123")
     page.click("button[type=submit]")
     page.wait_for_selector("text=Start a round")
-    assert "tiny — 4 of 4 pairs ready" in page.inner_text("select[name=policy]")
+    assert "tiny — 4 pairs ready (4 needed)" in page.inner_text("select[name=policy]")
     for field, value in {
         "lr": "0.001",
         "batch_size": "2",

@@ -102,9 +102,32 @@ def test_a_policy_beyond_its_guards_is_held_back_until_staff_promote_it(chat_mod
     assert "is held back" in page and "Drift on the held-out prompts" in page and "Promote" in page
     leaderboard = client.get(reverse("training:dashboard")).content.decode()
     assert "Held back" in leaderboard
+    assert "is within its guards" not in page
     client.post(reverse("training:promote", args=[new.pk]))
     new.refresh_from_db()
     assert not new.held_back and "it was held back: held-out answers' NLL" in new.notes
+    promoted = client.get(reverse("training:round", args=[finished.pk])).content.decode()
+    assert "is within its guards" not in promoted  # promoted by staff, not within its guards
+
+
+@pytest.mark.django_db
+def test_a_round_within_its_guards_says_so_in_words(chat_model_dir, client, staff):
+    policy = judged_policy(chat_model_dir)
+    for i in range(FLUENCY_MIN_ANSWERS):
+        PromptFactory(text=f"held out question {i}?", split=Split.EVAL)
+    created = round_create(
+        policy=policy,
+        hyperparameters=FAST,
+        min_pairs=1,
+        generation={"max_new_tokens": 4, "backend": "transformers"},
+        guards={"kl_budget": 100, "fluency_limit": 100, "outlier_limit": 1},  # nothing is beyond these
+    )
+    finished = round_execute(round_id=created.pk)
+    client.force_login(staff)
+
+    page = client.get(reverse("training:round", args=[finished.pk])).content.decode()
+
+    assert f"{finished.output_policy.name} is within its guards</strong>" in page and "not held back" in page
 
 
 @pytest.mark.django_db

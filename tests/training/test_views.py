@@ -1,5 +1,7 @@
 """Staff start, watch and cancel rounds in the browser; the work goes to the task queue."""
 
+import json
+
 import pytest
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
@@ -27,7 +29,9 @@ def test_training_pages_are_staff_only(client, annotator):
     client.force_login(annotator)
     page = client.get(reverse("training:dashboard"))
     # a 403 in the site's own page, not Django's admin login as if they had to sign in again
-    assert page.status_code == 403 and "/training/ is for staff; you are signed in as" in page.content.decode()
+    assert (
+        page.status_code == 403 and "/training/ is for staff; you are signed in as" in page.content.decode()
+    )
     assert 'href="/annotate/"' in page.content.decode()
     assert client.post(reverse("training:start"), {}).status_code == 403
     client.logout()
@@ -40,7 +44,7 @@ def test_dashboard_shows_policies_with_their_ready_pairs(client, staff):
     judged_pairs(policy, 3)
     client.force_login(staff)
     page = client.get(reverse("training:dashboard")).content.decode()
-    assert "smol — 3 of 8 pairs ready" in page
+    assert "smol — 3 pairs ready (8 needed)" in page
     prompt = PromptFactory()
     ComparisonFactory(
         prompt=prompt,
@@ -48,7 +52,7 @@ def test_dashboard_shows_policies_with_their_ready_pairs(client, staff):
         response_b=ResponseFactory(prompt=prompt, policy=policy),
     )  # not judged yet
     page = client.get(reverse("training:dashboard")).content.decode()
-    assert "smol — 3 of 8 pairs ready (left out: not judged 1)" in page
+    assert "smol — 3 pairs ready (8 needed) (left out: not judged 1)" in page
     assert "Leaderboard" in page and "Start round" in page
 
 
@@ -330,3 +334,27 @@ def test_the_command_refuses_a_bad_setting_with_the_same_message():
     with pytest.raises(CommandError, match=r"lr must be a number from 1e-09 to 1 \(got -1"):
         call_command("train_round", "--policy", "smol", "--lr", "-1", "--min-pairs", "1", "--enqueue")
     assert not TrainingRound.objects.exists()
+
+
+@pytest.mark.django_db
+def test_staff_export_from_the_dashboard_with_its_form_defaults(client, staff):
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 3)
+    client.force_login(staff)
+
+    page = client.get(reverse("training:dashboard")).content.decode()
+    assert '<form method="get" action="/api/export/"' in page and 'formaction="/api/export/card/"' in page
+
+    query = {
+        "campaign": "",
+        "type": "preference",
+        "aggregation": "majority",
+        "split": "train",
+        "min_agreement": "0",
+    }
+    exported = client.get("/api/export/", query)
+    rows = [json.loads(line) for line in b"".join(exported.streaming_content).decode().splitlines()]
+    assert exported.status_code == 200 and "attachment" in exported["Content-Disposition"]
+    assert len(rows) == 3 and {"prompt", "chosen", "rejected"} <= set(rows[0])
+    card = client.get("/api/export/card/", query)
+    assert card.status_code == 200 and b"3" in card.content
