@@ -106,7 +106,14 @@ def vllm_server_command(spec: ModelSpec, *, python: Path, port: int, gpu: bool) 
         "--model", spec.location, "--host", "127.0.0.1", "--port", str(port),
         "--seed", "0", "--enable-prefix-caching", "--max-logprobs", "1",
     ]  # fmt: skip
-    command += ["--dtype", "auto"] if gpu else ["--dtype", "float32", "--enforce-eager"]
+    # On a CPU: fp32 eager (bf16 compiles for minutes), and no chunked prefill: a seeded request whose
+    # prefill is split rewinds its torch generator, which the CPU generator refuses ("CPU Generator
+    # does not use offset"), killing the engine under concurrent seeded requests.
+    command += (
+        ["--dtype", "auto"]
+        if gpu
+        else ["--dtype", "float32", "--enforce-eager", "--no-enable-chunked-prefill"]
+    )
     if spec.adapter:
         command += ["--enable-lora", "--lora-modules", f"{ADAPTER_NAME}={spec.adapter}"]
         command += ["--max-lora-rank", str(_adapter_rank(spec.adapter))]
