@@ -142,7 +142,8 @@ def datacard_render(
         "pretty_name": "prefloop judgments",
         "tags": ["prefloop", {"preference": "dpo", "unpaired": "kto", "prompt-completion": "sft", "ranking": "ranking"}[dataset_type]],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
-        "dataset_info": {"features": _features(dataset_type, fmt, edits=bool(report.edits), ranking_pairs=bool(report.ranking_pairs)), "splits": [{"name": "train", "num_examples": report.rows if report.rows is not None else report.written}]},
+        # no `splits`: `datasets` wants num_bytes beside num_examples and warns without; the rows are counted below
+        "dataset_info": {"features": _features(dataset_type, fmt, edits=bool(report.edits), ranking_pairs=bool(report.ranking_pairs))},
     }  # fmt: skip
     rows = report.rows if report.rows is not None else report.written
     excluded = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.excluded.items())) or "none"
@@ -208,12 +209,21 @@ def datacard_render(
     return "\n".join(lines).rstrip() + "\n"
 
 
+def file_mode_shared() -> int:
+    """The mode a new file would get from ``open()`` under this process's umask (usually 0644): an
+    export is for others to read, and ``mkstemp`` makes its temporary file 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def text_write_atomic(path: Path, text: str) -> None:
     """``text`` into ``path`` through a temporary file renamed when complete."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             stream.write(text)
+        os.chmod(tmp, file_mode_shared())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

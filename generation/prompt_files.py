@@ -34,6 +34,8 @@ def prompt_draft_from_record(line: int, record: dict[str, Any]) -> PromptDraft |
     has_prompt, has_messages = record.get("prompt") not in (None, ""), record.get("messages") is not None
     if has_prompt and has_messages:
         return LineProblem(line, "give either 'prompt' or 'messages', not both")
+    if record.get("prompt") == "" and not has_messages:
+        return LineProblem(line, "'prompt' is empty")
     if not has_prompt and not has_messages:
         return LineProblem(line, "missing field 'prompt' (or 'messages')")
     text, messages = "", None

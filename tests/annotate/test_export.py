@@ -1,4 +1,6 @@
 import json
+import logging
+import os
 from io import StringIO
 
 import datasets
@@ -205,7 +207,7 @@ def test_the_exports_read_back_as_trl_datasets_and_as_our_trainers_examples(judg
         assert len(examples) == len(loaded)
 
 
-def test_every_export_writes_a_data_card_beside_it_as_a_hugging_face_dataset_readme(judged, tmp_path):
+def test_every_export_writes_a_data_card_beside_it_as_a_hugging_face_dataset_readme(judged, tmp_path, caplog):
     import yaml
 
     judged["first wins"].campaign.guidelines = "Prefer the **shorter** answer."
@@ -216,7 +218,7 @@ def test_every_export_writes_a_data_card_beside_it_as_a_hugging_face_dataset_rea
     header = yaml.safe_load(card.split("---")[1])
     assert header["configs"][0]["data_files"] == [{"split": "train", "path": "prefs.jsonl"}]
     assert [f["name"] for f in header["dataset_info"]["features"]][:3] == ["prompt", "chosen", "rejected"]
-    assert header["dataset_info"]["splits"] == [{"name": "train", "num_examples": 2}]
+    assert "splits" not in header["dataset_info"]  # `datasets` wants num_bytes there, and warned without
     assert "2 rows from 2 comparisons" in card
     assert "both bad: 1" in card and "no majority: 1" in card and "not judged: 1" in card and "tie: 1" in card
     assert "the majority vote of each comparison" in card and "human: 9 judgments by 9 annotator(s)" in card
@@ -224,8 +226,14 @@ def test_every_export_writes_a_data_card_beside_it_as_a_hugging_face_dataset_rea
     digest = __import__("hashlib").sha256(b"Prefer the **shorter** answer.").hexdigest()
     assert digest in card and "> Prefer the **shorter** answer." in card
     assert "the data card" in out
-    loaded = datasets.load_dataset(str(tmp_path), split="train")  # the folder reads as a dataset
+    datasets.utils.logging.enable_propagation()  # its warnings reach caplog
+    try:
+        loaded = datasets.load_dataset(str(tmp_path), split="train")  # the folder reads as a dataset
+    finally:
+        datasets.utils.logging.disable_propagation()
     assert len(loaded) == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "datasets" in r.name]
+    assert oct(os.stat(tmp_path / "prefs.jsonl").st_mode & 0o777) == oct(0o666 & ~current_umask())  # not 0600
 
 
 def test_a_readme_that_prefloop_did_not_write_is_left_alone(judged, tmp_path):
@@ -233,3 +241,9 @@ def test_a_readme_that_prefloop_did_not_write_is_left_alone(judged, tmp_path):
     export(tmp_path)
     assert (tmp_path / "README.md").read_text() == "my notes\n"
     assert "prefloop data card" in (tmp_path / "prefs.jsonl.README.md").read_text()
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

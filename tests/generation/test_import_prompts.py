@@ -119,12 +119,17 @@ def test_csv_without_a_prompt_column_is_refused_at_line_1(write_file):
 def test_missing_empty_and_non_utf8_files_are_refused(write_file, tmp_path):
     with pytest.raises(CommandError, match="no such file"):
         run(tmp_path / "absent.jsonl")
-    with pytest.raises(CommandError, match="holds no prompts"):
+    with pytest.raises(
+        CommandError, match=r"empty\.jsonl: the file holds no prompts; nothing imported"
+    ) as empty:
         run(write_file("empty.jsonl", "\n\n"))
+    assert ":0" not in str(empty.value) and "bad line" not in str(empty.value)  # the file, not a line 0
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(CommandError, match="not UTF-8"):
+    with pytest.raises(CommandError, match=r"latin\.jsonl: not UTF-8"):
         run(latin)
+    with pytest.raises(CommandError, match=r"blank\.jsonl:1: 'prompt' is empty"):
+        run(write_file("blank.jsonl", '{"prompt": ""}\n'))
     assert Prompt.objects.count() == 0
 
 

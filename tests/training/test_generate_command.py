@@ -46,3 +46,16 @@ def test_generate_command_on_a_tiny_model_is_resumable(chat_model_dir):
         call_command("generate", "--policy", "tiny", "--samples", "1")
     with pytest.raises(CommandError, match="no policy named"):
         call_command("generate", "--policy", "ghost")
+
+
+def test_progress_bounds_the_time_left_from_tokens_while_prompts_finish_a_batch_at_a_time():
+    from io import StringIO
+
+    from training.management.commands.generate import Command
+
+    out = StringIO()
+    command = Command(stdout=out)
+    with command._progress(12, most_tokens=12 * 3 * 320) as progress:  # make demo: 12 prompts, 3 answers
+        progress.show(1520, 20.0)  # 0 of 12 prompts done, but 1,520 of at most 11,520 tokens
+
+    assert "generate: 0/12 prompts, 1520 tokens, 20.0 tokens/s, at most 8 min left" in out.getvalue()

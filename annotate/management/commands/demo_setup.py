@@ -92,9 +92,13 @@ class Command(BaseCommand):
                     prompt=prompt, first=row["first"], second=row["second"], campaign=campaign
                 )
                 created += 1
+        queued = (
+            f"{created} canned comparisons queued"
+            if canned
+            else "the comparisons come next, from the model's answers (make demo generates them)"
+        )
         self.stdout.write(
-            f"demo data: {prompts.created} prompts imported ({prompts.duplicates} already there), "
-            f"{created} comparisons queued"
+            f"demo data: {prompts.created} prompts imported ({prompts.duplicates} already there); {queued}"
         )
         self.stdout.write("demo users (username / password):")
         for username, password, staff in USERS:

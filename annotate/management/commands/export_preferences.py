@@ -6,7 +6,13 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
-from annotate.datacard import card_path_for, datacard_render, datacard_stats, text_write_atomic
+from annotate.datacard import (
+    card_path_for,
+    datacard_render,
+    datacard_stats,
+    file_mode_shared,
+    text_write_atomic,
+)
 from annotate.models import Kind
 from annotate.selectors import (
     AGGREGATIONS,
@@ -107,6 +113,7 @@ class Command(BaseCommand):
             with os.fdopen(fd, "w", encoding="utf-8") as stream:
                 for row in rows:
                     stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+            os.chmod(tmp, file_mode_shared())  # readable as any new file is, not mkstemp's 0600
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -93,7 +93,9 @@ class Command(BaseCommand):
         backend = load(policy)
         started = time.perf_counter()  # generation time: model loading excluded
         try:
-            with self._progress(len(prompts)) as progress:
+            with self._progress(
+                len(prompts), most_tokens=len(prompts) * sampling.samples * sampling.max_new_tokens
+            ) as progress:
                 report = comparisons_generate(
                     policy=policy,
                     prompts=prompts,
@@ -143,9 +145,11 @@ class Command(BaseCommand):
             f"in campaign {campaign.name!r}{'; ' + extra if extra else ''}"
         )
 
-    def _progress(self, total):
+    def _progress(self, total, most_tokens=None):
         """Progress of a generation: a tqdm bar on a terminal (prompts, tokens, tokens/s, refreshed
-        every 2 s while a batch decodes), else a plain line every 5 s."""
+        every 2 s while a batch decodes), else a plain line every 5 s. Prompts finish a batch at a
+        time, so the time left is bounded from tokens: at most ``most_tokens`` (every answer to its
+        cap) at the rate so far; most answers end before it."""
         command = self
         interactive = sys.stderr.isatty()
 
@@ -157,11 +161,17 @@ class Command(BaseCommand):
                 return self
 
             def show(self, tokens: int, rate: float) -> None:
+                left = ""
+                if most_tokens and rate > 0:
+                    minutes = max(0.0, most_tokens - tokens) / rate / 60
+                    left = f"at most {minutes:.0f} min left" if minutes >= 1 else "under a minute left"
                 if interactive:
-                    self.bar.set_postfix(tokens=tokens, tokens_s=f"{rate:.1f}")
+                    self.bar.set_postfix(tokens=tokens, tokens_s=f"{rate:.1f}", left=left or "?")
                 else:
                     done = f"{self.prompts}/{total} prompts, " if total else ""
-                    command.say(f"generate: {done}{tokens} tokens, {rate:.1f} tokens/s")
+                    command.say(
+                        f"generate: {done}{tokens} tokens, {rate:.1f} tokens/s{', ' + left if left else ''}"
+                    )
 
             def __call__(self, done_prompts: int, done_tokens: int) -> None:
                 self.prompts += done_prompts
