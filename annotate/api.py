@@ -35,6 +35,7 @@ from annotate.selectors import (
     EXPORT_FORMATS,
     EXPORT_SPLITS,
     ExportReport,
+    campaign_visible_to,
     campaigns_open_for,
     dataset_rows,
     export_comparisons,
@@ -160,6 +161,9 @@ class ComparisonNextApi(APIView):
         campaign = (
             object_or_404(Campaign, error=CampaignNotFound, what="campaign", name=name) if name else None
         )
+        if campaign is not None and not campaign_visible_to(campaign=campaign, annotator=request.user):
+            # a members-only campaign is not there for outsiders: the same 404 as an unknown name
+            raise CampaignNotFound(f"no campaign with name {name}")
         assignment = comparison_assign_next(annotator=request.user, campaign=campaign)
         if assignment is None:
             return Response(status=204)
@@ -462,10 +466,25 @@ def _campaigns() -> QuerySet[Campaign]:
     return Campaign.objects.annotate(comparison_count=Count("comparisons")).prefetch_related("members")
 
 
+class AnnotatorCampaignSerializer(serializers.ModelSerializer):
+    """A campaign as an annotator sees it: what to judge and how, not who else judges it nor how
+    often they are tested (members and the gold rate are staff's)."""
+
+    comparison_count = serializers.IntegerField(read_only=True, default=None)
+
+    class Meta:
+        model = Campaign
+        fields = ["id", "name", "task", "status", "priority", "guidelines", "comparison_count"]
+
+
 class CampaignListApi(generics.ListAPIView):
-    """Campaigns: staff see all, an annotator those open to them. POST creates one (staff)."""
+    """Campaigns: staff see all, an annotator those open to them (without members or gold rate).
+    POST creates one (staff)."""
 
     serializer_class = CampaignSerializer
+
+    def get_serializer_class(self):
+        return CampaignSerializer if self.request.user.is_staff else AnnotatorCampaignSerializer
 
     def get_queryset(self):
         if self.request.user.is_staff:

@@ -66,7 +66,8 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 # Size caps, enforced once: a request body (uploads included) by config.security's middleware, texts
 # where every prompt, response and rationale is validated (config/limits.py). 400 with the limit named.
-PREFLOOP_MAX_UPLOAD_BYTES = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))
+PREFLOOP_MAX_UPLOAD_BYTES = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))  # imports
+PREFLOOP_MAX_BODY_BYTES = int(os.environ.get("PREFLOOP_MAX_BODY_BYTES", str(2 * 1024 * 1024)))  # all else
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREFLOOP_MAX_UPLOAD_BYTES
 PREFLOOP_MAX_PROMPT_CHARS = int(os.environ.get("PREFLOOP_MAX_PROMPT_CHARS", "100000"))
 PREFLOOP_MAX_RESPONSE_CHARS = int(os.environ.get("PREFLOOP_MAX_RESPONSE_CHARS", "100000"))
@@ -93,6 +94,7 @@ INSTALLED_APPS = [
     "generation",
     "annotate",
     "training",
+    "config",  # the project's deploy checks (config/apps.py)
 ]
 
 MIDDLEWARE = [
@@ -222,6 +224,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's own parsers but JSON: ours refuses JSON nested too deeply with a 400 (config/parsers.py)
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -55,6 +55,9 @@ def _jsonl_records(text: IO[str]) -> Iterator[tuple[int, Any]]:
         except json.JSONDecodeError as exc:
             yield number, LineProblem(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue
+        except RecursionError:
+            yield number, LineProblem(number, "JSON nested too deeply")
+            continue
         if not isinstance(record, dict):
             yield number, LineProblem(number, "expected a JSON object")
             continue
@@ -62,6 +65,9 @@ def _jsonl_records(text: IO[str]) -> Iterator[tuple[int, Any]]:
 
 
 def _csv_records(text: IO[str], *, name: str, columns: tuple[str, ...]) -> Iterator[tuple[int, Any]]:
+    # csv's own field limit (131,072 characters) would stop the file with an error of its own; the
+    # length caps (config.limits) judge each field instead, and the upload cap bounds the whole.
+    csv.field_size_limit(2**31 - 1)
     reader = csv.DictReader(text)
     header = reader.fieldnames or []
     missing = [column for column in columns if column not in header]
@@ -69,7 +75,14 @@ def _csv_records(text: IO[str], *, name: str, columns: tuple[str, ...]) -> Itera
         problem = f"the CSV header has no {', '.join(repr(c) for c in missing)} column (found: {header})"
         raise InvalidFile(name=name, problems=[LineProblem(1, problem)])
     line = reader.line_num + 1
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the file cannot be read on past this line
+            raise InvalidFile(name=name, problems=[LineProblem(line, f"not valid CSV ({exc})")]) from exc
         if None in row:
             yield line, LineProblem(line, "more fields than the header has")
         elif any(value is None for value in row.values()):

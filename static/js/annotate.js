@@ -141,9 +141,12 @@
     if (select.matches && select.matches("select[data-submit-on-change]")) select.form.requestSubmit();
   });
 
+  // After a swap the next comparison starts where the last one did: scrolled to its own top only when
+  // that is above the screen (the page header and the campaign picker stay out of the way).
   document.addEventListener("htmx:afterSwap", function () {
     var comparison = document.getElementById("comparison");
-    if (comparison) comparison.focus({ preventScroll: true });
-    window.scrollTo(0, 0);
+    if (!comparison) return;
+    comparison.focus({ preventScroll: true });
+    if (comparison.getBoundingClientRect().top < 0) comparison.scrollIntoView({ block: "start" });
   });
 })();

@@ -135,6 +135,24 @@ def test_campaigns_over_the_api(api, staff, annotator):
     assert api.post("/api/comparisons/next/", {"campaign": "nope"}, format="json").status_code == 404
 
 
+@pytest.mark.django_db
+def test_an_annotator_sees_no_members_or_gold_rate_and_no_members_only_campaign(api, annotator):
+    colleague = UserFactory(username="colleague")
+    CampaignFactory(name="open one", gold_rate=0.3)
+    secret = CampaignFactory(name="secret", open_to_all=False)
+    secret.members.set([colleague])
+    api.force_authenticate(annotator)
+
+    listed = api.get("/api/campaigns/").json()["results"]
+    unknown = api.post("/api/comparisons/next/", {"campaign": "nope"}, format="json")
+    members_only = api.post("/api/comparisons/next/", {"campaign": "secret"}, format="json")
+
+    assert [c["name"] for c in listed] == ["open one"]
+    assert "members" not in listed[0] and "gold_rate" not in listed[0]
+    assert unknown.status_code == members_only.status_code == 404  # an outsider cannot tell them apart
+    assert members_only.json()["detail"] == "no campaign with name secret"
+
+
 def test_the_web_process_loads_no_torch():
     """Importing every URL route (every page and API view) must not import torch or transformers."""
     code = (

@@ -95,3 +95,41 @@ def test_an_upload_over_the_cap_is_refused_before_it_is_read(api, staff, setting
     assert response.json()["error"] == "too_large"
     assert "the limit is 1000 (PREFLOOP_MAX_UPLOAD_BYTES)" in response.json()["detail"]
     assert Prompt.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_body_over_the_general_cap_is_refused_on_anonymous_endpoints_before_it_is_read(client, api):
+    big = "x" * (2 * 1024 * 1024 + 1)
+
+    login = client.post("/login/", {"username": "u", "password": big})
+    token = api.post("/api/auth/token/", {"username": "u", "password": big}, format="json")
+
+    assert login.status_code == 400 and "(PREFLOOP_MAX_BODY_BYTES)" in login.content.decode()
+    assert token.status_code == 400 and token.json()["error"] == "too_large"
+
+
+@pytest.mark.django_db
+def test_an_import_still_takes_bodies_up_to_the_upload_cap(api, staff):
+    api.force_authenticate(staff)
+    prompts = [{"prompt": f"question {i} " + "y" * 3000} for i in range(1000)]  # about 3 MB of JSON
+    response = api.post("/api/prompts/import/", {"prompts": prompts}, format="json")
+    assert response.status_code in (200, 201), response.json()
+    assert Prompt.objects.count() == 1000
+
+
+@pytest.mark.django_db
+def test_json_nested_too_deeply_is_a_400_not_a_500(api):
+    body = "[" * 5000 + "]" * 5000
+    response = api.generic("POST", "/api/auth/token/", body, content_type="application/json")
+    assert response.status_code == 400 and "nested too deeply" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_a_deeply_nested_jsonl_line_and_a_huge_csv_field_are_named_not_500s(write_file, settings):
+    nested = write_file("n.jsonl", '{"prompt": "ok"}\n' + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(CommandError, match=r"n\.jsonl:2: JSON nested too deeply"):
+        call_command("import_prompts", str(nested))
+    huge = write_file("h.csv", "prompt\n" + "z" * 200_000 + "\n")
+    with pytest.raises(CommandError, match=r"h\.csv:2: 'prompt' is 200000 characters; the limit is 100000"):
+        call_command("import_prompts", str(huge))
+    assert Prompt.objects.count() == 0

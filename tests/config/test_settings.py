@@ -55,10 +55,21 @@ def test_debug_mode_runs_without_a_secret_key():
 @pytest.mark.slow
 def test_check_deploy_is_clean_in_production():
     result = manage(
-        "check", "--deploy", "--fail-level", "DEBUG", env=production_env(SECRET_KEY=PRODUCTION_KEY)
+        "check",
+        "--deploy",
+        "--fail-level",
+        "DEBUG",
+        env=production_env(SECRET_KEY=PRODUCTION_KEY, PREFLOOP_PROXY_COUNT="1"),  # behind one proxy
     )
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.slow
+def test_check_deploy_warns_when_a_proxy_is_trusted_but_not_counted():
+    result = manage("check", "--deploy", env=production_env(SECRET_KEY=PRODUCTION_KEY))
+    assert "prefloop.W001" in result.stderr + result.stdout
+    assert "PREFLOOP_PROXY_COUNT is 0" in result.stderr + result.stdout
 
 
 @pytest.mark.slow

@@ -247,3 +247,44 @@ def test_annotator_ranks_four_answers_with_three_keys_ties_included(live_server,
         + f", then Answer {number[texts[3]]}"
     )
     assert expected in page.inner_text(".recorded")  # in the numbers shown, not stored letters
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_a_phone_the_verdict_keys_stay_on_screen_while_judging_long_pairs(live_server, browser_page):
+    UserFactory(username="kim", password="kim-password-123")
+    long = "\n\n".join(f"Paragraph {i}: " + "a sentence that goes on " * 12 for i in range(30))
+    for n in range(3):
+        prompt = PromptFactory(text=f"Explain topic {n} at length.")
+        ComparisonFactory(
+            prompt=prompt,
+            response_a=ResponseFactory(prompt=prompt, text=long),
+            response_b=ResponseFactory(prompt=prompt, text=long + " (the other)"),
+        )
+    page = browser_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/annotate/")
+    page.fill("#id_username", "kim")
+    page.fill("#id_password", "kim-password-123")
+    page.click("button[type=submit]")
+    judging_ready(page)
+
+    def keys_on_screen() -> bool:
+        box = page.locator('#judge button[value="left"]').bounding_box()
+        return box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 844
+
+    assert keys_on_screen()  # without scrolling down past two long answers
+    page.mouse.wheel(0, 600)  # reading the answers
+    assert keys_on_screen()
+    first = shown_comparison(page)
+    page.click('#judge button[value="left"]')
+    page.wait_for_function(
+        "before => { const i = document.querySelector('#judge input[name=comparison]');"
+        " return i && i.value !== String(before); }",
+        arg=first,
+    )
+    assert keys_on_screen()  # and again for the next one, with no scrolling back to find them
+    assert Judgment.objects.filter(comparison_id=first).count() == 1
+    header = page.locator("header.top").bounding_box()
+    assert header["height"] <= 60
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390  # nothing runs off the side

@@ -123,6 +123,8 @@ def _records(path: str | Path, problems: list[str]) -> Iterator[tuple[int, Any]]
                 yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 problems.append(f"{path}:{number}: not valid JSON ({exc.msg})")
+            except RecursionError:
+                problems.append(f"{path}:{number}: JSON nested too deeply")
 
 
 def pairs_read(path: str | Path) -> list[Pair]:
