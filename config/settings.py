@@ -67,6 +67,7 @@ SESSION_COOKIE_HTTPONLY = True
 # Size caps, enforced once: a request body (uploads included) by config.security's middleware, texts
 # where every prompt, response and rationale is validated (config/limits.py). 400 with the limit named.
 PREFLOOP_MAX_UPLOAD_BYTES = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))  # imports
+PREFLOOP_TOKEN_DAYS = int(os.environ.get("PREFLOOP_TOKEN_DAYS", "30"))  # an API token's life
 PREFLOOP_MAX_BODY_BYTES = int(os.environ.get("PREFLOOP_MAX_BODY_BYTES", str(2 * 1024 * 1024)))  # all else
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREFLOOP_MAX_UPLOAD_BYTES
 PREFLOOP_MAX_PROMPT_CHARS = int(os.environ.get("PREFLOOP_MAX_PROMPT_CHARS", "100000"))
@@ -220,7 +221,7 @@ STORAGES = {
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes "not logged in" a 401 (not_authenticated), not a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -3,6 +3,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
+from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.request import Request
@@ -10,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from annotate.models import Comparison, Judgment
+from config.authentication import token_expired
 from config.security import client_ip
 from generation.models import Policy, Prompt
 
@@ -54,8 +56,16 @@ class TokenApi(ObtainAuthToken):
     throttle_scope = "token"
 
     def post(self, request: Request, *args, **kwargs) -> Response:
+        """The user's token, a new one when theirs has expired (``PREFLOOP_TOKEN_DAYS``)."""
         try:
-            return super().post(request, *args, **kwargs)
+            serializer = self.get_serializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            user = serializer.validated_data["user"]
+            token, _ = Token.objects.get_or_create(user=user)
+            if token_expired(token):
+                token.delete()
+                token = Token.objects.create(user=user)
+            return Response({"token": token.key})
         except ValidationError:
             if getattr(request, "axes_locked_out", False):  # set by django-axes' backend
                 raise Throttled(

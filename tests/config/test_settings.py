@@ -226,3 +226,33 @@ def test_the_client_address_counts_only_trusted_proxies(rf, settings, proxies, f
     settings.PREFLOOP_PROXY_COUNT = proxies
     request = rf.get("/login/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
     assert client_ip(request) == expected
+
+
+@pytest.mark.django_db
+def test_an_api_token_ends_with_a_password_change_and_after_its_days(api, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    user = UserFactory(username="tok")
+    user.set_password("first password")
+    user.save()
+    key = api.post("/api/auth/token/", {"username": "tok", "password": "first password"}).json()["token"]
+    assert api.get("/api/judgments/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
+
+    user.set_password("second password")
+    user.save()
+    assert api.get("/api/judgments/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 401  # revoked
+
+    fresh = api.post("/api/auth/token/", {"username": "tok", "password": "second password"}).json()["token"]
+    Token.objects.filter(key=fresh).update(
+        created=timezone.now() - timedelta(days=settings.PREFLOOP_TOKEN_DAYS + 1)
+    )
+    expired = api.get("/api/judgments/", HTTP_AUTHORIZATION=f"Token {fresh}")
+    assert expired.status_code == 401 and "token expired" in expired.json()["detail"]
+    renewed = api.post("/api/auth/token/", {"username": "tok", "password": "second password"}).json()["token"]
+    assert renewed != fresh
+    assert api.get("/api/judgments/", HTTP_AUTHORIZATION=f"Token {renewed}").status_code == 200
+    user.first_name = "unchanged password"
+    user.save()
+    assert api.get("/api/judgments/", HTTP_AUTHORIZATION=f"Token {renewed}").status_code == 200
