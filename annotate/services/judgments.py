@@ -15,6 +15,8 @@ from annotate.models import (
     PAIR_VERDICTS,
     THUMBS_VERDICTS,
     Assignment,
+    Campaign,
+    CampaignStatus,
     Choice,
     Comparison,
     Judgment,
@@ -278,11 +280,17 @@ def judgment_change(
     *, judgment: Judgment, annotator: AbstractBaseUser, verdict: str, strength: str = "", rationale: str = ""
 ) -> Judgment:
     """Change one's own judgment (verdict in the screen terms it was judged in); the previous
-    version is kept as a JudgmentRevision with the time of the change."""
+    version is kept as a JudgmentRevision with the time of the change. Not once its campaign is
+    closed (CampaignNotOpen): exports and rounds after that see the labels as they were."""
     if judgment.annotator_id != annotator.pk:
         raise NotAllowed("you can only change your own judgments", judgment=judgment.pk)
     if judgment.ranking:
         raise Invalid("a ranking is not changed by a verdict")
+    campaign = Campaign.objects.get(pk=judgment.comparison.campaign_id)  # its status now, not as cached
+    if campaign.status == CampaignStatus.CLOSED:  # closing is how staff freeze the labels they export
+        raise CampaignNotOpen(
+            f"campaign {campaign.name!r} is closed: its judgments no longer change", campaign=campaign.pk
+        )
     _validate_verdict(
         verdict=verdict,
         strength=strength,

@@ -8,8 +8,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from annotate.errors import AlreadySkipped, ComparisonFull
-from annotate.models import Assignment, Choice, Comparison, Judgment, Kind, Side
+from annotate.errors import AlreadySkipped, CampaignNotOpen, ComparisonFull
+from annotate.models import Assignment, Campaign, Choice, Comparison, Judgment, Kind, Side
 from annotate.selectors import annotator_gold_accuracy, comparisons_reliability
 from annotate.services.judgments import judgment_change, judgment_submit
 from annotate.services.queue import assignment_skip, comparison_assign_next
@@ -158,3 +158,18 @@ def test_revising_wrong_gold_answers_does_not_raise_reliability():
     assert weights[reviser.username] == pytest.approx(weights[steady.username])
     assert weights[reviser.username] < weights[careful.username]
     assert fitted[reviser.pk] == pytest.approx(fitted[steady.pk]) and fitted[reviser.pk] < fitted[careful.pk]
+
+
+@pytest.mark.django_db
+def test_a_judgment_in_a_closed_campaign_no_longer_changes(annotator):
+    comparison = ComparisonFactory()
+    comparison_assign_next(annotator=annotator)
+    judgment = judgment_submit(comparison=comparison, annotator=annotator, verdict="left")
+    Campaign.objects.filter(pk=comparison.campaign_id).update(status="closed")
+    judgment.refresh_from_db()
+
+    with pytest.raises(CampaignNotOpen, match="is closed: its judgments no longer change"):
+        judgment_change(judgment=judgment, annotator=annotator, verdict="right")
+
+    judgment.refresh_from_db()
+    assert judgment.choice == judgment.left and not judgment.revisions.exists()
