@@ -79,6 +79,18 @@ def prompts_import(
     return PromptImport(created=len(prompts), duplicates=len(drafts) - len(prompts))
 
 
+def policy_location_problem(*, location: str, adapter: str = "") -> str | None:
+    """Why a policy at ``location`` (with ``adapter``) cannot generate, checked now: the one check of
+    register_policy, the API and the admin."""
+    return _location_problem(location) or (_adapter_problem(adapter) if adapter else None)
+
+
+def policy_location_kind(location: str) -> str:
+    if location.endswith(".gguf"):
+        return LocationKind.GGUF
+    return LocationKind.DIRECTORY if Path(location).is_dir() else LocationKind.HUB
+
+
 def _location_problem(location: str) -> str | None:
     """Why ``location`` cannot be loaded as a model (checked now, not at the first generation)."""
     path = Path(location)
@@ -122,16 +134,10 @@ def policy_register(
     """Register a model that can generate; a missing or broken location is refused now."""
     if Policy.objects.filter(name=name).exists():
         raise Conflict(f"a policy named {name!r} already exists")
-    problem = _location_problem(location) or (adapter and _adapter_problem(adapter))
+    problem = policy_location_problem(location=location, adapter=adapter)
     if problem:
         raise Invalid(problem)
-    kind = (
-        LocationKind.GGUF
-        if location.endswith(".gguf")
-        else LocationKind.DIRECTORY
-        if Path(location).is_dir()
-        else LocationKind.HUB
-    )
+    kind = policy_location_kind(location)
     stored = str(Path(location).resolve()) if kind != LocationKind.HUB else location
     return Policy.objects.create(
         name=name, location=stored, location_kind=kind, adapter=adapter, parent=parent, notes=notes

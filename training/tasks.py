@@ -46,7 +46,9 @@ def round_run_task(round_id: int) -> str:
     rounds_reap_stale()
     child = subprocess.run(
         [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_round", str(round_id)],
-        env=os.environ.copy(),
+        # Nothing is downloaded at run time: a policy registered by hub id loads from the local cache
+        # (register_policy checked it is there) or fails naming it, never a download in a round.
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
         check=False,
         preexec_fn=_die_with_parent,
     )

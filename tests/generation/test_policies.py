@@ -37,3 +37,27 @@ def test_register_embedded_policy():
     policy = Policy.objects.get()
     assert policy.name == "smollm2-135m-instruct"
     assert "smollm2" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_location_typed_in_the_admin_gets_register_policys_checks(client, chat_model_dir):
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    policy = Policy.objects.create(name="p", location=str(chat_model_dir), location_kind="hub")
+    url = f"/admin/generation/policy/{policy.pk}/change/"
+    form = {"name": "p", "adapter": "", "notes": "", "held_back_reason": ""}
+
+    refused = client.post(url, {**form, "location": "/etc"})
+    policy.refresh_from_db()
+    assert (
+        refused.status_code == 200 and "/etc: not a Hugging Face model directory" in refused.content.decode()
+    )
+    assert policy.location == str(chat_model_dir)  # nothing saved
+
+    hub = client.post(url, {**form, "location": "someone/not-in-the-cache"})
+    assert "cannot be loaded" in hub.content.decode()  # nothing is downloaded to check it
+
+    client.post(url, {**form, "location": str(chat_model_dir)})
+    policy.refresh_from_db()
+    assert policy.location_kind == "directory"  # from what the location is, not what was typed
