@@ -162,7 +162,7 @@ class Command(BaseCommand):
 
             def show(self, tokens: int, rate: float) -> None:
                 left = ""
-                if most_tokens and rate > 0:
+                if most_tokens and rate > 0 and tokens >= 200:  # a rate from the first tokens misleads
                     minutes = max(0.0, most_tokens - tokens) / rate / 60
                     left = f"at most {minutes:.0f} min left" if minutes >= 1 else "under a minute left"
                 if interactive:
