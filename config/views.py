@@ -6,12 +6,14 @@ from django.templatetags.static import static
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import Throttled, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from annotate.models import Comparison, Judgment
 from config.authentication import token_expired
+from config.parsers import JSONParser
 from config.security import client_ip
 from generation.models import Policy, Prompt
 
@@ -54,6 +56,7 @@ class TokenApi(ObtainAuthToken):
 
     throttle_classes = [ClientAddressThrottle]
     throttle_scope = "token"
+    parser_classes = [FormParser, MultiPartParser, JSONParser]  # ours: deep nesting is a 400
 
     def post(self, request: Request, *args, **kwargs) -> Response:
         """The user's token, a new one when theirs has expired (``PREFLOOP_TOKEN_DAYS``)."""
