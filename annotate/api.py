@@ -9,7 +9,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -51,6 +51,7 @@ from annotate.services.imports import preferences_import
 from annotate.services.judgments import judgment_submit, ranking_submit
 from annotate.services.queue import comparison_assign_next
 from config.errors import NotAllowed, object_or_404
+from config.parsers import JSONParser
 from generation.api import drafts_from_request
 from generation.models import Split
 

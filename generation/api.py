@@ -4,13 +4,14 @@ from collections.abc import Callable
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import Invalid, object_or_404
+from config.parsers import JSONParser
 from generation.errors import LineProblem, PolicyNotFound
 from generation.models import Policy, Prompt, Split
 from generation.prompt_files import prompt_draft_from_record, prompt_drafts_from_objects, prompt_drafts_read
