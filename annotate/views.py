@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotate.errors import AlreadyJudged, CampaignNotFound, CampaignNotOpen, ComparisonNotFound
 from annotate.forms import CampaignForm
-from annotate.models import Assignment, Campaign, Comparison, Judgment, Side
+from annotate.models import Assignment, Campaign, CampaignStatus, Comparison, Judgment, Side
 from annotate.selectors import (
     campaign_closed_reason,
     campaign_open_to,
@@ -167,6 +167,9 @@ def judge(request: HttpRequest) -> HttpResponse:
     except CampaignNotOpen as exc:
         # Paused or closed while the annotator held one of its comparisons: say so and serve the
         # next comparison from their other campaigns, so the keys keep working without a reload.
+        # Someone outside the campaign (never a member, or taken off) is refused as before (403).
+        if Campaign.objects.filter(pk=comparison.campaign_id, status=CampaignStatus.OPEN).exists():
+            raise
         if request.session.get(SESSION_CAMPAIGN) == exc.context.get("campaign"):
             request.session.pop(SESSION_CAMPAIGN)
         request.session[SESSION_NOTICE] = exc.detail

@@ -117,7 +117,7 @@ _TYPES = {
 _BOUNDS: dict[str, tuple[float, float]] = {
     "beta": (1e-4, 100.0),
     "lr": (1e-9, 1.0),
-    "epochs": (1, 100),
+    "epochs": (1, 1000),
     "batch_size": (1, 4096),
     "grad_accum": (1, 4096),
     "max_length": (16, 131072),

@@ -288,3 +288,65 @@ def test_on_a_phone_the_verdict_keys_stay_on_screen_while_judging_long_pairs(liv
     assert header["height"] <= 60
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390  # nothing runs off the side
+
+
+def log_in(page, live_server) -> None:
+    page.goto(f"{live_server.url}/annotate/")
+    page.fill("#id_username", "kim")
+    page.fill("#id_password", "kim-password-123")
+    page.click("button[type=submit]")
+    judging_ready(page)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_back_then_another_answer_says_the_first_stands_and_skip_is_confirmed_and_undone(
+    live_server, browser_page
+):
+    UserFactory(username="kim", password="kim-password-123")
+    for _ in range(3):
+        ComparisonFactory()
+    page = browser_page
+    log_in(page, live_server)
+    first = shown_comparison(page)
+    press_and_wait(page, "1")
+    page.click("text=My judgments")
+    page.wait_for_selector("table.mine")
+
+    page.go_back()  # not cached: the queue is fetched again, showing the next comparison, not the judged one
+    judging_ready(page)
+    assert shown_comparison(page) != first
+    # An answer posted for the judged one anyway (a page kept from before) says what happened.
+    page.evaluate(f"document.querySelector('#judge input[name=comparison]').value = '{first}'")
+    press_and_wait(page, "2")
+    notice = page.inner_text(".not-recorded")
+    assert "You had already judged that comparison: Left better stands" in notice and "not recorded" in notice
+    judgment = Judgment.objects.get(comparison_id=first)
+    assert judgment.choice == judgment.left  # the first answer stands
+
+    skipped = shown_comparison(page)
+    press_and_wait(page, "s")
+    assert "Skipped the previous comparison" in page.inner_text("#comparison")
+    press_and_wait(page, "u")  # U takes the skip back: the skipped comparison comes again
+    assert shown_comparison(page) == skipped
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_campaign_paused_while_judging_moves_the_annotator_on_with_keys_working(live_server, browser_page):
+    from annotate.models import Campaign
+
+    UserFactory(username="kim", password="kim-password-123")
+    paused = ComparisonFactory(campaign__name="autumn", campaign__priority=5)
+    other = ComparisonFactory(campaign__name="winter")
+    ComparisonFactory(campaign=other.campaign)
+    page = browser_page
+    log_in(page, live_server)
+    assert shown_comparison(page) == paused.pk
+    Campaign.objects.filter(pk=paused.campaign_id).update(status="paused")
+
+    press_and_wait(page, "1")
+
+    assert "Campaign 'autumn' was paused by staff: your answer was not recorded" in page.inner_text(".notice")
+    assert shown_comparison(page) == other.pk
+    press_and_wait(page, "1")  # the keys still work, without a reload
+    assert Judgment.objects.filter(comparison=other).count() == 1
+    assert "Judged today: 1" in page.inner_text("#progress")

@@ -103,7 +103,7 @@ def test_csv_errors_name_the_line_where_the_row_starts(write_file):
     path = write_file("p.csv", 'prompt,split\n"multi\nline",train\n"",train\nok,nope\n')
     with pytest.raises(CommandError) as excinfo:
         run(path)
-    assert f"{path}:4: missing field 'prompt'" in str(excinfo.value)
+    assert f"{path}:4: 'prompt' is empty" in str(excinfo.value)
     assert f"{path}:5: 'split' must be one of" in str(excinfo.value)
     assert Prompt.objects.count() == 0
 
