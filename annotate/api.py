@@ -503,9 +503,7 @@ class CampaignListApi(generics.ListAPIView):
         data = CampaignSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        members = values.pop("members", [])
-        campaign = campaign_create(**values)
-        campaign.members.set(members)
+        campaign = campaign_create(**values)  # with its members, in one transaction
         return Response(CampaignSerializer(_campaigns().get(pk=campaign.pk)).data, status=201)
 
 

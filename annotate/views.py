@@ -245,8 +245,7 @@ def campaigns(request: HttpRequest) -> HttpResponse:
     """Every campaign with its progress; the form creates one."""
     form = CampaignForm(request.POST or None, initial={"open_to_all": True})
     if request.method == "POST" and form.is_valid():
-        created = campaign_create(**form.values())
-        campaign_members_set(campaign=created, members=form.cleaned_data["members"])
+        created = campaign_create(**form.values(), members=form.cleaned_data["members"])
         return redirect("annotate:campaign", pk=created.pk)
     rows = Campaign.objects.annotate(
         comparison_count=Count("comparisons", distinct=True), member_count=Count("members", distinct=True)

@@ -51,8 +51,10 @@ def campaign_named(name: str) -> Campaign:
 
 
 @transaction.atomic
-def campaign_create(*, name: str, **values: Any) -> Campaign:
-    """A new campaign; ``values`` are any of the editable fields (gold rate: PREFLOOP_GOLD_RATE)."""
+@transaction.atomic
+def campaign_create(*, name: str, members: Iterable[AbstractBaseUser] = (), **values: Any) -> Campaign:
+    """A new campaign with its ``members`` (one transaction: never a members-only campaign without
+    them); ``values`` are any of the editable fields (gold rate: PREFLOOP_GOLD_RATE)."""
     unknown = sorted(set(values) - set(EDITABLE))
     if unknown:
         raise Invalid(f"unknown campaign field {unknown[0]!r}")
@@ -60,7 +62,8 @@ def campaign_create(*, name: str, **values: Any) -> Campaign:
     _validate({"name": name, **values})
     if Campaign.objects.filter(name=name.strip()).exists():
         raise Conflict(f"a campaign named {name.strip()!r} already exists")
-    return Campaign.objects.create(name=name.strip(), **values)
+    campaign = Campaign.objects.create(name=name.strip(), **values)
+    return campaign_members_set(campaign=campaign, members=members) if members else campaign
 
 
 def campaign_get_or_create(*, name: str, **defaults: Any) -> Campaign:
