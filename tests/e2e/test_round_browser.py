@@ -83,3 +83,24 @@ def test_admin_starts_a_round_watches_it_and_judges_what_it_generated(
     judged = Judgment.objects.filter(annotator__username="boss")
     assert judged.count() == 1
     assert judged.get().comparison.response_a.policy == training_round.output_policy
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboards_tables_fit_a_1366_pixel_screen(live_server, browser_page):
+    from tests.factories import CampaignFactory, ComparisonFactory, UserFactory
+
+    UserFactory(username="boss", password="boss-password-123", is_staff=True, is_superuser=True)
+    for i in range(3):
+        ComparisonFactory(campaign=CampaignFactory(name=f"Round {i} blind evaluation of a long name"))
+    page = browser_page
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(f"{live_server.url}/training/")
+    page.fill("#id_username", "boss")
+    page.fill("#id_password", "boss-password-123")
+    page.click("button[type=submit]")
+    page.wait_for_selector("table")
+
+    hidden = page.evaluate(
+        "[...document.querySelectorAll('.table-scroll')].map(e => e.scrollWidth - e.clientWidth)"
+    )
+    assert hidden and all(width == 0 for width in hidden)  # every column of every table in view
