@@ -246,7 +246,11 @@ class VLLMBackend:
             timeout=httpx.Timeout(request_timeout, connect=10.0),
             limits=httpx.Limits(max_connections=self.concurrency),
         )
-        self.model = self._served_model(spec)
+        try:
+            self.model = self._served_model(spec)
+        except BackendUnavailable:
+            self.close()  # a server started for nothing stops now, not when the traceback is freed
+            raise
         self._lock = threading.Lock()
 
     def _served_model(self, spec: ModelSpec) -> str:
