@@ -31,7 +31,6 @@ class PolicyForm(forms.ModelForm):
         fields = [
             "name",
             "location",
-            "location_kind",
             "adapter",
             "parent",
             "notes",

@@ -56,9 +56,12 @@ class Option:
             if self.low is not None and self.high is not None
             else ""
         )
-        if not math.isfinite(number) or (self.kind is int and number != int(number)):
-            raise ValueError(f"{self.name} must be {what}{bounds} (got {value!r})")
-        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+        if (
+            not math.isfinite(number)
+            or (self.kind is int and number != int(number))
+            or (self.low is not None and number < self.low)
+            or (self.high is not None and number > self.high)
+        ):
             raise ValueError(f"{self.name} must be {what}{bounds} (got {value!r})")
         return int(number) if self.kind is int else number
 

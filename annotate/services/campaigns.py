@@ -51,7 +51,6 @@ def campaign_named(name: str) -> Campaign:
 
 
 @transaction.atomic
-@transaction.atomic
 def campaign_create(*, name: str, members: Iterable[AbstractBaseUser] = (), **values: Any) -> Campaign:
     """A new campaign with its ``members`` (one transaction: never a members-only campaign without
     them); ``values`` are any of the editable fields (gold rate: PREFLOOP_GOLD_RATE)."""
