@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,17 +218,23 @@ def file_mode_shared() -> int:
     return 0o666 & ~umask
 
 
-def text_write_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary file renamed when complete."""
+def lines_write_atomic(path: Path, lines: Iterable[str]) -> None:
+    """``lines`` into ``path`` through a temporary file renamed when complete (a failure leaves no
+    partial file), readable as any new file is, not ``mkstemp``'s 0600."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
+            stream.writelines(lines)
         os.chmod(tmp, file_mode_shared())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def text_write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file renamed when complete."""
+    lines_write_atomic(path, [text])
 
 
 def card_path_for(data_file: Path) -> Path:

@@ -101,9 +101,9 @@ def campaigns_open_for(*, annotator: AbstractBaseUser) -> QuerySet[Campaign]:
 def campaign_open_to(*, campaign: Campaign, annotator: AbstractBaseUser) -> bool:
     """Whether ``annotator`` may judge in ``campaign`` now (``campaigns_open_for``, for one campaign
     already loaded: a query only for a members-only campaign)."""
-    if campaign.status != CampaignStatus.OPEN:
-        return False
-    return campaign.open_to_all or campaign.members.filter(pk=annotator.pk).exists()
+    return campaign.status == CampaignStatus.OPEN and campaign_visible_to(
+        campaign=campaign, annotator=annotator
+    )
 
 
 def campaign_closed_reason(*, campaign: Campaign, annotator: AbstractBaseUser) -> str:

@@ -50,6 +50,13 @@ def _sides(assignment: Assignment | Judgment) -> dict:
     return {"left": left, "right": right}
 
 
+def _judging_elsewhere(request: HttpRequest, campaign: Campaign) -> None:
+    """The picked ``campaign`` is not open to the annotator any more: drop the pick, and say why once."""
+    request.session.pop(SESSION_CAMPAIGN, None)
+    reason = campaign_closed_reason(campaign=campaign, annotator=request.user)
+    request.session[SESSION_NOTICE] = f"{reason}; you are judging in all your campaigns now"
+
+
 def _picked(request: HttpRequest) -> Campaign | None:
     """The campaign the annotator picked, while it is still open to them (else: all of theirs)."""
     pk = request.session.get(SESSION_CAMPAIGN)
@@ -60,8 +67,7 @@ def _picked(request: HttpRequest) -> Campaign | None:
         request.session.pop(SESSION_CAMPAIGN, None)
         gone = Campaign.objects.filter(pk=pk).first()
         if gone is not None and SESSION_NOTICE not in request.session:
-            reason = campaign_closed_reason(campaign=gone, annotator=request.user)
-            request.session[SESSION_NOTICE] = f"{reason}; you are judging in all your campaigns now"
+            _judging_elsewhere(request, gone)
     return picked
 
 
@@ -109,9 +115,7 @@ def queue(request: HttpRequest) -> HttpResponse:
             if campaign_open_to(campaign=known, annotator=request.user):
                 request.session[SESSION_CAMPAIGN] = known.pk
             else:  # a bookmark of a paused or closed campaign: say so, judge in the others
-                request.session.pop(SESSION_CAMPAIGN, None)
-                reason = campaign_closed_reason(campaign=known, annotator=request.user)
-                request.session[SESSION_NOTICE] = f"{reason}; you are judging in all your campaigns now"
+                _judging_elsewhere(request, known)
         elif wanted:
             picked = object_or_404(
                 campaigns_open_for(annotator=request.user),

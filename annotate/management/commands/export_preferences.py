@@ -1,7 +1,5 @@
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from django.core.management.base import CommandError
@@ -10,7 +8,7 @@ from annotate.datacard import (
     card_path_for,
     datacard_render,
     datacard_stats,
-    file_mode_shared,
+    lines_write_atomic,
     text_write_atomic,
 )
 from annotate.models import Kind
@@ -107,17 +105,7 @@ class Command(BaseCommand):
         path = Path(out)
         if not path.parent.is_dir():
             raise CommandError(f"{path.parent}: no such directory")
-        # Written beside the target and renamed when complete: a failed export leaves no partial file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                for row in rows:
-                    stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-            os.chmod(tmp, file_mode_shared())  # readable as any new file is, not mkstemp's 0600
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        lines_write_atomic(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         self.stdout.write(f"{path}: {report.summary()}")
         if no_card:
             return
