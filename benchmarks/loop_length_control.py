@@ -5,7 +5,7 @@
 For each trained round, its new policy against its parent and against the base of the lineage, on
 the blind held-out comparisons that round queued (simulated judgments included, as run_loop counts
 them): the raw win rate (ties half) with its 95% bootstrap interval, and the length-controlled one
-(``training.evaluation.controlled_head_to_head``) with the judges' length coefficient.
+(``training.leaderboard.controlled_head_to_head``) with the judges' length coefficient.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def main() -> None:
 
     django.setup()
     from generation.models import Policy
-    from training.evaluation import controlled_head_to_head, head_to_head, policy_games
+    from training.leaderboard import controlled_head_to_head, head_to_head, policy_games
     from training.models import Evaluation, TrainingRound
 
     print(

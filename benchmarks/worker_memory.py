@@ -61,7 +61,7 @@ def run(way: str, pairs: int) -> None:
     round_id = prepare(pairs)
     before = rss_mib()
     if way == "in-worker":
-        from training.evaluation import round_execute
+        from training.execution import round_execute
 
         status = round_execute(round_id=round_id).status
     else:

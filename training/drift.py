@@ -1,6 +1,6 @@
 """Drift: how far a round's new policy moved from where it started, measured on its held-out answers.
 
-Pure functions over numbers the evaluation module gathers (``evaluation.round_drift_measure``): a win
+Pure functions over numbers the follow-up gathers (``round_follow_up.round_drift_measure``): a win
 rate says which answers the judges prefer; these say whether the answers are still the model's
 language. Units: nats per token.
 """

@@ -3,7 +3,8 @@ ending the rounds whose worker died.
 
 ``round_create`` runs in a request or a command: it checks everything that can be checked without a
 model (the policy can be trained, the settings are valid, there are enough pairs) and creates the
-queued round. ``tasks.round_start`` adds enqueueing it; ``worker.round_run`` is the body a worker runs.
+queued round. ``tasks.round_start`` adds enqueueing it; ``execution.round_execute`` is what
+a worker runs.
 """
 
 from __future__ import annotations

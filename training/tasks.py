@@ -3,7 +3,7 @@ from django-tasks-db runs them in ``manage.py db_worker``, never inside a web re
 ``round_start``, which creates a round and enqueues its task in one transaction.
 
 Imports run one way: tasks → rounds → options (the round itself runs in ``manage.py run_round``:
-evaluation → worker → rounds); nothing imports tasks back.
+``execution.round_execute``); nothing imports tasks back.
 """
 
 from __future__ import annotations

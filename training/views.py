@@ -21,8 +21,8 @@ from generation.services import policy_promote
 from training.charts import round_charts
 from training.drift import FLUENCY_MIN_ANSWERS, drift_breaches
 from training.errors import RoundNotFound
-from training.evaluation import both_bad_rates, leaderboard
 from training.forms import StartRoundForm
+from training.leaderboard import both_bad_rates, leaderboard
 from training.models import TrainingRound
 from training.options import GUARD_DEFAULTS
 from training.rounds import round_cancel, round_pairs_count, rounds_reap_stale

@@ -12,7 +12,7 @@ from tests.factories import (
     ResponseFactory,
     UserFactory,
 )
-from training.evaluation import head_to_head, leaderboard, policy_games
+from training.leaderboard import head_to_head, leaderboard, policy_games
 from training.models import Evaluation
 from training.selectors import annotation_stats
 

@@ -12,7 +12,7 @@ from tests.factories import PolicyFactory, PromptFactory, ResponseFactory
 from tests.training.test_rounds import FAST, judged_policy
 from training.drift import FLUENCY_MIN_ANSWERS, drift_breaches, drift_summary, percentile, repetition
 from training.errors import NotTrainable
-from training.evaluation import round_execute
+from training.execution import round_execute
 from training.models import RoundStatus, TrainingRound
 from training.rounds import round_create
 from training.selectors import heldout_least_likely

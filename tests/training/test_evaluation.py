@@ -1,4 +1,5 @@
-"""Held-out answers and blind policy-vs-policy comparisons: training.evaluation."""
+"""Held-out answers and blind policy-vs-policy comparisons (training.round_follow_up), and the
+scripted loop's warning about tied judges (training.scripted_loop)."""
 
 from collections import Counter
 from itertools import combinations
@@ -11,8 +12,9 @@ from generation.backends import Sampling
 from generation.models import Response, Split
 from tests.factories import CampaignFactory, PolicyFactory, PromptFactory
 from tests.scripted import ScriptedBackend
-from training.evaluation import evaluation_campaign, evaluations_queue, heldout_answer, tied_warning
 from training.models import Evaluation
+from training.round_follow_up import evaluation_campaign, evaluations_queue, heldout_answer
+from training.scripted_loop import tied_warning
 
 
 @pytest.mark.django_db

@@ -12,10 +12,11 @@ from generation.services import TokenMeter, responses_score
 from tests.factories import PolicyFactory, PromptFactory
 from tests.training.test_rounds import FAST, judged_policy
 from training.errors import RoundCancelled
-from training.evaluation import round_follow_up
 from training.models import RoundStatus, TrainingRound
+from training.recorder import Recorder
+from training.round_follow_up import round_follow_up
+from training.round_training import round_train
 from training.rounds import round_abandon, round_cancel, round_create
-from training.worker import Recorder, round_run
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +35,7 @@ def test_cancel_during_the_follow_up_stops_it_and_keeps_the_round_succeeded(chat
         then_generate=1,
         generation={"samples": 2, "max_new_tokens": 4, "backend": "transformers"},
     )
-    trained = round_run(round_id=created.pk)
+    trained = round_train(round_id=created.pk)
     assert trained.status == RoundStatus.SUCCEEDED and trained.following_up  # the follow-up is next
 
     cancelled = round_cancel(training_round=trained)  # allowed while following up; stays succeeded
@@ -111,7 +112,7 @@ def test_a_round_queues_its_new_policys_least_certain_pairs_within_its_budget(ch
             "budget": 2,
         },
     )
-    trained = round_run(round_id=created.pk)
+    trained = round_train(round_id=created.pk)
     round_follow_up(trained, Recorder(trained))
     trained.refresh_from_db()
 

@@ -22,7 +22,7 @@ from tests.factories import (
     judged_pairs,
 )
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
-from training.evaluation import round_execute as round_run
+from training.execution import round_execute
 from training.models import Evaluation, RoundMetric, RoundStatus, TrainingRound
 from training.rounds import round_cancel, round_create
 
@@ -144,7 +144,7 @@ def test_a_failed_round_records_the_error_and_registers_nothing(chat_model_dir, 
     (broken / "model.safetensors").write_bytes(b"not weights")
     training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
 
-    finished = round_run(round_id=training_round.pk)
+    finished = round_execute(round_id=training_round.pk)
 
     assert finished.status == RoundStatus.FAILED
     assert finished.error and finished.finished_at is not None
@@ -158,7 +158,7 @@ def test_cancelling_a_queued_round_stops_it_before_it_starts(chat_model_dir):
     training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
 
     round_cancel(training_round=training_round)
-    finished = round_run(round_id=training_round.pk)
+    finished = round_execute(round_id=training_round.pk)
 
     assert finished.status == RoundStatus.CANCELLED and finished.started_at is None
     with pytest.raises(RoundFinished):
@@ -171,7 +171,7 @@ def test_cancelling_a_running_round_stops_it_at_the_next_step(chat_model_dir):
     training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
     TrainingRound.objects.filter(pk=training_round.pk).update(cancel_requested=True)  # as if staff pressed it
 
-    finished = round_run(round_id=training_round.pk)
+    finished = round_execute(round_id=training_round.pk)
 
     assert finished.status == RoundStatus.CANCELLED
     assert finished.output_policy is None and Policy.objects.count() == 1
@@ -183,7 +183,7 @@ def test_training_data_is_the_policys_own_judged_comparisons(chat_model_dir):
     policy = judged_policy(chat_model_dir, pairs=2)
     judged_pairs(PolicyFactory(), 1)  # another policy's pair: not this policy's data
     training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
-    finished = round_run(round_id=training_round.pk)
+    finished = round_execute(round_id=training_round.pk)
     assert finished.status == RoundStatus.SUCCEEDED
     assert finished.pairs == 2
     assert Judgment.objects.filter(source=Source.SIMULATED).count() == 2
@@ -306,7 +306,7 @@ def test_a_round_on_the_embedded_smollm2_trains_registers_and_the_new_policy_ans
         generation={"samples": 2, "max_new_tokens": 12, "backend": "transformers"},
     )
 
-    finished = round_run(round_id=training_round.pk)
+    finished = round_execute(round_id=training_round.pk)
 
     assert finished.status == RoundStatus.SUCCEEDED, finished.log
     assert finished.pairs == 2 and finished.metrics.count() == 1

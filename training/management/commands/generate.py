@@ -10,8 +10,8 @@ from config.commands import Command as BaseCommand
 from generation.backends import BackendUnavailable, GenerationFailed, ModelSpec, Sampling, backend_load
 from generation.models import Prompt, Split
 from generation.services import TokenMeter, policy_named
-from training.evaluation import evaluation_campaign, evaluations_queue, heldout_answer
 from training.options import GENERATION
+from training.round_follow_up import evaluation_campaign, evaluations_queue, heldout_answer
 
 DEFAULT_CAMPAIGN = "default"
 

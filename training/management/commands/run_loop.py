@@ -5,8 +5,8 @@ from annotate.oracles import ORACLES
 from annotate.services.simulation import flips_parse
 from config.commands import Command as BaseCommand
 from generation.services import policy_named
-from training.evaluation import loop_run
 from training.management.arguments import add_training_arguments, guard_options, training_options
+from training.scripted_loop import loop_run
 
 
 class Command(BaseCommand):

@@ -1,5 +1,5 @@
 from config.commands import Command as BaseCommand
-from training.evaluation import round_execute
+from training.execution import round_execute
 
 
 class Command(BaseCommand):

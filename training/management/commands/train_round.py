@@ -2,7 +2,7 @@ from django.core.management.base import CommandError
 
 from config.commands import Command as BaseCommand
 from generation.services import policy_named
-from training.evaluation import round_execute
+from training.execution import round_execute
 from training.management.arguments import add_training_arguments, guard_options, training_options
 from training.models import RoundStatus
 from training.rounds import round_create
