@@ -2,6 +2,9 @@
 
 Also runs under ``torchrun --nproc_per_node=N -m training.dpo ...`` (one process per GPU), each with a
 whole model (``--sharding ddp``) or a shard of it (``--sharding fsdp``).
+
+Every option is a ``DPOConfig`` field, with its type and default read from the dataclass: a default
+is stated once, there.
 """
 
 from __future__ import annotations
@@ -9,129 +12,87 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import MISSING, fields
+from typing import Any
 
-from training.dpo.config import LOSSES, SHARDING, DPOConfig
+from training.dpo.config import DTYPES, LOSSES, SHARDING, DPOConfig
 from training.dpo.loop import train
+
+# Fields whose option is not the field's name with dashes (paths read better short).
+FLAGS = {
+    "policy_path": "--model",
+    "data_path": "--data",
+    "output_dir": "--out",
+    "ref_path": "--ref",
+    "eval_data_path": "--eval-data",
+    "kl_prompts_path": "--kl-prompts",
+}
+CHOICES = {"loss": LOSSES, "sharding": SHARDING, "dtype": DTYPES}
+HELP = {
+    "data_path": "preference JSONL (conversational or standard); kto: unpaired prompt/completion/label "
+    "rows or pairs; sft: prompt/completion rows, messages, or pairs (their chosen answers)",
+    "policy_path": "starting model directory (Hugging Face format)",
+    "output_dir": "output directory (metrics, checkpoints, final/)",
+    "ref_path": "reference model directory (default: the starting model)",
+    "eval_data_path": "held-out pairs: preference accuracy before and after",
+    "label_smoothing": "robust loss: share of flipped labels",
+    "confidence_smoothing": "robust loss: each pair's label smoothing is 1 - its 'confidence' "
+    "(export_preferences writes it)",
+    "desirable_weight": "kto: weight of desirable answers",
+    "undesirable_weight": "kto: weight of undesirable answers",
+    "rpo_alpha": "weight of the chosen answer's NLL (RPO)",
+    "lr": "default 5e-7 (full) / 5e-5 (LoRA)",
+    "max_steps": "stop after N optimizer steps (0: all epochs)",
+    "save_steps": "checkpoint every N steps (0: each epoch)",
+    "lora_r": "LoRA rank (0: full fine-tuning)",
+    "lora_alpha": "default 2 x rank",
+    "merge": "with LoRA: also write the merged model",
+    "resume": "continue from the last complete checkpoint",
+    "padding_free": "pad each batch's rows instead of packing them into one",
+    "share_prompt": "packed: lay each pair's prompt down twice (once per response) instead of once",
+    "gradient_checkpointing": "recompute activations in the backward: less memory, more time",
+    "sharding": "under torchrun: ddp or fsdp",
+    "compile": "torch.compile each decoder layer",
+    "kl_every": "every N steps estimate KL(policy ‖ reference) per token on answers to --kl-prompts and "
+    "stop past --kl-budget, keeping the last checkpoint within it (0: never)",
+    "kl_budget": "nats per token",
+    "kl_prompts_path": 'held-out prompts, JSONL {"prompt": text or messages}',
+}
+TYPES: dict[str, Any] = {"str": str, "int": int, "float": float}
+
+
+def _option(parser: argparse.ArgumentParser, name: str, annotation: str, default: Any) -> None:
+    """One ``DPOConfig`` field as an option: required without a default; a bool that defaults to
+    False is a switch (``--merge``), one that defaults to True a ``--no-`` switch."""
+    flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+    help_text = HELP.get(name, "")
+    if annotation == "bool":
+        if default:
+            flag = "--no-" + flag[2:]
+        parser.add_argument(
+            flag, dest=name, action="store_false" if default else "store_true", help=help_text
+        )
+        return
+    kind = TYPES[annotation.removesuffix(" | None")]
+    if default is MISSING:
+        parser.add_argument(flag, dest=name, type=kind, required=True, help=help_text)
+        return
+    shown = f" (default {default})" if default is not None else ""
+    parser.add_argument(
+        flag, dest=name, type=kind, default=default, choices=CHOICES.get(name), help=help_text + shown
+    )
 
 
 def parse(argv: list[str] | None = None) -> DPOConfig:
-    p = argparse.ArgumentParser(prog="python -m training.dpo", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--data",
-        required=True,
-        help="preference JSONL (conversational or standard); kto: unpaired prompt/completion/label rows or "
-        "pairs; sft: prompt/completion rows, messages, or pairs (their chosen answers)",
-    )
-    p.add_argument("--model", required=True, help="starting model directory (Hugging Face format)")
-    p.add_argument("--out", required=True, help="output directory (metrics, checkpoints, final/)")
-    p.add_argument("--ref", help="reference model directory (default: the starting model)")
-    p.add_argument("--eval-data", help="held-out pairs: preference accuracy before and after")
-    p.add_argument("--loss", choices=LOSSES, default="sigmoid")
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="robust loss: share of flipped labels")
-    p.add_argument(
-        "--confidence-smoothing",
-        action="store_true",
-        help="robust loss: each pair's label smoothing is 1 - its 'confidence' (export_preferences writes it)",
-    )
-    p.add_argument("--dpop-lambda", type=float, default=50.0)
-    p.add_argument("--simpo-gamma", type=float, default=0.5)
-    p.add_argument("--desirable-weight", type=float, default=1.0, help="kto: weight of desirable answers")
-    p.add_argument("--undesirable-weight", type=float, default=1.0, help="kto: weight of undesirable answers")
-    p.add_argument("--rpo-alpha", type=float, default=0.0, help="weight of the chosen answer's NLL (RPO)")
-    p.add_argument("--lr", type=float, help="default 5e-7 (full) / 5e-5 (LoRA)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=1024)
-    p.add_argument("--max-prompt-length", type=int)
-    p.add_argument("--warmup-ratio", type=float, default=0.0)
-    p.add_argument("--max-steps", type=int, default=0, help="stop after N optimizer steps")
-    p.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (default: each epoch)")
-    p.add_argument("--lora-r", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
-    p.add_argument("--lora-alpha", type=int)
-    p.add_argument("--merge", action="store_true", help="with LoRA: also write the merged model")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
-    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
-    p.add_argument(
-        "--no-padding-free",
-        dest="padding_free",
-        action="store_false",
-        help="pad each batch's rows instead of packing them into one",
-    )
-    p.add_argument(
-        "--no-share-prompt",
-        dest="share_prompt",
-        action="store_false",
-        help="packed: lay each pair's prompt down twice (once per response) instead of once",
-    )
-    p.add_argument(
-        "--gradient-checkpointing",
-        action="store_true",
-        help="recompute activations in the backward: less memory, more time",
-    )
-    p.add_argument("--sharding", choices=SHARDING, default="ddp", help="under torchrun: ddp or fsdp")
-    p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
-    p.add_argument(
-        "--kl-every",
-        type=int,
-        default=0,
-        help="every N steps estimate KL(policy ‖ reference) per token on answers to --kl-prompts and stop "
-        "past --kl-budget, keeping the last checkpoint within it (0: never)",
-    )
-    p.add_argument("--kl-budget", type=float, default=0.0, help="nats per token")
-    p.add_argument("--kl-prompts", help='held-out prompts, JSONL {"prompt": text or messages}')
-    p.add_argument("--kl-max-new-tokens", type=int, default=128)
-    p.add_argument("--kl-temperature", type=float, default=1.0)
-    p.add_argument("--kl-top-p", type=float, default=1.0)
-    a = p.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="python -m training.dpo", description=__doc__.splitlines()[0])
+    for field in fields(DPOConfig):
+        _option(parser, field.name, str(field.type), field.default)
+    values = vars(parser.parse_args(argv))
     try:
-        return DPOConfig(
-            policy_path=a.model,
-            data_path=a.data,
-            output_dir=a.out,
-            ref_path=a.ref,
-            eval_data_path=a.eval_data,
-            loss=a.loss,
-            beta=a.beta,
-            label_smoothing=a.label_smoothing,
-            confidence_smoothing=a.confidence_smoothing,
-            dpop_lambda=a.dpop_lambda,
-            simpo_gamma=a.simpo_gamma,
-            desirable_weight=a.desirable_weight,
-            undesirable_weight=a.undesirable_weight,
-            rpo_alpha=a.rpo_alpha,
-            lr=a.lr,
-            epochs=a.epochs,
-            batch_size=a.batch_size,
-            grad_accum=a.grad_accum,
-            max_length=a.max_length,
-            max_prompt_length=a.max_prompt_length,
-            warmup_ratio=a.warmup_ratio,
-            max_steps=a.max_steps,
-            save_steps=a.save_steps,
-            lora_r=a.lora_r,
-            lora_alpha=a.lora_alpha,
-            merge=a.merge,
-            seed=a.seed,
-            dtype=a.dtype,
-            resume=a.resume,
-            padding_free=a.padding_free,
-            share_prompt=a.share_prompt,
-            gradient_checkpointing=a.gradient_checkpointing,
-            sharding=a.sharding,
-            compile=a.compile,
-            kl_every=a.kl_every,
-            kl_budget=a.kl_budget,
-            kl_prompts_path=a.kl_prompts,
-            kl_max_new_tokens=a.kl_max_new_tokens,
-            kl_temperature=a.kl_temperature,
-            kl_top_p=a.kl_top_p,
-        )
+        return DPOConfig(**values)
     except ValueError as exc:
-        p.error(str(exc))
-        raise  # unreachable: p.error exits
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ REFERENCE_FREE = ("simpo", "orpo", "sft")
 # kto trains on unpaired answers (desirable or not; pairs give one of each), sft on target answers alone
 UNPAIRED = ("kto", "sft")
 SHARDING = ("ddp", "fsdp")  # how several processes split the work under torchrun
+DTYPES = ("auto", "bf16", "fp32")  # auto: bf16 on a GPU that supports it, else fp32
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ class DPOConfig:
             raise ValueError(
                 f"max_prompt_length must be between 1 and max_length - 1 (got {self.max_prompt_length})"
             )
-        if self.dtype not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"dtype must be auto, bf16 or fp32 (got {self.dtype!r})")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
         if self.sharding not in SHARDING:
             raise ValueError(f"sharding must be one of {', '.join(SHARDING)} (got {self.sharding!r})")
         if self.lora_r < 0:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -127,48 +127,101 @@ def _model(cfg: DPOConfig, dtype: torch.dtype, resume_from: Path | None) -> Mode
     return get_peft_model(base, lora)
 
 
-class _PolicyPair(TypedDict):
-    policy_chosen: Tensor
-    policy_rejected: Tensor
-    beta: float
+@dataclass
+class PairLogps:
+    """One micro-batch of pairs as a loss takes it, each [pairs]: the policy's summed log-probs of the
+    chosen and rejected answers, their token counts, and (losses with a reference) the reference's."""
+
+    chosen: Tensor
+    rejected: Tensor
+    chosen_tokens: Tensor
+    rejected_tokens: Tensor
+    ref_chosen: Tensor | None = None
+    ref_rejected: Tensor | None = None
+    smoothing: Tensor | None = None  # robust with confidence_smoothing: each pair's own label smoothing
 
 
-class _ReferencePair(_PolicyPair):
-    ref_chosen: Tensor
-    ref_rejected: Tensor
+def _policy_side(cfg: DPOConfig, p: PairLogps) -> dict[str, Any]:
+    return {"policy_chosen": p.chosen, "policy_rejected": p.rejected, "beta": cfg.beta}
 
 
-def _loss(
+def _both_sides(cfg: DPOConfig, p: PairLogps) -> dict[str, Any]:
+    assert p.ref_chosen is not None and p.ref_rejected is not None
+    return {**_policy_side(cfg, p), "ref_chosen": p.ref_chosen, "ref_rejected": p.ref_rejected}
+
+
+def _lengths(p: PairLogps) -> dict[str, Any]:
+    return {"chosen_tokens": p.chosen_tokens, "rejected_tokens": p.rejected_tokens}
+
+
+PairLoss = Callable[[DPOConfig, PairLogps], tuple[Tensor, Tensor, Tensor]]
+
+# The pair losses by name (losses.py, each from its paper): (per-pair loss, chosen rewards, rejected
+# rewards). KTO and SFT train on single answers: ``_unpaired_step``.
+PAIR_LOSSES: dict[str, PairLoss] = {
+    "sigmoid": lambda cfg, p: losses.dpo_sigmoid(**_both_sides(cfg, p)),
+    "robust": lambda cfg, p: losses.dpo_robust(
+        **_both_sides(cfg, p), label_smoothing=cfg.label_smoothing if p.smoothing is None else p.smoothing
+    ),
+    "hinge": lambda cfg, p: losses.dpo_hinge(**_both_sides(cfg, p)),
+    "ipo": lambda cfg, p: losses.dpo_ipo(**_both_sides(cfg, p), **_lengths(p)),
+    "dpop": lambda cfg, p: losses.dpo_positive(**_both_sides(cfg, p), dpop_lambda=cfg.dpop_lambda),
+    "simpo": lambda cfg, p: losses.simpo(**_policy_side(cfg, p), **_lengths(p), gamma=cfg.simpo_gamma),
+    "orpo": lambda cfg, p: losses.orpo(**_policy_side(cfg, p), **_lengths(p)),
+}
+
+
+def _pair_step(
     cfg: DPOConfig,
-    *,
-    pc: Tensor,
-    pr: Tensor,
-    rc: Tensor | None,
-    rr: Tensor | None,
-    tc: Tensor,
-    tr: Tensor,
-    smoothing: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    policy: _PolicyPair = {"policy_chosen": pc, "policy_rejected": pr, "beta": cfg.beta}
-    if cfg.loss == "simpo":
-        return losses.simpo(**policy, chosen_tokens=tc, rejected_tokens=tr, gamma=cfg.simpo_gamma)
-    if cfg.loss == "orpo":
-        return losses.orpo(**policy, chosen_tokens=tc, rejected_tokens=tr)
-    assert rc is not None and rr is not None
-    pair: _ReferencePair = {**policy, "ref_chosen": rc, "ref_rejected": rr}
-    if cfg.loss == "sigmoid":
-        return losses.dpo_sigmoid(**pair)
-    if cfg.loss == "robust":
-        return losses.dpo_robust(
-            **pair, label_smoothing=cfg.label_smoothing if smoothing is None else smoothing
-        )
-    if cfg.loss == "hinge":
-        return losses.dpo_hinge(**pair)
-    if cfg.loss == "ipo":
-        return losses.dpo_ipo(**pair, chosen_tokens=tc, rejected_tokens=tr)
-    if cfg.loss == "dpop":
-        return losses.dpo_positive(**pair, dpop_lambda=cfg.dpop_lambda)
-    raise ValueError(f"unknown loss {cfg.loss!r}")
+    logps: Tensor,
+    tokens: Tensor,
+    ref: Tensor | None,
+    index: Tensor,
+    smoothing: Tensor | None,
+    share: float,
+    device: torch.device,
+) -> tuple[Tensor, list[float]]:
+    """One micro-batch of pairs: the loss to backpropagate (weighted by its share of the step) and its
+    sums for the step's metrics, in :func:`_pair_metrics`'s order. RPO adds the chosen answer's
+    per-token NLL to each pair's loss."""
+    chosen, rejected = logps.chunk(2)
+    chosen_tokens, rejected_tokens = tokens.chunk(2)
+    pair = PairLogps(chosen, rejected, chosen_tokens, rejected_tokens)
+    if ref is not None:
+        pair.ref_chosen, pair.ref_rejected = ref[index].to(device).T.to(chosen.dtype).unbind(0)
+    if smoothing is not None:
+        pair.smoothing = smoothing[index].to(device, chosen.dtype)
+    per_pair, chosen_rewards, rejected_rewards = PAIR_LOSSES[cfg.loss](cfg, pair)
+    chosen_nll = -chosen / chosen_tokens.clamp(min=1)  # per token: RPO's anchor on the chosen answer
+    if cfg.rpo_alpha:
+        per_pair = per_pair + cfg.rpo_alpha * chosen_nll
+    sums = [
+        per_pair.detach().sum().item(),
+        chosen_rewards.sum().item(),
+        rejected_rewards.sum().item(),
+        (chosen_rewards > rejected_rewards).float().sum().item(),
+        (chosen_rewards - rejected_rewards).sum().item(),
+        chosen.detach().sum().item(),
+        rejected.detach().sum().item(),
+        index.numel(),
+        chosen_nll.detach().sum().item(),
+    ]
+    return per_pair.mean() * share, sums
+
+
+def _pair_metrics(totals: Tensor) -> dict[str, float]:
+    """The step's metrics from :func:`_pair_step`'s sums (all-reduced), TRL's names."""
+    loss, chosen, rejected, accurate, margins, logps_chosen, logps_rejected, n, nll = totals[:9].tolist()
+    return {
+        "loss": loss / n,
+        "rewards/chosen": chosen / n,
+        "rewards/rejected": rejected / n,
+        "rewards/accuracies": accurate / n,
+        "rewards/margins": margins / n,
+        "logps/chosen": logps_chosen / n,
+        "logps/rejected": logps_rejected / n,
+        "nll_loss": nll / n,  # the chosen answers' per-token NLL (TRL's name)
+    }
 
 
 def _layers(causal: Any) -> list[nn.Module]:
@@ -326,6 +379,173 @@ def _evaluate(
     return {"eval/preference_accuracy": accuracy, "eval/rewards/margins": cfg.beta * margins.mean().item()}
 
 
+@dataclass
+class TrainData:
+    """Every example, validated and tokenised before a model is loaded (a bad file fails in seconds)."""
+
+    data: list[TokenizedPair]  # pairs; KTO and SFT: single answers
+    eval_data: list[TokenizedPair]  # held-out pairs (preference accuracy before and after)
+    sides: tuple[str, ...]  # the token rows each example lays down (SFT: its answer alone)
+    smoothing: Tensor | None = None  # robust with confidence_smoothing: each pair's label smoothing
+    desirable: Tensor | None = None  # KTO: each answer's label
+
+
+def _data_prepare(cfg: DPOConfig, tokenizer: Any) -> TrainData:
+    lengths: dict[str, Any] = {"max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length}
+    eval_pairs = pairs_read(cfg.eval_data_path) if cfg.eval_data_path else []
+    eval_data = pairs_tokenize(tokenizer, eval_pairs, **lengths)
+    if (
+        cfg.loss in UNPAIRED
+    ):  # KTO: answers labelled desirable or not; SFT: target answers (pairs: the chosen one)
+        examples = examples_read(cfg.data_path, labelled=cfg.loss == "kto")
+        return TrainData(
+            data=examples_tokenize(tokenizer, examples, **lengths),
+            eval_data=eval_data,
+            sides=("chosen_ids",) if cfg.loss == "sft" else PAIR_SIDES,  # KTO: each answer, its KL partner
+            desirable=torch.tensor([e.label for e in examples]),
+        )
+    pairs = pairs_read(cfg.data_path)
+    smoothing = None
+    if cfg.confidence_smoothing:
+        own = [cfg.label_smoothing if p.confidence is None else 1 - p.confidence for p in pairs]
+        smoothing = torch.tensor(own).clamp(0.0, MAX_SMOOTHING)
+    return TrainData(pairs_tokenize(tokenizer, pairs, **lengths), eval_data, PAIR_SIDES, smoothing=smoothing)
+
+
+class _Processes:
+    """What changes with several processes, kept at the loop's edges: the module the steps run (this
+    process's scorer, or it wrapped in DistributedDataParallel), when gradients are reduced, the sums
+    all-reduced, and the whole model and optimizer state a checkpoint needs (FSDP gathers them to
+    rank 0's CPU). With one process each is a no-op."""
+
+    def __init__(self, scorer: TokenLogps, model: Model, world: int, device: torch.device, *, fsdp: bool):
+        self.scorer, self.model, self.world, self.device, self.fsdp = scorer, model, world, device, fsdp
+        self.trained: Any = scorer
+        if world > 1 and not fsdp:
+            self.trained = nn.parallel.DistributedDataParallel(
+                scorer, device_ids=[device.index] if device.type == "cuda" else None
+            )
+
+    def gradient_sync(self, on: bool) -> contextlib.AbstractContextManager[Any]:
+        """Gradients reduced across processes only on a step's last micro-batch."""
+        if self.world == 1:
+            return contextlib.nullcontext()
+        if self.fsdp:
+            self.trained.set_requires_gradient_sync(on)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if on else self.trained.no_sync()
+
+    def summed(self, totals: Tensor) -> Tensor:
+        if self.world == 1:
+            return totals
+        on = totals.to(self.device)
+        dist.all_reduce(on)
+        return on.cpu()
+
+    def model_state(self) -> dict[str, Any] | None:
+        """Under FSDP the full model, gathered on rank 0's CPU (every rank must call); else None."""
+        if not self.fsdp:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(self.model, options=options)
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        if not self.fsdp:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(self.scorer, optimizer, options=options)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _optimizer_load(
+    scorer: TokenLogps, optimizer: torch.optim.Optimizer, state: dict[str, Any], *, fsdp: bool
+) -> None:
+    if not fsdp:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(scorer, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def _metrics_append(out: Path, record: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
+        stream.write(json.dumps(record) + "\n")
+
+
+def _metrics_truncate(out: Path, step: int) -> None:
+    """On resume: drop what steps after the checkpoint had logged."""
+    if not (out / METRICS_FILE).is_file():
+        return
+    kept = [
+        line
+        for line in (out / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+        if json.loads(line).get("step", 0) <= step and "eval_before" not in line
+    ]
+    (out / METRICS_FILE).write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def _step_sums(
+    cfg: DPOConfig,
+    processes: _Processes,
+    group: list[Batch],
+    prepared: TrainData,
+    ref: Tensor | None,
+) -> Tensor:
+    """Forward and backward through one optimizer step's micro-batches (gradients accumulate); the
+    step's sums for its metrics, the loss's own (``_pair_step`` or ``_unpaired_step``) then the
+    non-padding tokens."""
+    device = processes.device
+    n_examples = sum(batch.index.numel() for batch in group)
+    group_tokens = sum(int(batch.completion_mask[:, 1:].sum()) for batch in group)
+    totals = torch.zeros(10, dtype=torch.float64)
+    for k, batch in enumerate(group):
+        with processes.gradient_sync(k == len(group) - 1):
+            on_device = batch.to(device)
+            logps, tokens = sequence_logps(processes.trained, on_device)
+            share = batch.index.numel() / n_examples
+            if cfg.loss in UNPAIRED:
+                assert prepared.desirable is not None
+                loss, sums = _unpaired_step(
+                    cfg,
+                    logps,
+                    tokens,
+                    ref,
+                    batch.index,
+                    prepared.desirable,
+                    share,
+                    group_tokens,
+                    processes.world,
+                    device,
+                )
+            else:
+                loss, sums = _pair_step(
+                    cfg, logps, tokens, ref, batch.index, prepared.smoothing, share, device
+                )
+            loss.backward()  # type: ignore[no-untyped-call]
+        totals += torch.tensor([*sums, on_device.attention_mask.sum().item()], dtype=torch.float64)
+    return totals
+
+
+def _linear_schedule(total_steps: int, warmup: int) -> Callable[[int], float]:
+    """Linear warmup, then linear decay to 0 (transformers' "linear")."""
+
+    def factor(done: int) -> float:
+        if done < warmup:
+            return done / max(1, warmup)
+        return max(0.0, (total_steps - done) / max(1, total_steps - warmup))
+
+    return factor
+
+
 def train(
     cfg: DPOConfig,
     *,
@@ -341,37 +561,10 @@ def train(
     torch.manual_seed(cfg.seed)
 
     # Data first: a bad file fails in seconds, before any model is loaded.
-    unpaired = cfg.loss in UNPAIRED
-    smoothing: Tensor | None = None  # robust with confidence_smoothing: each pair's own label smoothing
-    if unpaired:  # KTO: answers labelled desirable or not; SFT: target answers (pairs: the chosen one)
-        examples = examples_read(cfg.data_path, labelled=cfg.loss == "kto")
-        desirable = torch.tensor([e.label for e in examples])
-    else:
-        pairs = pairs_read(cfg.data_path)
-        smoothing = (
-            torch.tensor(
-                [cfg.label_smoothing if p.confidence is None else 1 - p.confidence for p in pairs]
-            ).clamp(0.0, MAX_SMOOTHING)
-            if cfg.confidence_smoothing
-            else None
-        )
-    eval_pairs = pairs_read(cfg.eval_data_path) if cfg.eval_data_path else []
     tokenizer = _tokenizer(cfg.policy_path)
-    data: list[TokenizedPair] = (
-        examples_tokenize(
-            tokenizer, examples, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
-        )
-        if unpaired
-        else pairs_tokenize(
-            tokenizer, pairs, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
-        )
-    )
-    sides = ("chosen_ids",) if cfg.loss == "sft" else PAIR_SIDES  # KTO: each answer and its KL partner
-    eval_data = pairs_tokenize(
-        tokenizer, eval_pairs, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
-    )
-    pad_id = tokenizer.pad_token_id
+    prepared = _data_prepare(cfg, tokenizer)
 
+    # The model, behind the log-prob head (packed where it can be), on this process's device.
     resume_from = checkpoint_latest(out) if cfg.resume else None
     dtype = _dtype(cfg, device)
     fsdp = world > 1 and cfg.sharding == "fsdp"
@@ -387,30 +580,33 @@ def train(
     if cfg.compile:
         for layer in _layers(causal):
             layer.compile(dynamic=True)
-    group_by_length = cfg.padding_free and not scorer.packed  # padded rows: pad little at least
-    # This process's shard, fixed across epochs; under torchrun every shard the same size (the first
-    # pairs repeat, as DistributedSampler pads), so the processes' collectives stay in step.
-    everyone = [i % len(data) for i in range(math.ceil(len(data) / world) * world)]
+
+    # Batches. This process's shard is fixed across epochs; under torchrun every shard is the same
+    # size (the first examples repeat, as DistributedSampler pads), so collectives stay in step.
+    everyone = [i % len(prepared.data) for i in range(math.ceil(len(prepared.data) / world) * world)]
     mine = everyone[rank::world]
     if cfg.loss == "kto":
-        data = kto_partners(data, mine, batch_size=cfg.batch_size, max_length=cfg.max_length)
-    fixed = batches(
-        data,
-        mine,
-        batch_size=cfg.batch_size,
-        pad_id=pad_id,
-        shuffle_seed=None,
-        group_by_length=group_by_length,
-        sides=sides,
-    )
-    eval_batches = batches(
-        eval_data,
-        list(range(len(eval_data))),
-        batch_size=cfg.batch_size,
-        pad_id=pad_id,
-        shuffle_seed=None,
-        group_by_length=group_by_length,
-    )
+        prepared.data = kto_partners(
+            prepared.data, mine, batch_size=cfg.batch_size, max_length=cfg.max_length
+        )
+    group_by_length = cfg.padding_free and not scorer.packed  # padded rows: pad little at least
+
+    def batched(
+        data: list[TokenizedPair], indices: list[int], shuffle_seed: int | None, sides: tuple[str, ...]
+    ) -> list[Batch]:
+        return batches(
+            data,
+            indices,
+            batch_size=cfg.batch_size,
+            pad_id=tokenizer.pad_token_id,
+            shuffle_seed=shuffle_seed,
+            group_by_length=group_by_length,
+            sides=sides,
+        )
+
+    fixed = batched(prepared.data, mine, None, prepared.sides)
+    eval_data = prepared.eval_data
+    eval_batches = batched(eval_data, list(range(len(eval_data))), None, PAIR_SIDES)
 
     # Reference log-probs: once, before any step (kept on disk so a resumed run reuses them).
     ref = eval_ref = None
@@ -421,12 +617,13 @@ def train(
             saved = torch.load(ref_file, weights_only=True)
             ref, eval_ref = saved["train"], saved["eval"]
         else:
-            ref = _reference_logps(cfg, scorer, fixed, len(data), dtype, device, on_progress, fsdp=fsdp)
-            eval_ref = (
-                _reference_logps(cfg, scorer, eval_batches, len(eval_data), dtype, device, fsdp=fsdp)
-                if eval_data
-                else None
+            ref = _reference_logps(
+                cfg, scorer, fixed, len(prepared.data), dtype, device, on_progress, fsdp=fsdp
             )
+            if eval_data:
+                eval_ref = _reference_logps(
+                    cfg, scorer, eval_batches, len(eval_data), dtype, device, fsdp=fsdp
+                )
             out.mkdir(parents=True, exist_ok=True)
             tmp = ref_file.with_suffix(".tmp")
             torch.save({"train": ref, "eval": eval_ref}, tmp)
@@ -436,6 +633,7 @@ def train(
     if fsdp:  # a forward with no backward leaves the root's parameters gathered: the optimizer wants shards
         scorer.reshard()  # type: ignore[operator]
 
+    # Optimizer and schedule; on resume, their state and the step from the checkpoint.
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
@@ -450,68 +648,20 @@ def train(
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     warmup = int(cfg.warmup_ratio * total_steps)
-
-    def lr_factor(done: int) -> float:  # linear warmup, then linear decay to 0 (transformers' "linear")
-        if done < warmup:
-            return done / max(1, warmup)
-        return max(0.0, (total_steps - done) / max(1, total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total_steps, warmup))
     step = 0
     if resume_from is not None:
         state = torch.load(resume_from / STATE_FILE, weights_only=True)
-        if fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(
-                scorer, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
-            )
-        else:
-            optimizer.load_state_dict(state["optimizer"])
+        _optimizer_load(scorer, optimizer, state["optimizer"], fsdp=fsdp)
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
-        if is_main and (out / METRICS_FILE).is_file():  # drop what steps after the checkpoint had logged
-            kept = [
-                line
-                for line in (out / METRICS_FILE).read_text(encoding="utf-8").splitlines()
-                if json.loads(line).get("step", 0) <= step and "eval_before" not in line
-            ]
-            (out / METRICS_FILE).write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        if is_main:
+            _metrics_truncate(out, step)
     kl_check = _kl_checker(cfg, model, tokenizer, dtype, device, rank, world) if cfg.kl_every else None
-    trained: Any = scorer
-    if world > 1 and not fsdp:
-        trained = nn.parallel.DistributedDataParallel(
-            scorer, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    def gradient_sync(on: bool) -> contextlib.AbstractContextManager[Any]:
-        """Gradients reduced across processes only on a group's last micro-batch."""
-        if world == 1:
-            return contextlib.nullcontext()
-        if fsdp:
-            trained.set_requires_gradient_sync(on)
-            return contextlib.nullcontext()
-        return contextlib.nullcontext() if on else trained.no_sync()
-
-    def model_state() -> dict[str, Any] | None:
-        """Under FSDP the full model, gathered on rank 0's CPU (every rank must call); else None."""
-        if not fsdp:
-            return None
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-    def optimizer_state() -> dict[str, Any]:
-        if not fsdp:
-            return optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(
-            scorer, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
+    processes = _Processes(scorer, model, world, device, fsdp=fsdp)
 
     def save_checkpoint() -> None:
-        weights, optimizer_full = model_state(), optimizer_state()
+        weights, optimizer_full = processes.model_state(), processes.optimizer_state(optimizer)
         if is_main:
             state = {"step": step, "optimizer": optimizer_full, "scheduler": scheduler.state_dict()}
             saved = checkpoint_save(
@@ -520,12 +670,11 @@ def train(
             for older in out.glob("checkpoint-*"):  # keep the newest complete one only
                 if older != saved and older.is_dir():
                     shutil.rmtree(older, ignore_errors=True)
-        if world > 1:
-            dist.barrier()
+        processes.barrier()
 
     from tqdm.auto import tqdm
 
-    progress = tqdm(
+    bar = tqdm(
         total=total_steps,
         initial=step,
         desc="dpo",
@@ -540,110 +689,35 @@ def train(
         save_checkpoint()  # step 0 is within any budget: what is kept if the first check passes it
     scorer.train()
     shuffled: tuple[int, list[Batch]] = (-1, [])
+
+    # The loop: one optimizer step per group of grad_accum micro-batches.
     while step < total_steps:
         epoch, group_index = divmod(step, groups_per_epoch)
         if shuffled[0] != epoch:  # each epoch its own order, reproducible from the seed (and on resume)
-            shuffled = (
-                epoch,
-                batches(
-                    data,
-                    mine,
-                    batch_size=cfg.batch_size,
-                    pad_id=pad_id,
-                    shuffle_seed=cfg.seed + epoch,
-                    group_by_length=group_by_length,
-                    sides=sides,
-                ),
-            )
-        epoch_batches = shuffled[1]
-        group = epoch_batches[group_index * cfg.grad_accum : (group_index + 1) * cfg.grad_accum]
-        n_pairs = sum(batch.index.numel() for batch in group)
-        group_tokens = sum(int(batch.completion_mask[:, 1:].sum()) for batch in group)
+            shuffled = (epoch, batched(prepared.data, mine, cfg.seed + epoch, prepared.sides))
+        group = shuffled[1][group_index * cfg.grad_accum : (group_index + 1) * cfg.grad_accum]
         started = time.perf_counter()
-        totals = torch.zeros(10, dtype=torch.float64)
-        for k, batch in enumerate(group):
-            with gradient_sync(k == len(group) - 1):
-                on_device = batch.to(device)
-                logps, tokens = sequence_logps(trained, on_device)
-                if unpaired:
-                    share = batch.index.numel() / n_pairs
-                    step_loss, sums = _unpaired_step(
-                        cfg, logps, tokens, ref, batch.index, desirable, share, group_tokens, world, device
-                    )
-                    step_loss.backward()  # type: ignore[no-untyped-call]
-                    totals += torch.tensor(
-                        [*sums, on_device.attention_mask.sum().item()], dtype=torch.float64
-                    )
-                    continue
-                pc, pr = logps.chunk(2)
-                tc, tr = tokens.chunk(2)
-                rc = rr = None
-                if ref is not None:
-                    rc, rr = (ref[batch.index].to(device).T.to(pc.dtype)).unbind(0)
-                per_pair, chosen_rewards, rejected_rewards = _loss(
-                    cfg,
-                    pc=pc,
-                    pr=pr,
-                    rc=rc,
-                    rr=rr,
-                    tc=tc,
-                    tr=tr,
-                    smoothing=None if smoothing is None else smoothing[batch.index].to(device, pc.dtype),
-                )
-                chosen_nll = -pc / tc.clamp(min=1)  # per token: RPO's anchor on the chosen answer
-                if cfg.rpo_alpha:
-                    per_pair = per_pair + cfg.rpo_alpha * chosen_nll
-                (per_pair.mean() * (batch.index.numel() / n_pairs)).backward()  # type: ignore[no-untyped-call]
-            totals += torch.tensor(
-                [
-                    per_pair.detach().sum().item(),
-                    chosen_rewards.sum().item(),
-                    rejected_rewards.sum().item(),
-                    (chosen_rewards > rejected_rewards).float().sum().item(),
-                    (chosen_rewards - rejected_rewards).sum().item(),
-                    pc.detach().sum().item(),
-                    pr.detach().sum().item(),
-                    batch.index.numel(),
-                    on_device.attention_mask.sum().item(),
-                    chosen_nll.detach().sum().item(),
-                ],
-                dtype=torch.float64,
-            )
+        totals = _step_sums(cfg, processes, group, prepared, ref)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         learning_rate = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        if world > 1:
-            on = totals.to(device)
-            dist.all_reduce(on)
-            totals = on.cpu()
+        totals = processes.summed(totals)
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
-        n = totals[7].item()
-        tokens_index = 9 if unpaired else 8  # where the step's non-padding tokens were summed
-        method_metrics = (
-            _unpaired_metrics(cfg, totals, len(group), world)
-            if unpaired
-            else {
-                "loss": totals[0].item() / n,
-                "rewards/chosen": totals[1].item() / n,
-                "rewards/rejected": totals[2].item() / n,
-                "rewards/accuracies": totals[3].item() / n,
-                "rewards/margins": totals[4].item() / n,
-                "logps/chosen": totals[5].item() / n,
-                "logps/rejected": totals[6].item() / n,
-                "nll_loss": totals[9].item() / n,  # the chosen answers' per-token NLL (TRL's name)
-            }
-        )
         metrics = {
             "step": step,
             "epoch": round(step / groups_per_epoch, 4),
-            **method_metrics,
+            **(
+                _unpaired_metrics(cfg, totals, len(group), world)
+                if cfg.loss in UNPAIRED
+                else _pair_metrics(totals)
+            ),
             "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
             "learning_rate": float(learning_rate),
-            "tokens/s": totals[tokens_index].item() / elapsed,
+            "tokens/s": totals[9].item() / elapsed,
         }
         checked = kl_check is not None and (step % cfg.kl_every == 0 or step == total_steps)
         if checked:
@@ -655,13 +729,11 @@ def train(
             if estimate > cfg.kl_budget:
                 kl_stop = {"step": step, "kl": estimate, "budget": cfg.kl_budget}
         if is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
-                stream.write(json.dumps(metrics) + "\n")
+            _metrics_append(out, metrics)
             if on_metrics is not None:
                 on_metrics(metrics)
-            progress.set_postfix(loss=f"{metrics['loss']:.4f}")
-            progress.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            bar.update(1)
         if kl_stop is not None:
             break
         if kl_check is not None:  # checkpoints at the checks within the budget only: the newest is kept
@@ -671,31 +743,28 @@ def train(
             not cfg.save_steps and step % groups_per_epoch == 0
         ):
             save_checkpoint()
-    progress.close()
+    bar.close()
+
+    # The end: past the KL budget, the last checkpoint within it; then the final model, atomically.
     if kl_stop is not None:
         last_within = checkpoint_latest(out)
         assert last_within is not None  # step 0's, at least
         kl_stop["kept_step"] = _weights_restore(cfg, model, last_within, dtype)
         if is_main:
-            with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
-                stream.write(json.dumps({"step": step, "kl_stop": kl_stop}) + "\n")
+            _metrics_append(out, {"step": step, "kl_stop": kl_stop})
             if on_progress is not None:
                 on_progress(
                     f"stopped at step {step}: held-out KL {kl_stop['kl']:.3f} nats/token > budget "
                     f"{cfg.kl_budget:g}; keeping step {kl_stop['kept_step']:.0f}"
                 )
-
     eval_after = _evaluate(cfg, scorer, eval_batches, eval_ref, len(eval_data), device) if eval_data else {}
     if fsdp:
         scorer.reshard()  # type: ignore[operator]
     final_dir, merged_dir = out / "final", None
-    weights = model_state()
+    weights = processes.model_state()
     if is_main:
         if eval_data:
-            with (out / METRICS_FILE).open("a", encoding="utf-8") as stream:
-                stream.write(
-                    json.dumps({"step": step, "eval_before": eval_before, "eval_after": eval_after}) + "\n"
-                )
+            _metrics_append(out, {"step": step, "eval_before": eval_before, "eval_after": eval_after})
 
         def write_final(tmp: Path) -> None:
             model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
@@ -710,8 +779,7 @@ def train(
                 tokenizer.save_pretrained(tmp)
 
             merged_dir = directory_write_atomic(out / "merged", write_merged)
-    if world > 1:
-        dist.barrier()
+    processes.barrier()
     return TrainResult(
         out,
         final_dir,
