@@ -38,7 +38,7 @@ def prepare(pairs: int) -> int:
     from annotate.services.simulation import comparisons_simulate
     from generation.models import Prompt, Response
     from generation.services import policy_register_embedded
-    from training.rounds import round_create
+    from training.rounds import RoundRequest, round_create
 
     base = policy_register_embedded()
     campaign = campaign_get_or_create(name="bench")
@@ -51,7 +51,7 @@ def prepare(pairs: int) -> int:
         Comparison.objects.create(prompt=prompt, response_a=long, response_b=short, campaign=campaign)
     comparisons_simulate(oracle_name="shorter", count=pairs)
     settings = {"batch_size": 4, "max_length": 96, "dtype": "fp32"}
-    return round_create(policy=base, hyperparameters=settings, min_pairs=1).pk
+    return round_create(request=RoundRequest(policy=base, hyperparameters=settings, min_pairs=1)).pk
 
 
 def run(way: str, pairs: int) -> None:

@@ -15,7 +15,7 @@ from generation.models import Policy
 from training.errors import RoundNotFound
 from training.models import TrainingRound
 from training.options import GENERATION_DEFAULTS, GUARD_DEFAULTS, HYPERPARAMETERS
-from training.rounds import round_cancel, rounds_reap_stale
+from training.rounds import RoundRequest, round_cancel, rounds_reap_stale
 from training.selectors import heldout_least_likely
 from training.tasks import round_retry, round_start
 
@@ -137,7 +137,7 @@ class RoundListApi(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = RoundStartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        started = round_start(**data.validated_data, started_by=request.user)
+        started = round_start(request=RoundRequest(**data.validated_data), started_by=request.user)
         return Response(TrainingRoundSerializer(started).data, status=201)
 
 

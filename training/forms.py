@@ -7,6 +7,7 @@ from django import forms
 from generation.models import Policy
 from training.dpo.config import UNPAIRED
 from training.options import GENERATION, GUARDS, TRAINING, Option
+from training.rounds import RoundRequest
 
 # The settings the start form shows (names distinct across the two groups); the rest keep their
 # defaults (training.options, the one source).
@@ -85,8 +86,8 @@ class StartRoundForm(forms.Form):
             self.fields[option.name] = _field(option)
             self.fields[option.name].required = False
 
-    def round_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``round_start`` from the cleaned form (only what was set)."""
+    def round_request(self) -> RoundRequest:
+        """The round the cleaned form asks for (only what was set; the rest keeps its default)."""
         data = self.cleaned_data
         hyperparameters = {  # an unticked switch, like an empty field, keeps its default
             name: data[name]
@@ -103,12 +104,12 @@ class StartRoundForm(forms.Form):
         guards = {
             option.name: data[option.name] for option in GUARDS if data.get(option.name) not in (None, "")
         }
-        return {
-            "policy": data["policy"],
-            "guards": guards,
-            "reference_mode": data.get("reference_mode") or "",
-            "aggregation": data.get("aggregation") or "majority",
-            "hyperparameters": hyperparameters,
-            "then_generate": data["then_generate"],
-            "generation": generation,
-        }
+        return RoundRequest(
+            policy=data["policy"],
+            guards=guards,
+            reference_mode=data.get("reference_mode") or "",
+            aggregation=data.get("aggregation") or "majority",
+            hyperparameters=hyperparameters,
+            then_generate=data["then_generate"],
+            generation=generation,
+        )

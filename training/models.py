@@ -141,6 +141,11 @@ class TrainingRound(models.Model):
         return self.status in FINISHED
 
     @property
+    def can_retry(self) -> bool:
+        """Only a round that failed or was cancelled is retried (a new round with its settings)."""
+        return self.status in (RoundStatus.FAILED, RoundStatus.CANCELLED)
+
+    @property
     def is_settled(self) -> bool:
         """Finished, and nothing more will happen: the page stops polling."""
         return self.is_finished and not self.following_up

@@ -10,6 +10,7 @@ a worker runs.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,42 +62,62 @@ def round_pairs_count(*, policy: Policy, unpaired: bool = False) -> tuple[int, C
     return report.written, report.excluded
 
 
+@dataclass(frozen=True)
+class RoundRequest:
+    """What a round is asked to do: the one list of a round's settings. The start form, the API and
+    ``train_round`` build one; ``round_create`` checks it; a retry asks a round's own again."""
+
+    policy: Policy
+    reference: Policy | None = None  # None: by reference_mode
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # DPOConfig fields (training.options)
+    min_pairs: int | None = None  # None: PREFLOOP_MIN_PAIRS
+    then_generate: int = 0  # train prompts the new policy answers next
+    generation: dict[str, Any] = field(default_factory=dict)  # sampling of those answers
+    guards: dict[str, Any] = field(default_factory=dict)  # drift budgets
+    reference_mode: str = ""  # parent (rolling, the default) or base (anchored at the lineage's base)
+    aggregation: str = "majority"  # how a comparison's judgments become its label
+
+    @classmethod
+    def of(cls, training_round: TrainingRound) -> RoundRequest:
+        """The request ``training_round`` was made from, as it was stored (what a retry asks again)."""
+        return cls(
+            policy=training_round.policy,
+            reference=training_round.reference,
+            hyperparameters=training_round.hyperparameters,
+            min_pairs=training_round.min_pairs,
+            then_generate=training_round.then_generate,
+            generation=training_round.generation,
+            guards=training_round.guards,
+            aggregation=training_round.aggregation,
+        )
+
+
 @transaction.atomic
-def round_create(
-    *,
-    policy: Policy,
-    reference: Policy | None = None,
-    hyperparameters: dict[str, Any] | None = None,
-    min_pairs: int | None = None,
-    then_generate: int = 0,
-    generation: dict[str, Any] | None = None,
-    guards: dict[str, Any] | None = None,
-    reference_mode: str = "",
-    aggregation: str = "majority",
-    started_by: AbstractBaseUser | None = None,
-) -> TrainingRound:
+def round_create(*, request: RoundRequest, started_by: AbstractBaseUser | None = None) -> TrainingRound:
     """A queued round, after every check that needs no model: trainable policy (not held back) and
     reference, valid settings and guards (``training.options``), at least ``min_pairs`` pairs
     (default ``PREFLOOP_MIN_PAIRS``). ``reference_mode``: ``parent`` (rolling: the reference is the
     starting policy, the default) or ``base`` (anchored at the base of its lineage); an explicit
     ``reference`` wins. ``aggregation``: how each comparison's judgments become its label
     (``majority`` or ``dawid-skene``: weighted by each annotator's estimated reliability)."""
+    policy, aggregation, reference_mode = request.policy, request.aggregation, request.reference_mode
+    then_generate, min_pairs = request.then_generate, request.min_pairs
     if aggregation not in AGGREGATIONS:
         raise NotTrainable(f"aggregation must be one of {', '.join(AGGREGATIONS)} (got {aggregation!r})")
     if reference_mode not in REFERENCE_MODES:
         raise NotTrainable(
             f"reference_mode must be one of {', '.join(REFERENCE_MODES)} (got {reference_mode!r})"
         )
-    reference = reference or (policy_root(policy) if reference_mode == "base" else policy)
+    reference = request.reference or (policy_root(policy) if reference_mode == "base" else policy)
     for candidate in {policy, reference}:
         problem = policy_trainable_problem(candidate)
         if problem:
             raise NotTrainable(problem)
     try:
-        hyperparameters = round_hyperparameters(dict(hyperparameters or {}))
+        hyperparameters = round_hyperparameters(dict(request.hyperparameters or {}))
         # Sampling settings serve the held-out answers too, so they are kept even without then_generate.
-        generation = generation_settings(generation or {})
-        guards = guard_settings(guards or {})
+        generation = generation_settings(request.generation or {})
+        guards = guard_settings(request.guards or {})
         early_stop = early_stop_fields(
             hyperparameters, guards=guards, generation=generation, prompts_path="-"
         )

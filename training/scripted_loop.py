@@ -32,7 +32,7 @@ from training.leaderboard import check_win_rate, controlled_head_to_head, head_t
 from training.models import Evaluation, RoundStatus
 from training.options import GENERATION_DEFAULTS, sampling_from
 from training.round_follow_up import _pairing_notes, evaluation_campaign, evaluations_queue, heldout_answer
-from training.rounds import round_create
+from training.rounds import RoundRequest, round_create
 from training.selectors import heldout_least_likely
 from training.stats import (
     WinRate,
@@ -188,14 +188,16 @@ def loop_run(
         if warning := tied_warning(oracle, verdicts):
             say(f"  {warning}")
         created = round_create(
-            policy=current,
-            hyperparameters=_sft(hyperparameters) if method == "sft" else hyperparameters,
-            min_pairs=1,
-            then_generate=prompts if number < len(plan) else 0,
-            generation=generation,
-            guards=guards,
-            reference_mode=reference_mode,
-            aggregation=aggregation,
+            request=RoundRequest(
+                policy=current,
+                hyperparameters=_sft(hyperparameters) if method == "sft" else hyperparameters,
+                min_pairs=1,
+                then_generate=prompts if number < len(plan) else 0,
+                generation=generation,
+                guards=guards or {},
+                reference_mode=reference_mode,
+                aggregation=aggregation,
+            )
         )
         finished = round_execute(round_id=created.pk, on_progress=lambda line: say(f"    {line}"))
         if finished.status != RoundStatus.SUCCEEDED or finished.output_policy is None:

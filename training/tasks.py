@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -21,10 +20,9 @@ from django.db import transaction
 from django.utils import timezone
 from django_tasks import task
 
-from generation.models import Policy
 from training.errors import RoundFinished
-from training.models import RoundStatus, TrainingRound
-from training.rounds import round_abandon, round_create, rounds_reap_stale
+from training.models import TrainingRound
+from training.rounds import RoundRequest, round_abandon, round_create, rounds_reap_stale
 
 
 def _die_with_parent() -> None:
@@ -60,33 +58,10 @@ def round_run_task(round_id: int) -> str:
 
 
 @transaction.atomic
-def round_start(
-    *,
-    policy: Policy,
-    reference: Policy | None = None,
-    hyperparameters: dict[str, Any] | None = None,
-    min_pairs: int | None = None,
-    then_generate: int = 0,
-    generation: dict[str, Any] | None = None,
-    guards: dict[str, Any] | None = None,
-    reference_mode: str = "",
-    aggregation: str = "majority",
-    started_by: AbstractBaseUser | None = None,
-) -> TrainingRound:
+def round_start(*, request: RoundRequest, started_by: AbstractBaseUser | None = None) -> TrainingRound:
     """Create a round (``round_create``'s checks) and enqueue it for a worker, in one transaction:
     the task row and the round land together."""
-    training_round = round_create(
-        policy=policy,
-        reference=reference,
-        hyperparameters=hyperparameters,
-        min_pairs=min_pairs,
-        then_generate=then_generate,
-        generation=generation,
-        guards=guards,
-        reference_mode=reference_mode,
-        aggregation=aggregation,
-        started_by=started_by,
-    )
+    training_round = round_create(request=request, started_by=started_by)
     result = round_run_task.enqueue(round_id=training_round.pk)
     training_round.task_id = str(result.id)
     training_round.save(update_fields=["task_id"])
@@ -99,22 +74,12 @@ def round_retry(
 ) -> TrainingRound:
     """A new queued round with the same starting policy, reference and settings as a failed or
     cancelled one (its partial output is left where it was; the new round writes its own)."""
-    if training_round.status not in (RoundStatus.FAILED, RoundStatus.CANCELLED):
+    if not training_round.can_retry:
         raise RoundFinished(
             f"round {training_round.pk} is {training_round.status}: only a failed or cancelled round is retried",
             round=training_round.pk,
         )
-    retried = round_start(
-        policy=training_round.policy,
-        reference=training_round.reference,
-        hyperparameters=training_round.hyperparameters,
-        min_pairs=training_round.min_pairs,
-        then_generate=training_round.then_generate,
-        generation=training_round.generation,
-        guards=training_round.guards,
-        aggregation=training_round.aggregation,
-        started_by=started_by,
-    )
+    retried = round_start(request=RoundRequest.of(training_round), started_by=started_by)
     TrainingRound.objects.filter(pk=retried.pk).update(
         log=f"{timezone.now():%H:%M:%S} retry of round {training_round.pk}\n"
     )

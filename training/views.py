@@ -99,7 +99,7 @@ def start(request: HttpRequest) -> HttpResponse:
     error = None
     if form.is_valid():
         try:
-            started = round_start(**form.round_options(), started_by=request.user)
+            started = round_start(request=form.round_request(), started_by=request.user)
         except DomainError as exc:
             error = exc.detail
         else:

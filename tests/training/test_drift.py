@@ -14,7 +14,7 @@ from training.drift import FLUENCY_MIN_ANSWERS, drift_breaches, drift_summary, p
 from training.errors import NotTrainable
 from training.execution import round_execute
 from training.models import RoundStatus, TrainingRound
-from training.rounds import round_create
+from training.rounds import RoundRequest, round_create
 from training.selectors import heldout_least_likely
 
 GUARDS = {"kl_budget": 0.5, "fluency_limit": 1.2, "outlier_limit": 0.15}
@@ -74,12 +74,14 @@ def test_a_policy_beyond_its_guards_is_held_back_until_staff_promote_it(chat_mod
     for i in range(FLUENCY_MIN_ANSWERS):
         PromptFactory(text=f"held out question {i}?", split=Split.EVAL)
     created = round_create(
-        policy=policy,
-        hyperparameters=FAST,
-        min_pairs=1,
-        then_generate=1,
-        generation={"samples": 2, "max_new_tokens": 4, "backend": "transformers"},
-        guards={"fluency_limit": 1e-6},  # any answer is beyond this: the policy must be held back
+        request=RoundRequest(
+            policy=policy,
+            hyperparameters=FAST,
+            min_pairs=1,
+            then_generate=1,
+            generation={"samples": 2, "max_new_tokens": 4, "backend": "transformers"},
+            guards={"fluency_limit": 1e-6},  # any answer is beyond this: the policy must be held back
+        )
     )
 
     finished = round_execute(round_id=created.pk)
@@ -95,7 +97,7 @@ def test_a_policy_beyond_its_guards_is_held_back_until_staff_promote_it(chat_mod
     assert not Response.objects.filter(policy=new, heldout=False).exists()  # no follow-up generation
     assert "is held back: no answers to train prompts" in finished.log
     with pytest.raises(NotTrainable, match="held back"):
-        round_create(policy=new, min_pairs=1)
+        round_create(request=RoundRequest(policy=new, min_pairs=1))
 
     client.force_login(staff)
     page = client.get(reverse("training:round", args=[finished.pk])).content.decode()
@@ -116,11 +118,13 @@ def test_a_round_within_its_guards_says_so_in_words(chat_model_dir, client, staf
     for i in range(FLUENCY_MIN_ANSWERS):
         PromptFactory(text=f"held out question {i}?", split=Split.EVAL)
     created = round_create(
-        policy=policy,
-        hyperparameters=FAST,
-        min_pairs=1,
-        generation={"max_new_tokens": 4, "backend": "transformers"},
-        guards={"kl_budget": 100, "fluency_limit": 100, "outlier_limit": 1},  # nothing is beyond these
+        request=RoundRequest(
+            policy=policy,
+            hyperparameters=FAST,
+            min_pairs=1,
+            generation={"max_new_tokens": 4, "backend": "transformers"},
+            guards={"kl_budget": 100, "fluency_limit": 100, "outlier_limit": 1},  # nothing is beyond these
+        )
     )
     finished = round_execute(round_id=created.pk)
     client.force_login(staff)
@@ -139,15 +143,17 @@ def test_a_round_past_its_kl_budget_stops_early_and_keeps_the_checkpoint_within_
     policy = judged_policy(chat_model_dir)
     hyperparameters = {**FAST, "lr": 0.5, "kl_every": 1}  # one step at lr 0.5 moves the tiny model far
     with pytest.raises(NotTrainable, match="needs held-out prompts"):
-        round_create(policy=policy, hyperparameters=hyperparameters, min_pairs=1)
+        round_create(request=RoundRequest(policy=policy, hyperparameters=hyperparameters, min_pairs=1))
     for i in range(4):
         PromptFactory(text=f"held out question {i}?", split=Split.EVAL)
     created = round_create(
-        policy=policy,
-        hyperparameters=hyperparameters,
-        min_pairs=1,
-        generation={"max_new_tokens": 8, "backend": "transformers"},
-        guards={"kl_budget": 1e-3},
+        request=RoundRequest(
+            policy=policy,
+            hyperparameters=hyperparameters,
+            min_pairs=1,
+            generation={"max_new_tokens": 8, "backend": "transformers"},
+            guards={"kl_budget": 1e-3},
+        )
     )
 
     finished = round_execute(round_id=created.pk)

@@ -14,6 +14,7 @@ from tests.factories import UserFactory
 from tests.training.test_rounds import judged_policy
 from tests.training.test_worker import worker_batch
 from training.models import RoundStatus, TrainingRound
+from training.rounds import RoundRequest
 from training.tasks import round_start
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ def test_a_worker_killed_mid_round_leaves_it_failed_with_nothing_registered_and_
 ):
     policy = judged_policy(chat_model_dir)
     settings_used = {"lr": 1e-3, "batch_size": 2, "max_length": 64, "epochs": 1000, "max_steps": 400}
-    queued = round_start(policy=policy, hyperparameters=settings_used, min_pairs=4)
+    queued = round_start(request=RoundRequest(policy=policy, hyperparameters=settings_used, min_pairs=4))
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.1", "--no-reload"],
         cwd=ROOT,

@@ -16,7 +16,7 @@ from training.models import RoundStatus, TrainingRound
 from training.recorder import Recorder
 from training.round_follow_up import round_follow_up
 from training.round_training import round_train
-from training.rounds import round_abandon, round_cancel, round_create
+from training.rounds import RoundRequest, round_abandon, round_cancel, round_create
 
 
 @pytest.fixture(autouse=True)
@@ -29,11 +29,13 @@ def test_cancel_during_the_follow_up_stops_it_and_keeps_the_round_succeeded(chat
     policy = judged_policy(chat_model_dir)
     PromptFactory(text="answer briefly please")
     created = round_create(
-        policy=policy,
-        hyperparameters=FAST,
-        min_pairs=1,
-        then_generate=1,
-        generation={"samples": 2, "max_new_tokens": 4, "backend": "transformers"},
+        request=RoundRequest(
+            policy=policy,
+            hyperparameters=FAST,
+            min_pairs=1,
+            then_generate=1,
+            generation={"samples": 2, "max_new_tokens": 4, "backend": "transformers"},
+        )
     )
     trained = round_train(round_id=created.pk)
     assert trained.status == RoundStatus.SUCCEEDED and trained.following_up  # the follow-up is next
@@ -99,18 +101,20 @@ def test_a_round_queues_its_new_policys_least_certain_pairs_within_its_budget(ch
     policy = judged_policy(chat_model_dir)
     prompts = [PromptFactory(text=f"answer briefly please {i}") for i in range(2)]
     created = round_create(
-        policy=policy,
-        hyperparameters=FAST,
-        min_pairs=1,
-        then_generate=2,
-        generation={
-            "samples": 3,
-            "max_new_tokens": 6,
-            "temperature": 1.5,
-            "backend": "transformers",
-            "pairs": "uncertain",
-            "budget": 2,
-        },
+        request=RoundRequest(
+            policy=policy,
+            hyperparameters=FAST,
+            min_pairs=1,
+            then_generate=2,
+            generation={
+                "samples": 3,
+                "max_new_tokens": 6,
+                "temperature": 1.5,
+                "backend": "transformers",
+                "pairs": "uncertain",
+                "budget": 2,
+            },
+        )
     )
     trained = round_train(round_id=created.pk)
     round_follow_up(trained, Recorder(trained))

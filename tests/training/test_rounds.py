@@ -24,7 +24,7 @@ from tests.factories import (
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
 from training.execution import round_execute
 from training.models import Evaluation, RoundMetric, RoundStatus, TrainingRound
-from training.rounds import round_cancel, round_create
+from training.rounds import RoundRequest, round_cancel, round_create
 
 FAST = {"lr": 1e-3, "batch_size": 2, "max_length": 64, "dtype": "fp32"}
 
@@ -115,7 +115,7 @@ def test_round_with_too_few_pairs_refuses_and_says_how_many():
     policy = PolicyFactory(name="small")
     judged_pairs(policy, 1)
     with pytest.raises(NotEnoughPairs, match=r"has 1 preference pairs .* needs at least 8"):
-        round_create(policy=policy)
+        round_create(request=RoundRequest(policy=policy))
     with pytest.raises(CommandError, match="has 1 preference pairs"):
         call_command("train_round", "--policy=small")
     assert not TrainingRound.objects.exists()
@@ -125,11 +125,13 @@ def test_round_with_too_few_pairs_refuses_and_says_how_many():
 def test_bad_settings_and_untrainable_policies_are_refused():
     policy = PolicyFactory(name="p")
     with pytest.raises(NotTrainable, match=r"beta must be a number from 0\.0001 to 100"):
-        round_create(policy=policy, hyperparameters={"beta": -1}, min_pairs=1)
+        round_create(request=RoundRequest(policy=policy, hyperparameters={"beta": -1}, min_pairs=1))
     with pytest.raises(NotTrainable, match="unknown training option 'momentum'"):
-        round_create(policy=policy, hyperparameters={"momentum": 0.9}, min_pairs=1)
+        round_create(request=RoundRequest(policy=policy, hyperparameters={"momentum": 0.9}, min_pairs=1))
     with pytest.raises(NotTrainable, match="GGUF"):
-        round_create(policy=PolicyFactory(location="/m.gguf", location_kind="gguf"), min_pairs=1)
+        round_create(
+            request=RoundRequest(policy=PolicyFactory(location="/m.gguf", location_kind="gguf"), min_pairs=1)
+        )
     with pytest.raises(CommandError, match="no policy named 'nope'"):
         call_command("train_round", "--policy=nope")
 
@@ -142,7 +144,7 @@ def test_a_failed_round_records_the_error_and_registers_nothing(chat_model_dir, 
         (broken / item.name).write_bytes(item.read_bytes())
     policy = judged_policy(broken)
     (broken / "model.safetensors").write_bytes(b"not weights")
-    training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
+    training_round = round_create(request=RoundRequest(policy=policy, hyperparameters=FAST, min_pairs=1))
 
     finished = round_execute(round_id=training_round.pk)
 
@@ -155,7 +157,7 @@ def test_a_failed_round_records_the_error_and_registers_nothing(chat_model_dir, 
 @pytest.mark.django_db
 def test_cancelling_a_queued_round_stops_it_before_it_starts(chat_model_dir):
     policy = judged_policy(chat_model_dir)
-    training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
+    training_round = round_create(request=RoundRequest(policy=policy, hyperparameters=FAST, min_pairs=1))
 
     round_cancel(training_round=training_round)
     finished = round_execute(round_id=training_round.pk)
@@ -168,7 +170,7 @@ def test_cancelling_a_queued_round_stops_it_before_it_starts(chat_model_dir):
 @pytest.mark.django_db
 def test_cancelling_a_running_round_stops_it_at_the_next_step(chat_model_dir):
     policy = judged_policy(chat_model_dir)
-    training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
+    training_round = round_create(request=RoundRequest(policy=policy, hyperparameters=FAST, min_pairs=1))
     TrainingRound.objects.filter(pk=training_round.pk).update(cancel_requested=True)  # as if staff pressed it
 
     finished = round_execute(round_id=training_round.pk)
@@ -182,7 +184,7 @@ def test_cancelling_a_running_round_stops_it_at_the_next_step(chat_model_dir):
 def test_training_data_is_the_policys_own_judged_comparisons(chat_model_dir):
     policy = judged_policy(chat_model_dir, pairs=2)
     judged_pairs(PolicyFactory(), 1)  # another policy's pair: not this policy's data
-    training_round = round_create(policy=policy, hyperparameters=FAST, min_pairs=1)
+    training_round = round_create(request=RoundRequest(policy=policy, hyperparameters=FAST, min_pairs=1))
     finished = round_execute(round_id=training_round.pk)
     assert finished.status == RoundStatus.SUCCEEDED
     assert finished.pairs == 2
@@ -299,11 +301,13 @@ def test_a_round_on_the_embedded_smollm2_trains_registers_and_the_new_policy_ans
     PromptFactory(text="Say hello.")
     PromptFactory(text="Name a fruit.", split=Split.EVAL)
     training_round = round_create(
-        policy=base,
-        hyperparameters={"lr": 1e-5, "batch_size": 2, "max_length": 96, "dtype": "fp32"},
-        min_pairs=2,
-        then_generate=1,
-        generation={"samples": 2, "max_new_tokens": 12, "backend": "transformers"},
+        request=RoundRequest(
+            policy=base,
+            hyperparameters={"lr": 1e-5, "batch_size": 2, "max_length": 96, "dtype": "fp32"},
+            min_pairs=2,
+            then_generate=1,
+            generation={"samples": 2, "max_new_tokens": 12, "backend": "transformers"},
+        )
     )
 
     finished = round_execute(round_id=training_round.pk)

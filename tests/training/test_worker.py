@@ -10,6 +10,7 @@ from django_tasks_db.models import DBTaskResult
 from generation.models import Policy
 from tests.training.test_rounds import judged_policy
 from training.models import RoundStatus, TrainingRound
+from training.rounds import RoundRequest
 from training.tasks import round_start
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,9 @@ def worker_batch(env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_db_worker_process_runs_a_queued_round(chat_model_dir, worker_environment):
     policy = judged_policy(chat_model_dir)
     queued = round_start(
-        policy=policy, hyperparameters={"lr": 1e-3, "batch_size": 2, "max_length": 64}, min_pairs=4
+        request=RoundRequest(
+            policy=policy, hyperparameters={"lr": 1e-3, "batch_size": 2, "max_length": 64}, min_pairs=4
+        )
     )
     assert TrainingRound.objects.get(pk=queued.pk).status == RoundStatus.QUEUED  # nothing ran in this process
 

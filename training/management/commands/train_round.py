@@ -5,7 +5,7 @@ from generation.services import policy_named
 from training.execution import round_execute
 from training.management.arguments import add_training_arguments, guard_options, training_options
 from training.models import RoundStatus
-from training.rounds import round_create
+from training.rounds import RoundRequest, round_create
 from training.tasks import round_start
 
 
@@ -31,22 +31,22 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         hyperparameters, generation = training_options(o)
         policy = policy_named(o["policy"])
-        options = {
-            "policy": policy,
-            "reference": policy_named(o["reference"]) if o["reference"] else None,
-            "hyperparameters": hyperparameters,
-            "min_pairs": o["min_pairs"],
-            "then_generate": o["then_generate"],
-            "generation": generation,
-            "guards": guard_options(o),
-            "reference_mode": o["reference_mode"],
-            "aggregation": o["aggregation"],
-        }
+        request = RoundRequest(
+            policy=policy,
+            reference=policy_named(o["reference"]) if o["reference"] else None,
+            hyperparameters=hyperparameters,
+            min_pairs=o["min_pairs"],
+            then_generate=o["then_generate"],
+            generation=generation,
+            guards=guard_options(o),
+            reference_mode=o["reference_mode"],
+            aggregation=o["aggregation"],
+        )
         if o["enqueue"]:
-            queued = round_start(**options)
+            queued = round_start(request=request)
             self.stdout.write(f"round {queued.pk} queued (task {queued.task_id}); a db_worker runs it")
             return
-        created = round_create(**options)
+        created = round_create(request=request)
         self.say(f"round {created.pk}: {policy.name}, running here")
         finished = round_execute(round_id=created.pk, on_progress=lambda line: self.say(f"  {line}"))
         if finished.status != RoundStatus.SUCCEEDED:
