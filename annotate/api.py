@@ -48,7 +48,7 @@ from annotate.services.campaigns import (
     campaign_update,
 )
 from annotate.services.imports import preferences_import
-from annotate.services.judgments import judgment_submit, ranking_submit
+from annotate.services.judgments import ScreenAnswer, judgment_from_screen
 from annotate.services.queue import comparison_assign_next
 from config.errors import NotAllowed, object_or_404
 from config.parsers import JSONParser
@@ -259,22 +259,18 @@ class JudgmentListCreateApi(generics.ListAPIView):
         data = JudgmentCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         comparison = object_or_404(Comparison, error=ComparisonNotFound, pk=data.validated_data["comparison"])
-        if comparison.is_ranking:
-            judgment = ranking_submit(
-                comparison=comparison,
-                annotator=request.user,
-                ranks=data.validated_data.get("ranks", []),
-                rationale=data.validated_data["rationale"],
-            )
-            return Response(JudgmentSerializer(judgment).data, status=201)
-        judgment = judgment_submit(
+        given = data.validated_data
+        judgment = judgment_from_screen(
             comparison=comparison,
             annotator=request.user,
-            verdict=data.validated_data["verdict"],
-            strength=data.validated_data["strength"],
-            rationale=data.validated_data["rationale"],
-            edit=data.validated_data["edit"],
-            edit_of=data.validated_data["edit_of"],
+            answer=ScreenAnswer(
+                verdict=given["verdict"],
+                strength=given["strength"],
+                ranks=given.get("ranks", ()),
+                rationale=given["rationale"],
+                edit=given["edit"],
+                edit_of=given["edit_of"],
+            ),
         )
         if not data.validated_data["next"]:
             return Response(JudgmentSerializer(judgment).data, status=201)

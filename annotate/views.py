@@ -26,7 +26,7 @@ from annotate.selectors import (
     campaigns_open_for,
 )
 from annotate.services.campaigns import campaign_create, campaign_members_set, campaign_update
-from annotate.services.judgments import judgment_change, judgment_submit, ranking_submit
+from annotate.services.judgments import ScreenAnswer, judgment_change, judgment_from_screen
 from annotate.services.queue import assignment_skip, assignment_unskip, comparison_assign_next
 from config.errors import object_or_404
 from config.security import staff_required
@@ -144,23 +144,18 @@ def judge(request: HttpRequest) -> HttpResponse:
         return _queue(request) if request.htmx else redirect("annotate:queue")
     verdict, strength = _parse_answer(answer)
     try:
-        if comparison.is_ranking:
-            judgment = ranking_submit(
-                comparison=comparison,
-                annotator=request.user,
-                ranks=[_rank(request.POST.get(f"rank_{i}")) for i in range(1, len(comparison.answers) + 1)],
-                rationale=request.POST.get("rationale", "").strip(),
-            )
-        else:
-            judgment = judgment_submit(
-                comparison=comparison,
-                annotator=request.user,
+        judgment = judgment_from_screen(
+            comparison=comparison,
+            annotator=request.user,
+            answer=ScreenAnswer(
                 verdict=verdict,
                 strength=strength,
+                ranks=[_rank(request.POST.get(f"rank_{i}")) for i in range(1, len(comparison.answers) + 1)],
                 rationale=request.POST.get("rationale", "").strip(),
                 edit=request.POST.get("edit", ""),
                 edit_of=request.POST.get("edit_of", ""),
-            )
+            ),
+        )
     except AlreadyJudged:
         # A double submit, or an answer to a page kept in the browser's history: the first answer
         # stands, and the page says so beside the link that changes it (never dropped silently).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -272,6 +273,41 @@ def ranking_submit(
         assignment=assignment,
         rationale=rationale,
         ranking=ranking,
+    )
+
+
+@dataclass(frozen=True)
+class ScreenAnswer:
+    """A judgment as a person gives it, on the judging page or through the API: a verdict in screen
+    terms (left/right/tie/both_bad; thumbs: good/bad) with its strength and an optional edit, or, for
+    a ranking item, each answer's rank in the order its answers were shown."""
+
+    verdict: str = ""
+    strength: str = ""
+    ranks: Sequence[int] = ()
+    rationale: str = ""
+    edit: str = ""
+    edit_of: str = ""
+
+
+def judgment_from_screen(
+    *, comparison: Comparison, annotator: AbstractBaseUser, answer: ScreenAnswer
+) -> Judgment:
+    """The one path from a screen to a judgment, for the page and the API alike: a ranking item is
+    judged by its ranks (``ranking_submit``), a pair or thumbs item by its verdict (``judgment_submit``,
+    with an edit if one was written)."""
+    if comparison.is_ranking:
+        return ranking_submit(
+            comparison=comparison, annotator=annotator, ranks=answer.ranks, rationale=answer.rationale
+        )
+    return judgment_submit(
+        comparison=comparison,
+        annotator=annotator,
+        verdict=answer.verdict,
+        strength=answer.strength,
+        rationale=answer.rationale,
+        edit=answer.edit,
+        edit_of=answer.edit_of,
     )
 
 
