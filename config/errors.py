@@ -1,8 +1,9 @@
-"""Domain error kinds and their one mapping to HTTP.
+"""Domain error kinds: what services raise when the caller can act on the problem.
 
-Services raise these; nothing else in the project turns an error into a status code. DRF reaches
-them through ``api_exception_handler`` (EXCEPTION_HANDLER), HTML and htmx views through
-``DomainErrorMiddleware``. Any other exception is a bug and becomes a 500.
+Each kind carries the HTTP status it maps to, but nothing here speaks HTTP or imports DRF: services
+and commands import these alone. ``config.http_errors`` is the one place they become responses (DRF's
+EXCEPTION_HANDLER, a middleware for HTML and htmx views, handler404); commands turn them into
+CommandError (``config.commands``). Any other exception is a bug and becomes a 500.
 """
 
 from __future__ import annotations
@@ -11,11 +12,6 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-from rest_framework.exceptions import APIException, AuthenticationFailed, NotAuthenticated
-from rest_framework.response import Response
-from rest_framework.views import exception_handler
 
 
 class DomainError(Exception):
@@ -63,66 +59,9 @@ def unstorable(exc: Exception) -> Invalid | None:
     return None
 
 
-# DRF's own errors (authentication, permissions, validation, methods, throttling) get our kinds' codes.
-_API_CODES = {400: Invalid.code, 403: NotAllowed.code, 404: NotFound.code, 409: Conflict.code}
-
-
-def _flatten(detail: Any, prefix: str = "") -> list[str]:
-    """DRF's nested error detail as ``field: message`` lines."""
-    if isinstance(detail, dict):
-        return [line for key, value in detail.items() for line in _flatten(value, f"{prefix}{key}: ")]
-    if isinstance(detail, list):
-        return [line for value in detail for line in _flatten(value, prefix)]
-    return [f"{prefix}{detail}"]
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Every API error as ``{"error": code, "detail": text}`` (validation errors add ``fields``)."""
-    if isinstance(exc, Http404):  # a generic view's lookup: the same shape and code as NotFound
-        exc = NotFound(str(exc) or "not found")
-    exc = unstorable(exc) or exc
-    if isinstance(exc, DomainError):
-        return Response(exc.as_dict(), status=exc.status)
-    response = exception_handler(exc, context)
-    if response is None or not isinstance(exc, APIException):
-        return response
-    body: dict[str, Any] = {
-        "error": exc.default_code
-        if isinstance(exc, NotAuthenticated | AuthenticationFailed)
-        else _API_CODES.get(response.status_code, exc.default_code),
-        "detail": "; ".join(_flatten(exc.detail)),
-    }
-    if isinstance(exc.detail, dict):
-        body["fields"] = response.data
-    response.data = body
-    return response
-
-
-class DomainErrorMiddleware:
-    """Renders a DomainError raised by an HTML view as ``_error.html`` with its status.
-
-    htmx requests get the fragment alone (base.html lets 4xx responses swap), full requests the page.
-    """
-
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
-
-    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        if isinstance(exc, Http404):
-            exc = NotFound(str(exc) or f"no page at {request.path}")
-        exc = unstorable(exc) or exc
-        if not isinstance(exc, DomainError):
-            return None
-        template = "_error.html" if getattr(request, "htmx", False) else "error.html"
-        return render(request, template, {"error": exc}, status=exc.status)
-
-
 def object_or_404(queryset: Any, *, error: type[NotFound] = NotFound, what: str = "", **lookup: Any) -> Any:
     """The one object ``queryset`` (a model or a queryset) holds for ``lookup``; else ``error``, which
-    the one mapping above turns into a 404 with its code (never Django's bare 404 page)."""
+    ``config.http_errors`` turns into a 404 with its code (never Django's bare 404 page)."""
     manager = getattr(queryset, "_default_manager", None)
     rows = manager.all() if manager is not None else queryset
     try:
@@ -136,11 +75,3 @@ def object_or_404(queryset: Any, *, error: type[NotFound] = NotFound, what: str 
             f"no {name} with {shown}", **{key: str(value) for key, value in lookup.items() if key == "pk"}
         )
     return found
-
-
-def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """handler404: a URL no route matches, answered like every other NotFound (JSON under /api/)."""
-    error = NotFound(f"no page at {request.path}")
-    if request.path.startswith("/api/"):
-        return JsonResponse(error.as_dict(), status=error.status)
-    return render(request, "error.html", {"error": error}, status=error.status)

@@ -110,7 +110,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "config.errors.DomainErrorMiddleware",
+    "config.http_errors.DomainErrorMiddleware",
     # Last, as django-axes asks: turns a locked-out login into its 429 response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -236,7 +236,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # The token endpoint (a password check) is throttled per client address beside django-axes.
     "DEFAULT_THROTTLE_RATES": {"token": os.environ.get("PREFLOOP_TOKEN_RATE", "20/min")},
-    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "config.http_errors.api_exception_handler",
     # ?format= names the export's row format, not DRF's renderer.
     "URL_FORMAT_OVERRIDE": None,
 }

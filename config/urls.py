@@ -43,4 +43,4 @@ urlpatterns = [
     path("api/", include((api, "api"))),
 ]
 
-handler404 = "config.errors.not_found"
+handler404 = "config.http_errors.not_found"
