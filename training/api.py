@@ -15,7 +15,7 @@ from generation.models import Policy
 from training.errors import RoundNotFound
 from training.models import TrainingRound
 from training.options import GENERATION_DEFAULTS, GUARD_DEFAULTS, HYPERPARAMETERS
-from training.rounds import RoundRequest, round_cancel, rounds_reap_stale
+from training.rounds import RoundRequest, round_cancel
 from training.selectors import heldout_least_likely
 from training.tasks import round_retry, round_start
 
@@ -27,6 +27,11 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
     started_by = serializers.SlugRelatedField(read_only=True, slug_field="username")
     campaign = serializers.SlugRelatedField(read_only=True, slug_field="name")
     eval_campaign = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    silent = serializers.BooleanField(
+        source="is_silent",
+        read_only=True,
+        help_text="running or following up with no sign of life from its worker for PREFLOOP_ROUND_STALE_SECONDS",
+    )
 
     class Meta:
         model = TrainingRound
@@ -37,6 +42,7 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
             "status",
             "cancel_requested",
             "following_up",
+            "silent",
             "hyperparameters",
             "min_pairs",
             "then_generate",
@@ -129,10 +135,6 @@ class RoundListApi(generics.ListAPIView):
         "policy", "reference", "output_policy", "started_by", "campaign", "eval_campaign"
     )
 
-    def get_queryset(self):
-        rounds_reap_stale()  # a round whose worker died reads as failed
-        return super().get_queryset()
-
     @extend_schema(request=RoundStartSerializer, responses={201: TrainingRoundSerializer})
     def post(self, request: Request) -> Response:
         data = RoundStartSerializer(data=request.data)
@@ -149,7 +151,6 @@ class RoundDetailApi(generics.RetrieveAPIView):
     queryset = RoundListApi.queryset
 
     def get_object(self) -> TrainingRound:
-        rounds_reap_stale()
         return object_or_404(self.get_queryset(), error=RoundNotFound, what="round", pk=self.kwargs["pk"])
 
 

@@ -5,9 +5,12 @@ training/dpo/ stays free of Django; this app drives it (services.py) and records
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from annotate.models import Campaign, Comparison
 from generation.models import Policy
@@ -22,6 +25,11 @@ class RoundStatus(models.TextChoices):
 
 
 FINISHED = (RoundStatus.SUCCEEDED, RoundStatus.FAILED, RoundStatus.CANCELLED)
+
+
+def silent_before(now: datetime | None = None) -> datetime:
+    """A round of the worker's last heard from before this is silent (``TrainingRound.is_silent``)."""
+    return (now or timezone.now()) - timedelta(seconds=settings.PREFLOOP_ROUND_STALE_SECONDS)
 
 
 class TrainingRound(models.Model):
@@ -139,6 +147,17 @@ class TrainingRound(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def is_silent(self) -> bool:
+        """Running or following up with no sign of life for ``PREFLOOP_ROUND_STALE_SECONDS``: its worker
+        has probably died. Pages show it so; a read never ends it (the next worker does, or Cancel)."""
+        last_sign = self.heartbeat_at or self.started_at
+        return (
+            (self.status == RoundStatus.RUNNING or self.following_up)
+            and last_sign is not None
+            and last_sign < silent_before()
+        )
 
     @property
     def can_retry(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -24,7 +24,7 @@ from annotate.selectors import AGGREGATIONS, ExportReport, dataset_rows, prefere
 from generation.models import LocationKind, Policy, Prompt, Split
 from generation.services import policy_root
 from training.errors import NotEnoughPairs, NotTrainable, RoundFinished
-from training.models import RoundStatus, TrainingRound
+from training.models import RoundStatus, TrainingRound, silent_before
 from training.options import (
     REFERENCE_MODES,
     dpo_config,
@@ -163,18 +163,16 @@ def round_cancel(*, training_round: TrainingRound) -> TrainingRound:
     now = timezone.now()
     with transaction.atomic():
         current = TrainingRound.objects.select_for_update().get(pk=training_round.pk)
-        stale = now - timedelta(seconds=settings.PREFLOOP_ROUND_STALE_SECONDS)
-        last_sign = current.heartbeat_at or current.started_at
         if current.following_up:
             current.cancel_requested = True
-            if last_sign is not None and last_sign < stale:
+            if current.is_silent:
                 current.following_up = False
                 current.log += f"{now:%H:%M:%S} follow-up cancelled: the worker stopped answering\n"
             current.save(update_fields=["cancel_requested", "following_up", "log"])
             return current
         if current.is_finished:
             raise RoundFinished(f"round {current.pk} has already {current.status}", round=current.pk)
-        if current.status == RoundStatus.QUEUED or (last_sign is not None and last_sign < stale):
+        if current.status == RoundStatus.QUEUED or current.is_silent:
             if current.status == RoundStatus.RUNNING:
                 current.log += f"{now:%H:%M:%S} cancelled: the worker stopped answering\n"
             current.status, current.finished_at, current.cancel_requested = RoundStatus.CANCELLED, now, True
@@ -207,10 +205,10 @@ def rounds_reap_stale(*, now: datetime | None = None) -> list[TrainingRound]:
     """Rounds whose worker died without a word (killed with SIGKILL, the machine lost): running, or
     following up, with no heartbeat for ``PREFLOOP_ROUND_STALE_SECONDS``. Each is abandoned (failed,
     nothing registered; or its follow-up stopped) with the reason in its log. Called by every worker
-    before it runs a round and by the pages that show rounds, so a dead round does not stay
-    "running" until someone presses Cancel. Returns the rounds it ended."""
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.PREFLOOP_ROUND_STALE_SECONDS)
+    before it runs a round and by a round's start, so a dead round does not stay "running" for long;
+    the pages only show it as silent (``TrainingRound.is_silent``: a GET never writes), and Cancel
+    ends it at once. Returns the rounds it ended."""
+    stale = silent_before(now)
     silent = TrainingRound.objects.filter(
         Q(status=RoundStatus.RUNNING) | Q(following_up=True),
     ).filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale))

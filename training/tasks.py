@@ -57,14 +57,16 @@ def round_run_task(round_id: int) -> str:
     return training_round.status
 
 
-@transaction.atomic
 def round_start(*, request: RoundRequest, started_by: AbstractBaseUser | None = None) -> TrainingRound:
     """Create a round (``round_create``'s checks) and enqueue it for a worker, in one transaction:
-    the task row and the round land together."""
-    training_round = round_create(request=request, started_by=started_by)
-    result = round_run_task.enqueue(round_id=training_round.pk)
-    training_round.task_id = str(result.id)
-    training_round.save(update_fields=["task_id"])
+    the task row and the round land together. Rounds whose worker died silently are ended first
+    (``rounds_reap_stale``): a start is a write, the pages that show rounds are not."""
+    rounds_reap_stale()  # its own transactions: kept even if this request is refused
+    with transaction.atomic():
+        training_round = round_create(request=request, started_by=started_by)
+        result = round_run_task.enqueue(round_id=training_round.pk)
+        training_round.task_id = str(result.id)
+        training_round.save(update_fields=["task_id"])
     return training_round
 
 

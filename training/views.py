@@ -25,7 +25,7 @@ from training.forms import StartRoundForm
 from training.leaderboard import both_bad_rates, leaderboard
 from training.models import TrainingRound
 from training.options import GUARD_DEFAULTS
-from training.rounds import round_cancel, round_pairs_count, rounds_reap_stale
+from training.rounds import round_cancel, round_pairs_count
 from training.selectors import annotation_stats, heldout_least_likely, rounds_recent
 from training.stats import MIN_RATED_GAMES
 from training.tasks import round_retry, round_start
@@ -66,7 +66,6 @@ def _default_policy(choices: list[PolicyChoice]) -> Policy | None:
 
 @staff_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    rounds_reap_stale()  # a round whose worker died shows as failed, not running forever
     simulated = _include_simulated(request)
     campaign_stats, annotators = annotation_stats(include_simulated=simulated)
     choices = _policy_choices()
@@ -132,7 +131,6 @@ def _round_context(training_round: TrainingRound) -> dict:
 
 
 def _round(pk: int) -> TrainingRound:
-    rounds_reap_stale()
     return object_or_404(
         TrainingRound.objects.select_related(
             "policy", "reference", "output_policy", "started_by", "campaign", "eval_campaign"

@@ -77,16 +77,20 @@ def test_a_worker_killed_mid_round_leaves_it_failed_with_nothing_registered_and_
     steps_done = running.metrics.count()
     assert steps_done < 400
 
-    # The next look at the rounds (a page, the API, the next worker) finds its heartbeat stale.
+    # The next look at the rounds shows it silent, and writes nothing (a GET never does).
     settings.PREFLOOP_ROUND_STALE_SECONDS = 1
     time.sleep(1.5)
     client.force_login(UserFactory(is_staff=True))
     page = client.get(f"/training/rounds/{queued.pk}/")
-    assert page.status_code == 200
+    assert page.status_code == 200 and "No word from its worker" in page.content.decode()
+    assert client.get(f"/api/rounds/{queued.pk}/").json()["silent"] is True
+    assert TrainingRound.objects.get(pk=queued.pk).status == RoundStatus.RUNNING
+
+    # Cancel ends a silent round at once, with nothing registered.
+    client.post(f"/training/rounds/{queued.pk}/cancel/")
     failed = TrainingRound.objects.get(pk=queued.pk)
-    assert failed.status == RoundStatus.FAILED
-    assert "its worker stopped answering" in failed.error
-    assert "Retry with the same settings" in page.content.decode()
+    assert failed.status == RoundStatus.CANCELLED and "the worker stopped answering" in failed.log
+    assert "Retry with the same settings" in client.get(f"/training/rounds/{queued.pk}/").content.decode()
     assert failed.output_policy is None and not Policy.objects.filter(parent=policy).exists()
     train_dir = Path(failed.output_dir) / "train"
     assert not (train_dir / "final").exists() and not (train_dir / "merged").exists()
@@ -141,3 +145,50 @@ def test_only_rounds_silent_past_the_limit_are_reaped(settings):
     follow_up = TrainingRound.objects.get(pk=dead_follow_up.pk)
     assert follow_up.status == RoundStatus.SUCCEEDED and not follow_up.following_up  # its policy stands
     assert rounds_reap_stale(now=now) == []
+
+
+@pytest.mark.django_db
+def test_looking_at_a_silent_round_writes_nothing_and_the_next_start_ends_it(settings, client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from config.errors import DomainError
+    from tests.factories import PolicyFactory
+    from training.rounds import RoundRequest
+    from training.tasks import round_start
+
+    settings.PREFLOOP_ROUND_STALE_SECONDS = 600
+    policy = PolicyFactory()
+    old = timezone.now() - timedelta(seconds=601)
+    silent = TrainingRound.objects.create(
+        policy=policy, reference=policy, status=RoundStatus.RUNNING, started_at=old, heartbeat_at=old
+    )
+    alive = TrainingRound.objects.create(
+        policy=policy,
+        reference=policy,
+        status=RoundStatus.RUNNING,
+        started_at=old,
+        heartbeat_at=timezone.now(),
+    )
+    client.force_login(UserFactory(is_staff=True))
+
+    pages = [
+        client.get("/training/"),
+        client.get(f"/training/rounds/{silent.pk}/"),
+        client.get(f"/training/rounds/{silent.pk}/live/"),
+        client.get("/api/rounds/"),
+        client.get(f"/api/rounds/{silent.pk}/"),
+    ]
+
+    assert [page.status_code for page in pages] == [200] * 5
+    assert "No word from its worker" in pages[1].content.decode()
+    assert "no word from its worker" in pages[0].content.decode()
+    assert {r["id"]: r["silent"] for r in pages[3].json()["results"]} == {silent.pk: True, alive.pk: False}
+    silent.refresh_from_db()
+    assert silent.status == RoundStatus.RUNNING and silent.log == ""  # shown, not written
+    with pytest.raises(DomainError):  # a start is a write: it ends the silent round first
+        round_start(request=RoundRequest(policy=policy))
+    silent.refresh_from_db()
+    assert silent.status == RoundStatus.FAILED and "its worker stopped answering" in silent.error
+    assert TrainingRound.objects.get(pk=alive.pk).status == RoundStatus.RUNNING
