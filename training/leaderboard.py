@@ -13,11 +13,12 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
-from annotate.models import Choice, Comparison, Judgment, Source
+from annotate.models import Choice, Comparison, Judgment
 from annotate.oracles import oracle_resolve
 from config.errors import Invalid
 from generation.models import Policy, Response
 from training.models import Evaluation
+from training.selectors import judgment_sources
 from training.stats import (
     ELO_SCALE,
     MIN_RATED_GAMES,
@@ -32,10 +33,6 @@ from training.stats import (
 )
 
 SCORE = {Choice.FIRST: 1.0, Choice.SECOND: 0.0, Choice.TIE: 0.5, Choice.BOTH_BAD: 0.5}
-
-
-def _sources(include_simulated: bool) -> list[str]:
-    return [Source.HUMAN, Source.IMPORTED] + ([Source.SIMULATED] if include_simulated else [])
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,9 @@ def policy_games(
 ) -> list[PolicyGame]:
     """Every judged blind eval comparison (or those of ``evaluations``), scored for response_a's policy."""
     evaluations = Evaluation.objects.all() if evaluations is None else evaluations
-    judged = Judgment.objects.filter(source__in=_sources(include_simulated)).only("comparison_id", "choice")
+    judged = Judgment.objects.filter(source__in=judgment_sources(include_simulated)).only(
+        "comparison_id", "choice"
+    )
     comparisons = (
         Comparison.objects.filter(pk__in=evaluations.values("comparison"))
         .select_related("response_a", "response_b")
@@ -141,7 +140,7 @@ def both_bad_rates(*, include_simulated: bool = False, policy: Policy | None = N
     """Per evaluated policy (or ``policy`` alone), the share of its blind eval judgments that found
     both answers bad."""
     judged = Judgment.objects.filter(
-        source__in=_sources(include_simulated), comparison__evaluation__isnull=False
+        source__in=judgment_sources(include_simulated), comparison__evaluation__isnull=False
     )
     if policy is not None:
         judged = judged.filter(comparison__evaluation__policy=policy)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +20,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotate.datacard import datacard_render, datacard_stats, text_write_atomic
+from annotate.datacard import datacard_render, datacard_stats, lines_write_atomic, text_write_atomic
 from annotate.selectors import ExportReport, dataset_rows, export_comparisons
 from generation.models import Prompt, Split
-from generation.services import policy_register
+from generation.services import policy_register, policy_root
 from training.errors import NotEnoughPairs, RoundAbandoned, RoundCancelled
 from training.models import RoundStatus, TrainingRound
 from training.options import dpo_config, early_stop_fields
@@ -49,22 +47,16 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
     path = out / "data.jsonl"
     report = ExportReport()
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".data.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            for row in dataset_rows(
-                report=report,
-                dataset_type=dataset_type,
-                policy=training_round.policy,
-                aggregation=aggregation,
-            ):
-                line = json.dumps(row, ensure_ascii=False) + "\n"
-                digest.update(line.encode("utf-8"))
-                stream.write(line)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def lines() -> Iterator[str]:
+        for row in dataset_rows(
+            report=report, dataset_type=dataset_type, policy=training_round.policy, aggregation=aggregation
+        ):
+            line = json.dumps(row, ensure_ascii=False) + "\n"
+            digest.update(line.encode("utf-8"))
+            yield line
+
+    lines_write_atomic(path, lines())
     card = datacard_render(
         data_file=path.name,
         report=report,
@@ -90,10 +82,7 @@ def _heldout_prompts_write(path: Path) -> None:
 
 
 def _output_policy_name(training_round: TrainingRound) -> str:
-    root = training_round.policy
-    while root.parent is not None and root.parent_id != root.pk:
-        root = root.parent
-    return f"{root.name[:80]}-round{training_round.pk}"
+    return f"{policy_root(training_round.policy).name[:80]}-round{training_round.pk}"
 
 
 def round_train(*, round_id: int, on_progress: Callable[[str], None] | None = None) -> TrainingRound:

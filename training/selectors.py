@@ -25,7 +25,8 @@ from training.models import TrainingRound
 from training.stats import median
 
 
-def _sources(include_simulated: bool) -> list[str]:
+def judgment_sources(include_simulated: bool) -> list[str]:
+    """The judgments figures count: people's and imported ones, and the scripted judges' when asked."""
     return [Source.HUMAN, Source.IMPORTED] + ([Source.SIMULATED] if include_simulated else [])
 
 
@@ -106,7 +107,7 @@ def annotation_stats(
         for campaign in Campaign.objects.order_by("-priority", "id")
     }
     judgments = (
-        Judgment.objects.filter(source__in=_sources(include_simulated))
+        Judgment.objects.filter(source__in=judgment_sources(include_simulated))
         .values(
             "comparison_id",
             "comparison__campaign_id",

@@ -1,5 +1,8 @@
+from contextlib import contextmanager
+
 import pytest
-from django.db import IntegrityError, transaction
+from django.apps import apps
+from django.db import IntegrityError, models, transaction
 
 from annotate.models import Choice, Comparison, Kind, Strength
 from tests.factories import (
@@ -11,13 +14,35 @@ from tests.factories import (
 )
 
 
-def rejected(**fields):
-    """True when creating a Comparison with these fields violates a database rule."""
+def _unique_columns(name: str) -> str | None:
+    """How SQLite names a broken unique constraint: ``table.column, table.column`` (not its name)."""
+    for model in apps.get_models():
+        for constraint in model._meta.constraints:
+            if constraint.name == name and isinstance(constraint, models.UniqueConstraint):
+                table = model._meta.db_table
+                return ", ".join(f"{table}.{model._meta.get_field(f).column}" for f in constraint.fields)
+    return None
+
+
+@contextmanager
+def violates(name: str):
+    """The block must break the database rule called ``name``: a constraint or the same-prompt
+    trigger, whichever database runs it; an IntegrityError from another rule fails the test."""
+    with pytest.raises(IntegrityError) as caught, transaction.atomic():
+        yield
+    message = str(caught.value)
+    assert name in message or (_unique_columns(name) or name) in message, message
+
+
+def rejected(constraint: str, **fields) -> bool:
+    """True when creating a Comparison with these fields breaks the rule ``constraint`` (another
+    rule breaking instead fails the test); False when the database takes it."""
     fields.setdefault("campaign", CampaignFactory())
     try:
         with transaction.atomic():
             Comparison.objects.create(**fields)
-    except IntegrityError:
+    except IntegrityError as exc:
+        assert constraint in str(exc), f"expected {constraint}, got: {exc}"
         return True
     return False
 
@@ -30,50 +55,69 @@ def prompt_with_two_responses(db):
 
 def test_comparison_of_a_response_with_itself_is_rejected(prompt_with_two_responses):
     prompt, a, _ = prompt_with_two_responses
-    assert rejected(prompt=prompt, response_a=a, response_b=a)
+    assert rejected("comparison_distinct_responses", prompt=prompt, response_a=a, response_b=a)
 
 
 def test_comparison_with_a_response_to_another_prompt_is_rejected(prompt_with_two_responses):
     prompt, a, _ = prompt_with_two_responses
     stranger = ResponseFactory()
-    assert rejected(prompt=prompt, response_a=a, response_b=stranger)
-    assert rejected(prompt=prompt, response_a=stranger, response_b=a)
-    assert not rejected(prompt=prompt, response_a=a, response_b=prompt_with_two_responses[2])
+    assert rejected("comparison_responses_share_prompt", prompt=prompt, response_a=a, response_b=stranger)
+    assert rejected("comparison_responses_share_prompt", prompt=prompt, response_a=stranger, response_b=a)
+    assert not rejected(
+        "comparison_responses_share_prompt",
+        prompt=prompt,
+        response_a=a,
+        response_b=prompt_with_two_responses[2],
+    )
 
 
 def test_moving_a_comparison_to_another_prompt_is_rejected(prompt_with_two_responses):
     comparison = ComparisonFactory()
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with violates("comparison_responses_share_prompt"):
         Comparison.objects.filter(pk=comparison.pk).update(prompt=prompt_with_two_responses[0])
 
 
 def test_gold_comparison_needs_an_answer_and_only_gold_may_have_one(prompt_with_two_responses):
     prompt, a, b = prompt_with_two_responses
-    assert rejected(prompt=prompt, response_a=a, response_b=b, kind=Kind.GOLD)
-    assert rejected(prompt=prompt, response_a=a, response_b=b, kind=Kind.TRAIN, gold_answer=Choice.FIRST)
-    assert not rejected(prompt=prompt, response_a=a, response_b=b, kind=Kind.GOLD, gold_answer=Choice.SECOND)
+    assert rejected("comparison_gold_has_answer", prompt=prompt, response_a=a, response_b=b, kind=Kind.GOLD)
+    assert rejected(
+        "comparison_gold_has_answer",
+        prompt=prompt,
+        response_a=a,
+        response_b=b,
+        kind=Kind.TRAIN,
+        gold_answer=Choice.FIRST,
+    )
+    assert not rejected(
+        "comparison_gold_has_answer",
+        prompt=prompt,
+        response_a=a,
+        response_b=b,
+        kind=Kind.GOLD,
+        gold_answer=Choice.SECOND,
+    )
 
 
 def test_overlap_of_zero_is_rejected(prompt_with_two_responses):
     prompt, a, b = prompt_with_two_responses
-    assert rejected(prompt=prompt, response_a=a, response_b=b, overlap=0)
+    assert rejected("comparison_overlap_positive", prompt=prompt, response_a=a, response_b=b, overlap=0)
 
 
 @pytest.mark.django_db
 def test_second_judgment_by_same_annotator_is_rejected():
     judgment = JudgmentFactory()
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with violates("judgment_one_per_annotator"):
         JudgmentFactory(comparison=judgment.comparison, annotator=judgment.annotator, choice=Choice.TIE)
 
 
 @pytest.mark.django_db
 def test_strength_on_a_tie_is_rejected_and_allowed_on_a_winner():
     JudgmentFactory(choice=Choice.SECOND, strength=Strength.CLEAR)
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with violates("judgment_strength_only_for_a_winner"):
         JudgmentFactory(choice=Choice.TIE, strength=Strength.CLEAR)
 
 
 @pytest.mark.django_db
 def test_unknown_choice_is_rejected_by_the_database():
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with violates("judgment_choice_valid"):
         JudgmentFactory(choice="maybe")

@@ -262,7 +262,11 @@ def test_torchrun_with_two_processes_trains_one_model(plain_model_dir, standard_
         "ref_logps.rank0.pt",
         "ref_logps.rank1.pt",
     ]
-    assert AutoModelForCausalLM.from_pretrained(out / "final") is not None
+    trained = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
+    start = AutoModelForCausalLM.from_pretrained(plain_model_dir).state_dict()
+    assert trained.keys() == start.keys()  # the whole model, written once by rank 0
+    assert all(torch.isfinite(value).all() for value in trained.values())
+    assert any(not torch.equal(trained[name], start[name]) for name in start)  # the steps moved it
 
 
 def test_rpo_adds_the_chosen_answers_per_token_nll_to_the_loss(plain_model_dir, standard_pairs, tmp_path):
