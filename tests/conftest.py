@@ -97,3 +97,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E in Path(item.fspath).parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def generation_server(chat_model_dir, settings):
+    """A real generation server (``generation.server``) on a free port that loads the tiny chat model
+    only; the arena streams from it (PREFLOOP_ARENA_URL)."""
+    import threading
+
+    from generation.server import server_make
+
+    server = server_make(host="127.0.0.1", port=0, allowed=lambda location: location == str(chat_model_dir))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    settings.PREFLOOP_ARENA_URL = url
+    yield url
+    server.shutdown()
+    server.server_close()

@@ -23,6 +23,16 @@ Messages = list[dict[str, str]]
 TokenCallback = Callable[[int], None]  # n more tokens decoded (across the batch)
 
 
+@dataclass(frozen=True)
+class StreamDelta:
+    """A piece of an answer as it streams: text, and on the last piece why it ended (``stop``,
+    ``length``, ``cancelled``) and how many tokens it took."""
+
+    text: str
+    finish_reason: str | None = None
+    tokens: int | None = None
+
+
 class BackendUnavailable(RuntimeError):
     """The asked-for backend cannot run here; the message says how to get it."""
 

@@ -35,7 +35,6 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from generation.backends import (
     Sampling,
     TokenCallback,
 )
+from generation.streaming import sse_events
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 VLLM_ENV_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
@@ -214,17 +214,6 @@ def vllm_request(model: str, messages: Messages, sampling: Sampling) -> dict[str
     }
 
 
-def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    """The JSON events of a server-sent event stream, up to ``[DONE]``."""
-    for line in response.iter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        yield json.loads(data)
-
-
 class VLLMBackend:
     name = "vllm"
 
@@ -294,7 +283,7 @@ class VLLMBackend:
                         f"the vLLM server at {self.url} refused a request ({response.status_code}): "
                         f"{response.text[:500]}"
                     )
-                for event in _events(response):
+                for event in sse_events(response):
                     if "error" in event:
                         raise GenerationFailed(f"the vLLM server at {self.url} failed: {event['error']}")
                     new = 0
