@@ -71,10 +71,14 @@ demo: install
 	@# The same answers, judged the two other ways: one at a time (thumbs) and ranked.
 	$(PY) manage.py queue_answers --policy smollm2-135m-instruct --campaign "demo thumbs" --task thumbs
 	$(PY) manage.py queue_answers --policy smollm2-135m-instruct --campaign "demo rankings" --task rankings
+	@# The arena: the embedded model meets each round's policy (a new policy joins its parent's pools).
+	$(PY) manage.py arena_create "demo arena" --policy smollm2-135m-instruct
 	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it); a db_worker runs training rounds beside it"
-	@# The worker runs what the web queues (training rounds); it stops with the server.
+	@# The worker runs what the web queues (training rounds); the generation server writes the arena's
+	@# live answers. Both stop with the web server.
 	$(PY) manage.py db_worker --interval 1 --no-reload & worker=$$!; \
-		trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+		$(PY) manage.py generation_server & generation=$$!; \
+		trap 'kill $$worker $$generation 2>/dev/null' EXIT INT TERM; \
 		$(PY) manage.py runserver $(HOST)
 
 # The production way on one machine (README "Deploying"): DEBUG off, every setting from the
@@ -85,7 +89,7 @@ serve: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py check --deploy
 	$(PY) manage.py migrate --noinput
-	$(VENV)/bin/honcho start -f Procfile -c web=1,worker=$(WORKERS)
+	$(VENV)/bin/honcho start -f Procfile -c web=1,worker=$(WORKERS),generation=1
 
 lint: install
 	$(PY) -m ruff check .

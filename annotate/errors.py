@@ -27,3 +27,13 @@ class CampaignNotOpen(NotAllowed):
 
 class AlreadySkipped(Conflict):
     code = "already_skipped"
+
+
+class ArenaBusy(Conflict):
+    """An answer pair is still generating for this annotator, or they started turns too fast."""
+
+    code = "arena_busy"
+
+
+class TurnNotFound(NotFound):
+    code = "turn_not_found"

@@ -4,6 +4,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from annotate.models import Campaign, Task
+from generation.models import Policy
 
 
 class CampaignForm(forms.ModelForm):
@@ -14,6 +15,14 @@ class CampaignForm(forms.ModelForm):
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="Who may judge it when it is not open to every annotator.",
+    )
+    arena_policies = forms.ModelMultipleChoiceField(
+        queryset=Policy.objects.order_by("-id"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Arena pool",
+        help_text="Arena: the policies that meet, two at a time (a round's new policy joins the pools "
+        "its parent is in).",
     )
 
     class Meta:
@@ -29,6 +38,7 @@ class CampaignForm(forms.ModelForm):
             "adjudicate",
             "open_to_all",
             "members",
+            "arena_policies",
             "guidelines",
         ]
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 12})}
@@ -42,4 +52,8 @@ class CampaignForm(forms.ModelForm):
 
     def values(self) -> dict:
         """The cleaned fields a service takes (members apart)."""
-        return {name: self.cleaned_data[name] for name in self.Meta.fields if name != "members"}
+        return {
+            name: self.cleaned_data[name]
+            for name in self.Meta.fields
+            if name not in ("members", "arena_policies")
+        }

@@ -40,6 +40,7 @@ class Task(models.TextChoices):
     PAIRS = "pairs", "pairs: which of two answers is better"
     THUMBS = "thumbs", "thumbs: is one answer good or bad"
     RANKINGS = "rankings", "rankings: order three or four answers, best first"
+    ARENA = "arena", "arena: write a prompt, two hidden policies answer live, vote"
 
 
 class Strength(models.TextChoices):
@@ -113,6 +114,12 @@ class Campaign(models.Model):
         f"(at most {ADJUDICATIONS} more than the campaign's overlap).",
     )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="campaigns")
+    arena_policies = models.ManyToManyField(
+        "generation.Policy",
+        blank=True,
+        related_name="arena_campaigns",
+        help_text="Arena: the pool of policies that meet, two at a time (at least two).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -374,3 +381,67 @@ class JudgmentRevision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.judgment} was {self.choice} until {self.changed_at:%Y-%m-%d %H:%M}"
+
+
+class TurnStatus(models.TextChoices):
+    GENERATING = "generating", "generating"
+    ANSWERED = "answered", "answered"  # both answers in (complete, cut off or stopped): vote now
+    FAILED = "failed", "failed"  # a generation failed; the conversation is kept, regenerate to retry
+    VOTED = "voted", "voted"
+
+
+class ArenaConversation(models.Model):
+    """A conversation in an arena campaign: one annotator, two policies hidden behind Left and Right
+    until the first vote, each answering every user turn; the turns go on from the preferred answer."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="conversations")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="arena_conversations"
+    )
+    policy_a = models.ForeignKey("generation.Policy", on_delete=models.PROTECT, related_name="+")
+    policy_b = models.ForeignKey("generation.Policy", on_delete=models.PROTECT, related_name="+")
+    left = models.CharField(max_length=6, choices=Side, help_text="Whose answers are shown on the left.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(policy_a=F("policy_b")), name="arena_two_policies"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Arena conversation {self.pk} of {self.annotator}"
+
+
+class ArenaTurn(models.Model):
+    """One user turn and the two policies' answers to it. ``messages`` is the conversation so far,
+    ending with this user message: the prompt both answered (and the comparison's, once voted)."""
+
+    conversation = models.ForeignKey(ArenaConversation, on_delete=models.CASCADE, related_name="turns")
+    number = models.PositiveSmallIntegerField()
+    messages = models.JSONField()
+    status = models.CharField(max_length=10, choices=TurnStatus, default=TurnStatus.GENERATING)
+    text_a = models.TextField(blank=True)
+    text_b = models.TextField(blank=True)
+    finish_a = models.CharField(max_length=10, blank=True, help_text="stop, length, cancelled or error")
+    finish_b = models.CharField(max_length=10, blank=True)
+    tokens_a = models.PositiveIntegerField(null=True, blank=True)
+    tokens_b = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    stop_requested = models.BooleanField(default=False)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a stream began generating it.")
+    comparison = models.OneToOneField(
+        Comparison, null=True, blank=True, on_delete=models.PROTECT, related_name="arena_turn"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["conversation", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "number"], name="arena_turn_number_unique"),
+            models.CheckConstraint(condition=Q(status__in=TurnStatus.values), name="arena_turn_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Turn {self.number} of {self.conversation}"

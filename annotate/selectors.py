@@ -24,7 +24,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
-from annotate.models import Assignment, Campaign, CampaignStatus, Choice, Comparison, Judgment, Kind
+from annotate.models import Assignment, Campaign, CampaignStatus, Choice, Comparison, Judgment, Kind, Task
 from annotate.reliability import Reliability, reliability_estimate
 from generation.models import Policy, Response
 
@@ -223,10 +223,10 @@ def export_comparisons(
         comparisons = comparisons.filter(prompt__split=split)
     if campaign is not None:
         comparisons = comparisons.filter(campaign=campaign)
-    if policy is not None:  # its pairs, and its thumbs items (one answer)
-        comparisons = comparisons.filter(response_a__policy=policy).filter(
-            Q(response_b__policy=policy) | Q(response_b__isnull=True)
-        )
+    if policy is not None:  # its pairs, its thumbs items (one answer), and its arena votes (any opponent)
+        own = Q(response_a__policy=policy) & (Q(response_b__policy=policy) | Q(response_b__isnull=True))
+        arena = Q(campaign__task=Task.ARENA) & (Q(response_a__policy=policy) | Q(response_b__policy=policy))
+        comparisons = comparisons.filter(own | arena)
     return comparisons
 
 

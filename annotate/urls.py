@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotate import views
+from annotate import arena_views, views
 
 app_name = "annotate"
 urlpatterns = [
@@ -10,4 +10,11 @@ urlpatterns = [
     path("mine/<int:pk>/", views.change, name="change"),
     path("campaigns/", views.campaigns, name="campaigns"),
     path("campaigns/<int:pk>/", views.campaign, name="campaign"),
+    path("arena/<int:pk>/", arena_views.arena_page, name="arena"),
+    path("arena/conversations/<int:pk>/continue/", arena_views.turn_continue, name="arena-continue"),
+    path("arena/turns/<int:pk>/", arena_views.turn_fragment, name="arena-turn"),
+    path("arena/turns/<int:pk>/stream/", arena_views.turn_stream, name="arena-stream"),
+    path("arena/turns/<int:pk>/vote/", arena_views.turn_vote, name="arena-vote"),
+    path("arena/turns/<int:pk>/stop/", arena_views.turn_stop, name="arena-stop"),
+    path("arena/turns/<int:pk>/regenerate/", arena_views.turn_regenerate, name="arena-regenerate"),
 ]

@@ -18,14 +18,19 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotate.errors import AlreadyJudged, CampaignNotFound, CampaignNotOpen, ComparisonNotFound
 from annotate.forms import CampaignForm
-from annotate.models import Assignment, Campaign, CampaignStatus, Comparison, Judgment, Side
+from annotate.models import Assignment, Campaign, CampaignStatus, Comparison, Judgment, Side, Task
 from annotate.selectors import (
     campaign_closed_reason,
     campaign_open_to,
     campaign_visible_to,
     campaigns_open_for,
 )
-from annotate.services.campaigns import campaign_create, campaign_members_set, campaign_update
+from annotate.services.campaigns import (
+    campaign_arena_pool_set,
+    campaign_create,
+    campaign_members_set,
+    campaign_update,
+)
 from annotate.services.judgments import ScreenAnswer, judgment_change, judgment_from_screen
 from annotate.services.queue import assignment_skip, assignment_unskip, comparison_assign_next
 from config.errors import object_or_404
@@ -111,6 +116,12 @@ def queue(request: HttpRequest) -> HttpResponse:
     if "campaign" in request.GET:  # the picker: a campaign's id, or empty for all open to me
         wanted = request.GET["campaign"]
         known = Campaign.objects.filter(pk=wanted).first() if wanted.isdigit() else None
+        if (
+            known is not None
+            and known.task == Task.ARENA
+            and campaign_visible_to(campaign=known, annotator=request.user)
+        ):
+            return redirect("annotate:arena", pk=known.pk)  # an arena is judged on its own page
         if known is not None and campaign_visible_to(campaign=known, annotator=request.user):
             if campaign_open_to(campaign=known, annotator=request.user):
                 request.session[SESSION_CAMPAIGN] = known.pk
@@ -244,7 +255,11 @@ def campaigns(request: HttpRequest) -> HttpResponse:
     """Every campaign with its progress; the form creates one."""
     form = CampaignForm(request.POST or None, initial={"open_to_all": True})
     if request.method == "POST" and form.is_valid():
-        created = campaign_create(**form.values(), members=form.cleaned_data["members"])
+        created = campaign_create(
+            **form.values(),
+            members=form.cleaned_data["members"],
+            arena_policies=form.cleaned_data["arena_policies"],
+        )
         return redirect("annotate:campaign", pk=created.pk)
     rows = Campaign.objects.annotate(
         comparison_count=Count("comparisons", distinct=True), member_count=Count("members", distinct=True)
@@ -265,6 +280,7 @@ def campaign(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         campaign_update(campaign=current, **form.values())
         campaign_members_set(campaign=current, members=form.cleaned_data["members"])
+        campaign_arena_pool_set(campaign=current, policies=form.cleaned_data["arena_policies"])
         return redirect("annotate:campaign", pk=current.pk)
     if request.method == "POST":  # ModelForm validation changed the instance in memory: reload it
         current.refresh_from_db()

@@ -18,7 +18,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from annotate.models import Assignment, Judgment
+from annotate.models import ArenaConversation, ArenaTurn, Assignment, Judgment
 from tests.factories import CampaignFactory, ComparisonFactory, PolicyFactory, UserFactory
 from training.models import RoundStatus, TrainingRound
 
@@ -43,6 +43,13 @@ TABLE: dict[str, dict[str, tuple[str, ...]]] = {
     "annotate:change": {"get": OWNER, "post": OWNER},
     "annotate:campaigns": {"get": STAFF, "post": STAFF},
     "annotate:campaign": {"get": STAFF, "post": STAFF},
+    "annotate:arena": {"get": MEMBERS, "post": MEMBERS},
+    "annotate:arena-continue": {"post": OWNER},
+    "annotate:arena-turn": {"get": OWNER},
+    "annotate:arena-stream": {"get": OWNER},
+    "annotate:arena-vote": {"post": OWNER},
+    "annotate:arena-stop": {"post": OWNER},
+    "annotate:arena-regenerate": {"post": OWNER},
     "training:dashboard": {"get": STAFF},
     "training:start": {"post": STAFF},
     "training:round": {"get": STAFF},
@@ -132,9 +139,20 @@ def world(db):
         error="out of memory",
         finished_at=timezone.now(),
     )
+    arena = CampaignFactory(name="members-only arena", open_to_all=False, task="arena")
+    arena.members.add(people["annotator"], people["another"])
+    conversation = ArenaConversation.objects.create(
+        campaign=arena, annotator=people["annotator"], policy_a=policy, policy_b=held, left="first"
+    )
+    turn = ArenaTurn.objects.create(
+        conversation=conversation, number=1, messages=[{"role": "user", "content": "hi"}], status="voted"
+    )
     return {
         "people": people,
         "campaign": campaign,
+        "arena": arena,
+        "conversation": conversation,
+        "turn": turn,
         "comparison": comparison,
         "judgment": judgment,
         "policy": held,
@@ -151,7 +169,9 @@ def url_for(name: str, w: dict) -> tuple[str, dict]:
         "api:policy": w["policy"].pk,
         "api:policy-promote": w["policy"].pk,
         "training:promote": w["policy"].pk,
-    }.get(name, w["round"].pk)
+        "annotate:arena": w["arena"].pk,
+        "annotate:arena-continue": w["conversation"].pk,
+    }.get(name, w["turn"].pk if name.startswith("annotate:arena-") else w["round"].pk)
     urls = {
         "home": "/",
         "landing": "/welcome/",
@@ -172,6 +192,13 @@ def url_for(name: str, w: dict) -> tuple[str, dict]:
         "training:cancel": f"/training/rounds/{pk}/cancel/",
         "training:retry": f"/training/rounds/{pk}/retry/",
         "training:promote": f"/training/policies/{pk}/promote/",
+        "annotate:arena": f"/annotate/arena/{pk}/",
+        "annotate:arena-continue": f"/annotate/arena/conversations/{pk}/continue/",
+        "annotate:arena-turn": f"/annotate/arena/turns/{pk}/",
+        "annotate:arena-stream": f"/annotate/arena/turns/{pk}/stream/",
+        "annotate:arena-vote": f"/annotate/arena/turns/{pk}/vote/",
+        "annotate:arena-stop": f"/annotate/arena/turns/{pk}/stop/",
+        "annotate:arena-regenerate": f"/annotate/arena/turns/{pk}/regenerate/",
     }
     if name in urls:
         url = urls[name]

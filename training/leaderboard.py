@@ -11,9 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
-from annotate.models import Choice, Comparison, Judgment
+from annotate.models import Choice, Comparison, Judgment, Task
 from annotate.oracles import oracle_resolve
 from config.errors import Invalid
 from generation.models import Policy, Response
@@ -48,13 +48,17 @@ class PolicyGame:
 def policy_games(
     *, include_simulated: bool = False, evaluations: QuerySet[Evaluation] | None = None
 ) -> list[PolicyGame]:
-    """Every judged blind eval comparison (or those of ``evaluations``), scored for response_a's policy."""
-    evaluations = Evaluation.objects.all() if evaluations is None else evaluations
+    """Every judged game between two policies, scored for response_a's policy: the blind eval
+    comparisons and the arena's votes (only those of ``evaluations`` when given)."""
+    if evaluations is None:
+        played = Q(pk__in=Evaluation.objects.values("comparison")) | Q(campaign__task=Task.ARENA)
+    else:
+        played = Q(pk__in=evaluations.values("comparison"))
     judged = Judgment.objects.filter(source__in=judgment_sources(include_simulated)).only(
         "comparison_id", "choice"
     )
     comparisons = (
-        Comparison.objects.filter(pk__in=evaluations.values("comparison"))
+        Comparison.objects.filter(played)
         .select_related("response_a", "response_b")
         .prefetch_related(Prefetch("judgments", queryset=judged))
         .order_by("id")

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from annotate.datacard import datacard_render, datacard_stats, lines_write_atomic, text_write_atomic
 from annotate.selectors import ExportReport, dataset_rows, export_comparisons
+from annotate.services.arena import arena_pools_follow
 from generation.models import Prompt, Split
 from generation.services import policy_register, policy_root
 from training.errors import NotEnoughPairs, RoundAbandoned, RoundCancelled
@@ -206,5 +207,6 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
             heartbeat_at=now,
             following_up=True,
         )
+        pools = arena_pools_follow(policy=policy, parent=training_round.policy)
     training_round.refresh_from_db()
-    recorder.log(f"registered policy {policy.name}")
+    recorder.log(f"registered policy {policy.name}" + (f"; it joins {pools} arena pool(s)" if pools else ""))

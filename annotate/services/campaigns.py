@@ -12,6 +12,7 @@ from django.db import transaction
 from annotate.errors import CampaignNotFound
 from annotate.models import Campaign, CampaignStatus, Task
 from config.errors import Conflict, Invalid
+from generation.models import Policy
 
 EDITABLE = (
     "name",
@@ -51,9 +52,16 @@ def campaign_named(name: str) -> Campaign:
 
 
 @transaction.atomic
-def campaign_create(*, name: str, members: Iterable[AbstractBaseUser] = (), **values: Any) -> Campaign:
+def campaign_create(
+    *,
+    name: str,
+    members: Iterable[AbstractBaseUser] = (),
+    arena_policies: Iterable[Policy] = (),
+    **values: Any,
+) -> Campaign:
     """A new campaign with its ``members`` (one transaction: never a members-only campaign without
-    them); ``values`` are any of the editable fields (gold rate: PREFLOOP_GOLD_RATE)."""
+    them) and, for an arena, its pool of policies; ``values`` are any of the editable fields (gold
+    rate: PREFLOOP_GOLD_RATE)."""
     unknown = sorted(set(values) - set(EDITABLE))
     if unknown:
         raise Invalid(f"unknown campaign field {unknown[0]!r}")
@@ -62,6 +70,8 @@ def campaign_create(*, name: str, members: Iterable[AbstractBaseUser] = (), **va
     if Campaign.objects.filter(name=name.strip()).exists():
         raise Conflict(f"a campaign named {name.strip()!r} already exists")
     campaign = Campaign.objects.create(name=name.strip(), **values)
+    if arena_policies:
+        campaign_arena_pool_set(campaign=campaign, policies=arena_policies)
     return campaign_members_set(campaign=campaign, members=members) if members else campaign
 
 
@@ -95,4 +105,14 @@ def campaign_update(*, campaign: Campaign, **values: Any) -> Campaign:
 def campaign_members_set(*, campaign: Campaign, members: Iterable[AbstractBaseUser]) -> Campaign:
     """The annotators allowed to judge a campaign that is not open to all."""
     campaign.members.set(list(members))
+    return campaign
+
+
+def campaign_arena_pool_set(*, campaign: Campaign, policies: Iterable[Policy]) -> Campaign:
+    """The policies that meet in an arena campaign (two at a time; held-back ones are left out when
+    pairs are drawn)."""
+    chosen = list(policies)
+    if chosen and campaign.task != Task.ARENA:
+        raise Invalid(f"campaign {campaign.name!r} is not an arena: it has no pool of policies")
+    campaign.arena_policies.set(chosen)
     return campaign

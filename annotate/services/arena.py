@@ -1,0 +1,380 @@
+"""The arena: an annotator writes a prompt, two policies of the campaign's pool answer it live, side
+by side with their names hidden, the annotator votes, and the conversation goes on from the preferred
+answer. Each voted turn becomes an ordinary comparison (the conversation so far is its prompt), so it
+counts on the leaderboard, in agreement and in exports, and trains the next round.
+
+Pairs are drawn so that every pair of the pool gets votes: the pair with the fewest voted turns in
+the campaign so far, ties at random (not the pairs the leaderboard is least sure of: with few votes
+every pair is unsure, and a pair that never meets has no estimate at all). Sides are random per
+conversation and recorded (``ArenaConversation.left``, then each comparison's assignment).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from annotate.errors import ArenaBusy, CampaignNotOpen
+from annotate.models import (
+    ArenaConversation,
+    ArenaTurn,
+    Assignment,
+    Campaign,
+    Comparison,
+    Judgment,
+    Kind,
+    Side,
+    Task,
+    TurnStatus,
+)
+from annotate.selectors import campaign_open_to
+from annotate.services.judgments import ScreenAnswer, judgment_from_screen
+from config.errors import Invalid
+from generation.backends import GenerationFailed, Sampling, StreamDelta
+from generation.backends.vllm import vllm_url
+from generation.messages import messages_hash, messages_problem
+from generation.models import FinishReason, Policy, Prompt, Response, Split, Tag
+from generation.streaming import chat_stream, endpoint_for
+
+ARENA_TAG = "arena"  # prompts written in the arena are tagged so, for later rounds
+ARENA_SAMPLING = {"temperature": 0.7, "top_p": 0.9}
+UPDATE_SECONDS = 0.1  # how often a stream sends the answers so far
+STOP_CHECK_SECONDS = 0.5  # how often it looks for a Stop pressed on the page
+
+
+def arena_pool(campaign: Campaign) -> list[Policy]:
+    """The policies that may meet in ``campaign``: its pool, less those held back for drift."""
+    return list(campaign.arena_policies.filter(held_back=False).order_by("id"))
+
+
+def arena_pools_follow(*, policy: Policy, parent: Policy) -> int:
+    """A round's new policy joins every arena pool its parent is in, so the newest round meets its
+    parent (and the rest of the pool) without staff editing the campaign. Returns how many."""
+    campaigns = list(Campaign.objects.filter(task=Task.ARENA, arena_policies=parent))
+    for campaign in campaigns:
+        campaign.arena_policies.add(policy)
+    return len(campaigns)
+
+
+def arena_pair_draw(*, campaign: Campaign, rng: random.Random | None = None) -> tuple[Policy, Policy]:
+    """Two policies of the pool, the pair with the fewest voted turns first (ties at random), in
+    random order."""
+    rng = rng or random.Random()
+    pool = arena_pool(campaign)
+    if len(pool) < 2:
+        raise Invalid(f"campaign {campaign.name!r} needs at least two policies in its arena pool")
+    voted = Counter(
+        frozenset(pair)
+        for pair in ArenaTurn.objects.filter(
+            conversation__campaign=campaign, status=TurnStatus.VOTED
+        ).values_list("conversation__policy_a", "conversation__policy_b")
+    )
+    pairs = [(a, b) for i, a in enumerate(pool) for b in pool[i + 1 :]]
+    fewest = min(voted[frozenset((a.pk, b.pk))] for a, b in pairs)
+    first, second = rng.choice([p for p in pairs if voted[frozenset((p[0].pk, p[1].pk))] == fewest])
+    return (first, second) if rng.random() < 0.5 else (second, first)
+
+
+def campaign_prompt_example(*, campaign: Campaign, rng: random.Random) -> str:
+    """One of the campaign's prompts to start from (a plain one, or a conversation's first message):
+    those its comparisons were asked, else any training prompt; empty when there is none."""
+    prompts = Prompt.objects.filter(split=Split.TRAIN)
+    mine = prompts.filter(comparisons__campaign=campaign).distinct()
+    ids = list((mine if mine.exists() else prompts).values_list("id", flat=True)[:1000])
+    if not ids:
+        return ""
+    return Prompt.objects.get(pk=rng.choice(ids)).as_messages()[-1]["content"]
+
+
+def _text_checked(text: str, history: list[dict[str, str]]) -> list[dict[str, str]]:
+    text = text.replace("\r\n", "\n").replace("\x00", "\ufffd").strip()
+    if not text:
+        raise Invalid("write a message first")
+    messages = [*history, {"role": "user", "content": text}]
+    if problem := messages_problem(messages):
+        raise Invalid(problem)
+    return messages
+
+
+def _limits_check(*, annotator: AbstractBaseUser) -> None:
+    """One answer pair generating at a time per annotator; at most PREFLOOP_ARENA_TURNS_PER_MINUTE."""
+    now = timezone.now()
+    mine = ArenaTurn.objects.filter(conversation__annotator=annotator)
+    live = now - timedelta(seconds=settings.PREFLOOP_ARENA_TIMEOUT * 2)
+    if mine.filter(status=TurnStatus.GENERATING, claimed_at__gte=live).exists():
+        raise ArenaBusy("an answer pair is still being written for you: stop it or wait for it first")
+    recent = mine.filter(created_at__gte=now - timedelta(minutes=1)).count()
+    if recent >= settings.PREFLOOP_ARENA_TURNS_PER_MINUTE:
+        raise ArenaBusy(
+            f"{recent} turns in the last minute; the limit is {settings.PREFLOOP_ARENA_TURNS_PER_MINUTE} "
+            "(PREFLOOP_ARENA_TURNS_PER_MINUTE): wait a moment"
+        )
+
+
+def _open_check(campaign: Campaign, annotator: AbstractBaseUser) -> None:
+    if campaign.task != Task.ARENA:
+        raise Invalid(f"campaign {campaign.name!r} is not an arena")
+    if not campaign_open_to(campaign=campaign, annotator=annotator):
+        raise CampaignNotOpen(f"campaign {campaign.name!r} is not open to you", campaign=campaign.pk)
+
+
+@transaction.atomic
+def conversation_start(*, campaign: Campaign, annotator: AbstractBaseUser, text: str) -> ArenaTurn:
+    """A new conversation with two policies drawn from the pool, and its first turn (generating)."""
+    _open_check(campaign, annotator)
+    messages = _text_checked(text, [])
+    _limits_check(annotator=annotator)
+    policy_a, policy_b = arena_pair_draw(campaign=campaign)
+    conversation = ArenaConversation.objects.create(
+        campaign=campaign,
+        annotator=annotator,
+        policy_a=policy_a,
+        policy_b=policy_b,
+        left=random.choice([Side.FIRST, Side.SECOND]),
+    )
+    return ArenaTurn.objects.create(conversation=conversation, number=1, messages=messages)
+
+
+def preferred_text(turn: ArenaTurn) -> str:
+    """The answer the conversation goes on from: the one voted better (a tie or both bad: the one
+    shown left); an empty answer gives way to the other."""
+    judgment = Judgment.objects.filter(comparison=turn.comparison).first()
+    left_is_a = turn.conversation.left == Side.FIRST
+    if judgment is None or judgment.choice not in ("first", "second"):
+        first = turn.text_a if left_is_a else turn.text_b
+    else:
+        first = turn.text_a if judgment.choice == "first" else turn.text_b
+    other = turn.text_b if first is turn.text_a else turn.text_a
+    return first.strip() or other.strip()
+
+
+@transaction.atomic
+def turn_continue(*, conversation: ArenaConversation, annotator: AbstractBaseUser, text: str) -> ArenaTurn:
+    """The next user turn of ``conversation``, after its last turn was voted on; both policies answer
+    the conversation as it went on from the preferred answer."""
+    if conversation.annotator_id != annotator.pk:
+        raise Invalid("not your conversation")
+    _open_check(conversation.campaign, annotator)
+    last = conversation.turns.order_by("-number").first()
+    if last is None or last.status != TurnStatus.VOTED:
+        raise Invalid("vote on the last answers before going on")
+    if last.number >= settings.PREFLOOP_ARENA_MAX_TURNS:
+        raise Invalid(
+            f"this conversation has {last.number} turns, the most one may have "
+            "(PREFLOOP_ARENA_MAX_TURNS): start a new conversation"
+        )
+    answer = preferred_text(last)
+    if not answer:
+        raise Invalid("both answers were empty: start a new conversation")
+    messages = _text_checked(text, [*last.messages, {"role": "assistant", "content": answer}])
+    _limits_check(annotator=annotator)
+    return ArenaTurn.objects.create(conversation=conversation, number=last.number + 1, messages=messages)
+
+
+def turn_stop(*, turn: ArenaTurn) -> None:
+    """Ask the stream generating ``turn`` to stop (it keeps what was written, marked cut off)."""
+    ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.GENERATING).update(stop_requested=True)
+
+
+@transaction.atomic
+def turn_regenerate(*, turn: ArenaTurn) -> ArenaTurn:
+    """Both answers again, for a turn not yet voted on (after a failure, a stop, or by choice)."""
+    if turn.status == TurnStatus.VOTED:
+        raise Invalid("this turn is voted on already: continue or start a new conversation")
+    if turn.status == TurnStatus.GENERATING and turn.claimed_at is not None and not turn.stop_requested:
+        raise ArenaBusy("these answers are still being written: stop them first")
+    ArenaTurn.objects.filter(pk=turn.pk).update(
+        status=TurnStatus.GENERATING,
+        text_a="",
+        text_b="",
+        finish_a="",
+        finish_b="",
+        tokens_a=None,
+        tokens_b=None,
+        error="",
+        stop_requested=False,
+        claimed_at=None,
+        finished_at=None,
+    )
+    turn.refresh_from_db()
+    return turn
+
+
+def turn_claim(*, turn: ArenaTurn) -> bool:
+    """True for the one stream that generates ``turn``; a second (a reload) only waits for it."""
+    return bool(
+        ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.GENERATING, claimed_at__isnull=True).update(
+            claimed_at=timezone.now()
+        )
+    )
+
+
+@dataclass
+class _Answer:
+    text: list[str] = field(default_factory=list)
+    finish: str = ""
+    tokens: int | None = None
+    error: str = ""
+
+
+def turn_generate(*, turn: ArenaTurn) -> Iterator[tuple[str, str]]:
+    """Generate a claimed turn's two answers at once, yielding ``(text_a, text_b)`` as they grow
+    (every UPDATE_SECONDS while either changes); stores both when they end, when Stop is pressed, or
+    when the consumer goes away (the page closed: what was written is kept, marked stopped)."""
+    conversation = turn.conversation
+    stop = threading.Event()
+    sampling = Sampling(samples=1, max_new_tokens=settings.PREFLOOP_ARENA_MAX_NEW_TOKENS, **ARENA_SAMPLING)
+    answers = {"a": _Answer(), "b": _Answer()}
+
+    def write(side: str, policy: Policy) -> None:
+        answer = answers[side]
+        url, model = endpoint_for(
+            policy.location, vllm_url=vllm_url(), fallback_url=settings.PREFLOOP_ARENA_URL
+        )
+        try:
+            piece: StreamDelta
+            for piece in chat_stream(
+                url=url,
+                model=model,
+                messages=turn.messages,
+                sampling=sampling,
+                stop=stop,
+                timeout=settings.PREFLOOP_ARENA_TIMEOUT,
+            ):
+                answer.text.append(piece.text.replace("\x00", "\ufffd"))  # no database stores NUL
+                if piece.finish_reason is not None:
+                    answer.finish, answer.tokens = piece.finish_reason, piece.tokens
+        except GenerationFailed as exc:
+            answer.finish, answer.error = "error", str(exc)
+        except Exception as exc:  # never lost in the thread: the card says so
+            answer.finish, answer.error = "error", f"{type(exc).__name__}: {exc}"
+
+    threads = [
+        threading.Thread(target=write, args=("a", conversation.policy_a), daemon=True),
+        threading.Thread(target=write, args=("b", conversation.policy_b), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    shown = ("", "")
+    checked = time.monotonic()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            time.sleep(UPDATE_SECONDS)
+            now = ("".join(answers["a"].text), "".join(answers["b"].text))
+            if now != shown:
+                shown = now
+                yield now
+            if time.monotonic() - checked >= STOP_CHECK_SECONDS:
+                checked = time.monotonic()
+                if ArenaTurn.objects.filter(pk=turn.pk, stop_requested=True).exists():
+                    stop.set()
+        final = ("".join(answers["a"].text), "".join(answers["b"].text))
+        if final != shown:
+            yield final
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        _turn_store(turn, answers)
+
+
+def _turn_store(turn: ArenaTurn, answers: dict[str, _Answer]) -> None:
+    a, b = answers["a"], answers["b"]
+    left_is_a = turn.conversation.left == Side.FIRST
+    named = {"a": "left" if left_is_a else "right", "b": "right" if left_is_a else "left"}
+    errors = [
+        f"the {named[side]} answer: {answers[side].error}" for side in ("a", "b") if answers[side].error
+    ]
+    ArenaTurn.objects.filter(pk=turn.pk).update(
+        status=TurnStatus.FAILED if errors else TurnStatus.ANSWERED,
+        text_a="".join(a.text),
+        text_b="".join(b.text),
+        finish_a=a.finish or "cancelled",
+        finish_b=b.finish or "cancelled",
+        tokens_a=a.tokens,
+        tokens_b=b.tokens,
+        error="; ".join(errors),
+        finished_at=timezone.now(),
+    )
+    turn.refresh_from_db()
+
+
+def _prompt_for(messages: list[dict[str, str]]) -> Prompt:
+    """The conversation so far as a prompt of the training split, tagged ``arena`` (found again if
+    someone asked the same before)."""
+    found = Prompt.objects.filter(content_hash=messages_hash(messages)).first()
+    if found is None:
+        single = len(messages) == 1
+        found = Prompt.objects.create(
+            text=messages[0]["content"] if single else "",
+            messages=None if single else messages,
+            split=Split.TRAIN,
+            source="arena",
+        )
+    found.tags.add(Tag.objects.get_or_create(name=ARENA_TAG)[0])
+    return found
+
+
+def _response(prompt: Prompt, policy: Policy, text: str, finish: str, tokens: int | None) -> Response:
+    return Response.objects.create(
+        prompt=prompt,
+        policy=policy,
+        text=text,
+        sampling={**ARENA_SAMPLING, "max_new_tokens": settings.PREFLOOP_ARENA_MAX_NEW_TOKENS},
+        token_count=tokens,
+        finish_reason=FinishReason.STOP if finish == "stop" else FinishReason.LENGTH,  # stopped: cut off
+    )
+
+
+@transaction.atomic
+def turn_vote(
+    *, turn: ArenaTurn, annotator: AbstractBaseUser, verdict: str, strength: str = "", rationale: str = ""
+) -> Judgment:
+    """The annotator's vote on a turn's two answers, stored like any comparison: a prompt (the
+    conversation so far), the two answers as responses by their policies, a comparison in the arena
+    campaign with the side shown left, and the judgment through the one judging path."""
+    conversation = turn.conversation
+    if conversation.annotator_id != annotator.pk:
+        raise Invalid("not your conversation")
+    locked = ArenaTurn.objects.select_for_update().get(pk=turn.pk)
+    if locked.status == TurnStatus.VOTED:
+        raise Invalid("this turn is voted on already")
+    if locked.status != TurnStatus.ANSWERED:
+        raise Invalid("wait for both answers (or regenerate them) before voting")
+    prompt = _prompt_for(locked.messages)
+    response_a = _response(prompt, conversation.policy_a, locked.text_a, locked.finish_a, locked.tokens_a)
+    response_b = _response(prompt, conversation.policy_b, locked.text_b, locked.finish_b, locked.tokens_b)
+    comparison = Comparison.objects.create(
+        prompt=prompt,
+        response_a=response_a,
+        response_b=response_b,
+        campaign=conversation.campaign,
+        kind=Kind.TRAIN,
+        overlap=1,
+    )
+    now = timezone.now()
+    Assignment.objects.create(
+        comparison=comparison,
+        annotator=annotator,
+        left=conversation.left,
+        served_at=locked.created_at,
+        expires_at=now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
+    )
+    judgment = judgment_from_screen(
+        comparison=comparison,
+        annotator=annotator,
+        answer=ScreenAnswer(verdict=verdict, strength=strength, rationale=rationale),
+    )
+    ArenaTurn.objects.filter(pk=turn.pk).update(status=TurnStatus.VOTED, comparison=comparison)
+    turn.refresh_from_db()
+    return judgment

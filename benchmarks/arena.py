@@ -1,0 +1,185 @@
+"""The arena's live answers under load: time to first token and tokens/s per stream with 1, 4 and 8
+concurrent arena users on this machine, the embedded SmolLM2 answering. Each user sends a turn (two
+answers stream at once, as the arena's two cards do), waits for both, then sends the next; ``--turns``
+turns each. The streams are read as the web process relays them (``generation.streaming.chat_stream``)
+from the generation server (``manage.py generation_server``: transformers, its own process) and, with
+``--vllm``, from a vLLM server on the same model (``make vllm``).
+
+    python benchmarks/arena.py                 # the generation server
+    python benchmarks/arena.py --vllm          # and vLLM beside it, in the same run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SERVER = """
+import sys
+from generation.server import server_make
+server = server_make(host="127.0.0.1", port=int(sys.argv[1]), allowed=lambda location: True, concurrency=64)
+server.serve_forever()
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _questions() -> list[str]:
+    lines = (ROOT / "annotate/demo/prompts.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["prompt"] for line in lines if line.strip()]
+
+
+def _stream(url: str, model: str, text: str, max_new_tokens: int, out: list[dict]) -> None:
+    from generation.backends import Sampling
+    from generation.streaming import chat_stream
+
+    started = time.perf_counter()
+    first = None
+    tokens = 0
+    finish = None
+    for piece in chat_stream(
+        url=url,
+        model=model,
+        messages=[{"role": "user", "content": text}],
+        sampling=Sampling(samples=1, temperature=0.7, top_p=0.9, max_new_tokens=max_new_tokens),
+        stop=threading.Event(),
+        timeout=600,
+    ):
+        if piece.text and first is None:
+            first = time.perf_counter()
+        if piece.finish_reason is not None:
+            tokens, finish = piece.tokens or 0, piece.finish_reason
+    ended = time.perf_counter()
+    out.append(
+        {
+            "ttft": (first or ended) - started,
+            "tokens": tokens,
+            "rate": tokens / max(1e-9, ended - (first or started)),
+            "seconds": ended - started,
+            "finish": finish,
+        }
+    )
+
+
+def _user(
+    url: str, model: str, questions: list[str], turns: int, offset: int, max_new: int, out: list[dict]
+) -> None:
+    for turn in range(turns):
+        text = questions[(offset * turns + turn) % len(questions)]
+        pair = [threading.Thread(target=_stream, args=(url, model, text, max_new, out)) for _ in range(2)]
+        for thread in pair:
+            thread.start()
+        for thread in pair:
+            thread.join()
+
+
+def _run(url: str, model: str, users: int, turns: int, max_new: int) -> dict:
+    out: list[dict] = []
+    questions = _questions()
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(target=_user, args=(url, model, questions, turns, i, max_new, out))
+        for i in range(users)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    ttft = sorted(s["ttft"] for s in out)
+    return {
+        "users": users,
+        "streams": len(out),
+        "ttft_p50": statistics.median(ttft),
+        "ttft_p95": ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))],
+        "rate_p50": statistics.median(s["rate"] for s in out),
+        "tokens_per_s_all": sum(s["tokens"] for s in out) / wall,
+        "mean_tokens": statistics.mean(s["tokens"] for s in out),
+        "cut_off": sum(s["finish"] == "length" for s in out),
+        "wall": wall,
+    }
+
+
+def _report(engine: str, rows: list[dict]) -> None:
+    print(f"\n{engine}")
+    print(
+        "users streams  TTFT p50  TTFT p95  tokens/s per stream (p50)  tokens/s all  tokens/answer  cut off"
+    )
+    for r in rows:
+        print(
+            f"{r['users']:>5} {r['streams']:>7}  {r['ttft_p50']:7.2f}s  {r['ttft_p95']:7.2f}s  "
+            f"{r['rate_p50']:25.1f}  {r['tokens_per_s_all']:11.1f}  {r['mean_tokens']:13.0f}  {r['cut_off']:>7}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, nargs="*", default=[1, 4, 8])
+    parser.add_argument("--turns", type=int, default=3, help="turns each user sends, one after another")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="the arena's default cap")
+    parser.add_argument("--vllm", action="store_true", help="also through a vLLM server (make vllm)")
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DEBUG", "1")
+    from generation.embedded import embedded_materialise
+
+    model = str(embedded_materialise())
+    print(
+        f"arena load: {os.cpu_count()} CPU cores, {model}, up to {args.max_new_tokens} new tokens, "
+        f"{args.turns} turns per user, two answers per turn"
+    )
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], cwd=ROOT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(120):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        _run(url, model, 1, 1, 16)  # loads the model: not measured
+        _report(
+            "generation server (transformers)",
+            [_run(url, model, n, args.turns, args.max_new_tokens) for n in args.users],
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    if args.vllm:
+        from generation.backends import ModelSpec
+        from generation.backends.vllm import VLLMServer
+
+        started = time.perf_counter()
+        vllm = VLLMServer(ModelSpec(model))
+        print(f"\nvLLM server started in {time.perf_counter() - started:.0f} s")
+        try:
+            _run(vllm.url, model, 1, 1, 16)
+            _report(
+                "vLLM server", [_run(vllm.url, model, n, args.turns, args.max_new_tokens) for n in args.users]
+            )
+        finally:
+            vllm.stop()
+    print(f"\n(python benchmarks/arena.py {' '.join(sys.argv[1:])})")
+
+
+if __name__ == "__main__":
+    main()
