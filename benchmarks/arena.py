@@ -42,7 +42,8 @@ def _free_port() -> int:
 
 def _questions() -> list[str]:
     lines = (ROOT / "annotate/demo/prompts.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["prompt"] for line in lines if line.strip()]
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return [row["prompt"] if "prompt" in row else row["messages"][-1]["content"] for row in rows]
 
 
 def _stream(url: str, model: str, text: str, max_new_tokens: int, out: list[dict]) -> None:

@@ -40,7 +40,8 @@ class RequestError(ValueError):
 
 
 class Models:
-    """Loaded backends by location, at most ``capacity``; loading is serialised (one at a time)."""
+    """Loaded models by location, each behind its ``LiveBatcher`` (every live answer of a model decodes
+    in one batch), at most ``capacity``; loading is serialised (one at a time)."""
 
     def __init__(self, allowed: Callable[[str], bool], capacity: int = 4) -> None:
         self.allowed, self.capacity = allowed, capacity
@@ -49,6 +50,7 @@ class Models:
 
     def get(self, location: str) -> Any:
         from generation.backends.transformers import TransformersBackend
+        from generation.batching import LiveBatcher
 
         with self.lock:
             if location in self.loaded:
@@ -56,11 +58,11 @@ class Models:
                 return self.loaded[location]
             if not self.allowed(location):
                 raise RequestError(404, f"model {location!r} is not a registered policy's location")
-            backend = TransformersBackend(ModelSpec(location))
-            self.loaded[location] = backend
+            batcher = LiveBatcher(TransformersBackend(ModelSpec(location)))
+            self.loaded[location] = batcher
             while len(self.loaded) > self.capacity:
-                self.loaded.popitem(last=False)
-            return backend
+                self.loaded.popitem(last=False)[1].close()
+            return batcher
 
 
 def _sampling(body: dict[str, Any]) -> Sampling:

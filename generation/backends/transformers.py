@@ -9,8 +9,6 @@ sequences, under the model's own distribution (not the temperature/top-p-warped 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import LogitsProcessorList
 
-from generation.backends import Completion, Messages, ModelSpec, Sampling, StreamDelta, TokenCallback
+from generation.backends import Completion, Messages, ModelSpec, Sampling, TokenCallback
 from generation.backends.sampling import NucleusSampler
 
 CPU_SEQUENCES_PER_BATCH = 64  # on a CPU larger batches stop paying off and only hold memory
@@ -155,63 +153,6 @@ class TransformersBackend:
         per_sequence = bytes_per_token * (longest_prompt + sampling.max_new_tokens)
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(256, int(0.5 * free / per_sequence) // sampling.samples))
-
-    def stream(self, messages: Messages, sampling: Sampling, stop: threading.Event) -> Iterator[StreamDelta]:
-        """One answer to ``messages``, as it is generated: text pieces (whole characters only), then a
-        last piece with its finish reason (``stop``: the model ended it; ``length``: cut at
-        ``max_new_tokens``; ``cancelled``: ``stop`` was set). For live use (the arena): one prompt, no
-        batching, unseeded (live answers need not repeat); generation runs in a thread and this iterator
-        relays it."""
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-        ids = torch.tensor([self.render(messages)], device=self.device)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        counted = [0]
-        eos = set(self.eos_ids)
-        ended = [False]
-
-        class Watch(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> bool:
-                counted[0] += 1
-                ended[0] = int(input_ids[0, -1]) in eos
-                return stop.is_set()
-
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    self.model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        do_sample=sampling.temperature > 0,
-                        temperature=sampling.temperature or None,
-                        top_p=sampling.top_p if sampling.temperature > 0 else None,
-                        max_new_tokens=sampling.max_new_tokens,
-                        eos_token_id=self.eos_ids,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([Watch()]),
-                    )
-            except BaseException as exc:  # relayed to the reader, never lost in the thread
-                failure.append(exc)
-                streamer.end()
-
-        thread = threading.Thread(target=run, name="prefloop-stream", daemon=True)
-        thread.start()
-        for text in streamer:
-            if text:
-                yield StreamDelta(text=text)
-        thread.join()
-        if failure:
-            raise failure[0]
-        if stop.is_set() and not ended[0]:
-            reason = "cancelled"
-        elif ended[0]:
-            reason = "stop"
-        else:
-            reason = "length" if counted[0] >= sampling.max_new_tokens else "stop"
-        yield StreamDelta(text="", finish_reason=reason, tokens=counted[0])
 
     @torch.inference_mode()
     def generate(

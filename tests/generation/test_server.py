@@ -107,3 +107,39 @@ def test_a_policy_goes_to_the_vllm_deployment_only_where_it_serves_it(generation
         "/other/model",
     )
     assert endpoint_for("/other/model", vllm_url="", fallback_url="http://fallback")[0] == "http://fallback"
+
+
+def test_answers_decoded_together_match_each_answer_decoded_alone(chat_model_dir):
+    """Continuous batching: rows join at different lengths (left-padded), each with its own position;
+    greedy answers come out as they do alone, and a row that ends leaves the others running."""
+    from generation.backends import ModelSpec
+    from generation.backends.transformers import TransformersBackend
+    from generation.batching import LiveBatcher
+
+    batcher = LiveBatcher(TransformersBackend(ModelSpec(str(chat_model_dir))))
+    greedy = Sampling(samples=1, temperature=0.0, max_new_tokens=12)
+    prompts = [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "user", "content": "a much longer question about many different things at once"}],
+        [{"role": "user", "content": "medium length question here"}],
+    ]
+
+    def answer(messages, sampling=greedy):
+        return "".join(p.text for p in batcher.stream(messages, sampling, threading.Event()))
+
+    alone = [answer(m) for m in prompts]
+    together: dict[int, str] = {}
+    short = Sampling(samples=1, temperature=0.0, max_new_tokens=3)
+    threads = [
+        threading.Thread(target=lambda i=i: together.__setitem__(i, answer(prompts[i]))) for i in range(3)
+    ]
+    threads.append(threading.Thread(target=lambda: together.__setitem__(3, answer(prompts[0], short))))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    batcher.close()
+
+    assert batcher.widest >= 3  # they did decode together
+    assert [together[i] for i in range(3)] == alone
+    assert alone[0].startswith(together[3])  # the short one ended early; the rest went on
