@@ -374,6 +374,9 @@ class JudgmentRevision(models.Model):
     choice = models.CharField(max_length=8, choices=Choice)
     strength = models.CharField(max_length=6, choices=Strength, blank=True)
     rationale = models.TextField(blank=True)
+    ranking = models.JSONField(
+        null=True, blank=True, help_text="A ranking item: the ranks before the change."
+    )
     changed_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

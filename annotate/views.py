@@ -31,7 +31,7 @@ from annotate.services.campaigns import (
     campaign_members_set,
     campaign_update,
 )
-from annotate.services.judgments import ScreenAnswer, judgment_change, judgment_from_screen
+from annotate.services.judgments import ScreenAnswer, judgment_change, judgment_from_screen, ranking_change
 from annotate.services.queue import assignment_skip, assignment_unskip, comparison_assign_next
 from config.errors import object_or_404
 from config.security import staff_required
@@ -219,6 +219,14 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
         pk=pk,
         annotator=request.user,  # someone else's judgment is simply not found
     )
+    if request.method == "POST" and judgment.ranking:
+        ranking_change(
+            judgment=judgment,
+            annotator=request.user,
+            ranks=[_rank(request.POST.get(f"rank_{i}")) for i in range(1, len(judgment.ranking) + 1)],
+            rationale=request.POST.get("rationale", "").strip(),
+        )
+        return redirect("annotate:queue" if request.POST.get("next") == "queue" else "annotate:mine")
     if request.method == "POST":
         verdict, strength = _parse_answer(request.POST.get("answer", ""))
         judgment_change(
@@ -236,9 +244,17 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
             "judgment": judgment,
             "next": "queue" if request.GET.get("next") == "queue" else "mine",
             "current": _current_answer(judgment),
-            **_sides(judgment),
+            **(_ranked_now(judgment) if judgment.ranking else _sides(judgment)),
         },
     )
+
+
+def _ranked_now(judgment: Judgment) -> dict:
+    """A ranking's answers in the order the annotator was shown them, each with its rank now."""
+    shown = judgment.shown_order or "abcd"[: len(judgment.ranking)]
+    answers = judgment.comparison.answers_in(shown)
+    rank_of = dict(zip("abcd", judgment.ranking, strict=False))
+    return {"ranked": [(answer, rank_of[letter]) for answer, letter in zip(answers, shown, strict=True)]}
 
 
 def _current_answer(judgment: Judgment) -> str:

@@ -256,13 +256,7 @@ def ranking_submit(
         raise Invalid("a ranking is for a ranking item (three or four answers)")
     if problem := too_long("rationale", rationale, field="the rationale"):
         raise Invalid(problem)
-    count = len(comparison.answers)
-    if len(ranks) != count or not all(isinstance(r, int) and 1 <= r <= count for r in ranks):
-        raise Invalid(f"a ranking gives each of the {count} answers a rank from 1 (best) to {count}")
-    shown = assignment.order or "abcd"[:count]
-    by_letter = dict(zip(shown, dense_ranks(ranks), strict=True))
-    ranking = [by_letter[letter] for letter in "abcd"[:count]]
-    (_, _, choice), *_ = implied_pairs(ranking)  # a against b
+    ranking, choice = _ranking_from_shown(comparison, assignment.order, ranks)
     locked = _lock_open(comparison=comparison, annotator=annotator)
     return _judgment_record(
         locked=locked,
@@ -311,6 +305,50 @@ def judgment_from_screen(
     )
 
 
+def _changeable(judgment: Judgment) -> None:
+    campaign = Campaign.objects.get(pk=judgment.comparison.campaign_id)  # its status now, not as cached
+    if campaign.status == CampaignStatus.CLOSED:  # closing is how staff freeze the labels they export
+        raise CampaignNotOpen(
+            f"campaign {campaign.name!r} is closed: its judgments no longer change", campaign=campaign.pk
+        )
+
+
+def _ranking_from_shown(comparison: Comparison, shown: str, ranks: Sequence[int]) -> tuple[list[int], str]:
+    """Ranks given in the order the answers were shown → (ranks in comparison order, the a-vs-b
+    choice they imply); Invalid naming the rule when they are not one rank per answer."""
+    count = len(comparison.answers)
+    if len(ranks) != count or not all(isinstance(r, int) and 1 <= r <= count for r in ranks):
+        raise Invalid(f"a ranking gives each of the {count} answers a rank from 1 (best) to {count}")
+    by_letter = dict(zip(shown or "abcd"[:count], dense_ranks(ranks), strict=True))
+    ranking = [by_letter[letter] for letter in "abcd"[:count]]
+    (_, _, choice), *_ = implied_pairs(ranking)  # a against b
+    return ranking, choice
+
+
+@transaction.atomic
+def ranking_change(
+    *, judgment: Judgment, annotator: AbstractBaseUser, ranks: Sequence[int], rationale: str = ""
+) -> Judgment:
+    """Change one's own ranking (ranks in the order the answers were shown, as when ranking); the
+    previous one is kept as a JudgmentRevision. Not once its campaign is closed."""
+    if judgment.annotator_id != annotator.pk:
+        raise NotAllowed("you can only change your own judgments", judgment=judgment.pk)
+    if not judgment.ranking:
+        raise Invalid("only a ranking is changed by ranks")
+    _changeable(judgment)
+    if problem := too_long("rationale", rationale, field="the rationale"):
+        raise Invalid(problem)
+    ranking, choice = _ranking_from_shown(judgment.comparison, judgment.shown_order, ranks)
+    if (ranking, rationale) == (judgment.ranking, judgment.rationale):
+        return judgment
+    JudgmentRevision.objects.create(
+        judgment=judgment, choice=judgment.choice, rationale=judgment.rationale, ranking=judgment.ranking
+    )
+    judgment.ranking, judgment.choice, judgment.rationale = ranking, choice, rationale
+    judgment.save(update_fields=["ranking", "choice", "rationale", "updated_at"])
+    return judgment
+
+
 @transaction.atomic
 def judgment_change(
     *, judgment: Judgment, annotator: AbstractBaseUser, verdict: str, strength: str = "", rationale: str = ""
@@ -322,11 +360,7 @@ def judgment_change(
         raise NotAllowed("you can only change your own judgments", judgment=judgment.pk)
     if judgment.ranking:
         raise Invalid("a ranking is not changed by a verdict")
-    campaign = Campaign.objects.get(pk=judgment.comparison.campaign_id)  # its status now, not as cached
-    if campaign.status == CampaignStatus.CLOSED:  # closing is how staff freeze the labels they export
-        raise CampaignNotOpen(
-            f"campaign {campaign.name!r} is closed: its judgments no longer change", campaign=campaign.pk
-        )
+    _changeable(judgment)
     _validate_verdict(
         verdict=verdict,
         strength=strength,

@@ -188,3 +188,38 @@ def test_a_policys_answers_are_queued_again_as_thumbs_and_rankings_without_sampl
     assert rankings.count() == 2 and all(len(c.answers) == 3 for c in rankings)
     assert "6 thumbs items" in out.getvalue() and out.getvalue().rstrip().endswith("campaign 'demo rankings'")
     assert "0 rankings items" in out.getvalue()  # the rerun queued nothing new
+
+
+@pytest.mark.django_db
+def test_a_ranking_is_changed_on_its_page_in_the_order_shown_and_the_old_one_kept(client, annotator):
+    item = ranking_item("red", "blue", "a chair")
+    served = comparison_assign_next(annotator=annotator)
+    shown = [item.answers["abc".index(letter)].text for letter in served.order]
+    first = {"red": 1, "blue": 2, "a chair": 3}
+    judgment = ranking_submit(comparison=item, annotator=annotator, ranks=[first[t] for t in shown])
+    assert judgment.ranking == [1, 2, 3]
+    client.force_login(annotator)
+
+    page = client.get(reverse("annotate:change", args=[judgment.pk])).content.decode()
+    assert page.count('aria-label="Answer') == 3 and 'name="rank_3"' in page
+    for i, text in enumerate(shown, start=1):  # each select holds the answer's rank now, as shown
+        assert (
+            f'<option value="{first[text]}" selected>'
+            in page.split(f'name="rank_{i}"')[1].split("</select>")[0]
+        )
+    again = {"red": 3, "blue": 1, "a chair": 2}
+    response = client.post(
+        reverse("annotate:change", args=[judgment.pk]),
+        {"next": "queue", **{f"rank_{i}": str(again[t]) for i, t in enumerate(shown, start=1)}},
+    )
+
+    assert response.status_code == 302 and response["Location"] == reverse("annotate:queue")
+    judgment.refresh_from_db()
+    assert judgment.ranking == [3, 1, 2] and judgment.choice == Choice.SECOND  # blue (b) now beats red (a)
+    revision = judgment.revisions.get()
+    assert revision.ranking == [1, 2, 3] and revision.choice == Choice.FIRST
+    bad = client.post(
+        reverse("annotate:change", args=[judgment.pk]), {"rank_1": "1", "rank_2": "9", "rank_3": "1"}
+    )
+    assert bad.status_code == 400 and "a ranking gives each of the 3 answers a rank" in bad.content.decode()
+    assert "Review / change" in client.get(reverse("annotate:mine")).content.decode()

@@ -248,6 +248,16 @@ def test_annotator_ranks_four_answers_with_three_keys_ties_included(live_server,
     )
     assert expected in page.inner_text(".recorded")  # in the numbers shown, not stored letters
 
+    # U opens the ranking just recorded; it is changed there, in the same numbers, and kept as a revision.
+    page.keyboard.press("u")
+    page.wait_for_selector("select[name=rank_4]")
+    for text, rank in zip(texts, ["4", "3", "2", "1"], strict=True):  # now the other way round
+        page.select_option(f"select[name=rank_{number[text]}]", rank)
+    page.click("text=Save change")
+    page.wait_for_url(f"{live_server.url}/annotate/")
+    judgment.refresh_from_db()
+    assert judgment.ranking == [4, 3, 2, 1] and judgment.revisions.get().ranking == [1, 2, 2, 3]
+
 
 @pytest.mark.django_db(transaction=True)
 def test_on_a_phone_the_verdict_keys_stay_on_screen_while_judging_long_pairs(live_server, browser_page):
