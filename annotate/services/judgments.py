@@ -220,8 +220,7 @@ def judgment_submit(
         strength=strength or "",
         rationale=rationale,
     )
-    originals = {r.text for r in (comparison.response_a, comparison.response_b) if r is not None}
-    if edit and edit not in originals:
+    if edit and edit not in {r.text for r in (comparison.response_a, comparison.response_b) if r is not None}:
         improves = None
         if edit_of:
             first = choice_for(verdict=edit_of, left=assignment.left) == Choice.FIRST
