@@ -219,6 +219,8 @@ def turn_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
                 yield _event("left", _streaming(left)) + _event("right", _streaming(right))
         else:
             while ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.GENERATING).exists():
+                if arena.turn_abandon_if_dead(turn=turn):  # its stream died: say so, never wait forever
+                    break
                 time.sleep(WAIT_SECONDS)
                 yield ": waiting\n\n"
         turn.refresh_from_db()

@@ -50,6 +50,7 @@ ARENA_TAG = "arena"  # prompts written in the arena are tagged so, for later rou
 ARENA_SAMPLING = {"temperature": 0.7, "top_p": 0.9}
 UPDATE_SECONDS = 0.1  # how often a stream sends the answers so far
 STOP_CHECK_SECONDS = 0.5  # how often it looks for a Stop pressed on the page
+STREAM_LIFE = 5  # a turn generating longer than this many PREFLOOP_ARENA_TIMEOUTs lost its stream
 
 
 def arena_pool(campaign: Campaign) -> list[Policy]:
@@ -191,6 +192,8 @@ def turn_regenerate(*, turn: ArenaTurn) -> ArenaTurn:
     """Both answers again, for a turn not yet voted on (after a failure, a stop, or by choice)."""
     if turn.status == TurnStatus.VOTED:
         raise Invalid("this turn is voted on already: continue or start a new conversation")
+    if turn_abandon_if_dead(turn=turn):
+        turn.refresh_from_db()
     if turn.status == TurnStatus.GENERATING and turn.claimed_at is not None and not turn.stop_requested:
         raise ArenaBusy("these answers are still being written: stop them first")
     ArenaTurn.objects.filter(pk=turn.pk).update(
@@ -215,6 +218,20 @@ def turn_claim(*, turn: ArenaTurn) -> bool:
     return bool(
         ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.GENERATING, claimed_at__isnull=True).update(
             claimed_at=timezone.now()
+        )
+    )
+
+
+def turn_abandon_if_dead(*, turn: ArenaTurn) -> bool:
+    """A turn still generating whose stream began more than ``STREAM_LIFE`` x the timeout ago: the
+    process relaying it died (a restart, a crash). It is marked failed, keeping what was stored, so
+    the page says so and Regenerate works; True if it was."""
+    dead = timezone.now() - timedelta(seconds=STREAM_LIFE * settings.PREFLOOP_ARENA_TIMEOUT)
+    return bool(
+        ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.GENERATING, claimed_at__lt=dead).update(
+            status=TurnStatus.FAILED,
+            error="the stream writing these answers stopped (the server restarted?)",
+            finished_at=timezone.now(),
         )
     )
 

@@ -278,3 +278,26 @@ def test_a_round_trains_on_the_arena_votes_of_its_policy_multi_turn_included(
     rows = [json.loads(line) for line in open(finished.data_file, encoding="utf-8")]
     assert [len(row["prompt"]) for row in rows] == [1, 3]  # the second turn's prompt is the conversation
     assert finished.output_policy in campaign.arena_policies.all()  # the new policy joins the arena
+
+
+@pytest.mark.django_db
+def test_a_turn_whose_stream_died_is_shown_failed_and_can_be_regenerated(
+    client, campaign, annotator, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="hello")
+    assert arena.turn_claim(turn=turn)  # a stream took it, then its process died
+    ArenaTurn.objects.filter(pk=turn.pk).update(
+        claimed_at=timezone.now() - timedelta(seconds=arena.STREAM_LIFE * settings.PREFLOOP_ARENA_TIMEOUT + 1)
+    )
+    client.force_login(annotator)
+
+    body = b"".join(client.get(reverse("annotate:arena-stream", args=[turn.pk])).streaming_content).decode()
+
+    assert "event: done" in body and "stream writing these answers stopped" in body  # no endless wait
+    turn.refresh_from_db()
+    assert turn.status == TurnStatus.FAILED
+    assert arena.turn_regenerate(turn=turn).status == TurnStatus.GENERATING
