@@ -7,11 +7,12 @@ from django.test.utils import CaptureQueriesContext
 
 from tests.factories import CampaignFactory, ComparisonFactory, UserFactory
 
-# On SQLite and PostgreSQL alike (savepoints apart): the comparison, the assignment, the comparison
-# locked, the judgment, the lease ended, the comparison's counts; then the next: the lease, the open
-# campaigns, the candidate, its assignment. (12 before: both answers' texts were read on every
-# judgment, where only an edit needs them.)
-MOST = 10
+# Savepoints apart: the comparison, the assignment, the comparison locked, the judgment, the lease
+# ended, the comparison's counts; then the next: the lease, the open campaigns, the candidate, its
+# assignment. PostgreSQL looks once more at the locked candidate with a fresh query (SKIP LOCKED: a
+# lease committed after the first query's snapshot). (Two fewer than before: both answers'
+# texts were read on every judgment, where only an edit needs them.)
+MOST = {"sqlite": 10, "postgresql": 11}
 
 
 @pytest.mark.django_db
@@ -32,4 +33,4 @@ def test_a_judgment_and_the_next_comparison_take_a_bounded_number_of_statements(
 
     assert answer.status_code == 201 and answer.json()["next"]["comparison"] != served["comparison"]
     statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) <= MOST, "\n".join(s[:120] for s in statements)
+    assert len(statements) <= MOST[connection.vendor], "\n".join(s[:120] for s in statements)
