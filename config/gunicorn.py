@@ -2,7 +2,8 @@
 
 PREFLOOP_BIND     address to listen on (default 127.0.0.1:8000: put a TLS reverse proxy in front)
 WEB_CONCURRENCY   worker processes (default 2 per core + 1, at most 12)
-PREFLOOP_WEB_THREADS  threads per worker (default 4): an arena stream holds one for a minute or so
+PREFLOOP_WEB_THREADS  threads per worker (default 4): an arena stream holds one for a minute or so;
+                      1: sync workers (no arena streams beyond one per worker)
 """
 
 import multiprocessing
@@ -13,8 +14,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", min(12, 2 * multiprocessing.cpu_
 # The web process loads no model: requests are short, except the arena's answer streams (server-sent
 # events relayed from the generation server), which wait on I/O: threaded workers keep those from
 # holding a whole process each. A slow client is the proxy's to buffer.
-worker_class = "gthread"
 threads = int(os.environ.get("PREFLOOP_WEB_THREADS", "4"))
+worker_class = "gthread" if threads > 1 else "sync"  # PREFLOOP_WEB_THREADS=1: plain sync workers
 timeout = int(os.environ.get("PREFLOOP_WEB_TIMEOUT", "60"))
 graceful_timeout = 20
 max_requests = 5000
