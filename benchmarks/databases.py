@@ -12,6 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 BENCH_KEY = "benchmark-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789"
+BENCH_STATIC = ROOT / "var" / "bench-static"
 
 
 def fresh_database(kind: str, name: str = "prefloop_bench") -> str:
@@ -33,6 +34,18 @@ def fresh_database(kind: str, name: str = "prefloop_bench") -> str:
     return url
 
 
+def static_collect() -> None:
+    """``collectstatic`` into the benchmarks' own STATIC_ROOT, as ``make serve`` does before it starts:
+    with DEBUG off every page names its static files through the manifest, and a missing or stale
+    manifest makes each page a 500."""
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--clear", "-v0"],
+        cwd=ROOT,
+        env=bench_env("sqlite:///:memory:"),
+        check=True,
+    )
+
+
 def bench_env(url: str, **extra: str) -> dict[str, str]:
     """The production environment (DEBUG off) on plain http, for a server and clients on one machine."""
     env = {k: v for k, v in os.environ.items() if k != "DEBUG"}
@@ -44,6 +57,7 @@ def bench_env(url: str, **extra: str) -> dict[str, str]:
         SESSION_COOKIE_SECURE="0",
         CSRF_COOKIE_SECURE="0",
         PYTHONUNBUFFERED="1",
+        STATIC_ROOT=str(BENCH_STATIC),
     )
     env.update(extra)
     return env

@@ -42,7 +42,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.databases import ROOT, bench_env, fresh_database
+from benchmarks.databases import ROOT, bench_env, fresh_database, static_collect
 
 PASSWORD = "load-test-password"
 
@@ -192,12 +192,15 @@ def htmx_client(
     htmx POST /annotate/judge/ answered with the next comparison."""
     session = requests.Session()
     page = session.get(f"{base}/login/", timeout=60)
+    token = CSRF.search(page.text)
+    if token is None:
+        raise RuntimeError(f"GET /login/ answered {page.status_code} with no login form")
     session.post(
         f"{base}/login/",
         data={
             "username": username,
             "password": PASSWORD,
-            "csrfmiddlewaretoken": CSRF.search(page.text).group(1),
+            "csrfmiddlewaretoken": token.group(1),
         },
         headers={"Referer": f"{base}/login/"},
         timeout=60,
@@ -323,7 +326,13 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=2, help="judgments each open comparison wants")
     parser.add_argument("--web-workers", type=int, default=4)
     parser.add_argument("--client-processes", type=int, default=4)
+    parser.add_argument(
+        "--phases",
+        default="one,two,human",
+        help="of one (call), two (calls), human (pace); the floor always runs",
+    )
     args = parser.parse_args()
+    static_collect()
     print("$ python benchmarks/load.py " + " ".join(sys.argv[1:]))
     print(
         f"gunicorn {args.web_workers} workers (DEBUG off); {args.annotators} annotators with no pause "
@@ -386,11 +395,13 @@ def main() -> None:
                 )
                 print(f"{label}: floor {floor['floor_rate']:.1f} iterations/s (2 minimal API requests each)")
                 phases = (
-                    ("saturation, one call", "one call", args.annotators, 0.0),
-                    ("saturation, two calls", "two calls", args.annotators, 0.0),
-                    ("human pace", "one call", args.pace_annotators, args.think),
+                    ("one", "saturation, one call", "one call", args.annotators, 0.0),
+                    ("two", "saturation, two calls", "two calls", args.annotators, 0.0),
+                    ("human", "human pace", "one call", args.pace_annotators, args.think),
                 )
-                for label_mode, mode, count, think in phases:
+                for key, label_mode, mode, count, think in phases:
+                    if key not in args.phases.split(","):
+                        continue
                     group = people[:count]
                     htmx = {name for name, _ in group[: round(count * args.htmx_share)]}
                     summary = summarise(
