@@ -346,7 +346,10 @@ class Assignment(models.Model):
 
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="assignments",
+        db_index=False,  # the (annotator, expires_at) index below serves lookups by annotator
     )
     left = models.CharField(max_length=6, choices=Side)
     order = models.CharField(
@@ -361,6 +364,11 @@ class Assignment(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_one_per_annotator"),
+        ]
+        indexes = [
+            # The annotator's live leases (served again on a reload): a judged or skipped lease has
+            # expired, so this reads the one or two live rows, not every comparison they ever saw.
+            models.Index(fields=["annotator", "expires_at"], name="assignment_annotator_live"),
         ]
 
     def __str__(self) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from annotate.errors import AlreadyJudged, AlreadySkipped, CampaignNotOpen, ComparisonFull, NotServed
@@ -72,28 +73,35 @@ def _judgment_record(
     """
     if locked is None:
         locked = _lock(comparison.pk)
+    # Known when the caller locked the annotator's assignment and then the comparison (``_lock_open``):
+    # no other judgment of theirs can arrive before this transaction ends.
+    judged: bool | None = getattr(locked, "judged_by_annotator", None)
+    if judged:
+        raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
     if locked.kind != Kind.GOLD and locked.judgment_count >= locked.overlap:
-        if Judgment.objects.filter(comparison=locked, annotator=annotator).exists():
+        if judged is None and Judgment.objects.filter(comparison=locked, annotator=annotator).exists():
             raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
         raise ComparisonFull("this comparison already has all its judgments", comparison=comparison.pk)
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            judgment = Judgment.objects.create(
-                comparison=locked,
-                annotator=annotator,
-                choice=choice,
-                strength=strength,
-                rationale=rationale,
-                ranking=ranking,
-                left=assignment.left if assignment else "",
-                time_on_task_ms=(
-                    int((now - assignment.served_at).total_seconds() * 1000) if assignment else None
-                ),
-                source=source,
-            )
-    except IntegrityError as exc:  # one judgment per annotator, enforced by the database
-        raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk) from exc
+    judgment = Judgment(
+        comparison=locked,
+        annotator=annotator,
+        choice=choice,
+        strength=strength,
+        rationale=rationale,
+        ranking=ranking,
+        left=assignment.left if assignment else "",
+        time_on_task_ms=(int((now - assignment.served_at).total_seconds() * 1000) if assignment else None),
+        source=source,
+    )
+    if judged is False:  # checked under the locks: the insert needs no savepoint to fall back on
+        judgment.save(force_insert=True)
+    else:
+        try:
+            with transaction.atomic():
+                judgment.save(force_insert=True)
+        except IntegrityError as exc:  # one judgment per annotator, enforced by the database
+            raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk) from exc
     if assignment is not None:
         Assignment.objects.filter(pk=assignment.pk).update(expires_at=now)
     locked.judgment_count += 1
@@ -124,9 +132,18 @@ def _adjudicate(comparison: Comparison) -> None:
         comparison.overlap += 1
 
 
-def _lock(comparison_id: int) -> Comparison:
-    """The comparison, its row locked for the rest of the transaction, with its campaign."""
-    return Comparison.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=comparison_id)
+def _lock(comparison_id: int, *, annotator: AbstractBaseUser | None = None) -> Comparison:
+    """The comparison, its row locked for the rest of the transaction, with its campaign; with
+    ``annotator``, also whether they have judged it (``judged_by_annotator``), read in the same
+    statement (so after any lock the caller already holds)."""
+    comparisons = Comparison.objects.select_for_update(of=("self",)).select_related("campaign")
+    if annotator is not None:
+        comparisons = comparisons.annotate(
+            judged_by_annotator=Exists(
+                Judgment.objects.filter(comparison=OuterRef("pk"), annotator_id=annotator.pk)
+            )
+        )
+    return comparisons.get(pk=comparison_id)
 
 
 def _validate_verdict(*, verdict: str, strength: str, rationale: str = "", thumbs: bool = False) -> None:
@@ -166,8 +183,10 @@ def _served(*, comparison: Comparison, annotator: AbstractBaseUser) -> Assignmen
 
 def _lock_open(*, comparison: Comparison, annotator: AbstractBaseUser) -> Comparison:
     """The comparison locked (``_lock``), while its campaign is still open to the annotator
-    (CampaignNotOpen: paused, closed, or they were taken off its members)."""
-    locked = _lock(comparison.pk)
+    (CampaignNotOpen: paused, closed, or they were taken off its members). The caller holds the
+    annotator's assignment locked (``_served``), so whether they have judged it is known for certain
+    once the comparison is locked: a judgment of theirs is only ever stored under that lock."""
+    locked = _lock(comparison.pk, annotator=annotator)
     if not campaign_open_to(campaign=locked.campaign, annotator=annotator):
         reason = campaign_closed_reason(campaign=locked.campaign, annotator=annotator)
         raise CampaignNotOpen(f"{reason}: your answer was not recorded", campaign=locked.campaign_id)
