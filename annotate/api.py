@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import copy
 import json
+from typing import ClassVar
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet
@@ -171,7 +173,21 @@ class ComparisonNextApi(APIView):
         return Response(AssignedComparisonSerializer(assignment).data)
 
 
-class JudgmentSerializer(serializers.ModelSerializer):
+class FieldsBuiltOnce(serializers.ModelSerializer):
+    """A ModelSerializer whose fields are built from the model once per class, not on every instance
+    (DRF builds them again for each: a millisecond of every judgment's answer). Each instance gets its
+    own copies, as a plain Serializer does with the fields it declares."""
+
+    _fields_built: ClassVar[dict[str, serializers.Field]]
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        cls = type(self)
+        if "_fields_built" not in cls.__dict__:
+            cls._fields_built = super().get_fields()
+        return copy.deepcopy(cls._fields_built)
+
+
+class JudgmentSerializer(FieldsBuiltOnce):
     annotator = serializers.CharField(source="annotator.username", read_only=True)
 
     class Meta:

@@ -4,20 +4,15 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import (
     Case,
-    Count,
     F,
-    IntegerField,
-    OuterRef,
     Prefetch,
     Q,
     QuerySet,
-    Subquery,
     Value,
     When,
 )
@@ -83,11 +78,6 @@ class ExportReport:
         return "; ".join(parts)
 
 
-def _count(queryset: QuerySet) -> Coalesce:
-    counted = queryset.values("comparison").annotate(n=Count("*")).values("n")
-    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
-
-
 def campaigns_open_for(*, annotator: AbstractBaseUser) -> QuerySet[Campaign]:
     """Open campaigns the annotator may judge (open to all, or they are a member), highest priority first."""
     member_of = Campaign.members.through.objects.filter(user_id=annotator.pk).values("campaign_id")
@@ -118,45 +108,6 @@ def campaign_closed_reason(*, campaign: Campaign, annotator: AbstractBaseUser) -
 def campaign_visible_to(*, campaign: Campaign, annotator: AbstractBaseUser) -> bool:
     """Whether ``annotator`` may know ``campaign`` exists (open to all, or they are a member)."""
     return campaign.open_to_all or campaign.members.filter(pk=annotator.pk).exists()
-
-
-def comparisons_open_for(
-    *,
-    annotator: AbstractBaseUser,
-    now: datetime | None = None,
-    campaign: Campaign | None = None,
-    known_open: bool = False,
-) -> QuerySet[Comparison]:
-    """Comparisons the annotator may be served: in a campaign open to them (or ``campaign``), not
-    judged or skipped by them, and (gold excepted, which every annotator sees once) with judgments
-    plus other annotators' live leases below overlap. ``known_open``: the caller has just checked
-    that ``campaign`` is open to the annotator (the query skips checking it again)."""
-    now = now or timezone.now()
-    leased = _count(
-        Assignment.objects.filter(comparison=OuterRef("pk"), expires_at__gt=now, skipped_at=None).exclude(
-            annotator=annotator
-        )
-    )
-    # needs_judgments first: the partial index holds only comparisons still wanting judgments, so a
-    # campaign's complete comparisons cost nothing however many there are.
-    if campaign is not None and known_open:
-        comparisons = Comparison.objects.filter(needs_judgments=True, campaign=campaign)
-    else:
-        comparisons = Comparison.objects.filter(
-            needs_judgments=True, campaign__in=campaigns_open_for(annotator=annotator)
-        )
-        if campaign is not None:
-            comparisons = comparisons.filter(campaign=campaign)
-    return (
-        comparisons.exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
-        .exclude(
-            pk__in=Assignment.objects.filter(annotator=annotator, skipped_at__isnull=False).values(
-                "comparison"
-            )
-        )
-        .annotate(leased=leased)
-        .filter(Q(kind=Kind.GOLD) | Q(judgment_count__lt=F("overlap") - F("leased")))
-    )
 
 
 @dataclass(frozen=True)
