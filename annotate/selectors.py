@@ -110,17 +110,23 @@ def campaign_visible_to(*, campaign: Campaign, annotator: AbstractBaseUser) -> b
     return campaign.open_to_all or campaign.members.filter(pk=annotator.pk).exists()
 
 
+# The most comparisons left that the progress line counts one by one: it is on every judging page,
+# so its cost stays bounded however large the campaigns (beyond it the page says "1,000+").
+REMAINING_COUNTED = 1000
+
+
 @dataclass(frozen=True)
 class Progress:
     judged_today: int
-    remaining: int
+    remaining: int  # at most REMAINING_COUNTED
+    remaining_more: bool = False  # more than that are left
 
 
 def annotator_progress(*, annotator: AbstractBaseUser) -> Progress:
     """Judged today, and what is left for the annotator: comparisons still wanting judgments in the
-    campaigns open to them, that they have neither judged nor skipped. (Shown on every page, so it
-    does not count other annotators' leases per comparison: a comparison another annotator holds
-    right now still counts as left.)"""
+    campaigns open to them, that they have neither judged nor skipped, counted up to
+    ``REMAINING_COUNTED``. (Shown on every page, so it does not count other annotators' leases per
+    comparison: a comparison another annotator holds right now still counts as left.)"""
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     left = (
         Comparison.objects.filter(needs_judgments=True, campaign__in=campaigns_open_for(annotator=annotator))
@@ -131,9 +137,11 @@ def annotator_progress(*, annotator: AbstractBaseUser) -> Progress:
             )
         )
     )
+    remaining = left.order_by()[: REMAINING_COUNTED + 1].count()
     return Progress(
         judged_today=Judgment.objects.filter(annotator=annotator, created_at__gte=start_of_day).count(),
-        remaining=left.count(),
+        remaining=min(remaining, REMAINING_COUNTED),
+        remaining_more=remaining > REMAINING_COUNTED,
     )
 
 

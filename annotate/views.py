@@ -161,7 +161,9 @@ def judge(request: HttpRequest) -> HttpResponse:
             answer=ScreenAnswer(
                 verdict=verdict,
                 strength=strength,
-                ranks=[_rank(request.POST.get(f"rank_{i}")) for i in range(1, len(comparison.answers) + 1)],
+                ranks=[_rank(request.POST.get(f"rank_{i}")) for i in range(1, len(comparison.answers) + 1)]
+                if comparison.is_ranking  # (a pair's answers are not loaded for nothing)
+                else [],
                 rationale=request.POST.get("rationale", "").strip(),
                 edit=request.POST.get("edit", ""),
                 edit_of=request.POST.get("edit_of", ""),

@@ -338,3 +338,19 @@ def test_a_skip_is_confirmed_and_undone_with_the_same_comparison_served_again(lo
     assert "Skipped the previous" not in undone.content.decode()
     logged_in.post(JUDGE, {"comparison": first.pk, "answer": "tie"})
     assert Judgment.objects.get().comparison == first  # judged after all
+
+
+@pytest.mark.django_db
+def test_the_progress_line_counts_what_is_left_up_to_a_bound(logged_in, monkeypatch):
+    """It is on every judging page: past REMAINING_COUNTED it says "N+" instead of counting on."""
+    monkeypatch.setattr("annotate.selectors.REMAINING_COUNTED", 3)
+    campaign = CampaignFactory(gold_rate=0)
+    for _ in range(5):
+        ComparisonFactory(campaign=campaign)
+    page = logged_in.get(QUEUE).content.decode()
+    assert "Remaining: <strong>3+</strong>" in page
+    for _ in range(3):  # three judged: two left, counted exactly
+        served = re.search(r'name="comparison" value="(\d+)"', page).group(1)
+        logged_in.post(JUDGE, {"comparison": served, "answer": "left"})
+        page = logged_in.get(QUEUE).content.decode()
+    assert "Remaining: <strong>2</strong>" in page
