@@ -4,12 +4,12 @@ request (GET /api/judgments/, none yet) beside "submit the judgment and get the 
 Django's whole handler and middleware, on the production settings (DEBUG off) and a fresh database of
 each kind filled as ``load.py`` fills it. Prints the milliseconds of each (wall clock, and the
 process's own CPU time: the rest is the database and the wait for it; the fastest of batches of 20)
-and their ratio, which
-bounds what ``load.py`` can reach (its floor makes two minimal requests per iteration); ``--profile``
-prints where the time of a judgment goes (cProfile, the top functions by their own time).
+and their ratio, which bounds what ``load.py`` can reach (its floor makes two minimal requests per
+iteration); ``--profile api|page`` prints where the time of that call goes (cProfile: the top
+functions by their own time, then the project's and DRF's by cumulative time).
 
     python benchmarks/judging_cost.py
-    python benchmarks/judging_cost.py --databases postgresql --profile
+    python benchmarks/judging_cost.py --databases postgresql --profile api
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from django.test.utils import setup_test_environment
 
 setup_test_environment()  # (the test client; the settings stay production's)
 token, floor_token, username, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-profile = sys.argv[5] == "1"
+profile = sys.argv[5]  # "", or which call to profile: api or page
 api = Client(HTTP_AUTHORIZATION=f"Token {token}")
 idle = Client(HTTP_AUTHORIZATION=f"Token {floor_token}")  # the floor's annotator: no judgments, as in load.py
 page = Client(enforce_csrf_checks=False)
@@ -82,7 +82,7 @@ if profile:
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(count):
-        api_judge()
+        (api_judge if profile == "api" else page_judge)()
     profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
@@ -97,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--databases", default="postgresql,sqlite")
     parser.add_argument("--requests", type=int, default=300, help="of each kind, after 20 to warm up")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", choices=["api", "page"], help="and profile this call")
     args = parser.parse_args()
     static_collect()
     print("$ python benchmarks/judging_cost.py " + " ".join(sys.argv[1:]))
@@ -116,7 +116,7 @@ def main() -> None:
                 floor_token,
                 page_user,
                 str(args.requests),
-                "1" if args.profile else "0",
+                args.profile or "",
             ],
             cwd=ROOT,
             env=env,

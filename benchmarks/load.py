@@ -120,7 +120,8 @@ if sys.argv[2] == "reset":
         Comparison.objects.filter(pk__in=judged[start:start + 5000]).update(judgment_count=0, needs_judgments=True)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+            # the deleted rows cleared now, not by an autovacuum in the middle of the next phase
+            cursor.execute("VACUUM (ANALYZE)")
 """
 
 
@@ -291,9 +292,11 @@ def percentile(values: list[float], q: float) -> float:
     )
 
 
-def summarise(results: list, seconds: float) -> dict:
+def summarise(results: list, seconds: float, htmx: frozenset[str] = frozenset()) -> dict:
     judged = [r for r in results if r[0] == "judge" and r[2]]
     latencies = [r[1] * 1000 for r in judged]
+    on_page = [r[1] * 1000 for r in judged if r[4] in htmx]
+    over_api = [r[1] * 1000 for r in judged if r[4] not in htmx]
     errors = [r[3] for r in results if r[0] == "error"]
     served_twice = 0
     for row in results:
@@ -306,6 +309,10 @@ def summarise(results: list, seconds: float) -> dict:
         "p50": percentile(latencies, 50),
         "p95": percentile(latencies, 95),
         "p99": percentile(latencies, 99),
+        "api p50": percentile(over_api, 50),
+        "api p95": percentile(over_api, 95),
+        "page p50": percentile(on_page, 50),
+        "page p95": percentile(on_page, 95),
         "acked": [[r[4], r[3]] for r in judged],
         "errors": errors,
         "served_twice_client": served_twice,
@@ -407,6 +414,7 @@ def main() -> None:
                     summary = summarise(
                         run_phase(base, group, mode, args.seconds, think, htmx, args.client_processes),
                         args.seconds,
+                        frozenset(htmx),
                     )
                     path = Path(f"/tmp/prefloop-load-acked-{port}.json")
                     path.write_text(json.dumps(summary["acked"]))
@@ -416,6 +424,12 @@ def main() -> None:
                         f"{label}: {label_mode}: {summary['rate']:.1f} judgments/s"
                         + (f" ({ratio:.0%} of the floor's iterations/s)" if not think else "")
                         + f"; submit and get the next p50 {summary['p50']:.0f} ms, p95 {summary['p95']:.0f} ms, p99 {summary['p99']:.0f} ms"
+                        + (
+                            f" (API p50 / p95 {summary['api p50']:.0f} / {summary['api p95']:.0f} ms, "
+                            f"page {summary['page p50']:.0f} / {summary['page p95']:.0f} ms)"
+                            if htmx
+                            else ""
+                        )
                     )
                     ok = (
                         check["lost"] == 0
