@@ -19,7 +19,11 @@ It prints judgments/s, p50/p95/p99 of "submit and get the next" (ms), the ratio 
 each phase the invariants: every acknowledged submit is stored, no comparison beyond its overlap,
 nobody served one comparison twice.
 
-    python benchmarks/load.py                      # everything (about 12 minutes on 2 cores)
+``--phases`` picks among them (the floor always runs); ``--as-imported`` gives each open comparison an
+imported judgment beside the ones wanted, in a campaign with the defaults ``import_preferences`` gives
+(gold rate, adjudication).
+
+    python benchmarks/load.py                      # everything (about 15 minutes on 2 cores)
     python benchmarks/load.py --databases postgresql --fills 2000 --seconds 20
 """
 
@@ -61,8 +65,13 @@ from generation.messages import messages_from_text, messages_hash
 from generation.models import Prompt, Response
 
 total, open_, users, overlap = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5])
+imported = sys.argv[6] == "imported"  # each open comparison already holds an imported judgment
 complete = total - open_
-campaign = campaign_get_or_create(name="load", overlap=overlap, gold_rate=0.0, adjudicate=False)
+if imported:  # as import_preferences --overlap makes it: the campaign's defaults (gold rate, adjudication)
+    overlap += 1
+    campaign = campaign_get_or_create(name="load", overlap=overlap)
+else:
+    campaign = campaign_get_or_create(name="load", overlap=overlap, gold_rate=0.0, adjudicate=False)
 importer = import_user()
 B = 5000
 with transaction.atomic():
@@ -80,13 +89,13 @@ with transaction.atomic():
             Comparison(
                 prompt=p, response_a=responses[2 * k], response_b=responses[2 * k + 1], campaign=campaign,
                 overlap=1 if start + k < complete else overlap,
-                judgment_count=1 if start + k < complete else 0, needs_judgments=start + k >= complete,
+                judgment_count=1 if start + k < complete or imported else 0, needs_judgments=start + k >= complete,
             )
             for k, p in enumerate(prompts)
         ])
         Judgment.objects.bulk_create([
             Judgment(comparison=c, annotator=importer, choice=Choice.FIRST, first_choice=Choice.FIRST, source=Source.IMPORTED)
-            for k, c in enumerate(comparisons) if start + k < complete
+            for k, c in enumerate(comparisons) if start + k < complete or imported
         ])
     hashed = make_password(sys.argv[4])
     people = get_user_model().objects.bulk_create([get_user_model()(username=f"ann{i}", password=hashed) for i in range(users)])
@@ -117,7 +126,9 @@ if sys.argv[2] == "reset":
     Judgment.objects.filter(source=Source.HUMAN).delete()
     Assignment.objects.all().delete()
     for start in range(0, len(judged), 5000):
-        Comparison.objects.filter(pk__in=judged[start:start + 5000]).update(judgment_count=0, needs_judgments=True)
+        Comparison.objects.filter(pk__in=judged[start:start + 5000]).update(
+            judgment_count=int(sys.argv[3]), overlap=int(sys.argv[4]), needs_judgments=True
+        )
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             # the deleted rows cleared now, not by an autovacuum in the middle of the next phase
@@ -334,6 +345,12 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=4)
     parser.add_argument("--client-processes", type=int, default=4)
     parser.add_argument(
+        "--as-imported",
+        action="store_true",
+        help="each open comparison already holds an imported judgment (--overlap more wanted), in a campaign "
+        "with the defaults import_preferences gives it (gold rate, adjudication)",
+    )
+    parser.add_argument(
         "--phases",
         default="one,two,human",
         help="of one (call), two (calls), human (pace); the floor always runs",
@@ -361,6 +378,7 @@ def main() -> None:
                     str(max(args.annotators, args.pace_annotators)),
                     PASSWORD,
                     str(args.overlap),
+                    "imported" if args.as_imported else "plain",
                 )
             )
             port = free_port()
@@ -385,7 +403,13 @@ def main() -> None:
                     time.sleep(0.2)
             label = (
                 f"{kind}, {fill:,} comparisons ({fill - open_:,} complete, {open_:,} open, "
-                f"each wanting {args.overlap} judgments)"
+                f"each wanting {args.overlap} judgments"
+                + (
+                    ", beside one imported; the campaign's default gold rate and adjudication"
+                    if args.as_imported
+                    else ""
+                )
+                + ")"
             )
             try:
                 floor = summarise(
@@ -418,7 +442,8 @@ def main() -> None:
                     )
                     path = Path(f"/tmp/prefloop-load-acked-{port}.json")
                     path.write_text(json.dumps(summary["acked"]))
-                    check = json.loads(django_script(CHECK, env, str(path), "reset"))
+                    reset_to = ("1", str(args.overlap + 1)) if args.as_imported else ("0", str(args.overlap))
+                    check = json.loads(django_script(CHECK, env, str(path), "reset", *reset_to))
                     ratio = summary["rate"] / floor["floor_rate"] if floor["floor_rate"] else 0.0
                     print(
                         f"{label}: {label_mode}: {summary['rate']:.1f} judgments/s"
