@@ -76,11 +76,12 @@ def _judgment_record(
     # Known when the caller locked the annotator's assignment and then the comparison (``_lock_open``):
     # no other judgment of theirs can arrive before this transaction ends.
     judged: bool | None = getattr(locked, "judged_by_annotator", None)
+    full = locked.kind != Kind.GOLD and locked.judgment_count >= locked.overlap
+    if judged is None and full:  # unknown: asked only to tell the two refusals apart
+        judged = Judgment.objects.filter(comparison=locked, annotator=annotator).exists()
     if judged:
         raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
-    if locked.kind != Kind.GOLD and locked.judgment_count >= locked.overlap:
-        if judged is None and Judgment.objects.filter(comparison=locked, annotator=annotator).exists():
-            raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk)
+    if full:
         raise ComparisonFull("this comparison already has all its judgments", comparison=comparison.pk)
     now = timezone.now()
     judgment = Judgment(
