@@ -173,8 +173,7 @@ def _first_open(
         " AND NOT EXISTS (SELECT 1 FROM {judgment} j WHERE j.comparison_id = c.id AND j.annotator_id = %s)"
         " AND NOT EXISTS (SELECT 1 FROM {assignment} s"
         "  WHERE s.comparison_id = c.id AND s.annotator_id = %s AND s.skipped_at IS NOT NULL)"
-        " AND (c.kind = %s OR c.judgment_count < c.overlap - (SELECT COUNT(*) FROM {assignment} l"
-        "  WHERE l.comparison_id = c.id AND l.expires_at > %s AND l.skipped_at IS NULL AND l.annotator_id <> %s))"
+        f" AND (c.kind = %s OR c.judgment_count < c.overlap - ({_others_leases('c.id')}))"
         f" ORDER BY c.id LIMIT 1 {lock}",
         [
             *params,
@@ -192,11 +191,20 @@ def _leased_by_others(comparison_id: int, annotator: AbstractBaseUser, now: date
     """Live leases of the comparison held by annotators other than ``annotator`` (as ``_first_open``
     counts them), read now."""
     row = _sql(
-        "SELECT COUNT(*) FROM {assignment} l"
-        " WHERE l.comparison_id = %s AND l.expires_at > %s AND l.skipped_at IS NULL AND l.annotator_id <> %s",
-        [comparison_id, connection.ops.adapt_datetimefield_value(now), annotator.pk],
+        _others_leases("%s"), [comparison_id, connection.ops.adapt_datetimefield_value(now), annotator.pk]
     )
     return int(row[0]) if row else 0
+
+
+def _others_leases(comparison: str) -> str:
+    """SQL counting the live leases of ``comparison`` (an SQL expression) held by annotators other
+    than the one served; its parameters: now, then that annotator's id. The one lease rule of
+    ``_first_open`` and ``_leased_by_others``."""
+    return (
+        "SELECT COUNT(*) FROM {assignment} l"
+        f" WHERE l.comparison_id = {comparison} AND l.expires_at > %s AND l.skipped_at IS NULL"
+        " AND l.annotator_id <> %s"
+    )
 
 
 def _holds_live_lease(*, annotator: AbstractBaseUser, now: datetime) -> bool:
