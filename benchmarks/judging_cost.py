@@ -105,7 +105,7 @@ def main() -> None:
         url = fresh_database(kind)
         env = bench_env(url)
         # 3,000 open comparisons wanting one judgment each: enough for every call measured
-        people = json.loads(django_script(SETUP, env, "3000", "3000", "3", PASSWORD, "1"))
+        people = json.loads(django_script(SETUP, env, "3000", "3000", "3", PASSWORD, "1", "plain"))
         (_, token), (page_user, _), (_, floor_token) = people
         run = subprocess.run(
             [
