@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.datacard import datacard_render, datacard_stats
-from annotate.errors import CampaignNotFound, ComparisonNotFound
+from annotate.errors import CampaignNotFound
 from annotate.models import (
     Assignment,
     Campaign,
@@ -274,10 +274,9 @@ class JudgmentListCreateApi(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = JudgmentCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        comparison = object_or_404(Comparison, error=ComparisonNotFound, pk=data.validated_data["comparison"])
         given = data.validated_data
         judgment = judgment_from_screen(
-            comparison=comparison,
+            comparison_id=given["comparison"],
             annotator=request.user,
             answer=ScreenAnswer(
                 verdict=given["verdict"],

@@ -76,13 +76,14 @@ def _picked(request: HttpRequest) -> Campaign | None:
     return picked
 
 
-def _queue(request: HttpRequest, *, status: int = 200) -> HttpResponse:
+def _queue(request: HttpRequest, *, status: int = 200, recorded: Judgment | None = None) -> HttpResponse:
+    """The judging page (or, with htmx, its fragment): the next comparison, with what was just done
+    (``recorded``: the judgment just stored, else the one the session names)."""
     picked = _picked(request)
     assignment = comparison_assign_next(annotator=request.user, campaign=picked)
     recorded_pk = request.session.pop(SESSION_RECORDED, None)
-    recorded = (
-        Judgment.objects.filter(pk=recorded_pk, annotator=request.user).first() if recorded_pk else None
-    )
+    if recorded is None and recorded_pk:
+        recorded = Judgment.objects.filter(pk=recorded_pk, annotator=request.user).first()
     context = {
         "assignment": assignment,
         "picked": picked,
@@ -144,26 +145,28 @@ def queue(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def judge(request: HttpRequest) -> HttpResponse:
-    comparison = object_or_404(Comparison, error=ComparisonNotFound, pk=request.POST.get("comparison"))
+    posted = request.POST.get("comparison", "")
     answer = request.POST.get("answer", "")
-    if answer == "skip":
-        assignment_skip(comparison=comparison, annotator=request.user)
-        request.session[SESSION_SKIPPED] = comparison.pk
-        return _queue(request) if request.htmx else redirect("annotate:queue")
-    if answer == "unskip":  # U right after a skip: that comparison comes back, next
-        assignment_unskip(comparison=comparison, annotator=request.user)
+    if answer in ("skip", "unskip"):
+        comparison = object_or_404(Comparison, error=ComparisonNotFound, pk=posted)
+        if answer == "skip":
+            assignment_skip(comparison=comparison, annotator=request.user)
+            request.session[SESSION_SKIPPED] = comparison.pk
+        else:  # U right after a skip: that comparison comes back, next
+            assignment_unskip(comparison=comparison, annotator=request.user)
         return _queue(request) if request.htmx else redirect("annotate:queue")
     verdict, strength = _parse_answer(answer)
     try:
         judgment = judgment_from_screen(
-            comparison=comparison,
+            comparison_id=posted,
             annotator=request.user,
             answer=ScreenAnswer(
                 verdict=verdict,
                 strength=strength,
-                ranks=[_rank(request.POST.get(f"rank_{i}")) for i in range(1, len(comparison.answers) + 1)]
-                if comparison.is_ranking  # (a pair's answers are not loaded for nothing)
-                else [],
+                # a ranking item's ranks, one per answer as shown (a pair posts none)
+                ranks=[
+                    _rank(request.POST.get(f"rank_{i}")) for i in range(1, 5) if f"rank_{i}" in request.POST
+                ],
                 rationale=request.POST.get("rationale", "").strip(),
                 edit=request.POST.get("edit", ""),
                 edit_of=request.POST.get("edit_of", ""),
@@ -172,7 +175,7 @@ def judge(request: HttpRequest) -> HttpResponse:
     except AlreadyJudged:
         # A double submit, or an answer to a page kept in the browser's history: the first answer
         # stands, and the page says so beside the link that changes it (never dropped silently).
-        earlier = Judgment.objects.filter(comparison=comparison, annotator=request.user).first()
+        earlier = Judgment.objects.filter(comparison_id=posted, annotator=request.user).first()
         if earlier is not None:
             request.session[SESSION_RECORDED] = earlier.pk
             request.session[SESSION_NOT_RECORDED] = True
@@ -180,12 +183,14 @@ def judge(request: HttpRequest) -> HttpResponse:
         # Paused or closed while the annotator held one of its comparisons: say so and serve the
         # next comparison from their other campaigns, so the keys keep working without a reload.
         # Someone outside the campaign (never a member, or taken off) is refused as before (403).
-        if Campaign.objects.filter(pk=comparison.campaign_id, status=CampaignStatus.OPEN).exists():
+        if Campaign.objects.filter(pk=exc.context.get("campaign"), status=CampaignStatus.OPEN).exists():
             raise
         if request.session.get(SESSION_CAMPAIGN) == exc.context.get("campaign"):
             request.session.pop(SESSION_CAMPAIGN)
         request.session[SESSION_NOTICE] = exc.detail
     else:
+        if request.htmx:  # shown in the answer itself: the session is not written for it
+            return _queue(request, recorded=judgment)
         request.session[SESSION_RECORDED] = judgment.pk
     return _queue(request) if request.htmx else redirect("annotate:queue")
 

@@ -117,6 +117,9 @@ def test_errors_come_back_as_typed_json(api, annotator):
     assert Judgment.objects.count() == 1
     missing = api.post("/api/judgments/", {"comparison": 999999, "verdict": "left"}, format="json")
     assert missing.status_code == 404
+    for beyond in (2**63, -1, 0):  # no row can have such an id: the same 404, never a database error
+        answer = api.post("/api/judgments/", {"comparison": beyond, "verdict": "left"}, format="json")
+        assert (answer.status_code, answer.json()["error"]) == (404, "comparison_not_found"), beyond
 
 
 @pytest.mark.django_db

@@ -388,7 +388,7 @@ def turn_vote(
         expires_at=now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
     )
     judgment = judgment_from_screen(
-        comparison=comparison,
+        comparison_id=comparison.pk,
         annotator=annotator,
         answer=ScreenAnswer(verdict=verdict, strength=strength, rationale=rationale),
     )

@@ -8,10 +8,17 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from annotate.errors import AlreadyJudged, AlreadySkipped, CampaignNotOpen, ComparisonFull, NotServed
+from annotate import sql
+from annotate.errors import (
+    AlreadyJudged,
+    AlreadySkipped,
+    CampaignNotOpen,
+    ComparisonFull,
+    ComparisonNotFound,
+    NotServed,
+)
 from annotate.models import (
     ADJUDICATIONS,
     PAIR_VERDICTS,
@@ -30,7 +37,7 @@ from annotate.models import (
     Verdict,
 )
 from annotate.selectors import campaign_closed_reason, campaign_open_to, implied_pairs, majority
-from config.errors import Invalid, NotAllowed
+from config.errors import Invalid, NotAllowed, object_or_404
 from config.limits import too_long
 from generation.models import FinishReason, Response
 
@@ -136,15 +143,26 @@ def _adjudicate(comparison: Comparison) -> None:
 def _lock(comparison_id: int, *, annotator: AbstractBaseUser | None = None) -> Comparison:
     """The comparison, its row locked for the rest of the transaction, with its campaign; with
     ``annotator``, also whether they have judged it (``judged_by_annotator``), read in the same
-    statement (so after any lock the caller already holds)."""
-    comparisons = Comparison.objects.select_for_update(of=("self",)).select_related("campaign")
+    statement (so after any lock the caller already holds). SQL written out (``annotate/sql.py``):
+    it is on every judgment."""
+    judged = (
+        ", EXISTS (SELECT 1 FROM {judgment} j WHERE j.comparison_id = c.id AND j.annotator_id = %s)"
+        if annotator is not None
+        else ""
+    )
+    values = sql.row(
+        f"SELECT {sql.columns(Comparison, 'c')}, {sql.columns(Campaign, 'k')}{judged}"
+        " FROM {comparison} c JOIN {campaign} k ON k.id = c.campaign_id WHERE c.id = %s" + sql.lock("c"),
+        [annotator.pk, comparison_id] if annotator is not None else [comparison_id],
+    )
+    if values is None:
+        raise Comparison.DoesNotExist(f"no comparison with id {comparison_id}")
+    row = sql.Row(values)
+    locked = row.take(Comparison)
+    locked.campaign = row.take(Campaign)
     if annotator is not None:
-        comparisons = comparisons.annotate(
-            judged_by_annotator=Exists(
-                Judgment.objects.filter(comparison=OuterRef("pk"), annotator_id=annotator.pk)
-            )
-        )
-    return comparisons.get(pk=comparison_id)
+        locked.judged_by_annotator = bool(row.rest()[0])  # type: ignore[attr-defined]
+    return locked
 
 
 def _validate_verdict(*, verdict: str, strength: str, rationale: str = "", thumbs: bool = False) -> None:
@@ -169,16 +187,30 @@ def choice_for(*, verdict: str, left: str) -> str:
     return verdict
 
 
-def _served(*, comparison: Comparison, annotator: AbstractBaseUser) -> Assignment:
-    """The annotator's assignment of ``comparison``, locked: NotServed when it was never served to
-    them, AlreadySkipped when they skipped it."""
-    assignment = (
-        Assignment.objects.select_for_update().filter(comparison=comparison, annotator=annotator).first()
+def _served(*, comparison_id: int | str, annotator: AbstractBaseUser) -> Assignment:
+    """The annotator's assignment of the comparison (its id as posted), locked, with the comparison
+    loaded beside it (not locked: ``_lock_open`` locks it next). Refused: ComparisonNotFound (Invalid
+    for an id that is not one), NotServed when it was never served to them, AlreadySkipped when they
+    skipped it. SQL written out (``annotate/sql.py``): it is on every judgment."""
+    pk = sql.as_id(comparison_id)
+    values = (
+        sql.row(
+            f"SELECT {sql.columns(Assignment, 'a')}, {sql.columns(Comparison, 'c')}"
+            " FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
+            " WHERE a.comparison_id = %s AND a.annotator_id = %s" + sql.lock("a"),
+            [pk, annotator.pk],
+        )
+        if pk is not None
+        else None
     )
-    if assignment is None:
-        raise NotServed("this comparison was not served to you", comparison=comparison.pk)
+    if values is None:
+        object_or_404(Comparison, error=ComparisonNotFound, pk=comparison_id)  # not one: 404 (or 400)
+        raise NotServed("this comparison was not served to you", comparison=pk)
+    row = sql.Row(values)
+    assignment = row.take(Assignment)
+    assignment.comparison = row.take(Comparison)
     if assignment.skipped_at is not None:
-        raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=comparison.pk)
+        raise AlreadySkipped("you skipped this comparison; it cannot be judged now", comparison=pk)
     return assignment
 
 
@@ -218,7 +250,29 @@ def judgment_submit(
     judgment on an expired lease is
     accepted while the comparison still has room (its row is locked, so overlap holds: the lease only
     reserved the slot) and refused with ComparisonFull once others have filled it."""
-    assignment = _served(comparison=comparison, annotator=annotator)
+    return _verdict_record(
+        assignment=_served(comparison_id=comparison.pk, annotator=annotator),
+        annotator=annotator,
+        verdict=verdict,
+        strength=strength,
+        rationale=rationale,
+        edit=edit,
+        edit_of=edit_of,
+    )
+
+
+def _verdict_record(
+    *,
+    assignment: Assignment,
+    annotator: AbstractBaseUser,
+    verdict: str,
+    strength: str,
+    rationale: str,
+    edit: str,
+    edit_of: str,
+) -> Judgment:
+    """``judgment_submit`` once the assignment is locked (``_served``)."""
+    comparison = assignment.comparison
     if comparison.is_ranking:
         raise Invalid("a ranking item is judged with a ranking of its answers, not a verdict")
     _validate_verdict(
@@ -270,7 +324,19 @@ def ranking_submit(
     in the order they were shown (1 is best; equal ranks tie), stored in comparison order (a, b, c,
     d) with ``choice`` the a-vs-b verdict it implies. The same rules as ``judgment_submit``: served,
     not skipped, campaign open, room left. One judgment, however many pairs it implies."""
-    assignment = _served(comparison=comparison, annotator=annotator)
+    return _ranking_record(
+        assignment=_served(comparison_id=comparison.pk, annotator=annotator),
+        annotator=annotator,
+        ranks=ranks,
+        rationale=rationale,
+    )
+
+
+def _ranking_record(
+    *, assignment: Assignment, annotator: AbstractBaseUser, ranks: Sequence[int], rationale: str
+) -> Judgment:
+    """``ranking_submit`` once the assignment is locked (``_served``)."""
+    comparison = assignment.comparison
     if not comparison.is_ranking:
         raise Invalid("a ranking is for a ranking item (three or four answers)")
     if problem := too_long("rationale", rationale, field="the rationale"):
@@ -303,18 +369,21 @@ class ScreenAnswer:
     edit_of: str = ""
 
 
+@transaction.atomic
 def judgment_from_screen(
-    *, comparison: Comparison, annotator: AbstractBaseUser, answer: ScreenAnswer
+    *, comparison_id: int | str, annotator: AbstractBaseUser, answer: ScreenAnswer
 ) -> Judgment:
-    """The one path from a screen to a judgment, for the page and the API alike: a ranking item is
-    judged by its ranks (``ranking_submit``), a pair or thumbs item by its verdict (``judgment_submit``,
-    with an edit if one was written)."""
-    if comparison.is_ranking:
-        return ranking_submit(
-            comparison=comparison, annotator=annotator, ranks=answer.ranks, rationale=answer.rationale
+    """The one path from a screen to a judgment, for the page and the API alike, given the
+    comparison's id as posted (the comparison is read with the annotator's assignment, not before):
+    a ranking item is judged by its ranks (as ``ranking_submit``), a pair or thumbs item by its
+    verdict (as ``judgment_submit``, with an edit if one was written)."""
+    assignment = _served(comparison_id=comparison_id, annotator=annotator)
+    if assignment.comparison.is_ranking:
+        return _ranking_record(
+            assignment=assignment, annotator=annotator, ranks=answer.ranks, rationale=answer.rationale
         )
-    return judgment_submit(
-        comparison=comparison,
+    return _verdict_record(
+        assignment=assignment,
         annotator=annotator,
         verdict=answer.verdict,
         strength=answer.strength,

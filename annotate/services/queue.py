@@ -12,9 +12,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
+from annotate import sql
 from annotate.errors import CampaignNotOpen, NotServed
 from annotate.models import Assignment, Campaign, Comparison, Judgment, Kind, Side
 from annotate.selectors import campaign_closed_reason, campaigns_open_for
+from generation.models import Prompt, Response
 
 # What serving a comparison shows: loaded with the assignment in one query.
 _SHOWN = ("comparison__prompt", "comparison__response_a", "comparison__response_b", "comparison__campaign")
@@ -124,23 +126,31 @@ def _lock_open(
                     passed.append(pk)
     if found is None:
         return None
-    return Comparison.objects.select_related("prompt", "response_a", "response_b").get(pk=found)
+    return _shown(found)
 
 
-# The queue's questions, asked on every serve, written out in SQL: the ORM took longer to compile
-# them than the database to answer (``benchmarks/judging_cost.py``). tests/annotate/test_services.py,
-# test_views.py and test_integrity.py hold the serving rules, on both databases and concurrently.
+def _shown(comparison_id: int) -> Comparison:
+    """The comparison with what serving it shows: its prompt and first two answers (a ranking's
+    others are loaded when shown)."""
+    values = sql.row(
+        f"SELECT {sql.columns(Comparison, 'c')}, {sql.columns(Prompt, 'p')},"
+        f" {sql.columns(Response, 'a')}, {sql.columns(Response, 'b')} FROM {{comparison}} c"
+        " JOIN {prompt} p ON p.id = c.prompt_id JOIN {response} a ON a.id = c.response_a_id"
+        " LEFT JOIN {response} b ON b.id = c.response_b_id WHERE c.id = %s",
+        [comparison_id],
+    )
+    assert values is not None  # locked by the caller
+    row = sql.Row(values)
+    comparison = row.take(Comparison)
+    comparison.prompt, comparison.response_a = row.take(Prompt), row.take(Response)
+    second = row.take(Response)  # (all null for a thumbs item)
+    comparison.response_b = second if comparison.response_b_id is not None else None
+    return comparison
 
 
-def _sql(text: str, params: Sequence[object]) -> tuple | None:
-    tables = {
-        "comparison": Comparison._meta.db_table,
-        "judgment": Judgment._meta.db_table,
-        "assignment": Assignment._meta.db_table,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(text.format(**{k: connection.ops.quote_name(v) for k, v in tables.items()}), params)
-        return cursor.fetchone()
+# The queue's questions, asked on every serve, are written out in SQL (``annotate/sql.py``).
+# tests/annotate/test_services.py, test_views.py and test_integrity.py hold the serving rules, on
+# both databases and concurrently.
 
 
 def _first_open(
@@ -167,7 +177,7 @@ def _first_open(
     if passed:
         where.append(f"c.id NOT IN ({', '.join(['%s'] * len(passed))})")
         params.extend(passed)
-    row = _sql(
+    row = sql.row(
         "SELECT c.id, c.kind, c.judgment_count, c.overlap FROM {comparison} c"
         f" WHERE c.needs_judgments AND {' AND '.join(where)}"
         " AND NOT EXISTS (SELECT 1 FROM {judgment} j WHERE j.comparison_id = c.id AND j.annotator_id = %s)"
@@ -190,7 +200,7 @@ def _first_open(
 def _leased_by_others(comparison_id: int, annotator: AbstractBaseUser, now: datetime) -> int:
     """Live leases of the comparison held by annotators other than ``annotator`` (as ``_first_open``
     counts them), read now."""
-    row = _sql(
+    row = sql.row(
         _others_leases("%s"), [comparison_id, connection.ops.adapt_datetimefield_value(now), annotator.pk]
     )
     return int(row[0]) if row else 0
@@ -212,7 +222,7 @@ def _holds_live_lease(*, annotator: AbstractBaseUser, now: datetime) -> bool:
     campaign: nearly always no, which spares the query that loads what is shown. A read of the
     (annotator, expires_at) index: judged and skipped leases have expired."""
     return (
-        _sql(
+        sql.row(
             "SELECT 1 FROM {assignment} a"
             " WHERE a.annotator_id = %s AND a.expires_at > %s AND a.skipped_at IS NULL"
             " AND NOT EXISTS (SELECT 1 FROM {judgment} j"
