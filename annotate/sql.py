@@ -4,7 +4,7 @@ where the ORM took longer to build and compile a query than the database took to
 ``Model.from_db``, as the ORM's own would. Everything else uses the ORM.
 
 Table names are written ``{comparison}``, ``{judgment}``, ``{assignment}``, ``{campaign}``,
-``{prompt}``, ``{response}``; a model's columns ``columns(Model, alias)``. Parameters are the
+``{campaign_member}``, ``{prompt}``, ``{response}``; a model's columns ``columns(Model, alias)``. Parameters are the
 driver's (``%s``), never formatted into the text.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from django.db import connection
@@ -27,6 +28,7 @@ def _tables() -> dict[str, str]:
     from generation.models import Prompt, Response
 
     models = {
+        "campaign_member": Campaign.members.through,  # (campaign_id, user_id)
         "comparison": Comparison,
         "judgment": Judgment,
         "assignment": Assignment,
@@ -94,6 +96,30 @@ def row(text: str, params: Sequence[object]) -> tuple | None:
     with connection.cursor() as cursor:
         cursor.execute(text.format(**_tables()), params)
         return cursor.fetchone()
+
+
+def rows(text: str, params: Sequence[object]) -> list[tuple]:
+    """Every row ``text`` returns (table names filled in)."""
+    with connection.cursor() as cursor:
+        cursor.execute(text.format(**_tables()), params)
+        return cursor.fetchall()
+
+
+def execute(text: str, params: Sequence[object]) -> int:
+    """Run a statement that returns no rows (table names filled in): the rows it changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(text.format(**_tables()), params)
+        return cursor.rowcount
+
+
+def name(column: str) -> str:
+    """A column's name quoted (``left`` and ``order`` are SQL keywords)."""
+    return connection.ops.quote_name(column)
+
+
+def moment(value: datetime) -> object:
+    """A date and time as the database takes it (SQLite: text in UTC)."""
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def lock(alias: str) -> str:

@@ -110,13 +110,14 @@ def _judgment_record(
                 judgment.save(force_insert=True)
         except IntegrityError as exc:  # one judgment per annotator, enforced by the database
             raise AlreadyJudged("you have already judged this comparison", comparison=comparison.pk) from exc
-    if assignment is not None:
-        Assignment.objects.filter(pk=assignment.pk).update(expires_at=now)
+    if assignment is not None:  # its lease ends
+        sql.execute("UPDATE {assignment} SET expires_at = %s WHERE id = %s", [sql.moment(now), assignment.pk])
     locked.judgment_count += 1
     _adjudicate(locked)
     locked.needs_judgments = locked.kind == Kind.GOLD or locked.judgment_count < locked.overlap
-    Comparison.objects.filter(pk=locked.pk).update(
-        judgment_count=locked.judgment_count, overlap=locked.overlap, needs_judgments=locked.needs_judgments
+    sql.execute(
+        "UPDATE {comparison} SET judgment_count = %s, overlap = %s, needs_judgments = %s WHERE id = %s",
+        [locked.judgment_count, locked.overlap, locked.needs_judgments, locked.pk],
     )
     return judgment
 

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from annotate import sql
 from annotate.errors import CampaignNotOpen, NotServed
-from annotate.models import Assignment, Campaign, Comparison, Judgment, Kind, Side
-from annotate.selectors import campaign_closed_reason, campaigns_open_for
+from annotate.models import Assignment, Campaign, CampaignStatus, Comparison, Judgment, Kind, Side
+from annotate.selectors import campaign_closed_reason
 from generation.models import Prompt, Response
 
 # What serving a comparison shows: loaded with the assignment in one query.
@@ -36,16 +36,17 @@ def comparison_assign_next(
     writers (IMMEDIATE transactions).
     """
     now = timezone.now()
-    allowed = campaigns_open_for(annotator=annotator)
-    if campaign is not None:
-        if not allowed.filter(pk=campaign.pk).exists():
-            raise CampaignNotOpen(
-                campaign_closed_reason(campaign=campaign, annotator=annotator), campaign=campaign.pk
-            )
-        allowed = allowed.filter(pk=campaign.pk)
+    allowed = _campaigns_open(annotator=annotator, only=campaign)
+    if campaign is not None and not allowed:
+        raise CampaignNotOpen(
+            campaign_closed_reason(campaign=campaign, annotator=annotator), campaign=campaign.pk
+        )
     live = (
         Assignment.objects.filter(
-            annotator=annotator, expires_at__gt=now, skipped_at=None, comparison__campaign__in=allowed
+            annotator=annotator,
+            expires_at__gt=now,
+            skipped_at=None,
+            comparison__campaign__in=[open_.pk for open_ in allowed],
         )
         .exclude(comparison__in=Judgment.objects.filter(annotator=annotator).values("comparison"))
         .select_related(*_SHOWN)
@@ -56,7 +57,7 @@ def comparison_assign_next(
     )
     if live is not None:
         return live
-    for candidate_campaign in list(allowed):
+    for candidate_campaign in allowed:
         first = functools.partial(_lock_open, annotator=annotator, now=now, campaign=candidate_campaign)
         if not candidate_campaign.gold_rate:
             comparison = first(gold=None)
@@ -77,15 +78,48 @@ def comparison_assign_next(
                 expires_at=now + timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS),
                 skipped_at=None,
             )
-            # One statement: a new lease, or one served before (lapsed, neither judged nor skipped) renewed.
-            Assignment.objects.bulk_create(
-                [lease],
-                update_conflicts=True,
-                unique_fields=["comparison", "annotator"],
-                update_fields=["left", "order", "served_at", "expires_at", "skipped_at"],
-            )
+            _lease_take(lease)
             return lease
     return None
+
+
+def _campaigns_open(*, annotator: AbstractBaseUser, only: Campaign | None) -> list[Campaign]:
+    """The campaigns open to the annotator, highest priority first, by ``campaigns_open_for``'s rule
+    (open; open to all, or they are a member), or only ``only`` if it is one of them."""
+    params: list[object] = [CampaignStatus.OPEN, annotator.pk]
+    if only is not None:
+        params.append(only.pk)
+    found = sql.rows(
+        f"SELECT {sql.columns(Campaign, 'k')} FROM {{campaign}} k WHERE k.status = %s AND (k.open_to_all"
+        " OR EXISTS (SELECT 1 FROM {campaign_member} m WHERE m.campaign_id = k.id AND m.user_id = %s))"
+        + (" AND k.id = %s" if only is not None else "")
+        + " ORDER BY k.priority DESC, k.id",
+        params,
+    )
+    return [sql.loaded(Campaign, values) for values in found]
+
+
+def _lease_take(lease: Assignment) -> None:
+    """Store ``lease`` in one statement (its id set): a new one, or one served before (lapsed, neither
+    judged nor skipped) renewed."""
+    renewed = ("left", "order", "served_at", "expires_at", "skipped_at")
+    stored = sql.row(
+        f"INSERT INTO {{assignment}} (comparison_id, annotator_id, {', '.join(map(sql.name, renewed))})"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (comparison_id, annotator_id) DO UPDATE SET "
+        + ", ".join(f"{sql.name(column)} = excluded.{sql.name(column)}" for column in renewed)
+        + " RETURNING id",
+        [
+            lease.comparison_id,
+            lease.annotator_id,
+            lease.left,
+            lease.order,
+            sql.moment(lease.served_at),
+            sql.moment(lease.expires_at),
+            None,
+        ],
+    )
+    assert stored is not None
+    lease.pk = stored[0]
 
 
 def _shuffled(letters: str) -> str:

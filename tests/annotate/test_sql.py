@@ -73,3 +73,36 @@ def test_rows_read_through_sql_are_the_orms_instances():
 )
 def test_only_ids_a_bigint_column_holds_reach_sql(posted, expected):
     assert sql.as_id(posted) == expected
+
+
+@pytest.mark.django_db
+def test_the_queues_campaigns_are_campaigns_open_for_in_the_same_order():
+    from annotate.models import CampaignStatus
+    from annotate.selectors import campaigns_open_for
+    from annotate.services.queue import _campaigns_open
+
+    member, outsider = UserFactory(), UserFactory()
+    campaigns = []
+    for i, (status, open_to_all, priority) in enumerate(
+        [
+            (CampaignStatus.OPEN, True, 0),
+            (CampaignStatus.OPEN, False, 5),
+            (CampaignStatus.PAUSED, True, 9),
+            (CampaignStatus.CLOSED, False, 9),
+            (CampaignStatus.OPEN, True, 5),
+            (CampaignStatus.OPEN, False, -1),
+        ]
+    ):
+        campaign = CampaignFactory(name=f"c{i}", status=status, open_to_all=open_to_all, priority=priority)
+        if not open_to_all and i != 5:  # c5: members-only, with no members
+            campaign.members.add(member)
+        campaigns.append(campaign)
+    for annotator in (member, outsider):
+        expected = list(campaigns_open_for(annotator=annotator))
+        assert _campaigns_open(annotator=annotator, only=None) == expected
+        assert [c.name for c in expected] == (["c1", "c4", "c0"] if annotator == member else ["c4", "c0"])
+        for campaign in campaigns:
+            only = _campaigns_open(annotator=annotator, only=campaign)
+            assert only == [c for c in expected if c.pk == campaign.pk]
+            if only:
+                _same(only[0], Campaign.objects.get(pk=campaign.pk))
