@@ -15,7 +15,7 @@ from django.utils import timezone
 from annotate import sql
 from annotate.errors import CampaignNotOpen, NotServed
 from annotate.models import Assignment, Campaign, CampaignStatus, Comparison, Judgment, Kind, Side
-from annotate.selectors import campaign_closed_reason
+from annotate.selectors import campaign_closed_reason, campaign_open_sql
 from generation.models import Prompt, Response
 
 # What serving a comparison shows: loaded with the assignment in one query.
@@ -90,8 +90,7 @@ def _campaigns_open(*, annotator: AbstractBaseUser, only: Campaign | None) -> li
     if only is not None:
         params.append(only.pk)
     found = sql.rows(
-        f"SELECT {sql.columns(Campaign, 'k')} FROM {{campaign}} k WHERE k.status = %s AND (k.open_to_all"
-        " OR EXISTS (SELECT 1 FROM {campaign_member} m WHERE m.campaign_id = k.id AND m.user_id = %s))"
+        f"SELECT {sql.columns(Campaign, 'k')} FROM {{campaign}} k WHERE {campaign_open_sql('k')}"
         + (" AND k.id = %s" if only is not None else "")
         + " ORDER BY k.priority DESC, k.id",
         params,

@@ -106,3 +106,39 @@ def test_the_queues_campaigns_are_campaigns_open_for_in_the_same_order():
             assert only == [c for c in expected if c.pk == campaign.pk]
             if only:
                 _same(only[0], Campaign.objects.get(pk=campaign.pk))
+
+
+@pytest.mark.django_db
+def test_the_progress_line_counts_by_the_queues_rules():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotate.models import CampaignStatus, Judgment
+    from annotate.selectors import annotator_progress
+    from annotate.services.queue import assignment_skip
+    from tests.factories import JudgmentFactory
+
+    annotator, other = UserFactory(), UserFactory()
+    open_ = CampaignFactory(name="open", gold_rate=0)
+    members_only = CampaignFactory(name="members", open_to_all=False, gold_rate=0)
+    theirs = CampaignFactory(name="theirs", open_to_all=False, gold_rate=0)
+    paused = CampaignFactory(name="paused", status=CampaignStatus.PAUSED, gold_rate=0)
+    members_only.members.add(annotator)
+    theirs.members.add(other)
+    left = [ComparisonFactory(campaign=c) for c in (open_, open_, open_, members_only)]
+    for campaign in (theirs, paused):
+        ComparisonFactory(campaign=campaign)  # not open to the annotator: never counted
+    complete = ComparisonFactory(campaign=open_, overlap=1)
+    JudgmentFactory(comparison=complete, annotator=other)  # its one judgment: complete
+    assert annotator_progress(annotator=annotator).remaining == 4
+
+    JudgmentFactory(comparison=left[0], annotator=annotator)  # judged by them (and complete: overlap 1)
+    yesterday = JudgmentFactory(comparison=ComparisonFactory(campaign=paused), annotator=annotator)
+    Judgment.objects.filter(pk=yesterday.pk).update(created_at=timezone.now() - timedelta(days=1))
+    served = comparison_assign_next(annotator=annotator)
+    assert served is not None
+    assignment_skip(comparison=served.comparison, annotator=annotator)  # skipped: not left either
+    progress = annotator_progress(annotator=annotator)
+    assert (progress.judged_today, progress.remaining, progress.remaining_more) == (1, 2, False)
+    assert annotator_progress(annotator=other).remaining == 3  # open_'s two still wanting one, and theirs
