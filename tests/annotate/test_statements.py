@@ -5,7 +5,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.factories import CampaignFactory, ComparisonFactory, UserFactory
+from tests.factories import CampaignFactory, ComparisonFactory
 
 # Every round trip, transaction bounds included (each service's transaction shows here as a savepoint
 # and its release, as BEGIN and COMMIT in production): in one transaction the assignment with its
@@ -18,13 +18,18 @@ from tests.factories import CampaignFactory, ComparisonFactory, UserFactory
 MOST = {"sqlite": 14, "postgresql": 15}
 
 
-@pytest.mark.django_db
-def test_a_judgment_and_the_next_comparison_take_a_bounded_number_of_statements(api):
-    annotator = UserFactory()
+@pytest.fixture
+def judging(annotator):
+    """An annotator with a campaign of three comparisons to judge, as load.py's (no gold)."""
     campaign = CampaignFactory(name="load", gold_rate=0)
     for _ in range(3):
         ComparisonFactory(campaign=campaign)
-    api.force_authenticate(annotator)
+    return annotator
+
+
+@pytest.mark.django_db
+def test_a_judgment_and_the_next_comparison_take_a_bounded_number_of_statements(api, judging):
+    api.force_authenticate(judging)
     served = api.post("/api/comparisons/next/", {}, format="json").json()
 
     with CaptureQueriesContext(connection) as captured:
@@ -40,12 +45,8 @@ def test_a_judgment_and_the_next_comparison_take_a_bounded_number_of_statements(
 
 
 @pytest.mark.django_db
-def test_a_judgment_on_the_judging_page_reads_the_session_and_never_writes_it(client):
-    annotator = UserFactory()
-    campaign = CampaignFactory(name="load", gold_rate=0)
-    for _ in range(3):
-        ComparisonFactory(campaign=campaign)
-    client.force_login(annotator)
+def test_a_judgment_on_the_judging_page_reads_the_session_and_never_writes_it(client, judging):
+    client.force_login(judging)
     page = client.get("/annotate/").content.decode()
     served = int(page.split('name="comparison" value="')[1].split('"')[0])
 
