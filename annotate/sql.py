@@ -4,8 +4,8 @@ where the ORM took longer to build and compile a query than the database took to
 ``Model.from_db``, as the ORM's own would. Everything else uses the ORM.
 
 Table names are written ``{comparison}``, ``{judgment}``, ``{assignment}``, ``{campaign}``,
-``{campaign_member}``, ``{prompt}``, ``{response}``; a model's columns ``columns(Model, alias)``. Parameters are the
-driver's (``%s``), never formatted into the text.
+``{campaign_member}``, ``{prompt}``, ``{response}``; a model's columns ``columns(Model, alias)``.
+Parameters are the driver's (``%s``), never formatted into the text.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Model
 from django.db.models.expressions import Col
 
@@ -91,24 +92,28 @@ class Row:
         return self.values[self.at :]
 
 
+def _execute(cursor: CursorWrapper, text: str, params: Sequence[object]) -> None:
+    cursor.execute(text.format(**_tables()), params)
+
+
 def row(text: str, params: Sequence[object]) -> tuple | None:
     """The first row ``text`` returns (table names filled in), or None."""
     with connection.cursor() as cursor:
-        cursor.execute(text.format(**_tables()), params)
+        _execute(cursor, text, params)
         return cursor.fetchone()
 
 
 def rows(text: str, params: Sequence[object]) -> list[tuple]:
     """Every row ``text`` returns (table names filled in)."""
     with connection.cursor() as cursor:
-        cursor.execute(text.format(**_tables()), params)
+        _execute(cursor, text, params)
         return cursor.fetchall()
 
 
 def execute(text: str, params: Sequence[object]) -> int:
     """Run a statement that returns no rows (table names filled in): the rows it changed."""
     with connection.cursor() as cursor:
-        cursor.execute(text.format(**_tables()), params)
+        _execute(cursor, text, params)
         return cursor.rowcount
 
 

@@ -223,7 +223,7 @@ def _first_open(
             annotator.pk,
             annotator.pk,
             Kind.GOLD,
-            connection.ops.adapt_datetimefield_value(now),
+            sql.moment(now),
             annotator.pk,
         ],
     )
@@ -233,9 +233,7 @@ def _first_open(
 def _leased_by_others(comparison_id: int, annotator: AbstractBaseUser, now: datetime) -> int:
     """Live leases of the comparison held by annotators other than ``annotator`` (as ``_first_open``
     counts them), read now."""
-    row = sql.row(
-        _others_leases("%s"), [comparison_id, connection.ops.adapt_datetimefield_value(now), annotator.pk]
-    )
+    row = sql.row(_others_leases("%s"), [comparison_id, sql.moment(now), annotator.pk])
     return int(row[0]) if row else 0
 
 
@@ -261,7 +259,7 @@ def _holds_live_lease(*, annotator: AbstractBaseUser, now: datetime) -> bool:
             " AND NOT EXISTS (SELECT 1 FROM {judgment} j"
             "  WHERE j.comparison_id = a.comparison_id AND j.annotator_id = a.annotator_id)"
             " LIMIT 1",
-            [annotator.pk, connection.ops.adapt_datetimefield_value(now)],
+            [annotator.pk, sql.moment(now)],
         )
         is not None
     )
