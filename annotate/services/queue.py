@@ -15,7 +15,7 @@ from django.utils import timezone
 from annotate import sql
 from annotate.errors import CampaignNotOpen, NotServed
 from annotate.models import Assignment, Campaign, CampaignStatus, Comparison, Judgment, Kind, Side
-from annotate.selectors import campaign_closed_reason, campaign_open_sql
+from annotate.selectors import campaign_closed_reason, campaign_open_sql, unanswered_sql
 from generation.models import Prompt, Response
 
 # What serving a comparison shows: loaded with the assignment in one query.
@@ -212,10 +212,7 @@ def _first_open(
         params.extend(passed)
     row = sql.row(
         "SELECT c.id, c.kind, c.judgment_count, c.overlap FROM {comparison} c"
-        f" WHERE c.needs_judgments AND {' AND '.join(where)}"
-        " AND NOT EXISTS (SELECT 1 FROM {judgment} j WHERE j.comparison_id = c.id AND j.annotator_id = %s)"
-        " AND NOT EXISTS (SELECT 1 FROM {assignment} s"
-        "  WHERE s.comparison_id = c.id AND s.annotator_id = %s AND s.skipped_at IS NOT NULL)"
+        f" WHERE c.needs_judgments AND {' AND '.join(where)} AND {unanswered_sql('c')}"
         f" AND (c.kind = %s OR c.judgment_count < c.overlap - ({_others_leases('c.id')}))"
         f" ORDER BY c.id LIMIT 1 {lock}",
         [
