@@ -184,14 +184,20 @@ def _database() -> dict:
         }
         # Tests use a file too (not :memory:), so concurrent tests see SQLite's real locking.
         db["TEST"] = {"NAME": str(VAR_DIR / "test-prefloop.sqlite3")}
-    elif (
-        db["ENGINE"] == "django.db.backends.postgresql" and os.environ.get("PREFLOOP_DB_PREPARED", "1") == "1"
-    ):
-        # Server-side parameters, and statements a connection runs twice prepared: the judging
-        # loop's queries are planned once per connection instead of on every request (a third of a
-        # judgment's time went to PostgreSQL planning them; docs/benchmarks.md). PREFLOOP_DB_PREPARED=0
-        # behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
-        db["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 2}
+    elif db["ENGINE"] == "django.db.backends.postgresql":
+        # No JIT compilation: PostgreSQL compiles any statement estimated above its threshold on every
+        # run, prepared or not. A form of the queue's candidate query that the planner estimated
+        # expensive spent 40-80 ms per serve compiling, for a statement that read a few hundred
+        # buffers (docs/benchmarks.md, 2026-12-07); nothing this application asks runs long enough
+        # to repay compiling it, and an estimate is all it takes to cross the threshold.
+        db["OPTIONS"] = {"options": "-c jit=off"}
+        if os.environ.get("PREFLOOP_DB_PREPARED", "1") == "1":
+            # Server-side parameters, and statements a connection runs twice prepared: the judging
+            # loop's queries are planned once per connection instead of on every request (a third of
+            # a judgment's time went to PostgreSQL planning them; docs/benchmarks.md).
+            # PREFLOOP_DB_PREPARED=0 behind a pooler that cannot keep prepared statements (PgBouncer
+            # in transaction mode before 1.21).
+            db["OPTIONS"].update(server_side_binding=True, prepare_threshold=2)
     return db
 
 

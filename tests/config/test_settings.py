@@ -256,3 +256,28 @@ def test_an_api_token_ends_with_a_password_change_and_after_its_days(api, settin
     user.first_name = "unchanged password"
     user.save()
     assert api.get("/api/judgments/", HTTP_AUTHORIZATION=f"Token {renewed}").status_code == 200
+
+
+@pytest.mark.parametrize("prepared", ["1", "0"])
+def test_postgresql_connections_turn_jit_compilation_off(monkeypatch, prepared):
+    """A statement estimated above PostgreSQL's JIT threshold is compiled on every run (a form of the
+    queue's candidate query spent 40-80 ms per serve on it; docs/benchmarks.md, 2026-12-07): off,
+    with prepared statements or not."""
+    from config.settings import _database
+
+    monkeypatch.setenv("DATABASE_URL", "postgres://someone@db.example:5432/prefloop")
+    monkeypatch.setenv("PREFLOOP_DB_PREPARED", prepared)
+    options = _database()["OPTIONS"]
+    assert options["options"] == "-c jit=off"
+    assert options.get("server_side_binding", False) is (prepared == "1")
+
+
+@pytest.mark.django_db
+def test_the_connection_in_use_has_jit_off():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite compiles nothing")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"
