@@ -3,7 +3,9 @@ on SQLite, with the clients on the same machine.
 
 For each database and each fill of the campaign (2,000 open comparisons; 100,000 of which 90% are
 already complete, ahead of the open ones in id order; each open one wants --overlap judgments, so
-the fastest phase does not run out of them), four phases of --seconds each:
+the fastest phase does not run out of them; beside it, an earlier round's closed campaign of 2,000
+comparisons with 6,000 judgments by 30 other annotators and their leases, as a deployment that has
+run rounds holds), four phases of --seconds each:
 
 - floor: the clients make two minimal authenticated API requests per iteration (GET /api/judgments/,
   their own judgments: none);
@@ -18,6 +20,8 @@ the fastest phase does not run out of them), four phases of --seconds each:
 It prints judgments/s, p50/p95/p99 of "submit and get the next" (ms), the ratio to the floor, and after
 each phase the invariants: every acknowledged submit is stored, no comparison beyond its overlap,
 nobody served one comparison twice.
+Between phases the campaign is reset: its human judgments and leases deleted, its comparisons
+reopened, then (PostgreSQL) VACUUM ANALYZE.
 
 ``--phases`` picks among them (the floor always runs); ``--as-imported`` gives each open comparison an
 imported judgment beside the ones wanted, in a campaign with the defaults ``import_preferences`` gives
@@ -58,7 +62,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from rest_framework.authtoken.models import Token
-from annotate.models import Choice, Comparison, Judgment, Source
+from datetime import timedelta
+from django.utils import timezone
+from annotate.models import Assignment, Campaign, CampaignStatus, Choice, Comparison, Judgment, Side, Source
 from annotate.services.campaigns import campaign_get_or_create
 from annotate.services.judgments import import_user
 from generation.messages import messages_from_text, messages_hash
@@ -100,6 +106,39 @@ with transaction.atomic():
     hashed = make_password(sys.argv[4])
     people = get_user_model().objects.bulk_create([get_user_model()(username=f"ann{i}", password=hashed) for i in range(users)])
     tokens = Token.objects.bulk_create([Token(user=u, key=Token.generate_key()) for u in people])
+    # A deployment that has run rounds: an earlier campaign, closed, judged by earlier annotators (not
+    # the clients: the floor's request and their own queries read what they read without it). The
+    # tables the queue reads are never empty in use; emptied and analysed (as the reset between phases
+    # would leave them without this), PostgreSQL plans scans of them that the gunicorn workers'
+    # prepared statements keep while the tables grow (docs/benchmarks.md, 2026-12-07).
+    before = get_user_model().objects.bulk_create(
+        [get_user_model()(username=f"earlier{i}", password=hashed) for i in range(30)]
+    )
+    earlier = campaign_get_or_create(name="earlier round", overlap=3, gold_rate=0.0, adjudicate=False)
+    history = 2000
+    prompts = Prompt.objects.bulk_create([
+        Prompt(text=f"Earlier prompt {i}", content_hash=messages_hash(messages_from_text(f"Earlier prompt {i}")))
+        for i in range(history)
+    ])
+    responses = Response.objects.bulk_create([
+        Response(prompt=p, text=f"{side} earlier answer " + "words " * 40) for p in prompts for side in ("one", "two")
+    ])
+    comparisons = Comparison.objects.bulk_create([
+        Comparison(prompt=p, response_a=responses[2 * k], response_b=responses[2 * k + 1], campaign=earlier,
+                   overlap=3, judgment_count=3, needs_judgments=False)
+        for k, p in enumerate(prompts)
+    ])
+    served = timezone.now() - timedelta(days=7)
+    judges = [(c, before[(3 * k + j) % len(before)]) for k, c in enumerate(comparisons) for j in range(3)]
+    Judgment.objects.bulk_create([
+        Judgment(comparison=c, annotator=u, choice=Choice.FIRST, first_choice=Choice.FIRST, source=Source.HUMAN)
+        for c, u in judges
+    ])
+    Assignment.objects.bulk_create([
+        Assignment(comparison=c, annotator=u, left=Side.FIRST, served_at=served, expires_at=served) for c, u in judges
+    ])
+    Judgment.objects.filter(comparison__campaign=earlier).update(created_at=served)
+    Campaign.objects.filter(pk=earlier.pk).update(status=CampaignStatus.CLOSED)
 from django.db import connection
 if connection.vendor == "postgresql":
     with connection.cursor() as cursor:
@@ -114,17 +153,21 @@ django.setup()
 from django.db import connection
 from django.db.models import Count, F
 from annotate.models import Assignment, Comparison, Judgment, Source
+# the phase's campaign only (the earlier round's judgments and leases stay, as in a deployment)
+human = Judgment.objects.filter(source=Source.HUMAN, comparison__campaign__name="load")
+comparisons = Comparison.objects.filter(campaign__name="load")
+leases = Assignment.objects.filter(comparison__campaign__name="load")
 acked = {tuple(x) for x in json.load(open(sys.argv[1]))}
-stored = set(Judgment.objects.filter(source=Source.HUMAN).values_list("annotator__username", "comparison_id"))
-over_count = Comparison.objects.filter(judgment_count__gt=F("overlap")).count()
-over_real = Comparison.objects.annotate(n=Count("judgments")).filter(n__gt=F("overlap")).count()
-twice = Assignment.objects.values("comparison", "annotator").annotate(n=Count("*")).filter(n__gt=1).count()
+stored = set(human.values_list("annotator__username", "comparison_id"))
+over_count = comparisons.filter(judgment_count__gt=F("overlap")).count()
+over_real = comparisons.annotate(n=Count("judgments")).filter(n__gt=F("overlap")).count()
+twice = leases.values("comparison", "annotator").annotate(n=Count("*")).filter(n__gt=1).count()
 print(json.dumps({"acknowledged": len(acked), "stored": len(stored), "lost": len(acked - stored),
                   "unacknowledged": len(stored - acked), "over_overlap": over_count + over_real, "served_twice_db": twice}))
 if sys.argv[2] == "reset":
-    judged = list(Judgment.objects.filter(source=Source.HUMAN).values_list("comparison_id", flat=True))
-    Judgment.objects.filter(source=Source.HUMAN).delete()
-    Assignment.objects.all().delete()
+    judged = list(human.values_list("comparison_id", flat=True))
+    human.delete()
+    leases.delete()
     for start in range(0, len(judged), 5000):
         Comparison.objects.filter(pk__in=judged[start:start + 5000]).update(
             judgment_count=int(sys.argv[3]), overlap=int(sys.argv[4]), needs_judgments=True
