@@ -1,3 +1,4 @@
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -131,3 +132,62 @@ def test_a_stored_conversation_of_many_turns_shows_only_the_last_ones(client, an
     assert html.count('class="turn turn-') == settings.PREFLOOP_MAX_TURNS
     assert "t100000" in html and ">t5<" not in html
     assert len(html) < 200_000  # 10 MB before
+
+
+# The review's slow lexers: tads3 took 15.4 s on the 93-character block (2.7x more per two characters
+# added, so hours on the 200-character one); a guessed lexer is the text's choice too.
+TADS3_93 = "```tads3\n" + "/" * 40 + "\\" * 40 + "\n```"
+TADS3_200 = "```tads3\n" + "/" * 93 + "\\" * 94 + "\n```"
+
+
+@pytest.mark.parametrize("block", [TADS3_93, TADS3_200, "```systemd\n" + "[a]\n" * 1200 + "```"])
+def test_a_fence_naming_a_language_off_the_list_is_shown_as_plain_code(block):
+    html = markdown_html(block)
+
+    assert "<pre><code" in html and "<span" not in html  # escaped, no lexer ran
+
+
+def test_code_with_no_language_is_never_guessed():
+    html = markdown_html("```\n#!/bin/bash\nimport os\nprint('hi')\n```")
+
+    assert "<span" not in html and "print(" in html
+
+
+def test_a_text_highlights_its_code_up_to_the_budget_then_shows_the_rest_plain():
+    from annotate.rendering import MAX_HIGHLIGHTED
+
+    block = "```python\n" + "x = 1\n" * (MAX_HIGHLIGHTED // 12) + "```\n\n"
+    html = markdown_html(block + block + block)
+
+    blocks = html.split("</pre>")
+    assert "<span" in blocks[0] and "<span" not in blocks[2]  # the first within it, the third not
+    assert len(blocks[2]) > MAX_HIGHLIGHTED // 12 * 5  # shown whole all the same
+
+
+@pytest.mark.django_db
+def test_the_arena_page_shows_the_slow_lexers_blocks_as_plain_code(client, annotator):
+    from annotate.models import ArenaConversation, ArenaTurn, Side, Task, TurnStatus
+    from annotate.services.campaigns import campaign_arena_pool_set, campaign_create
+    from tests.factories import PolicyFactory
+
+    campaign = campaign_arena_pool_set(
+        campaign=campaign_create(name="arena", task=Task.ARENA), policies=[PolicyFactory(), PolicyFactory()]
+    )
+    policy_a, policy_b = campaign.arena_policies.all()
+    conversation = ArenaConversation.objects.create(
+        campaign=campaign, annotator=annotator, policy_a=policy_a, policy_b=policy_b, left=Side.FIRST
+    )
+    ArenaTurn.objects.create(
+        conversation=conversation,
+        number=1,
+        messages=[{"role": "user", "content": TADS3_93}],
+        status=TurnStatus.ANSWERED,
+        text_a=TADS3_200,
+        text_b=TADS3_93,
+    )
+    client.force_login(annotator)
+
+    html = client.get(f"/annotate/arena/{campaign.pk}/").content.decode()
+
+    blocks = re.findall(r'<code class="language-tads3">(.*?)</code>', html, re.S)
+    assert len(blocks) == 3 and not any("<span" in block for block in blocks)
