@@ -12,7 +12,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -54,6 +53,7 @@ from annotate.services.judgments import ScreenAnswer, judgment_from_screen
 from annotate.services.queue import comparison_assign_next
 from config.errors import NotAllowed, object_or_404
 from config.parsers import JSONParser
+from config.permissions import StaffOnly
 from generation.api import drafts_from_request
 from generation.models import Split
 
@@ -87,10 +87,9 @@ class ComparisonSerializer(serializers.ModelSerializer):
         ]
 
 
-class ComparisonListApi(generics.ListAPIView):
+class ComparisonListApi(StaffOnly, generics.ListAPIView):
     """All comparisons (staff); filter with ?campaign=NAME and ?kind=train|eval|gold."""
 
-    permission_classes = [IsAdminUser]
     serializer_class = ComparisonSerializer
 
     def get_queryset(self):
@@ -308,10 +307,9 @@ class PreferenceImportSerializer(serializers.Serializer):
     )
 
 
-class PreferenceImportApi(APIView):
+class PreferenceImportApi(StaffOnly, APIView):
     """Import existing preference pairs (staff), as ``import_preferences`` does: all or nothing."""
 
-    permission_classes = [IsAdminUser]
     parser_classes = [MultiPartParser, JSONParser]
 
     @extend_schema(request=PreferenceImportSerializer, responses={201: dict})
@@ -387,12 +385,10 @@ def _export_query(request: Request) -> dict:
 EXPORT_FILE = "preferences.jsonl"
 
 
-class ExportApi(APIView):
+class ExportApi(StaffOnly, APIView):
     """The preference dataset as streamed JSONL (staff), as ``export_preferences`` writes it. Its data
     card (the dataset's README.md) is at ``/api/export/card/`` with the same query (the ``Link``
     header names it)."""
-
-    permission_classes = [IsAdminUser]
 
     @extend_schema(
         parameters=[ExportQuerySerializer],
@@ -412,13 +408,11 @@ class ExportApi(APIView):
         return response
 
 
-class ExportCardApi(APIView):
+class ExportCardApi(StaffOnly, APIView):
     """The data card of the export with the same query (staff): the README.md of a Hugging Face
     dataset folder holding ``preferences.jsonl``: who judged, how labels were aggregated, agreement,
     gold accuracy, position bias, what was left out and why, the guidelines and their hash. It reads
     the same rows the export streams (one pass, nothing kept)."""
-
-    permission_classes = [IsAdminUser]
 
     @extend_schema(parameters=[ExportQuerySerializer], responses={(200, "text/markdown"): OpenApiTypes.STR})
     def get(self, request: Request) -> HttpResponse:
@@ -518,10 +512,8 @@ class CampaignListApi(generics.ListAPIView):
         return Response(CampaignSerializer(_campaigns().get(pk=campaign.pk)).data, status=201)
 
 
-class CampaignDetailApi(APIView):
+class CampaignDetailApi(StaffOnly, APIView):
     """One campaign (staff); PATCH changes its settings, status (open/paused/closed) or members."""
-
-    permission_classes = [IsAdminUser]
 
     def _get(self, pk: int) -> Campaign:
         return object_or_404(_campaigns(), error=CampaignNotFound, what="campaign", pk=pk)

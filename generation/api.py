@@ -5,13 +5,13 @@ from collections.abc import Callable
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import Invalid, object_or_404
 from config.parsers import JSONParser
+from config.permissions import StaffOnly
 from generation.errors import LineProblem, PolicyNotFound
 from generation.models import Policy, Prompt, Split
 from generation.prompt_files import prompt_draft_from_record, prompt_drafts_from_objects, prompt_drafts_read
@@ -34,10 +34,9 @@ class PromptCreateSerializer(serializers.Serializer):
     tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
 
 
-class PromptListCreateApi(generics.ListAPIView):
+class PromptListCreateApi(StaffOnly, generics.ListAPIView):
     """Prompts (staff). POST one prompt as ``{"prompt": ...}`` or ``{"messages": [...]}``."""
 
-    permission_classes = [IsAdminUser]
     serializer_class = PromptSerializer
 
     def get_queryset(self):
@@ -76,10 +75,9 @@ class PromptImportSerializer(serializers.Serializer):
     tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
 
 
-class PromptImportApi(APIView):
+class PromptImportApi(StaffOnly, APIView):
     """Bulk import (staff): a file upload or a JSON list, all or nothing, bad lines listed."""
 
-    permission_classes = [IsAdminUser]
     parser_classes = [MultiPartParser, JSONParser]
 
     @extend_schema(request=PromptImportSerializer, responses={201: dict})
@@ -121,16 +119,14 @@ class PolicySerializer(serializers.ModelSerializer):
         ]
 
 
-class PolicyListApi(generics.ListAPIView):
+class PolicyListApi(StaffOnly, generics.ListAPIView):
     """Policies (staff): annotators judge blind, so they never see which policy wrote what."""
 
-    permission_classes = [IsAdminUser]
     serializer_class = PolicySerializer
     queryset = Policy.objects.select_related("parent").order_by("id")
 
 
-class PolicyDetailApi(generics.RetrieveAPIView):
-    permission_classes = [IsAdminUser]
+class PolicyDetailApi(StaffOnly, generics.RetrieveAPIView):
     serializer_class = PolicySerializer
     queryset = Policy.objects.select_related("parent")
 
@@ -138,10 +134,8 @@ class PolicyDetailApi(generics.RetrieveAPIView):
         return object_or_404(self.get_queryset(), error=PolicyNotFound, what="policy", pk=self.kwargs["pk"])
 
 
-class PolicyPromoteApi(APIView):
+class PolicyPromoteApi(StaffOnly, APIView):
     """Staff vouch for a held-back policy: it may start rounds and generate again (409 if not held back)."""
-
-    permission_classes = [IsAdminUser]
 
     @extend_schema(request=None, responses={200: PolicySerializer})
     def post(self, request: Request, pk: int) -> Response:

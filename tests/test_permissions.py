@@ -12,10 +12,11 @@ its own login). No request may get a 5xx.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from annotate.models import ArenaConversation, ArenaTurn, Assignment, Judgment
@@ -145,7 +146,11 @@ def world(db):
         campaign=arena, annotator=people["annotator"], policy_a=policy, policy_b=held, left="first"
     )
     turn = ArenaTurn.objects.create(
-        conversation=conversation, number=1, messages=[{"role": "user", "content": "hi"}], status="voted"
+        conversation=conversation,
+        number=1,
+        messages=[{"role": "user", "content": "hi"}],
+        status="voted",
+        comparison=ComparisonFactory(campaign=arena),
     )
     return {
         "people": people,
@@ -298,3 +303,22 @@ def test_docs_security_shows_this_table():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text(encoding="utf-8")
     assert table_markdown() in doc, "docs/security.md's permission table differs: see table_markdown()"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("route", ["prompts-import", "preferences-import"])
+def test_an_annotator_is_refused_a_staff_import_before_its_body_is_read(annotator, monkeypatch, route):
+    from django.test import Client
+
+    from config.parsers import JSONParser
+
+    client = Client(enforce_csrf_checks=True)  # as a browser's session: the CSRF check reads the body
+    client.cookies["csrftoken"] = "a" * 32
+    parsed = []
+    monkeypatch.setattr(JSONParser, "parse", lambda self, *a, **k: parsed.append(1) or {})
+    client.force_login(annotator)
+    body = json.dumps({"prompts": [{"prompt": "x" * 100}] * 10_000})
+
+    answer = client.post(reverse(f"api:{route}"), body, content_type="application/json")
+
+    assert answer.status_code == 403 and parsed == []

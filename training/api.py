@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.selectors import AGGREGATIONS
 from config.errors import object_or_404
+from config.permissions import StaffOnly
 from generation.models import Policy
 from training.errors import RoundNotFound
 from training.models import TrainingRound
@@ -126,10 +126,9 @@ class RoundStartSerializer(serializers.Serializer):
     )
 
 
-class RoundListApi(generics.ListAPIView):
+class RoundListApi(StaffOnly, generics.ListAPIView):
     """Training rounds, newest first (staff). POST starts one: it is queued for a db_worker."""
 
-    permission_classes = [IsAdminUser]
     serializer_class = TrainingRoundSerializer
     queryset = TrainingRound.objects.select_related(
         "policy", "reference", "output_policy", "started_by", "campaign", "eval_campaign"
@@ -143,10 +142,9 @@ class RoundListApi(generics.ListAPIView):
         return Response(TrainingRoundSerializer(started).data, status=201)
 
 
-class RoundDetailApi(generics.RetrieveAPIView):
+class RoundDetailApi(StaffOnly, generics.RetrieveAPIView):
     """One round with its per-step metrics and log tail (staff)."""
 
-    permission_classes = [IsAdminUser]
     serializer_class = TrainingRoundDetailSerializer
     queryset = RoundListApi.queryset
 
@@ -154,11 +152,9 @@ class RoundDetailApi(generics.RetrieveAPIView):
         return object_or_404(self.get_queryset(), error=RoundNotFound, what="round", pk=self.kwargs["pk"])
 
 
-class RoundRetryApi(APIView):
+class RoundRetryApi(StaffOnly, APIView):
     """Start a failed or cancelled round again with the same policy, reference and settings (staff):
     a new queued round (201)."""
-
-    permission_classes = [IsAdminUser]
 
     @extend_schema(request=None, responses={201: TrainingRoundSerializer})
     def post(self, request: Request, pk: int) -> Response:
@@ -167,10 +163,8 @@ class RoundRetryApi(APIView):
         return Response(TrainingRoundSerializer(retried).data, status=201)
 
 
-class RoundCancelApi(APIView):
+class RoundCancelApi(StaffOnly, APIView):
     """Cancel a round: a queued one at once, a running one at its next step (staff)."""
-
-    permission_classes = [IsAdminUser]
 
     @extend_schema(request=None, responses={200: TrainingRoundSerializer})
     def post(self, request: Request, pk: int) -> Response:
