@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -78,6 +79,11 @@ def _sampling(body: dict[str, Any]) -> Sampling:
         raise RequestError(400, f"bad sampling settings: {exc}") from exc
     if max_tokens > MAX_TOKENS:
         raise RequestError(400, f"max_tokens is {max_tokens}; the most is {MAX_TOKENS}")
+    # One request's NaN or infinity would poison the batch it decodes in (every answer of it ends).
+    if not (math.isfinite(sampling.temperature) and 0 <= sampling.temperature <= 2):
+        raise RequestError(400, f"temperature is {sampling.temperature}; it must be within [0, 2]")
+    if not (math.isfinite(sampling.top_p) and 0 < sampling.top_p <= 1):
+        raise RequestError(400, f"top_p is {sampling.top_p}; it must be within (0, 1]")
     return sampling
 
 

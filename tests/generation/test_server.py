@@ -143,3 +143,16 @@ def test_answers_decoded_together_match_each_answer_decoded_alone(chat_model_dir
     assert batcher.widest >= 3  # they did decode together
     assert [together[i] for i in range(3)] == alone
     assert alone[0].startswith(together[3])  # the short one ended early; the rest went on
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("temperature", "nan"), ("temperature", "inf"), ("temperature", -1), ("top_p", 0)]
+)
+def test_sampling_settings_out_of_range_are_refused_before_they_reach_a_batch(
+    generation_server, chat_model_dir, field, value
+):
+    body = {"model": str(chat_model_dir), "messages": [{"role": "user", "content": "hi"}], field: value}
+
+    answer = httpx.post(f"{generation_server}/v1/chat/completions", json=body, timeout=60)
+
+    assert answer.status_code == 400 and field in answer.json()["error"]["message"]
