@@ -74,11 +74,12 @@ demo: install
 	@# The arena: the embedded model meets each round's policy (a new policy joins its parent's pools).
 	$(PY) manage.py arena_create "demo arena" --policy smollm2-135m-instruct
 	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it); a db_worker runs training rounds beside it"
-	@# The worker runs what the web queues (training rounds); the generation server writes the arena's
-	@# live answers. Both stop with the web server.
+	@# The worker runs what the web queues (training rounds); the generation server answers live and
+	@# the arena runner stores the arena's answers as they come. All stop with the web server.
 	$(PY) manage.py db_worker --interval 1 --no-reload & worker=$$!; \
 		$(PY) manage.py generation_server & generation=$$!; \
-		trap 'kill $$worker $$generation 2>/dev/null' EXIT INT TERM; \
+		$(PY) manage.py arena_runner & runner=$$!; \
+		trap 'kill $$worker $$generation $$runner 2>/dev/null' EXIT INT TERM; \
 		$(PY) manage.py runserver $(HOST)
 
 # The production way on one machine (README "Deploying"): DEBUG off, every setting from the
@@ -89,7 +90,7 @@ serve: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py check --deploy
 	$(PY) manage.py migrate --noinput
-	$(VENV)/bin/honcho start -f Procfile -c web=1,worker=$(WORKERS),generation=1
+	$(VENV)/bin/honcho start -f Procfile -c web=1,worker=$(WORKERS),generation=1,arena=1
 
 lint: install
 	$(PY) -m ruff check .

@@ -1,22 +1,26 @@
 """The arena's pages: a conversation with two hidden policies, their answers streamed to the page
 as server-sent events (the htmx SSE extension; no inline script), the vote, the reveal, and going on.
 
-The web process never loads a model: ``services.arena.turn_generate`` relays the generation server
-(or a vLLM deployment). Every answer reaches the page as escaped text while it streams, then as
+The web process never loads a model nor waits on one: the arena runner (``manage.py arena_runner``)
+writes the answers into the turn as they come, and the stream relays what is stored. Every answer reaches the page as escaped text while it streams, then as
 sanitised Markdown; nothing from a model or a prompt is executed in the browser.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.html import escape
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
@@ -28,12 +32,15 @@ from annotate.selectors import campaign_visible_to
 from annotate.services import arena
 from config.errors import DomainError, object_or_404
 
-WAIT_SECONDS = 0.5  # a second stream (a reload) looks this often for the first one's answers
+RELAY_SECONDS = 0.25  # how often a stream reads the answers the runner stored
+KEEPALIVE_SECONDS = 10.0  # a comment line this often while nothing changes (proxies close idle streams)
+RELAY_LIFE = 600.0  # a stream ends after this long; the page's fragment reconnects it
 
 
 def _campaign(request: HttpRequest, pk: int) -> Campaign:
-    found = object_or_404(Campaign, error=CampaignNotFound, what="arena campaign", pk=pk, task=Task.ARENA)
-    if not campaign_visible_to(campaign=found, annotator=request.user):
+    found = Campaign.objects.filter(pk=pk, task=Task.ARENA).first()
+    if found is None or not campaign_visible_to(campaign=found, annotator=request.user):
+        # One answer for "none" and "not yours": a members-only arena's existence is not told.
         raise CampaignNotFound(f"no arena campaign with pk {pk}", pk=str(pk))
     return found
 
@@ -117,7 +124,7 @@ def arena_page(request: HttpRequest, pk: int) -> HttpResponse:
         return _fragment(request, campaign, turn)
     draft = ""
     if request.GET.get("example"):
-        draft = arena.campaign_prompt_example(campaign=campaign, rng=random.Random())
+        draft = arena.campaign_prompt_example(campaign=campaign, annotator=request.user, rng=random.Random())
     turn = None
     if not request.GET.get("new") and not draft:
         turn = (
@@ -185,7 +192,7 @@ def turn_stop(request: HttpRequest, pk: int) -> HttpResponse:
 def turn_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
     turn = _turn(request, pk)
     try:
-        turn = arena.turn_regenerate(turn=turn)
+        turn = arena.turn_regenerate(turn=turn, annotator=request.user)
     except DomainError as exc:
         return _fragment(request, turn.conversation.campaign, turn, error=exc)
     return _fragment(request, turn.conversation.campaign, turn)
@@ -197,38 +204,92 @@ def _event(name: str, html: str) -> str:
     return f"event: {name}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
 
 
-def _streaming(text: str) -> str:
-    return f'<div class="answer-text streaming">{escape(text)}</div>' if text else '<p class="muted">…</p>'
+def _streaming(text: str, waiting: str = "") -> str:
+    if text:
+        return f'<div class="answer-text streaming">{escape(text)}</div>'
+    return f'<p class="muted">{escape(waiting) or "…"}</p>'
+
+
+class _Relay:
+    """What one stream of a turn sends, read from what the arena runner stored: each answer so far as
+    it grows, then ``done`` with the turn's fragment. It only reads; it never waits on an engine."""
+
+    def __init__(self, request: HttpRequest, turn: ArenaTurn) -> None:
+        self.request, self.turn = request, turn
+        self.left_is_a = turn.conversation.left == Side.FIRST
+        self.attempt = turn.attempt
+        self.shown: tuple[str, str] | None = None
+        self.stalled = ""
+        self.began = time.monotonic()
+        self.quiet = time.monotonic()
+
+    def step(self) -> str | None:
+        """The events to send now ("" when nothing changed), or None when the stream should end."""
+        row = (
+            ArenaTurn.objects.filter(pk=self.turn.pk)
+            .values("status", "attempt", "text_a", "text_b", "claimed_at", "requested_at", "heartbeat_at")
+            .first()
+        )
+        if row is None or row["status"] != TurnStatus.GENERATING or row["attempt"] != self.attempt:
+            return None
+        if self.stalled_why(row):
+            return None
+        left, right = (row["text_a"], row["text_b"]) if self.left_is_a else (row["text_b"], row["text_a"])
+        waiting = "" if row["claimed_at"] else "Waiting for a free generation slot…"
+        if (left, right) == self.shown:
+            if time.monotonic() - self.quiet < KEEPALIVE_SECONDS:
+                return ""
+            self.quiet = time.monotonic()
+            return ": waiting\n\n"
+        self.shown, self.quiet = (left, right), time.monotonic()
+        return _event("left", _streaming(left, waiting)) + _event("right", _streaming(right, waiting))
+
+    def stalled_why(self, row: dict) -> str:
+        now = timezone.now()
+        if row["claimed_at"] is None and (now - row["requested_at"]).total_seconds() > arena.queue_wait():
+            self.stalled = "no generation slot took these answers in time"
+        elif row["heartbeat_at"] and (now - row["heartbeat_at"]).total_seconds() > arena.HEARTBEAT_DEAD:
+            self.stalled = "the process writing these answers stopped"
+        elif time.monotonic() - self.began > RELAY_LIFE:
+            return "relay life"  # the page reconnects with the fragment
+        return self.stalled
+
+    def done(self) -> str:
+        self.turn.refresh_from_db()
+        context = _context(self.turn.conversation.campaign, self.turn)
+        context["stalled"] = self.stalled
+        return _event("done", render_to_string("annotate/_arena.html", context, request=self.request))
 
 
 @never_cache
 @login_required
 def turn_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """Server-sent events for a turn: ``left`` and ``right`` (each answer so far, escaped text) as
-    they are written, then ``done`` with the turn's whole fragment (the answers rendered, the vote
-    buttons), after which the page closes the stream. A second stream of the same turn (a reload)
-    waits for the first one's answers; a finished turn answers ``done`` at once."""
-    turn = _turn(request, pk)
-    left_is_a = turn.conversation.left == Side.FIRST
+    the arena runner stores them, then ``done`` with the turn's whole fragment (the answers rendered,
+    the vote buttons), after which the page closes the stream. Any number of streams of one turn (a
+    reload, a second tab) relay the same answers; closing one stops nothing. Served by ASGI, the
+    relay is asynchronous and holds no thread while it waits; under WSGI (the development server) it
+    holds its thread."""
+    relay = _Relay(request, _turn(request, pk))
 
     def events() -> Iterator[str]:
         yield ": stream open\n\n"  # past any buffering proxy at once
-        if arena.turn_claim(turn=turn):
-            for text_a, text_b in arena.turn_generate(turn=turn):
-                left, right = (text_a, text_b) if left_is_a else (text_b, text_a)
-                yield _event("left", _streaming(left)) + _event("right", _streaming(right))
-        else:
-            while ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.GENERATING).exists():
-                if arena.turn_abandon_if_dead(turn=turn):  # its stream died: say so, never wait forever
-                    break
-                time.sleep(WAIT_SECONDS)
-                yield ": waiting\n\n"
-        turn.refresh_from_db()
-        html = render_to_string(
-            "annotate/_arena.html", _context(turn.conversation.campaign, turn), request=request
-        )
-        yield _event("done", html)
+        while (sent := relay.step()) is not None:
+            if sent:
+                yield sent
+            time.sleep(RELAY_SECONDS)
+        yield relay.done()
 
-    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    async def events_async() -> AsyncIterator[str]:
+        yield ": stream open\n\n"
+        step = sync_to_async(relay.step, thread_sensitive=False)
+        while (sent := await step()) is not None:
+            if sent:
+                yield sent
+            await asyncio.sleep(RELAY_SECONDS)
+        yield await sync_to_async(relay.done, thread_sensitive=False)()
+
+    stream = events_async() if isinstance(request, ASGIRequest) else events()
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on as it comes
     return response

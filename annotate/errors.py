@@ -37,3 +37,9 @@ class ArenaBusy(Conflict):
 
 class TurnNotFound(NotFound):
     code = "turn_not_found"
+
+
+class TurnChanged(Conflict):
+    """The turn is not in the state the action needs (voted already, still generating)."""
+
+    code = "turn_changed"

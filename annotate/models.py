@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from generation.models import Prompt, Response
 
@@ -440,7 +441,18 @@ class ArenaTurn(models.Model):
     tokens_b = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     stop_requested = models.BooleanField(default=False)
-    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a stream began generating it.")
+    attempt = models.PositiveIntegerField(
+        default=1, help_text="Which generation of the answers this is (Regenerate adds one)."
+    )
+    requested_at = models.DateTimeField(
+        default=timezone.now, help_text="When this attempt was asked for: the arena runner's queue order."
+    )
+    claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the arena runner began generating this attempt."
+    )
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="The runner's last write of this attempt (its pieces, or a beat)."
+    )
     comparison = models.OneToOneField(
         Comparison, null=True, blank=True, on_delete=models.PROTECT, related_name="arena_turn"
     )
@@ -452,7 +464,28 @@ class ArenaTurn(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["conversation", "number"], name="arena_turn_number_unique"),
             models.CheckConstraint(condition=Q(status__in=TurnStatus.values), name="arena_turn_status_valid"),
+            # A voted turn holds its one comparison: a vote is recorded once, whatever streams ran.
+            models.CheckConstraint(
+                condition=~Q(status=TurnStatus.VOTED) | Q(comparison__isnull=False),
+                name="arena_turn_voted_has_comparison",
+            ),
         ]
+        indexes = [models.Index(fields=["status", "claimed_at", "requested_at"], name="arena_turn_queue")]
 
     def __str__(self) -> str:
         return f"Turn {self.number} of {self.conversation}"
+
+
+class ArenaRequest(models.Model):
+    """One generation an annotator asked for (a new conversation, a next turn, a regeneration): the
+    arena's per-minute limit counts these, from the first request."""
+
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    turn = models.ForeignKey(ArenaTurn, on_delete=models.CASCADE, related_name="requests")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["annotator", "created_at"], name="arena_request_recent")]
+
+    def __str__(self) -> str:
+        return f"Arena request by {self.annotator} at {self.created_at:%H:%M:%S}"

@@ -90,7 +90,10 @@ def chat_stream(
         ) as response:
             if response.status_code != 200:
                 detail = response.read().decode("utf-8", "replace")[:300]
-                raise GenerationFailed(f"the server at {url} refused ({response.status_code}): {detail}")
+                raise GenerationFailed(
+                    f"the server at {url} refused ({response.status_code}): {detail}",
+                    public=f"the generation service refused the request ({response.status_code})",
+                )
             for event in sse_events(response):
                 if stop.is_set():
                     yield StreamDelta("", "cancelled", tokens)
@@ -103,5 +106,12 @@ def chat_stream(
                         yield StreamDelta(text)
                     finish = choice.get("finish_reason") or finish
     except httpx.HTTPError as exc:
-        raise GenerationFailed(f"no answer from the server at {url}: {type(exc).__name__}: {exc}") from exc
+        public = (
+            "the generation service did not answer in time"
+            if isinstance(exc, httpx.TimeoutException)
+            else "the generation service could not be reached"
+        )
+        raise GenerationFailed(
+            f"no answer from the server at {url}: {type(exc).__name__}: {exc}", public=public
+        ) from exc
     yield StreamDelta("", "cancelled" if stop.is_set() else finish or "stop", tokens)

@@ -115,3 +115,19 @@ def generation_server(chat_model_dir, settings):
     yield url
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def arena_runner(generation_server):
+    """The arena runner (``manage.py arena_runner``) in a thread: it takes the turns annotators ask
+    for and writes their answers, as in production. Needs a transactional test (its own connections)."""
+    import threading
+
+    from annotate.services.arena_runner import arena_runner_run
+
+    stop = threading.Event()
+    thread = threading.Thread(target=arena_runner_run, kwargs={"slots": 4, "stop": stop}, daemon=True)
+    thread.start()
+    yield thread
+    stop.set()
+    thread.join(timeout=30)

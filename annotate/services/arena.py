@@ -11,22 +11,25 @@ conversation and recorded (``ArenaConversation.left``, then each comparison's as
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from annotate.errors import ArenaBusy, CampaignNotOpen
+from annotate.errors import ArenaBusy, CampaignNotOpen, TurnChanged
 from annotate.models import (
     ArenaConversation,
+    ArenaRequest,
     ArenaTurn,
     Assignment,
     Campaign,
@@ -37,7 +40,7 @@ from annotate.models import (
     Task,
     TurnStatus,
 )
-from annotate.selectors import campaign_open_to
+from annotate.selectors import campaign_open_to, campaigns_open_for
 from annotate.services.judgments import ScreenAnswer, judgment_from_screen
 from config.errors import Invalid
 from generation.backends import GenerationFailed, Sampling, StreamDelta
@@ -46,11 +49,14 @@ from generation.messages import messages_hash, messages_problem
 from generation.models import FinishReason, Policy, Prompt, Response, Split, Tag
 from generation.streaming import chat_stream, endpoint_for
 
+logger = logging.getLogger("prefloop.arena")
+
 ARENA_TAG = "arena"  # prompts written in the arena are tagged so, for later rounds
+ARENA_SOURCE = "arena"  # and come from there: never shown to another annotator as an example
 ARENA_SAMPLING = {"temperature": 0.7, "top_p": 0.9}
-UPDATE_SECONDS = 0.1  # how often a stream sends the answers so far
-STOP_CHECK_SECONDS = 0.5  # how often it looks for a Stop pressed on the page
-STREAM_LIFE = 5  # a turn generating longer than this many PREFLOOP_ARENA_TIMEOUTs lost its stream
+UPDATE_SECONDS = 0.2  # how often the runner stores the answers so far (and looks for a Stop)
+HEARTBEAT_SECONDS = 2.0  # how often it says it is alive while neither answer grows
+HEARTBEAT_DEAD = 30.0  # a turn taken but not written for this long lost its runner
 
 
 def arena_pool(campaign: Campaign) -> list[Policy]:
@@ -86,12 +92,16 @@ def arena_pair_draw(*, campaign: Campaign, rng: random.Random | None = None) -> 
     return (first, second) if rng.random() < 0.5 else (second, first)
 
 
-def campaign_prompt_example(*, campaign: Campaign, rng: random.Random) -> str:
-    """One of the campaign's prompts to start from (a plain one, or a conversation's first message):
-    those its comparisons were asked, else any training prompt; empty when there is none."""
-    prompts = Prompt.objects.filter(split=Split.TRAIN)
-    mine = prompts.filter(comparisons__campaign=campaign).distinct()
-    ids = list((mine if mine.exists() else prompts).values_list("id", flat=True)[:1000])
+def campaign_prompt_example(*, campaign: Campaign, annotator: AbstractBaseUser, rng: random.Random) -> str:
+    """A prompt to start from (a plain one, or a conversation's first message), drawn only from what
+    ``annotator`` may already see: training prompts of comparisons in campaigns open to them, never
+    one written in an arena (another annotator's); empty when there is none."""
+    visible = Comparison.objects.filter(campaign__in=campaigns_open_for(annotator=annotator))
+    ids = list(
+        Prompt.objects.filter(split=Split.TRAIN, pk__in=visible.values("prompt_id"))
+        .exclude(source=ARENA_SOURCE)
+        .values_list("id", flat=True)[:1000]
+    )
     if not ids:
         return ""
     return Prompt.objects.get(pk=rng.choice(ids)).as_messages()[-1]["content"]
@@ -107,19 +117,52 @@ def _text_checked(text: str, history: list[dict[str, str]]) -> list[dict[str, st
     return messages
 
 
-def _limits_check(*, annotator: AbstractBaseUser) -> None:
-    """One answer pair generating at a time per annotator; at most PREFLOOP_ARENA_TURNS_PER_MINUTE."""
+def turns_abandon_dead(*, annotator: AbstractBaseUser | None = None) -> int:
+    """Turns still generating that nobody is writing, marked failed (what was stored is kept) so the
+    page says so and Regenerate works: one the runner took and has not written for
+    ``HEARTBEAT_DEAD`` seconds (its process died), or one no runner took within ``QUEUE_WAIT`` (none
+    is running, or all are full). ``annotator``: only theirs. Returns how many."""
     now = timezone.now()
+    turns = ArenaTurn.objects.filter(status=TurnStatus.GENERATING)
+    if annotator is not None:
+        turns = turns.filter(conversation__annotator=annotator)
+    died = turns.filter(claimed_at__isnull=False, heartbeat_at__lt=now - timedelta(seconds=HEARTBEAT_DEAD))
+    unclaimed = turns.filter(claimed_at__isnull=True, requested_at__lt=now - timedelta(seconds=queue_wait()))
+    return died.update(
+        status=TurnStatus.FAILED, error="the process writing these answers stopped", finished_at=now
+    ) + unclaimed.update(
+        status=TurnStatus.FAILED, error="no generation slot took these answers in time", finished_at=now
+    )
+
+
+def queue_wait() -> float:
+    """How long a turn may wait for the runner to take it before it is given up as failed."""
+    return max(settings.PREFLOOP_ARENA_TIMEOUT, 30.0)
+
+
+def _limits_check(*, annotator: AbstractBaseUser) -> None:
+    """One answer pair at a time per annotator, from the moment it is asked for (taken by the runner
+    or still waiting); at most PREFLOOP_ARENA_TURNS_PER_MINUTE generations asked for a minute, new
+    turns and regenerations alike."""
+    turns_abandon_dead(annotator=annotator)
     mine = ArenaTurn.objects.filter(conversation__annotator=annotator)
-    live = now - timedelta(seconds=settings.PREFLOOP_ARENA_TIMEOUT * 2)
-    if mine.filter(status=TurnStatus.GENERATING, claimed_at__gte=live).exists():
+    if mine.filter(status=TurnStatus.GENERATING, stop_requested=False).exists():
         raise ArenaBusy("an answer pair is still being written for you: stop it or wait for it first")
-    recent = mine.filter(created_at__gte=now - timedelta(minutes=1)).count()
+    if mine.filter(status=TurnStatus.GENERATING, stop_requested=True).exists():
+        raise ArenaBusy("the answers you stopped are still being put away: try again in a moment")
+    recent = ArenaRequest.objects.filter(
+        annotator=annotator, created_at__gte=timezone.now() - timedelta(minutes=1)
+    ).count()
     if recent >= settings.PREFLOOP_ARENA_TURNS_PER_MINUTE:
         raise ArenaBusy(
-            f"{recent} turns in the last minute; the limit is {settings.PREFLOOP_ARENA_TURNS_PER_MINUTE} "
-            "(PREFLOOP_ARENA_TURNS_PER_MINUTE): wait a moment"
+            f"{recent} answer pairs asked for in the last minute; the limit is "
+            f"{settings.PREFLOOP_ARENA_TURNS_PER_MINUTE}: wait a moment"
         )
+
+
+def _requested(turn: ArenaTurn, annotator: AbstractBaseUser) -> ArenaTurn:
+    ArenaRequest.objects.create(annotator=annotator, turn=turn)
+    return turn
 
 
 def _open_check(campaign: Campaign, annotator: AbstractBaseUser) -> None:
@@ -129,11 +172,17 @@ def _open_check(campaign: Campaign, annotator: AbstractBaseUser) -> None:
         raise CampaignNotOpen(f"campaign {campaign.name!r} is not open to you", campaign=campaign.pk)
 
 
+def _lock_annotator(annotator: AbstractBaseUser) -> None:
+    """Serialise one annotator's requests (two tabs sending at once), so the limits count each."""
+    get_user_model().objects.select_for_update().filter(pk=annotator.pk).first()
+
+
 @transaction.atomic
 def conversation_start(*, campaign: Campaign, annotator: AbstractBaseUser, text: str) -> ArenaTurn:
     """A new conversation with two policies drawn from the pool, and its first turn (generating)."""
     _open_check(campaign, annotator)
     messages = _text_checked(text, [])
+    _lock_annotator(annotator)
     _limits_check(annotator=annotator)
     policy_a, policy_b = arena_pair_draw(campaign=campaign)
     conversation = ArenaConversation.objects.create(
@@ -143,7 +192,9 @@ def conversation_start(*, campaign: Campaign, annotator: AbstractBaseUser, text:
         policy_b=policy_b,
         left=random.choice([Side.FIRST, Side.SECOND]),
     )
-    return ArenaTurn.objects.create(conversation=conversation, number=1, messages=messages)
+    return _requested(
+        ArenaTurn.objects.create(conversation=conversation, number=1, messages=messages), annotator
+    )
 
 
 def preferred_text(turn: ArenaTurn) -> str:
@@ -166,6 +217,7 @@ def turn_continue(*, conversation: ArenaConversation, annotator: AbstractBaseUse
     if conversation.annotator_id != annotator.pk:
         raise Invalid("not your conversation")
     _open_check(conversation.campaign, annotator)
+    _lock_annotator(annotator)
     last = conversation.turns.order_by("-number").first()
     if last is None or last.status != TurnStatus.VOTED:
         raise Invalid("vote on the last answers before going on")
@@ -179,25 +231,38 @@ def turn_continue(*, conversation: ArenaConversation, annotator: AbstractBaseUse
         raise Invalid("both answers were empty: start a new conversation")
     messages = _text_checked(text, [*last.messages, {"role": "assistant", "content": answer}])
     _limits_check(annotator=annotator)
-    return ArenaTurn.objects.create(conversation=conversation, number=last.number + 1, messages=messages)
+    turn = ArenaTurn.objects.create(conversation=conversation, number=last.number + 1, messages=messages)
+    return _requested(turn, annotator)
 
 
 def turn_stop(*, turn: ArenaTurn) -> None:
-    """Ask the stream generating ``turn`` to stop (it keeps what was written, marked cut off)."""
+    """Ask the runner generating ``turn`` to stop (it keeps what was written, marked cut off)."""
     ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.GENERATING).update(stop_requested=True)
 
 
 @transaction.atomic
-def turn_regenerate(*, turn: ArenaTurn) -> ArenaTurn:
-    """Both answers again, for a turn not yet voted on (after a failure, a stop, or by choice)."""
-    if turn.status == TurnStatus.VOTED:
+def turn_regenerate(*, turn: ArenaTurn, annotator: AbstractBaseUser) -> ArenaTurn:
+    """Both answers again, for a turn not yet voted on (after a failure, a stop, or by choice): a new
+    attempt, queued for the runner; whatever still writes the old one stops at its next write. It
+    counts against the annotator's limits like a new turn."""
+    conversation = turn.conversation
+    if conversation.annotator_id != annotator.pk:
+        raise Invalid("not your conversation")
+    _open_check(conversation.campaign, annotator)
+    _lock_annotator(annotator)
+    locked = ArenaTurn.objects.select_for_update().get(pk=turn.pk)
+    if locked.status == TurnStatus.VOTED:
         raise Invalid("this turn is voted on already: continue or start a new conversation")
-    if turn_abandon_if_dead(turn=turn):
-        turn.refresh_from_db()
-    if turn.status == TurnStatus.GENERATING and turn.claimed_at is not None and not turn.stop_requested:
-        raise ArenaBusy("these answers are still being written: stop them first")
+    if locked.status == TurnStatus.GENERATING and not locked.stop_requested:
+        turns_abandon_dead(annotator=annotator)
+        locked.refresh_from_db()
+        if locked.status == TurnStatus.GENERATING:
+            raise ArenaBusy("these answers are still being written: stop them first")
+    if locked.status != TurnStatus.GENERATING:  # a stopped attempt still putting itself away is replaced
+        _limits_check(annotator=annotator)
     ArenaTurn.objects.filter(pk=turn.pk).update(
         status=TurnStatus.GENERATING,
+        attempt=F("attempt") + 1,
         text_a="",
         text_b="",
         finish_a="",
@@ -206,34 +271,35 @@ def turn_regenerate(*, turn: ArenaTurn) -> ArenaTurn:
         tokens_b=None,
         error="",
         stop_requested=False,
+        requested_at=timezone.now(),
         claimed_at=None,
+        heartbeat_at=None,
         finished_at=None,
     )
     turn.refresh_from_db()
-    return turn
+    return _requested(turn, annotator)
 
 
-def turn_claim(*, turn: ArenaTurn) -> bool:
-    """True for the one stream that generates ``turn``; a second (a reload) only waits for it."""
-    return bool(
-        ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.GENERATING, claimed_at__isnull=True).update(
-            claimed_at=timezone.now()
+def turn_next_claim() -> ArenaTurn | None:
+    """The oldest turn waiting for answers, taken by the caller (the arena runner): None when there
+    is none. Two runners never take the same attempt."""
+    while True:
+        waiting = (
+            ArenaTurn.objects.filter(status=TurnStatus.GENERATING, claimed_at__isnull=True)
+            .order_by("requested_at", "id")
+            .values_list("pk", "attempt")
+            .first()
         )
-    )
-
-
-def turn_abandon_if_dead(*, turn: ArenaTurn) -> bool:
-    """A turn still generating whose stream began more than ``STREAM_LIFE`` x the timeout ago: the
-    process relaying it died (a restart, a crash). It is marked failed, keeping what was stored, so
-    the page says so and Regenerate works; True if it was."""
-    dead = timezone.now() - timedelta(seconds=STREAM_LIFE * settings.PREFLOOP_ARENA_TIMEOUT)
-    return bool(
-        ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.GENERATING, claimed_at__lt=dead).update(
-            status=TurnStatus.FAILED,
-            error="the stream writing these answers stopped (the server restarted?)",
-            finished_at=timezone.now(),
-        )
-    )
+        if waiting is None:
+            return None
+        now = timezone.now()
+        taken = ArenaTurn.objects.filter(
+            pk=waiting[0], attempt=waiting[1], status=TurnStatus.GENERATING, claimed_at__isnull=True
+        ).update(claimed_at=now, heartbeat_at=now)
+        if taken:
+            return ArenaTurn.objects.select_related("conversation__policy_a", "conversation__policy_b").get(
+                pk=waiting[0]
+            )
 
 
 @dataclass
@@ -244,75 +310,83 @@ class _Answer:
     error: str = ""
 
 
-def turn_generate(*, turn: ArenaTurn) -> Iterator[tuple[str, str]]:
-    """Generate a claimed turn's two answers at once, yielding ``(text_a, text_b)`` as they grow
-    (every UPDATE_SECONDS while either changes); stores both when they end, when Stop is pressed, or
-    when the consumer goes away (the page closed: what was written is kept, marked stopped)."""
-    conversation = turn.conversation
-    stop = threading.Event()
+def _answer_write(answer: _Answer, *, policy: Policy, messages: list, stop: threading.Event) -> None:
+    """One side's answer from its policy's engine, piece by piece into ``answer``."""
     sampling = Sampling(samples=1, max_new_tokens=settings.PREFLOOP_ARENA_MAX_NEW_TOKENS, **ARENA_SAMPLING)
+    url, model = endpoint_for(policy.location, vllm_url=vllm_url(), fallback_url=settings.PREFLOOP_ARENA_URL)
+    try:
+        piece: StreamDelta
+        for piece in chat_stream(
+            url=url,
+            model=model,
+            messages=messages,
+            sampling=sampling,
+            stop=stop,
+            timeout=settings.PREFLOOP_ARENA_TIMEOUT,
+        ):
+            answer.text.append(piece.text.replace("\x00", "\ufffd"))  # no database stores NUL
+            if piece.finish_reason is not None:
+                answer.finish, answer.tokens = piece.finish_reason, piece.tokens
+    except GenerationFailed as exc:
+        logger.warning("arena turn: %s", exc)
+        answer.finish, answer.error = "error", exc.public
+    except Exception:  # never lost in the thread: the card says so, the log has the rest
+        logger.exception("arena turn: an answer failed")
+        answer.finish, answer.error = "error", "the generation service failed"
+
+
+def turn_generate(*, turn: ArenaTurn) -> None:
+    """Generate a claimed turn's two answers at once, storing both as they grow (every
+    ``UPDATE_SECONDS`` while either changes, a heartbeat otherwise), then their end: when both end,
+    when Stop is pressed, or when the attempt is no longer current (regenerated, voted, deleted:
+    nothing is written over it). Runs in the arena runner, never in a web request: a closed page
+    neither stops nor loses the turn."""
+    conversation, attempt = turn.conversation, turn.attempt
+    stop = threading.Event()
     answers = {"a": _Answer(), "b": _Answer()}
-
-    def write(side: str, policy: Policy) -> None:
-        answer = answers[side]
-        url, model = endpoint_for(
-            policy.location, vllm_url=vllm_url(), fallback_url=settings.PREFLOOP_ARENA_URL
-        )
-        try:
-            piece: StreamDelta
-            for piece in chat_stream(
-                url=url,
-                model=model,
-                messages=turn.messages,
-                sampling=sampling,
-                stop=stop,
-                timeout=settings.PREFLOOP_ARENA_TIMEOUT,
-            ):
-                answer.text.append(piece.text.replace("\x00", "\ufffd"))  # no database stores NUL
-                if piece.finish_reason is not None:
-                    answer.finish, answer.tokens = piece.finish_reason, piece.tokens
-        except GenerationFailed as exc:
-            answer.finish, answer.error = "error", str(exc)
-        except Exception as exc:  # never lost in the thread: the card says so
-            answer.finish, answer.error = "error", f"{type(exc).__name__}: {exc}"
-
     threads = [
-        threading.Thread(target=write, args=("a", conversation.policy_a), daemon=True),
-        threading.Thread(target=write, args=("b", conversation.policy_b), daemon=True),
+        threading.Thread(
+            target=_answer_write,
+            args=(answers[side],),
+            kwargs={"policy": policy, "messages": turn.messages, "stop": stop},
+            daemon=True,
+        )
+        for side, policy in (("a", conversation.policy_a), ("b", conversation.policy_b))
     ]
     for thread in threads:
         thread.start()
+    current = ArenaTurn.objects.filter(pk=turn.pk, attempt=attempt, status=TurnStatus.GENERATING)
     shown = ("", "")
-    checked = time.monotonic()
+    beat = time.monotonic()
     try:
         while any(thread.is_alive() for thread in threads):
             time.sleep(UPDATE_SECONDS)
             now = ("".join(answers["a"].text), "".join(answers["b"].text))
-            if now != shown:
-                shown = now
-                yield now
-            if time.monotonic() - checked >= STOP_CHECK_SECONDS:
-                checked = time.monotonic()
-                if ArenaTurn.objects.filter(pk=turn.pk, stop_requested=True).exists():
-                    stop.set()
-        final = ("".join(answers["a"].text), "".join(answers["b"].text))
-        if final != shown:
-            yield final
+            if now == shown and time.monotonic() - beat < HEARTBEAT_SECONDS:
+                continue
+            shown, beat = now, time.monotonic()
+            if not current.update(text_a=now[0], text_b=now[1], heartbeat_at=timezone.now()):
+                stop.set()  # regenerated or voted meanwhile: this attempt is not shown any more
+                return
+            if current.filter(stop_requested=True).exists():
+                stop.set()
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=5)
-        _turn_store(turn, answers)
+    _turn_store(turn, attempt, answers)
 
 
-def _turn_store(turn: ArenaTurn, answers: dict[str, _Answer]) -> None:
+def _turn_store(turn: ArenaTurn, attempt: int, answers: dict[str, _Answer]) -> None:
+    """A finished attempt's answers, stored only while it is the turn's current attempt and still
+    generating: never over a vote, a regeneration or a failure already recorded."""
     a, b = answers["a"], answers["b"]
     left_is_a = turn.conversation.left == Side.FIRST
     named = {"a": "left" if left_is_a else "right", "b": "right" if left_is_a else "left"}
     errors = [
         f"the {named[side]} answer: {answers[side].error}" for side in ("a", "b") if answers[side].error
     ]
-    ArenaTurn.objects.filter(pk=turn.pk).update(
+    ArenaTurn.objects.filter(pk=turn.pk, attempt=attempt, status=TurnStatus.GENERATING).update(
         status=TurnStatus.FAILED if errors else TurnStatus.ANSWERED,
         text_a="".join(a.text),
         text_b="".join(b.text),
@@ -321,6 +395,7 @@ def _turn_store(turn: ArenaTurn, answers: dict[str, _Answer]) -> None:
         tokens_a=a.tokens,
         tokens_b=b.tokens,
         error="; ".join(errors),
+        heartbeat_at=timezone.now(),
         finished_at=timezone.now(),
     )
     turn.refresh_from_db()
@@ -336,7 +411,7 @@ def _prompt_for(messages: list[dict[str, str]]) -> Prompt:
             text=messages[0]["content"] if single else "",
             messages=None if single else messages,
             split=Split.TRAIN,
-            source="arena",
+            source=ARENA_SOURCE,
         )
     found.tags.add(Tag.objects.get_or_create(name=ARENA_TAG)[0])
     return found
@@ -365,9 +440,9 @@ def turn_vote(
         raise Invalid("not your conversation")
     locked = ArenaTurn.objects.select_for_update().get(pk=turn.pk)
     if locked.status == TurnStatus.VOTED:
-        raise Invalid("this turn is voted on already")
+        raise TurnChanged("this turn is voted on already")
     if locked.status != TurnStatus.ANSWERED:
-        raise Invalid("wait for both answers (or regenerate them) before voting")
+        raise TurnChanged("wait for both answers (or regenerate them) before voting")
     prompt = _prompt_for(locked.messages)
     response_a = _response(prompt, conversation.policy_a, locked.text_a, locked.finish_a, locked.tokens_a)
     response_b = _response(prompt, conversation.policy_b, locked.text_b, locked.finish_b, locked.tokens_b)
@@ -392,6 +467,8 @@ def turn_vote(
         annotator=annotator,
         answer=ScreenAnswer(verdict=verdict, strength=strength, rationale=rationale),
     )
-    ArenaTurn.objects.filter(pk=turn.pk).update(status=TurnStatus.VOTED, comparison=comparison)
+    voted = ArenaTurn.objects.filter(pk=turn.pk, status=TurnStatus.ANSWERED, comparison__isnull=True)
+    if not voted.update(status=TurnStatus.VOTED, comparison=comparison):  # pragma: no cover - locked above
+        raise TurnChanged("this turn changed while the vote was recorded: reload the page")
     turn.refresh_from_db()
     return judgment

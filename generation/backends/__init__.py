@@ -38,7 +38,12 @@ class BackendUnavailable(RuntimeError):
 
 
 class GenerationFailed(RuntimeError):
-    """Generation stopped part-way (a server died or refused); the message says where and why."""
+    """Generation stopped part-way (a server died or refused); the message says where and why (for
+    logs and staff), ``public`` says what happened without naming internal addresses (for pages)."""
+
+    def __init__(self, message: str, *, public: str = "the generation service failed") -> None:
+        super().__init__(message)
+        self.public = public
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,33 @@
 
 import json
 import random
+import threading
+import time
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from annotate.errors import ArenaBusy
-from annotate.models import ArenaConversation, ArenaTurn, Choice, Side, Task, TurnStatus
+from annotate.errors import ArenaBusy, CampaignNotOpen, TurnChanged
+from annotate.models import (
+    ArenaConversation,
+    ArenaTurn,
+    Campaign,
+    CampaignStatus,
+    Choice,
+    Comparison,
+    Judgment,
+    Side,
+    Task,
+    TurnStatus,
+)
 from annotate.selectors import ExportReport, preference_rows
 from annotate.services import arena
 from annotate.services.campaigns import campaign_arena_pool_set, campaign_create
 from config.errors import Invalid
 from generation.models import FinishReason, Prompt
-from tests.factories import PolicyFactory
+from tests.factories import ComparisonFactory, PolicyFactory, PromptFactory
 from training.leaderboard import policy_games
 
 
@@ -30,10 +45,11 @@ def campaign(pool):
 
 
 def answered(turn):
-    assert arena.turn_claim(turn=turn)
-    updates = list(arena.turn_generate(turn=turn))
+    """What the arena runner does for one turn: take it (the oldest waiting), write both answers."""
+    taken = arena.turn_next_claim()
+    assert taken is not None and taken.pk == turn.pk
+    arena.turn_generate(turn=taken)
     turn.refresh_from_db()
-    return updates
 
 
 @pytest.mark.django_db
@@ -42,12 +58,10 @@ def test_a_turn_streams_both_answers_then_the_vote_becomes_a_comparison(
 ):
     turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="What is a haiku?")
 
-    updates = answered(turn)
+    answered(turn)
 
-    assert updates and all(isinstance(a, str) and isinstance(b, str) for a, b in updates)
     assert turn.status == TurnStatus.ANSWERED and turn.text_a and turn.text_b
     assert {turn.finish_a, turn.finish_b} <= {"stop", "length"}
-    assert (updates[-1][0], updates[-1][1]) == (turn.text_a, turn.text_b)
     conversation = turn.conversation
     assert {conversation.policy_a, conversation.policy_b} == set(pool)
 
@@ -120,6 +134,7 @@ def test_pairs_are_drawn_so_every_pair_gets_votes(chat_model_dir, annotator):
             number=1,
             messages=[{"role": "user", "content": "x"}],
             status=TurnStatus.VOTED,
+            comparison=ComparisonFactory(campaign=campaign),
         )
     assert len(set(met[:3])) == 3 and len(set(met[3:])) == 3  # every pair once, then every pair twice
 
@@ -137,12 +152,11 @@ def test_limits_one_pair_at_a_time_turns_per_minute_and_turns_per_conversation(
     campaign, annotator, generation_server, settings
 ):
     turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="one")
-    arena.turn_claim(turn=turn)  # being written
-    with pytest.raises(ArenaBusy, match="still being written"):
+    with pytest.raises(ArenaBusy, match="still being written"):  # asked for, not yet taken: it counts
         arena.conversation_start(campaign=campaign, annotator=annotator, text="two")
     ArenaTurn.objects.filter(pk=turn.pk).update(status=TurnStatus.ANSWERED)
     settings.PREFLOOP_ARENA_TURNS_PER_MINUTE = 1
-    with pytest.raises(ArenaBusy, match="turns in the last minute"):
+    with pytest.raises(ArenaBusy, match="in the last minute"):
         arena.conversation_start(campaign=campaign, annotator=annotator, text="three")
     settings.PREFLOOP_ARENA_TURNS_PER_MINUTE = 60
     settings.PREFLOOP_ARENA_MAX_TURNS = 1
@@ -166,30 +180,37 @@ def test_a_generation_that_fails_says_so_and_the_conversation_is_kept(campaign, 
     answered(turn)
 
     assert turn.status == TurnStatus.FAILED
-    assert "the left answer: no answer from the server at http://127.0.0.1:9" in turn.error
-    with pytest.raises(Invalid, match="wait for both answers"):
+    assert "the left answer: the generation service could not be reached" in turn.error
+    assert "127.0.0.1" not in turn.error  # no internal address shown to annotators
+    with pytest.raises(TurnChanged, match="wait for both answers"):
         arena.turn_vote(turn=turn, annotator=annotator, verdict="left")
-    again = arena.turn_regenerate(turn=turn)
+    again = arena.turn_regenerate(turn=turn, annotator=annotator)
     assert again.status == TurnStatus.GENERATING and again.messages == turn.messages and not again.error
 
 
-@pytest.mark.django_db
-def test_a_stop_keeps_what_was_written_marked_cut_off(campaign, annotator, generation_server, settings):
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_pressed_while_the_runner_writes_keeps_what_was_written_marked_cut_off(
+    campaign, annotator, generation_server, settings
+):
     settings.PREFLOOP_ARENA_MAX_NEW_TOKENS = 4096  # far longer than the test waits
+    settings.PREFLOOP_ARENA_TURNS_PER_MINUTE = 60
     turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="write a long story")
     for _ in range(8):  # the tiny random model sometimes ends both answers itself before the stop lands
-        assert arena.turn_claim(turn=turn)
-        stream = arena.turn_generate(turn=turn)
-        next(stream)  # the first words are in
+        writing = threading.Thread(target=arena.turn_generate, kwargs={"turn": arena.turn_next_claim()})
+        writing.start()
+        deadline = time.monotonic() + 60
+        while not ArenaTurn.objects.get(pk=turn.pk).text_a and time.monotonic() < deadline:
+            time.sleep(0.02)  # the first words are stored, the answer goes on
+
         arena.turn_stop(turn=turn)
-        list(stream)
+        writing.join(timeout=60)
+
         turn.refresh_from_db()
-        assert turn.status == TurnStatus.ANSWERED
+        assert not writing.is_alive() and turn.status == TurnStatus.ANSWERED
         if "cancelled" in {turn.finish_a, turn.finish_b}:
             break
-        turn = arena.turn_regenerate(turn=turn)
-    assert "cancelled" in {turn.finish_a, turn.finish_b}
-    assert turn.text_a or turn.text_b  # what was written before the stop is kept
+        turn = arena.turn_regenerate(turn=turn, annotator=annotator)
+    assert "cancelled" in {turn.finish_a, turn.finish_b} and turn.text_a  # kept, marked stopped
     arena.turn_vote(turn=turn, annotator=annotator, verdict="both_bad")
     stopped = [r for r in (turn.comparison.response_a, turn.comparison.response_b) if r.finish_reason]
     assert FinishReason.LENGTH in {r.finish_reason for r in stopped}  # exported and shown as cut off
@@ -209,16 +230,22 @@ def test_the_page_streams_escaped_text_then_the_vote_and_reveals_the_names(
     assert "<script>alert(1)</script>" not in page.content.decode()
 
     stream = client.get(reverse("annotate:arena-stream", args=[turn.pk]))
-    body = b"".join(stream.streaming_content).decode()
+    chunks = iter(stream.streaming_content)
+    assert next(chunks) == b": stream open\n\n"
+    waiting = next(chunks).decode()  # nothing taken it yet: the stream says so, and writes nothing
+    assert "event: left\n" in waiting and "Waiting for a free generation slot" in waiting
+    ArenaTurn.objects.filter(pk=turn.pk).update(claimed_at=timezone.now(), text_a="Once <b>upon</b>")
+    growing = next(chunks).decode()
+    assert "Once &lt;b&gt;upon&lt;/b&gt;" in growing and "<b>" not in growing  # escaped as it grows
+    assert ArenaTurn.objects.get(pk=turn.pk).status == TurnStatus.GENERATING  # a GET wrote nothing
+    ArenaTurn.objects.filter(pk=turn.pk).update(claimed_at=None, text_a="")
+
+    answered(turn)  # the runner writes the answers; the open stream ends with them
+    body = b"".join(chunks).decode()
 
     assert stream["Content-Type"] == "text/event-stream"
-    assert (
-        "event: left\n" in body
-        and "event: right\n" in body
-        and body.rstrip().split("\n\n")[-1].startswith("event: done")
-    )
+    assert body.rstrip().split("\n\n")[-1].startswith("event: done")
     assert 'id="judge"' in body.split("event: done")[1]  # the vote buttons come with the end
-    turn.refresh_from_db()
     assert turn.status == TurnStatus.ANSWERED
 
     again = b"".join(client.get(reverse("annotate:arena-stream", args=[turn.pk])).streaming_content).decode()
@@ -241,7 +268,7 @@ def test_a_refused_turn_keeps_the_conversation_and_the_text_on_the_page(
     page = client.post(reverse("annotate:arena", args=[campaign.pk]), {"text": "my careful question"})
     assert page.status_code == 409
     html = page.content.decode()
-    assert 'id="arena"' in html and "turns in the last minute" in html and "my careful question" in html
+    assert 'id="arena"' in html and "in the last minute" in html and "my careful question" in html
 
 
 @pytest.mark.slow
@@ -281,23 +308,132 @@ def test_a_round_trains_on_the_arena_votes_of_its_policy_multi_turn_included(
 
 
 @pytest.mark.django_db
-def test_a_turn_whose_stream_died_is_shown_failed_and_can_be_regenerated(
-    client, campaign, annotator, settings
-):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
+def test_a_turn_whose_runner_died_is_shown_stalled_and_can_be_regenerated(client, campaign, annotator):
     turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="hello")
-    assert arena.turn_claim(turn=turn)  # a stream took it, then its process died
+    assert arena.turn_next_claim().pk == turn.pk  # a runner took it, then its process died
     ArenaTurn.objects.filter(pk=turn.pk).update(
-        claimed_at=timezone.now() - timedelta(seconds=arena.STREAM_LIFE * settings.PREFLOOP_ARENA_TIMEOUT + 1)
+        heartbeat_at=timezone.now() - timedelta(seconds=arena.HEARTBEAT_DEAD + 1)
     )
     client.force_login(annotator)
 
     body = b"".join(client.get(reverse("annotate:arena-stream", args=[turn.pk])).streaming_content).decode()
 
-    assert "event: done" in body and "stream writing these answers stopped" in body  # no endless wait
+    assert "event: done" in body and "process writing these answers stopped" in body  # no endless wait
+    assert 'id="arena-regenerate"' in body.split("event: done")[1] and "sse-connect" not in body
+    assert ArenaTurn.objects.get(pk=turn.pk).status == TurnStatus.GENERATING  # the stream wrote nothing
+    again = arena.turn_regenerate(turn=turn, annotator=annotator)
+    assert again.status == TurnStatus.GENERATING and again.attempt == 2 and again.claimed_at is None
+
+
+@pytest.mark.django_db
+def test_a_turn_no_runner_takes_is_given_up_and_frees_the_annotator(campaign, annotator):
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="hello")
+    ArenaTurn.objects.filter(pk=turn.pk).update(
+        requested_at=timezone.now() - timedelta(seconds=arena.queue_wait() + 1)
+    )
+
+    started = arena.conversation_start(campaign=campaign, annotator=annotator, text="again")
+
     turn.refresh_from_db()
-    assert turn.status == TurnStatus.FAILED
-    assert arena.turn_regenerate(turn=turn).status == TurnStatus.GENERATING
+    assert turn.status == TurnStatus.FAILED and "no generation slot" in turn.error
+    assert started.status == TurnStatus.GENERATING
+
+
+# The security review's proofs (issue: the arena fit for annotators).
+
+
+@pytest.mark.django_db
+def test_a_turn_is_voted_once_whatever_the_order_of_stop_regenerate_and_late_streams(
+    campaign, annotator, generation_server
+):
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="Name a river.")
+    first_attempt = arena.turn_next_claim()  # a runner writes attempt 1...
+    arena.turn_stop(turn=turn)
+    arena.turn_regenerate(turn=turn, annotator=annotator)  # ...stopped, regenerated before it ended
+    answered(turn)  # attempt 2 answered
+    arena.turn_vote(turn=turn, annotator=annotator, verdict="left")
+
+    arena.turn_generate(turn=first_attempt)  # attempt 1 ends late: it must not reopen the turn
+    with pytest.raises(TurnChanged, match="voted on already"):
+        arena.turn_vote(turn=turn, annotator=annotator, verdict="right")
+    with pytest.raises(Invalid, match="voted on already"):
+        arena.turn_regenerate(turn=turn, annotator=annotator)
+    answered_late = arena.turn_next_claim()  # nothing is waiting
+
+    turn.refresh_from_db()
+    assert turn.status == TurnStatus.VOTED and answered_late is None
+    assert Comparison.objects.filter(campaign=campaign).count() == 1
+    assert Judgment.objects.filter(comparison__campaign=campaign).count() == 1
+    rows = list(preference_rows(report=ExportReport(), campaign=campaign, include_ties=True))
+    assert len(rows) == 1
+
+
+@pytest.mark.django_db
+def test_the_limits_count_from_the_first_request_regenerations_included(campaign, annotator, settings):
+    settings.PREFLOOP_ARENA_URL = "http://127.0.0.1:9"  # answers fail at once: nothing is busy after
+    arena.conversation_start(campaign=campaign, annotator=annotator, text="one")
+    for _ in range(5):  # back to back, none taken by a runner yet
+        with pytest.raises(ArenaBusy, match="still being written"):
+            arena.conversation_start(campaign=campaign, annotator=annotator, text="more")
+    assert ArenaTurn.objects.count() == 1
+
+    settings.PREFLOOP_ARENA_TURNS_PER_MINUTE = 3
+    turn = ArenaTurn.objects.get()
+    answered(turn)  # failed
+    arena.turn_regenerate(turn=turn, annotator=annotator)  # the second request this minute
+    answered(turn)
+    arena.turn_regenerate(turn=turn, annotator=annotator)  # the third
+    answered(turn)
+    with pytest.raises(ArenaBusy, match="3 answer pairs asked for in the last minute"):
+        arena.turn_regenerate(turn=turn, annotator=annotator)
+    with pytest.raises(ArenaBusy, match="in the last minute"):
+        arena.conversation_start(campaign=campaign, annotator=annotator, text="and a new one")
+
+
+@pytest.mark.django_db
+def test_a_closed_arena_regenerates_nothing(campaign, annotator, settings):
+    settings.PREFLOOP_ARENA_URL = "http://127.0.0.1:9"
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="one")
+    answered(turn)
+    Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.CLOSED)
+
+    with pytest.raises(CampaignNotOpen):
+        arena.turn_regenerate(turn=turn, annotator=annotator)
+
+
+@pytest.mark.django_db
+def test_examples_come_only_from_prompts_the_annotator_may_see(campaign, annotator, other_annotator):
+    from annotate.models import Campaign as CampaignModel
+
+    hidden = campaign_create(name="members only", open_to_all=False)
+    hidden_prompt = PromptFactory(text="a members-only prompt")
+    ComparisonFactory(campaign=hidden, prompt=hidden_prompt)
+    arena_prompt = PromptFactory(text="someone's arena prompt", source="arena")
+    ComparisonFactory(campaign=campaign, prompt=arena_prompt)
+    rng = random.Random(0)
+
+    seen = {arena.campaign_prompt_example(campaign=campaign, annotator=annotator, rng=rng) for _ in range(20)}
+    assert seen == {""}  # nothing they may see: no fallback to any prompt
+
+    open_one = CampaignModel.objects.create(name="open", open_to_all=True)
+    ComparisonFactory(campaign=open_one, prompt=PromptFactory(text="an open prompt"))
+    hidden.members.add(other_annotator)
+    assert {
+        arena.campaign_prompt_example(campaign=campaign, annotator=annotator, rng=rng) for _ in range(20)
+    } == {"an open prompt"}
+    assert "a members-only prompt" in {
+        arena.campaign_prompt_example(campaign=campaign, annotator=other_annotator, rng=rng)
+        for _ in range(40)
+    }
+
+
+@pytest.mark.django_db
+def test_an_arena_not_open_to_you_reads_as_one_that_does_not_exist(client, annotator):
+    hidden = campaign_create(name="members arena", task=Task.ARENA, open_to_all=False)
+    client.force_login(annotator)
+
+    mine, unknown = client.get(f"/annotate/arena/{hidden.pk}/"), client.get("/annotate/arena/999999/")
+
+    assert mine.status_code == unknown.status_code == 404
+    assert f"no arena campaign with pk {hidden.pk}</strong>" in mine.content.decode()
+    assert "no arena campaign with pk 999999</strong>" in unknown.content.decode()
