@@ -30,6 +30,24 @@
   document.addEventListener("htmx:afterSettle", function () { busySince = 0; });
   document.addEventListener("htmx:sendError", function () { busySince = 0; });
 
+  // A form htmx has not wired yet (swapped in a moment ago: the arena's answers ending as a vote key
+  // is pressed) must never post itself as a plain page load, which would leave the bare fragment as
+  // the page. htmx cancels the submit of every form it wired, on the form itself, before this runs:
+  // whatever reaches here unprevented is not wired yet, so it waits until htmx has wired it, once.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (event.defaultPrevented || !form.matches || !form.matches("form[hx-post]") || !window.htmx) return;
+    event.preventDefault();
+    if (form.dataset.rewired) return;
+    form.dataset.rewired = "1";
+    var submitter = event.submitter;
+    window.htmx.process(form);
+    setTimeout(function () {
+      if (submitter && submitter.isConnected) submitter.click();
+      else if (form.isConnected) form.requestSubmit();
+    }, 0);
+  });
+
   document.addEventListener("keydown", function (event) {
     var target = event.target;
     if (target.closest && target.closest("textarea, input, select, [contenteditable]")) {
