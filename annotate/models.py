@@ -119,7 +119,7 @@ class Campaign(models.Model):
         "generation.Policy",
         blank=True,
         related_name="arena_campaigns",
-        help_text="Arena: the pool of policies that meet, two at a time (at least two).",
+        help_text="Arena: the pool of policies that meet, two at a time (a pool of one meets itself).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -404,7 +404,8 @@ class TurnStatus(models.TextChoices):
 
 class ArenaConversation(models.Model):
     """A conversation in an arena campaign: one annotator, two policies hidden behind Left and Right
-    until the first vote, each answering every user turn; the turns go on from the preferred answer."""
+    until the first vote, each answering every user turn; the turns go on from the preferred answer.
+    In a pool of one, both sides are the same policy (``on_policy``)."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="conversations")
     annotator = models.ForeignKey(
@@ -417,12 +418,14 @@ class ArenaConversation(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        constraints = [
-            models.CheckConstraint(condition=~Q(policy_a=F("policy_b")), name="arena_two_policies"),
-        ]
 
     def __str__(self) -> str:
         return f"Arena conversation {self.pk} of {self.annotator}"
+
+    @property
+    def on_policy(self) -> bool:
+        """Two samples of one policy (a pool of one): a pair that trains it, no leaderboard game."""
+        return self.policy_a_id == self.policy_b_id
 
 
 class ArenaTurn(models.Model):

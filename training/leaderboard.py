@@ -49,7 +49,8 @@ def policy_games(
     *, include_simulated: bool = False, evaluations: QuerySet[Evaluation] | None = None
 ) -> list[PolicyGame]:
     """Every judged game between two policies, scored for response_a's policy: the blind eval
-    comparisons and the arena's votes (only those of ``evaluations`` when given)."""
+    comparisons and the arena's votes (only those of ``evaluations`` when given); a policy against
+    itself is no game."""
     if evaluations is None:
         played = Q(pk__in=Evaluation.objects.values("comparison")) | Q(campaign__task=Task.ARENA)
     else:
@@ -66,8 +67,8 @@ def policy_games(
     games = []
     for comparison in comparisons:
         choices = [j.choice for j in comparison.judgments.all()]
-        if not choices:
-            continue
+        if not choices or comparison.response_a.policy_id == comparison.response_b.policy_id:
+            continue  # unjudged, or two samples of one policy (an arena pool of one): no game
         games.append(
             PolicyGame(
                 comparison_id=comparison.pk,

@@ -75,11 +75,14 @@ def arena_pools_follow(*, policy: Policy, parent: Policy) -> int:
 
 def arena_pair_draw(*, campaign: Campaign, rng: random.Random | None = None) -> tuple[Policy, Policy]:
     """Two policies of the pool, the pair with the fewest voted turns first (ties at random), in
-    random order."""
+    random order. A pool of one meets itself: two samples of the same policy, an on-policy pair
+    that trains it like any other but is no game for the leaderboard."""
     rng = rng or random.Random()
     pool = arena_pool(campaign)
-    if len(pool) < 2:
-        raise Invalid(f"campaign {campaign.name!r} needs at least two policies in its arena pool")
+    if not pool:
+        raise Invalid(f"the arena {campaign.name!r} has no policy to answer yet: staff add one to its pool")
+    if len(pool) == 1:
+        return pool[0], pool[0]
     voted = Counter(
         frozenset(pair)
         for pair in ArenaTurn.objects.filter(

@@ -140,10 +140,26 @@ def test_pairs_are_drawn_so_every_pair_gets_votes(chat_model_dir, annotator):
 
 
 @pytest.mark.django_db
-def test_a_pool_of_one_and_a_held_back_policy_are_refused_clearly(campaign, pool, annotator):
-    pool[1].held_back = True
+def test_a_pool_of_one_answers_with_two_samples_that_train_it_but_play_no_game(
+    campaign, pool, annotator, generation_server
+):
+    pool[1].held_back = True  # held back for drift: the pool has one policy left
     pool[1].save()
-    with pytest.raises(Invalid, match="needs at least two policies"):
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="Name a bird.")
+    answered(turn)
+    arena.turn_vote(turn=turn, annotator=annotator, verdict="left")
+
+    conversation = turn.conversation
+    assert conversation.policy_a == conversation.policy_b == pool[0] and conversation.on_policy
+    comparison = turn.comparison
+    assert comparison.response_a != comparison.response_b  # two answers, one policy
+    assert policy_games() == []  # no leaderboard game against itself
+    rows = list(preference_rows(report=ExportReport(), campaign=campaign, include_ties=True))
+    assert len(rows) == 1  # but an on-policy pair for training
+
+    pool[0].held_back = True
+    pool[0].save()
+    with pytest.raises(Invalid, match="no policy to answer yet"):
         arena.conversation_start(campaign=campaign, annotator=annotator, text="hi")
 
 
