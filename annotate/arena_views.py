@@ -31,6 +31,7 @@ from annotate.rendering import markdown_html
 from annotate.selectors import campaign_visible_to
 from annotate.services import arena
 from config.errors import DomainError, object_or_404
+from generation.context import words
 
 RELAY_SECONDS = 0.25  # how often a stream reads the answers the runner stored
 KEEPALIVE_SECONDS = 10.0  # a comment line this often while nothing changes (proxies close idle streams)
@@ -93,6 +94,7 @@ def _context(campaign: Campaign, turn: ArenaTurn | None, draft: str = "", error:
         "user_text": turn.messages[-1]["content"] if turn is not None else "",
         "max_turns": settings.PREFLOOP_ARENA_MAX_TURNS,
         "prompt_max": settings.PREFLOOP_MAX_PROMPT_CHARS,
+        "words_max": words(arena.prompt_token_limit(arena.arena_pool(campaign))),
         "error": error,
     }
 
@@ -235,7 +237,7 @@ class _Relay:
         if self.stalled_why(row):
             return None
         left, right = (row["text_a"], row["text_b"]) if self.left_is_a else (row["text_b"], row["text_a"])
-        waiting = "" if row["claimed_at"] else "Waiting for a free generation slot…"
+        waiting = "Reading the conversation…" if row["claimed_at"] else "Waiting for a free generation slot…"
         if (left, right) == self.shown:
             if time.monotonic() - self.quiet < KEEPALIVE_SECONDS:
                 return ""

@@ -294,6 +294,9 @@ PREFLOOP_ARENA_MAX_TURNS = int(os.environ.get("PREFLOOP_ARENA_MAX_TURNS", "8"))
 PREFLOOP_ARENA_TURNS_PER_MINUTE = int(os.environ.get("PREFLOOP_ARENA_TURNS_PER_MINUTE", "6"))
 PREFLOOP_ARENA_MAX_NEW_TOKENS = int(os.environ.get("PREFLOOP_ARENA_MAX_NEW_TOKENS", "256"))
 PREFLOOP_ARENA_TIMEOUT = float(os.environ.get("PREFLOOP_ARENA_TIMEOUT", "60"))  # seconds of silence
+# The most tokens of conversation one turn sends (less where a policy's context window is smaller):
+# a long prompt is refused before anything is generated, so it cannot hold the engine for everyone.
+PREFLOOP_ARENA_MAX_PROMPT_TOKENS = int(os.environ.get("PREFLOOP_ARENA_MAX_PROMPT_TOKENS", "4096"))
 
 # Long work (training rounds) runs in `manage.py db_worker` processes: the task queue is a table in
 # the same database (no broker on one machine; several workers share PostgreSQL beyond one).

@@ -45,6 +45,7 @@ from annotate.services.judgments import ScreenAnswer, judgment_from_screen
 from config.errors import Invalid
 from generation.backends import GenerationFailed, Sampling, StreamDelta
 from generation.backends.vllm import vllm_url
+from generation.context import context_window, messages_tokens, words
 from generation.messages import messages_hash, messages_problem
 from generation.models import FinishReason, Policy, Prompt, Response, Split, Tag
 from generation.streaming import chat_stream, endpoint_for
@@ -143,6 +144,29 @@ def queue_wait() -> float:
     return max(settings.PREFLOOP_ARENA_TIMEOUT, 30.0)
 
 
+def prompt_token_limit(policies: list[Policy]) -> int:
+    """The most tokens of conversation a turn may send to ``policies``: the arena's cap, and within
+    each one's context window room for its answer (at least half the window is the prompt's)."""
+    limit = settings.PREFLOOP_ARENA_MAX_PROMPT_TOKENS
+    answer = settings.PREFLOOP_ARENA_MAX_NEW_TOKENS
+    for policy in policies:
+        if window := context_window(policy.location):
+            limit = min(limit, window - min(answer, window // 2))
+    return limit
+
+
+def _length_check(messages: list[dict[str, str]], policies: list[Policy]) -> None:
+    """Refuse a conversation longer than the policies read, in words, before anything is generated."""
+    limit = prompt_token_limit(policies)
+    used = max(messages_tokens(policy.location, messages) for policy in policies)
+    if used > limit:
+        raise Invalid(
+            f"this conversation is about {words(used):,} words long; these models read at most about "
+            f"{words(limit):,} ({limit:,} tokens) with room for their answers: shorten your message"
+            + (" or start a new conversation" if len(messages) > 1 else "")
+        )
+
+
 def _limits_check(*, annotator: AbstractBaseUser) -> None:
     """One answer pair at a time per annotator, from the moment it is asked for (taken by the runner
     or still waiting); at most PREFLOOP_ARENA_TURNS_PER_MINUTE generations asked for a minute, new
@@ -188,6 +212,7 @@ def conversation_start(*, campaign: Campaign, annotator: AbstractBaseUser, text:
     _lock_annotator(annotator)
     _limits_check(annotator=annotator)
     policy_a, policy_b = arena_pair_draw(campaign=campaign)
+    _length_check(messages, [policy_a, policy_b])
     conversation = ArenaConversation.objects.create(
         campaign=campaign,
         annotator=annotator,
@@ -233,6 +258,7 @@ def turn_continue(*, conversation: ArenaConversation, annotator: AbstractBaseUse
     if not answer:
         raise Invalid("both answers were empty: start a new conversation")
     messages = _text_checked(text, [*last.messages, {"role": "assistant", "content": answer}])
+    _length_check(messages, [conversation.policy_a, conversation.policy_b])
     _limits_check(annotator=annotator)
     turn = ArenaTurn.objects.create(conversation=conversation, number=last.number + 1, messages=messages)
     return _requested(turn, annotator)

@@ -52,6 +52,12 @@
     var target = event.target;
     if (target.closest && target.closest("textarea, input, select, [contenteditable]")) {
       if (event.key === "Escape") target.blur();
+      // Ctrl+Enter (Cmd+Enter) sends the arena's message box.
+      var ask = target.closest(".arena-ask");
+      if (ask && event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        ask.requestSubmit();
+      }
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;

@@ -13,6 +13,7 @@ from django.utils import timezone
 from annotate.errors import ArenaBusy, CampaignNotOpen, TurnChanged
 from annotate.models import (
     ArenaConversation,
+    ArenaRequest,
     ArenaTurn,
     Campaign,
     CampaignStatus,
@@ -453,3 +454,30 @@ def test_an_arena_not_open_to_you_reads_as_one_that_does_not_exist(client, annot
     assert mine.status_code == unknown.status_code == 404
     assert f"no arena campaign with pk {hidden.pk}</strong>" in mine.content.decode()
     assert "no arena campaign with pk 999999</strong>" in unknown.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_conversation_longer_than_the_models_read_is_refused_in_words_before_anything_is_asked(
+    campaign, annotator, settings
+):
+    # The tiny models read 256 tokens; 6 are kept for the answer.
+    assert arena.prompt_token_limit(arena.arena_pool(campaign)) == 250
+    long_text = "tell me about the river and the sea " * 60
+
+    with pytest.raises(Invalid, match=r"about [\d,]+ words long; these models read at most about 187 \(250"):
+        arena.conversation_start(campaign=campaign, annotator=annotator, text=long_text)
+
+    assert not ArenaTurn.objects.exists() and not ArenaRequest.objects.exists()  # nothing asked for
+
+
+@pytest.mark.django_db
+def test_without_the_models_files_the_arena_cap_holds_and_cjk_text_is_not_undercounted(annotator, settings):
+    settings.PREFLOOP_ARENA_MAX_PROMPT_TOKENS = 1000
+    remote = [PolicyFactory(location="org/served-elsewhere"), PolicyFactory(location="org/other")]
+    campaign = campaign_arena_pool_set(campaign=campaign_create(name="far", task=Task.ARENA), policies=remote)
+
+    with pytest.raises(Invalid, match=r"at most about 750 \(1,000 tokens\)"):
+        arena.conversation_start(
+            campaign=campaign, annotator=annotator, text="漢字" * 750
+        )  # 1,500 characters
+    arena.conversation_start(campaign=campaign, annotator=annotator, text="a short question")

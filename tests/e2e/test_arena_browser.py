@@ -13,7 +13,7 @@ from tests.factories import PolicyFactory, UserFactory
 def test_an_annotator_holds_a_two_turn_conversation_and_votes_on_each(
     live_server, browser_page, chat_model_dir, arena_runner, settings
 ):
-    settings.PREFLOOP_ARENA_MAX_NEW_TOKENS = 300  # long enough to arrive in several pieces
+    settings.PREFLOOP_ARENA_MAX_NEW_TOKENS = 24  # within the tiny model's 256-token window, with the prompt
     UserFactory(username="kim", password="kim-password-123")
     pool = [PolicyFactory(name=f"tiny-{i}", location=str(chat_model_dir)) for i in range(2)]
     campaign = campaign_arena_pool_set(campaign=campaign_create(name="arena", task=Task.ARENA), policies=pool)
@@ -97,3 +97,56 @@ def test_a_vote_key_pressed_as_the_answers_end_never_leaves_the_page_broken(
         page.click("#arena-new")
         page.wait_for_selector("#arena-send")
     assert ArenaTurn.objects.filter(status=TurnStatus.VOTED).count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_prompt_is_refused_up_front_in_words_and_a_failed_turn_always_has_a_way_out(
+    live_server, browser_page, chat_model_dir, arena_runner, settings
+):
+    settings.PREFLOOP_ARENA_MAX_NEW_TOKENS = 24
+    page, _ = _arena_page(live_server, browser_page, chat_model_dir, settings)
+    assert "Up to about 174 words" in page.inner_text("#arena")  # said before anything is typed
+    long_text = "please summarise the history of rivers and seas " * 100
+
+    page.fill("#arena textarea[name=text]", long_text)
+    page.click("#arena-send")
+    page.wait_for_selector("#arena .notice")
+
+    assert "these models read at most about 174" in page.inner_text("#arena .notice")
+    assert page.input_value("#arena textarea[name=text]").strip() == long_text.strip()  # nothing lost
+    assert not ArenaTurn.objects.exists()
+
+    settings.PREFLOOP_ARENA_URL = "http://127.0.0.1:9"  # the engine is down: the turn fails
+    page.fill("#arena textarea[name=text]", "A short question?")
+    page.click("#arena-send")
+    page.wait_for_selector("text=The conversation is kept", timeout=30_000)
+    assert "127.0.0.1" not in page.inner_text("#arena")  # no internal address on the page
+    page.click("#arena-new")  # the way out, on the failed turn itself
+    page.wait_for_selector("#arena-send")
+    page.goto(page.url)  # and reopening the arena does not trap them in it either
+    page.wait_for_selector("#arena-new, #arena-send")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_continue_keeps_the_typed_text_and_says_why_where_it_was_typed(
+    live_server, browser_page, chat_model_dir, arena_runner, settings
+):
+    from playwright.sync_api import expect
+
+    settings.PREFLOOP_ARENA_MAX_NEW_TOKENS = 24
+    page, _ = _arena_page(live_server, browser_page, chat_model_dir, settings)
+    page.set_viewport_size({"width": 1280, "height": 600})
+    page.fill("#arena textarea[name=text]", "A first question?")
+    page.click("#arena-send")
+    page.wait_for_selector("#judge", timeout=60_000)
+    page.keyboard.press("2")
+    page.wait_for_selector("#arena-continue")
+    settings.PREFLOOP_ARENA_TURNS_PER_MINUTE = 1  # the next pair is refused
+
+    page.fill("#arena textarea[name=text]", "My careful follow-up, typed at length.")
+    page.keyboard.press("Control+Enter")  # sends from the box
+    page.wait_for_selector("#arena-refused")
+
+    expect(page.locator("#arena-refused")).to_be_in_viewport()
+    assert "in the last minute" in page.inner_text("#arena-refused")
+    assert page.input_value("#arena textarea[name=text]") == "My careful follow-up, typed at length."
