@@ -360,3 +360,45 @@ def test_a_campaign_paused_while_judging_moves_the_annotator_on_with_keys_workin
     press_and_wait(page, "1")  # the keys still work, without a reload
     assert Judgment.objects.filter(comparison=other).count() == 1
     assert "Judged today: 1" in page.inner_text("#progress")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("width", [1366, 390])
+def test_my_judgments_with_rankings_keeps_review_change_in_view_and_the_page_from_scrolling_sideways(
+    live_server, browser_page, width
+):
+    from annotate.models import Task
+    from tests.factories import CampaignFactory, JudgmentFactory
+
+    kim = UserFactory(username="kim", password="kim-password-123")
+    prompt = PromptFactory(text="Name a colour " + "and a shade " * 20)
+    texts = [f"Answer {i}: " + "https://example.org/" + "a-very-long-unbroken-path" * 8 for i in range(4)]
+    answers = [ResponseFactory(prompt=prompt, text=t) for t in texts]
+    rankings = CampaignFactory(name="a rankings campaign with a long name", task=Task.RANKINGS)
+    for _ in range(3):
+        comparison = ComparisonFactory(
+            prompt=prompt,
+            campaign=rankings,
+            response_a=answers[0],
+            response_b=answers[1],
+            response_c=answers[2],
+            response_d=answers[3],
+        )
+        JudgmentFactory(comparison=comparison, annotator=kim, ranking=[1, 2, 3, 4], left=Side.FIRST)
+    page = browser_page
+    page.set_viewport_size({"width": width, "height": 800})
+    log_in_to(page, live_server, "/annotate/mine/")
+
+    page.wait_for_selector("table.mine")
+    link = page.locator("table.mine a", has_text="Review / change").first
+    box, frame = link.bounding_box(), page.locator(".table-scroll").bounding_box()
+    assert box is not None and box["x"] >= frame["x"]  # shown, and within its box: not clipped
+    assert box["x"] + box["width"] <= min(width, frame["x"] + frame["width"])
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # the page does not scroll sideways
+
+
+def log_in_to(page, live_server, path: str) -> None:
+    page.goto(f"{live_server.url}/login/?next={path}")
+    page.fill("#id_username", "kim")
+    page.fill("#id_password", "kim-password-123")
+    page.click("button[type=submit]")
