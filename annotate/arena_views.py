@@ -96,6 +96,7 @@ def _context(campaign: Campaign, turn: ArenaTurn | None, draft: str = "", error:
         "prompt_max": settings.PREFLOOP_MAX_PROMPT_CHARS,
         "words_max": words(arena.prompt_token_limit(arena.arena_pool(campaign))),
         "error": error,
+        "stopped_note": arena.STOPPED_NOT_VOTED,
     }
 
 

@@ -478,6 +478,11 @@ class ArenaTurn(models.Model):
     def __str__(self) -> str:
         return f"Turn {self.number} of {self.conversation}"
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the annotator stopped either answer before its end (such a pair is not voted)."""
+        return "cancelled" in (self.finish_a, self.finish_b)
+
 
 class ArenaRequest(models.Model):
     """One generation an annotator asked for (a new conversation, a next turn, a regeneration): the

@@ -52,6 +52,13 @@ from generation.streaming import chat_stream, endpoint_for
 
 logger = logging.getLogger("prefloop.arena")
 
+# A pair the annotator stopped is not voted: a fragment voted better would teach the model to stop
+# early, and one voted worse only for being cut short says nothing about the model.
+STOPPED_NOT_VOTED = (
+    "you stopped these answers, so they are not voted (a cut-short answer would teach the model "
+    "the wrong thing): regenerate both, or start a new conversation"
+)
+
 ARENA_TAG = "arena"  # prompts written in the arena are tagged so, for later rounds
 ARENA_SOURCE = "arena"  # and come from there: never shown to another annotator as an example
 ARENA_SAMPLING = {"temperature": 0.7, "top_p": 0.9}
@@ -472,6 +479,8 @@ def turn_vote(
         raise TurnChanged("this turn is voted on already")
     if locked.status != TurnStatus.ANSWERED:
         raise TurnChanged("wait for both answers (or regenerate them) before voting")
+    if locked.stopped:
+        raise TurnChanged(STOPPED_NOT_VOTED)
     prompt = _prompt_for(locked.messages)
     response_a = _response(prompt, conversation.policy_a, locked.text_a, locked.finish_a, locked.tokens_a)
     response_b = _response(prompt, conversation.policy_b, locked.text_b, locked.finish_b, locked.tokens_b)

@@ -28,7 +28,7 @@ from annotate.selectors import ExportReport, preference_rows
 from annotate.services import arena
 from annotate.services.campaigns import campaign_arena_pool_set, campaign_create
 from config.errors import Invalid
-from generation.models import FinishReason, Prompt
+from generation.models import Prompt
 from tests.factories import ComparisonFactory, PolicyFactory, PromptFactory
 from training.leaderboard import policy_games
 
@@ -228,9 +228,10 @@ def test_a_stop_pressed_while_the_runner_writes_keeps_what_was_written_marked_cu
             break
         turn = arena.turn_regenerate(turn=turn, annotator=annotator)
     assert "cancelled" in {turn.finish_a, turn.finish_b} and turn.text_a  # kept, marked stopped
-    arena.turn_vote(turn=turn, annotator=annotator, verdict="both_bad")
-    stopped = [r for r in (turn.comparison.response_a, turn.comparison.response_b) if r.finish_reason]
-    assert FinishReason.LENGTH in {r.finish_reason for r in stopped}  # exported and shown as cut off
+    with pytest.raises(TurnChanged, match="you stopped these answers, so they are not voted"):
+        arena.turn_vote(turn=turn, annotator=annotator, verdict="left")
+    assert not Comparison.objects.filter(campaign=campaign).exists()  # no fragment in training data
+    assert arena.turn_regenerate(turn=turn, annotator=annotator).status == TurnStatus.GENERATING
 
 
 @pytest.mark.django_db
