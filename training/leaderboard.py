@@ -43,6 +43,7 @@ class PolicyGame:
     score: float  # a's mean score over the comparison's judgments
     length_a: int = 0  # the two answers' lengths in characters (the length-controlled fit's covariate)
     length_b: int = 0
+    arena: bool = False  # an arena vote (else a blind eval comparison)
 
 
 def policy_games(
@@ -60,7 +61,7 @@ def policy_games(
     )
     comparisons = (
         Comparison.objects.filter(played)
-        .select_related("response_a", "response_b")
+        .select_related("response_a", "response_b", "campaign")
         .prefetch_related(Prefetch("judgments", queryset=judged))
         .order_by("id")
     )
@@ -77,6 +78,7 @@ def policy_games(
                 score=sum(SCORE[c] for c in choices) / len(choices),
                 length_a=len(comparison.response_a.text),
                 length_b=len(comparison.response_b.text),
+                arena=comparison.campaign.task == Task.ARENA,
             )
         )
     return games

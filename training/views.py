@@ -3,6 +3,7 @@ starting and cancelling rounds. Training itself runs in a db_worker, never in th
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from training.charts import round_charts
 from training.drift import FLUENCY_MIN_ANSWERS, drift_breaches
 from training.errors import RoundNotFound
 from training.forms import StartRoundForm
-from training.leaderboard import both_bad_rates, leaderboard
+from training.leaderboard import both_bad_rates, leaderboard, policy_games
 from training.models import TrainingRound
 from training.options import GUARD_DEFAULTS
 from training.rounds import round_cancel, round_pairs_count
@@ -80,6 +81,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "campaign_stats": campaign_stats,
             "annotators": annotators,
             "leaderboard": leaderboard(include_simulated=simulated),
+            "games": Counter(
+                "arena" if game.arena else "blind" for game in policy_games(include_simulated=simulated)
+            ),
             "min_rated_games": MIN_RATED_GAMES,
             "form": form,
             "policy_choices": choices,

@@ -68,7 +68,7 @@ def test_four_games_won_four_nil_get_no_rating_interval_and_an_honest_win_rate(c
     client.force_login(staff)
     html = client.get("/training/").content.decode()
     assert "too few games for an interval (4 of 10)" in html
-    assert '100% <span class="muted">[51–100%] over 4 (4/0/0)' in html
+    assert '100% <span class="muted">[51–100%] over 4 (4 won, 0 tied, 0 lost)' in html
 
 
 @pytest.mark.django_db
@@ -186,3 +186,30 @@ def test_the_length_controlled_leaderboard_sees_through_a_policy_that_only_got_s
     assert child_row.rating - rows["base"].rating > child_row.lc_rating - rows["base"].lc_rating + 100
     gamma, gamma_low, gamma_high = child_row.length_coefficient
     assert gamma_high < 0 and gamma_low <= gamma <= gamma_high
+
+
+@pytest.mark.django_db
+def test_the_leaderboard_says_where_its_games_came_from_and_labels_the_record(client, staff):
+    from annotate.models import Task
+    from tests.factories import (
+        CampaignFactory,
+        ComparisonFactory,
+        JudgmentFactory,
+        PolicyFactory,
+        ResponseFactory,
+    )
+
+    parent = PolicyFactory(name="parent")
+    child = PolicyFactory(name="child", parent=parent)
+    arena = CampaignFactory(name="arena", task=Task.ARENA)
+    for choice in ("first", "first", "second"):
+        comparison = ComparisonFactory(campaign=arena)
+        ResponseFactory._meta.model.objects.filter(pk=comparison.response_a_id).update(policy=child)
+        ResponseFactory._meta.model.objects.filter(pk=comparison.response_b_id).update(policy=parent)
+        JudgmentFactory(comparison=comparison, choice=choice)
+    client.force_login(staff)
+
+    html = client.get("/training/").content.decode()
+
+    assert "now 0 blind eval comparisons and 3 arena votes" in html
+    assert "(2 won, 0 tied, 1 lost)" in html
