@@ -8,6 +8,7 @@ fragment in place and refresh ``#progress`` out of band.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -233,7 +234,7 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
             ranks=[_rank(request.POST.get(f"rank_{i}")) for i in range(1, len(judgment.ranking) + 1)],
             rationale=request.POST.get("rationale", "").strip(),
         )
-        return redirect("annotate:queue" if request.POST.get("next") == "queue" else "annotate:mine")
+        return _changed(request, judgment)
     if request.method == "POST":
         verdict, strength = _parse_answer(request.POST.get("answer", ""))
         judgment_change(
@@ -243,7 +244,7 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
             strength=strength,
             rationale=request.POST.get("rationale", "").strip(),
         )
-        return redirect("annotate:queue" if request.POST.get("next") == "queue" else "annotate:mine")
+        return _changed(request, judgment)
     return render(
         request,
         "annotate/change.html",
@@ -254,6 +255,13 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
             **(_ranked_now(judgment) if judgment.ranking else _sides(judgment)),
         },
     )
+
+
+def _changed(request: HttpRequest, judgment: Judgment) -> HttpResponse:
+    """Back where the change began, saying what was saved."""
+    judgment.refresh_from_db()
+    messages.success(request, f"Saved: your judgment is now “{judgment.verdict_label}”.")
+    return redirect("annotate:queue" if request.POST.get("next") == "queue" else "annotate:mine")
 
 
 def _ranked_now(judgment: Judgment) -> dict:

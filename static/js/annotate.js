@@ -87,6 +87,13 @@
       undo.click();
       return;
     }
+    var choice = document.querySelector('#change-form input[data-key="' + key + '"]');
+    if (choice) {  // the review page: the same keys change the judgment and save it
+      event.preventDefault();
+      choice.checked = true;
+      choice.form.requestSubmit();
+      return;
+    }
     var button = document.querySelector('#judge button[data-key="' + key + '"]');
     if (!button || button.disabled) return;
     event.preventDefault();

@@ -166,7 +166,7 @@ def test_a_thumb_is_changed_from_good_to_bad_with_its_previous_answer_kept(clien
     judgment = Judgment.objects.get()
 
     page = client.get(reverse("annotate:change", args=[judgment.pk])).content.decode()
-    assert 'value="good" checked' in page and 'value="left"' not in page
+    assert 'value="good" data-key="1" checked' in page and 'value="left"' not in page
     client.post(reverse("annotate:change", args=[judgment.pk]), {"answer": "bad"})
 
     judgment.refresh_from_db()

@@ -188,7 +188,7 @@ def test_changing_a_judgment_records_the_previous_answer_and_time(logged_in, ann
     judgment = Judgment.objects.get()
     url = reverse("annotate:change", args=[judgment.pk])
     page = logged_in.get(url).content.decode()
-    assert 'value="left" checked' in page
+    assert 'value="left" data-key="1" checked' in page
 
     assert logged_in.post(url, {"answer": "tie", "rationale": "on reflection"}).status_code == 302
 

@@ -402,3 +402,23 @@ def log_in_to(page, live_server, path: str) -> None:
     page.fill("#id_username", "kim")
     page.fill("#id_password", "kim-password-123")
     page.click("button[type=submit]")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_u_a_key_changes_the_judgment_and_the_page_says_what_was_saved(live_server, browser_page):
+    UserFactory(username="kim", password="kim-password-123")
+    for _ in range(2):
+        ComparisonFactory()
+    page = browser_page
+    log_in(page, live_server)
+    first = shown_comparison(page)
+    press_and_wait(page, "1")
+    page.keyboard.press("u")  # opens the judgment just recorded
+    page.wait_for_selector("#change-form")
+
+    with page.expect_navigation():
+        page.keyboard.press("4")  # no mouse: the key changes it and saves
+
+    assert "Saved: your judgment is now “Both bad”." in page.inner_text("main")
+    judgment = Judgment.objects.get(comparison_id=first)
+    assert judgment.choice == Choice.BOTH_BAD and judgment.revisions.count() == 1
