@@ -8,7 +8,6 @@ sanitised Markdown; nothing from a model or a prompt is executed in the browser.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,10 +29,10 @@ from annotate.models import ArenaConversation, ArenaTurn, Campaign, Side, Task, 
 from annotate.rendering import markdown_html
 from annotate.selectors import campaign_visible_to
 from annotate.services import arena
+from annotate.turn_watch import RELAY_SECONDS, turn_row, turn_watch
 from config.errors import DomainError, object_or_404
 from generation.context import words
 
-RELAY_SECONDS = 0.25  # how often a stream reads the answers the runner stored
 KEEPALIVE_SECONDS = 10.0  # a comment line this often while nothing changes (proxies close idle streams)
 RELAY_LIFE = 600.0  # a stream ends after this long; the page's fragment reconnects it
 
@@ -226,13 +225,9 @@ class _Relay:
         self.began = time.monotonic()
         self.quiet = time.monotonic()
 
-    def step(self) -> str | None:
-        """The events to send now ("" when nothing changed), or None when the stream should end."""
-        row = (
-            ArenaTurn.objects.filter(pk=self.turn.pk)
-            .values("status", "attempt", "text_a", "text_b", "claimed_at", "requested_at", "heartbeat_at")
-            .first()
-        )
+    def step(self, row: dict | None) -> str | None:
+        """The events to send for the turn as ``row`` holds it ("" when nothing changed), or None when
+        the stream should end."""
         if row is None or row["status"] != TurnStatus.GENERATING or row["attempt"] != self.attempt:
             return None
         if self.stalled_why(row):
@@ -277,7 +272,7 @@ def turn_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
 
     def events() -> Iterator[str]:
         yield ": stream open\n\n"  # past any buffering proxy at once
-        while (sent := relay.step()) is not None:
+        while (sent := relay.step(turn_row(pk))) is not None:
             if sent:
                 yield sent
             time.sleep(RELAY_SECONDS)
@@ -285,11 +280,15 @@ def turn_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
 
     async def events_async() -> AsyncIterator[str]:
         yield ": stream open\n\n"
-        step = sync_to_async(relay.step, thread_sensitive=False)
-        while (sent := await step()) is not None:
-            if sent:
-                yield sent
-            await asyncio.sleep(RELAY_SECONDS)
+        rows = turn_watch().rows(pk)
+        try:
+            async for row in rows:
+                if (sent := relay.step(row)) is None:
+                    break
+                if sent:
+                    yield sent
+        finally:
+            await rows.aclose()
         yield await sync_to_async(relay.done, thread_sensitive=False)()
 
     stream = events_async() if isinstance(request, ASGIRequest) else events()

@@ -482,3 +482,44 @@ def test_without_the_models_files_the_arena_cap_holds_and_cjk_text_is_not_underc
             campaign=campaign, annotator=annotator, text="漢字" * 750
         )  # 1,500 characters
     arena.conversation_start(campaign=campaign, annotator=annotator, text="a short question")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_under_asgi_two_streams_of_a_turn_relay_it_from_one_watch_and_both_end_with_it(campaign, annotator):
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient
+
+    from annotate import turn_watch
+
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="hello")
+    url = reverse("annotate:arena-stream", args=[turn.pk])
+    reads = []
+    real_rows = turn_watch._rows
+    turn_watch._rows = lambda ids: reads.append(sorted(ids)) or real_rows(ids)
+
+    async def scene():
+        client = AsyncClient()
+        await sync_to_async(client.force_login)(annotator)
+        first, second = await client.get(url), await client.get(url)
+        streams = [first.streaming_content.__aiter__(), second.streaming_content.__aiter__()]
+        opened = [await s.__anext__() for s in streams]
+        waiting = [await s.__anext__() for s in streams]
+        watching = len(turn_watch.turn_watch().waiting[turn.pk])  # both streams, one watch
+        await sync_to_async(ArenaTurn.objects.filter(pk=turn.pk).update)(
+            status=TurnStatus.ANSWERED, text_a="one", text_b="two", finish_a="stop", finish_b="stop"
+        )
+        ends = [b"".join([chunk async for chunk in s]) for s in streams]
+        return first, opened, waiting, watching, ends
+
+    try:
+        response, opened, waiting, watching, ends = asyncio.run(scene())
+    finally:
+        turn_watch._rows = real_rows
+
+    assert response["Content-Type"] == "text/event-stream"
+    assert opened == [b": stream open\n\n"] * 2 and watching == 2
+    assert all(b"Waiting for a free generation slot" in w for w in waiting)
+    assert all(end.decode().count("event: done") == 1 and 'id="judge"' in end.decode() for end in ends)
+    assert reads and all(ids == [turn.pk] for ids in reads)  # one query per read, for both streams
