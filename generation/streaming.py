@@ -20,9 +20,23 @@ MODELS_TTL = 30.0  # seconds a server's list of models is trusted
 _served: dict[str, tuple[float, dict[str, str]]] = {}
 
 
+def _lines(response: httpx.Response) -> Iterator[str]:
+    """The stream's lines, split at line feeds only: text decoded whole would also break at the
+    separators Python counts as line ends (U+2028, U+0085, ...), which a model may write inside a
+    JSON string sent unescaped."""
+    pending = b""
+    for chunk in response.iter_bytes():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")
+
+
 def sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
     """The JSON events of a server-sent event stream, up to ``[DONE]``."""
-    for line in response.iter_lines():
+    for line in _lines(response):
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()

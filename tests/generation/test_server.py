@@ -1,5 +1,6 @@
 """The generation server (transformers, vLLM's chat API) and the streaming client the web relays it with."""
 
+import json
 import threading
 
 import httpx
@@ -156,3 +157,14 @@ def test_sampling_settings_out_of_range_are_refused_before_they_reach_a_batch(
     answer = httpx.post(f"{generation_server}/v1/chat/completions", json=body, timeout=60)
 
     assert answer.status_code == 400 and field in answer.json()["error"]["message"]
+
+
+def test_an_answer_holding_unicode_line_separators_streams_whole():
+    from generation.streaming import sse_events
+
+    text = "a\u2028b\x85c\u2029d\x1ce"
+    event = json.dumps({"choices": [{"delta": {"content": text}}]}, ensure_ascii=False)
+    body = f"data: {event}\r\n\r\ndata: [DONE]\n\n".encode()
+    response = httpx.Response(200, stream=httpx.ByteStream(body))
+
+    assert [e["choices"][0]["delta"]["content"] for e in sse_events(response)] == [text]
