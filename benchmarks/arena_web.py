@@ -249,19 +249,21 @@ def main() -> None:
                 PREFLOOP_WEB_WORKER=kind,
                 PREFLOOP_ACCESS_LOG="",
             )
+            logs = ROOT / "var" / "bench-arena-web"  # each process's errors, for a failed row
+            logs.mkdir(parents=True, exist_ok=True)
             runner = subprocess.Popen(
                 [sys.executable, "manage.py", "arena_runner", "--slots", str(args.slots or max(users_list))],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=open(logs / f"runner-{kind}-{users}.log", "w"),
             )
             web = subprocess.Popen(
                 [str(Path(sys.executable).with_name("gunicorn")), "-c", "config/gunicorn.py"],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=open(logs / f"web-{kind}-{users}.log", "w"),
             )
             base = f"http://127.0.0.1:{web_port}"
             try:

@@ -371,46 +371,77 @@ def _answer_write(answer: _Answer, *, policy: Policy, messages: list, stop: thre
         answer.finish, answer.error = "error", "the generation service failed"
 
 
-def turn_generate(*, turn: ArenaTurn) -> None:
-    """Generate a claimed turn's two answers at once, storing both as they grow (every
-    ``UPDATE_SECONDS`` while either changes, a heartbeat otherwise), then their end: when both end,
-    when Stop is pressed, or when the attempt is no longer current (regenerated, voted, deleted:
-    nothing is written over it). Runs in the arena runner, never in a web request: a closed page
-    neither stops nor loses the turn."""
-    conversation, attempt = turn.conversation, turn.attempt
-    stop = threading.Event()
-    answers = {"a": _Answer(), "b": _Answer()}
-    threads = [
-        threading.Thread(
-            target=_answer_write,
-            args=(answers[side],),
-            kwargs={"policy": policy, "messages": turn.messages, "stop": stop},
-            daemon=True,
+class TurnRun:
+    """One claimed attempt being generated: its two answers, each written by a thread of its own
+    from its policy's engine (HTTP only: the threads never touch the database)."""
+
+    def __init__(self, turn: ArenaTurn) -> None:
+        self.turn, self.attempt = turn, turn.attempt
+        self.stop = threading.Event()
+        self.answers = {"a": _Answer(), "b": _Answer()}
+        self.shown = ("", "")
+        self.beat = time.monotonic()
+        self.threads = [
+            threading.Thread(
+                target=_answer_write,
+                args=(self.answers[side],),
+                kwargs={"policy": policy, "messages": turn.messages, "stop": self.stop},
+                daemon=True,
+            )
+            for side, policy in (("a", turn.conversation.policy_a), ("b", turn.conversation.policy_b))
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def texts(self) -> tuple[str, str]:
+        return "".join(self.answers["a"].text), "".join(self.answers["b"].text)
+
+    def ended(self) -> bool:
+        return not any(thread.is_alive() for thread in self.threads)
+
+
+def turns_tick(runs: list[TurnRun]) -> list[TurnRun]:
+    """One step of the attempts being generated, in one transaction: each stores what grew (a
+    heartbeat otherwise, every ``HEARTBEAT_SECONDS``) only while it is its turn's current attempt and
+    still generating; one asked to stop is stopped; one no longer current (regenerated, voted,
+    deleted) stops without writing; one whose answers ended stores them. Returns those still going.
+    The runner calls it every ``UPDATE_SECONDS`` for all its attempts: one connection, however many."""
+    stopping = set(
+        ArenaTurn.objects.filter(pk__in=[run.turn.pk for run in runs], stop_requested=True).values_list(
+            "pk", flat=True
         )
-        for side, policy in (("a", conversation.policy_a), ("b", conversation.policy_b))
-    ]
-    for thread in threads:
-        thread.start()
-    current = ArenaTurn.objects.filter(pk=turn.pk, attempt=attempt, status=TurnStatus.GENERATING)
-    shown = ("", "")
-    beat = time.monotonic()
-    try:
-        while any(thread.is_alive() for thread in threads):
-            time.sleep(UPDATE_SECONDS)
-            now = ("".join(answers["a"].text), "".join(answers["b"].text))
-            if now == shown and time.monotonic() - beat < HEARTBEAT_SECONDS:
+    )
+    going = []
+    with transaction.atomic():
+        for run in runs:
+            if run.ended():
+                _turn_store(run.turn, run.attempt, run.answers)
                 continue
-            shown, beat = now, time.monotonic()
-            if not current.update(text_a=now[0], text_b=now[1], heartbeat_at=timezone.now()):
-                stop.set()  # regenerated or voted meanwhile: this attempt is not shown any more
-                return
-            if current.filter(stop_requested=True).exists():
-                stop.set()
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=5)
-    _turn_store(turn, attempt, answers)
+            if run.turn.pk in stopping:
+                run.stop.set()
+            now = run.texts()
+            if now == run.shown and time.monotonic() - run.beat < HEARTBEAT_SECONDS:
+                going.append(run)
+                continue
+            run.shown, run.beat = now, time.monotonic()
+            current = ArenaTurn.objects.filter(
+                pk=run.turn.pk, attempt=run.attempt, status=TurnStatus.GENERATING
+            )
+            if current.update(text_a=now[0], text_b=now[1], heartbeat_at=timezone.now()):
+                going.append(run)
+            else:
+                run.stop.set()  # regenerated or voted meanwhile: this attempt is not shown any more
+    return going
+
+
+def turn_generate(*, turn: ArenaTurn) -> None:
+    """Generate one claimed turn's two answers at once, storing both as they grow, then their end
+    (``turns_tick``, every ``UPDATE_SECONDS``, until it ends). The arena runner does the same for
+    all its turns at once; never a web request: a closed page neither stops nor loses the turn."""
+    runs = [TurnRun(turn)]
+    while runs:
+        time.sleep(UPDATE_SECONDS)
+        runs = turns_tick(runs)
 
 
 def _turn_store(turn: ArenaTurn, attempt: int, answers: dict[str, _Answer]) -> None:
