@@ -19,6 +19,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", min(12, 2 * multiprocessing.cpu_
 threads = int(os.environ.get("PREFLOOP_WEB_THREADS", "4"))
 if os.environ.get("PREFLOOP_WEB_WORKER", "gthread") == "asgi":
     worker_class, wsgi_app = "uvicorn_worker.UvicornWorker", "config.asgi:application"
+    os.environ.setdefault("PREFLOOP_DB_POOL", "1")  # a request's thread is new each time: pool them
 else:
     worker_class = "gthread" if threads > 1 else "sync"  # PREFLOOP_WEB_THREADS=1: plain sync workers
     wsgi_app = "config.wsgi:application"

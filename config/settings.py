@@ -198,6 +198,14 @@ def _database() -> dict:
             # PREFLOOP_DB_PREPARED=0 behind a pooler that cannot keep prepared statements (PgBouncer
             # in transaction mode before 1.21).
             db["OPTIONS"].update(server_side_binding=True, prepare_threshold=2)
+        if os.environ.get("PREFLOOP_DB_POOL") == "1":
+            # A pool of connections shared by the process's threads (psycopg's, through Django). Under
+            # ASGI (PREFLOOP_WEB_WORKER=asgi sets this) every request runs in a thread of its own, and
+            # a persistent connection per thread piles up until PostgreSQL refuses ("too many
+            # clients" at 50 arena users beside 8 annotators: docs/benchmarks.md).
+            db["CONN_MAX_AGE"] = 0
+            size = int(os.environ.get("PREFLOOP_DB_POOL_SIZE", "8"))
+            db["OPTIONS"]["pool"] = {"min_size": 1, "max_size": size, "timeout": 30}
     return db
 
 

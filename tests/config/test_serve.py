@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, request):
+    """gunicorn as `make serve` runs it; ``asgi`` (indirect parameter): with uvicorn's workers."""
     port = free_port()
     env = production_env(
         SECRET_KEY=PRODUCTION_KEY,
@@ -31,13 +32,14 @@ def served(tmp_path):
         PREFLOOP_VAR_DIR=str(tmp_path),
         PREFLOOP_BIND=f"127.0.0.1:{port}",
         WEB_CONCURRENCY="2",
+        PREFLOOP_WEB_WORKER=getattr(request, "param", "gthread"),
     )
     for args in (("migrate", "--noinput"), ("collectstatic", "--noinput")):
         result = manage(*args, env=env)
         assert result.returncode == 0, result.stderr
     gunicorn = Path(sys.executable).with_name("gunicorn")
     server = subprocess.Popen(
-        [str(gunicorn), "-c", "config/gunicorn.py", "config.wsgi"],
+        [str(gunicorn), "-c", "config/gunicorn.py"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -60,6 +62,7 @@ HTTPS = {"X-Forwarded-Proto": "https"}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("served", ["gthread", "asgi"], indirect=True)
 def test_gunicorn_serves_the_app_the_production_way(served):
     # Plain http is sent to https; behind the proxy (X-Forwarded-Proto) the page is served.
     plain = requests.get(served + "/login/", allow_redirects=False, timeout=10)

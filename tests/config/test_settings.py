@@ -281,3 +281,32 @@ def test_the_connection_in_use_has_jit_off():
     with connection.cursor() as cursor:
         cursor.execute("SHOW jit")
         assert cursor.fetchone()[0] == "off"
+
+
+def test_asgi_workers_share_a_pool_of_postgresql_connections(monkeypatch):
+    """Under ASGI each request has a thread of its own: connections come from a bounded pool, never
+    one kept per thread (PostgreSQL ran out of them at 50 arena users)."""
+    from config.settings import _database
+
+    monkeypatch.setenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    monkeypatch.setenv("PREFLOOP_DB_POOL", "1")
+    monkeypatch.setenv("PREFLOOP_DB_POOL_SIZE", "6")
+    db = _database()
+
+    assert db["CONN_MAX_AGE"] == 0 and db["OPTIONS"]["pool"]["max_size"] == 6
+    assert db["OPTIONS"]["options"] == "-c jit=off"  # the rest kept
+
+
+def test_gunicorns_asgi_workers_ask_for_the_pool(monkeypatch):
+    import runpy
+
+    monkeypatch.setenv("PREFLOOP_WEB_WORKER", "asgi")
+    assert "PREFLOOP_DB_POOL" not in os.environ
+    try:
+        config = runpy.run_path(str(ROOT / "config" / "gunicorn.py"))
+        pooled = os.environ.get("PREFLOOP_DB_POOL")
+    finally:
+        os.environ.pop("PREFLOOP_DB_POOL", None)
+
+    assert config["worker_class"] == "uvicorn_worker.UvicornWorker"
+    assert config["wsgi_app"] == "config.asgi:application" and pooled == "1"
