@@ -43,3 +43,9 @@ class TurnChanged(Conflict):
     """The turn is not in the state the action needs (voted already, still generating)."""
 
     code = "turn_changed"
+
+
+class JudgmentSteered(Conflict):
+    """An arena vote the conversation went on from: it no longer changes."""
+
+    code = "judgment_steered"

@@ -32,7 +32,13 @@ from annotate.services.campaigns import (
     campaign_members_set,
     campaign_update,
 )
-from annotate.services.judgments import ScreenAnswer, judgment_change, judgment_from_screen, ranking_change
+from annotate.services.judgments import (
+    ScreenAnswer,
+    judgment_change,
+    judgment_from_screen,
+    judgment_steered,
+    ranking_change,
+)
 from annotate.services.queue import assignment_skip, assignment_unskip, comparison_assign_next
 from config.errors import object_or_404
 from config.security import staff_required
@@ -252,6 +258,7 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
             "judgment": judgment,
             "next": "queue" if request.GET.get("next") == "queue" else "mine",
             "current": _current_answer(judgment),
+            "steered": judgment_steered(judgment),
             **(_ranked_now(judgment) if judgment.ranking else _sides(judgment)),
         },
     )

@@ -17,12 +17,14 @@ from annotate.errors import (
     CampaignNotOpen,
     ComparisonFull,
     ComparisonNotFound,
+    JudgmentSteered,
     NotServed,
 )
 from annotate.models import (
     ADJUDICATIONS,
     PAIR_VERDICTS,
     THUMBS_VERDICTS,
+    ArenaTurn,
     Assignment,
     Campaign,
     CampaignStatus,
@@ -400,6 +402,27 @@ def _changeable(judgment: Judgment) -> None:
         raise CampaignNotOpen(
             f"campaign {campaign.name!r} is closed: its judgments no longer change", campaign=campaign.pk
         )
+    if reason := judgment_steered(judgment):
+        raise JudgmentSteered(reason, judgment=judgment.pk)
+
+
+def judgment_steered(judgment: Judgment) -> str:
+    """Why ``judgment`` can no longer change when it is an arena vote the conversation went on from
+    (its later turns answered the answer it preferred: reversed, the record would contradict them);
+    "" otherwise."""
+    turn = (
+        ArenaTurn.objects.filter(comparison_id=judgment.comparison_id)
+        .values("conversation_id", "number")
+        .first()
+    )
+    if (
+        turn
+        and ArenaTurn.objects.filter(
+            conversation_id=turn["conversation_id"], number__gt=turn["number"]
+        ).exists()
+    ):
+        return "this arena vote chose the answer the conversation went on from, so it no longer changes"
+    return ""
 
 
 def _ranking_from_shown(comparison: Comparison, shown: str, ranks: Sequence[int]) -> tuple[list[int], str]:

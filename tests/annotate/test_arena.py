@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from annotate.errors import ArenaBusy, CampaignNotOpen, TurnChanged
+from annotate.errors import ArenaBusy, CampaignNotOpen, JudgmentSteered, TurnChanged
 from annotate.models import (
     ArenaConversation,
     ArenaRequest,
@@ -523,3 +523,22 @@ def test_under_asgi_two_streams_of_a_turn_relay_it_from_one_watch_and_both_end_w
     assert all(b"Waiting for a free generation slot" in w for w in waiting)
     assert all(end.decode().count("event: done") == 1 and 'id="judge"' in end.decode() for end in ends)
     assert reads and all(ids == [turn.pk] for ids in reads)  # one query per read, for both streams
+
+
+@pytest.mark.django_db
+def test_a_vote_the_conversation_went_on_from_no_longer_changes(
+    client, campaign, annotator, generation_server
+):
+    from annotate.services.judgments import judgment_change
+
+    first = arena.conversation_start(campaign=campaign, annotator=annotator, text="Name a colour.")
+    answered(first)
+    judgment = arena.turn_vote(turn=first, annotator=annotator, verdict="left")
+    judgment_change(judgment=judgment, annotator=annotator, verdict="right")  # not yet gone on: it may
+    arena.turn_continue(conversation=first.conversation, annotator=annotator, text="Another?")
+
+    with pytest.raises(JudgmentSteered, match="the conversation went on from"):
+        judgment_change(judgment=judgment, annotator=annotator, verdict="left")
+    client.force_login(annotator)
+    page = client.get(reverse("annotate:change", args=[judgment.pk])).content.decode()
+    assert "no longer changes" in page and 'id="change-form"' not in page
