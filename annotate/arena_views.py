@@ -78,6 +78,15 @@ def _sides(turn: ArenaTurn) -> dict:
     return {"left": left, "right": right}
 
 
+def _went_on_from(turn: ArenaTurn) -> str:
+    """Which answer, as shown, the next turn goes on from (``arena.preferred_text``'s rule)."""
+    judgment = turn.comparison.judgments.first() if turn.comparison_id else None
+    left_is_a = turn.conversation.left == Side.FIRST
+    if judgment is None or judgment.choice not in ("first", "second"):
+        return "left" if (turn.text_a if left_is_a else turn.text_b).strip() else "right"
+    return "left" if (judgment.choice == "first") == left_is_a else "right"
+
+
 def _context(campaign: Campaign, turn: ArenaTurn | None, draft: str = "", error: str = "") -> dict:
     history = []
     if turn is not None:
@@ -93,7 +102,10 @@ def _context(campaign: Campaign, turn: ArenaTurn | None, draft: str = "", error:
         "user_text": turn.messages[-1]["content"] if turn is not None else "",
         "max_turns": settings.PREFLOOP_ARENA_MAX_TURNS,
         "prompt_max": settings.PREFLOOP_MAX_PROMPT_CHARS,
-        "words_max": words(arena.prompt_token_limit(arena.arena_pool(campaign))),
+        "tokens_max": (limit := arena.prompt_token_limit(arena.arena_pool(campaign))),
+        "words_max": words(limit),
+        "went_on_from": _went_on_from(turn) if turn is not None and turn.status == TurnStatus.VOTED else "",
+        "busy_elsewhere": "still being written" in error,
         "error": error,
         "stopped_note": arena.STOPPED_NOT_VOTED,
     }

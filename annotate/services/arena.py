@@ -23,7 +23,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Min
 from django.utils import timezone
 
 from annotate.errors import ArenaBusy, CampaignNotOpen, TurnChanged
@@ -167,10 +167,13 @@ def _length_check(messages: list[dict[str, str]], policies: list[Policy]) -> Non
     limit = prompt_token_limit(policies)
     used = max(messages_tokens(policy.location, messages) for policy in policies)
     if used > limit:
+        last = messages[-1]["content"]
+        cut = max(1, round((used - limit) / used * len(last) * 1.05))  # in proportion, and a little more
         raise Invalid(
-            f"this conversation is about {words(used):,} words long; these models read at most about "
-            f"{words(limit):,} ({limit:,} tokens) with room for their answers: shorten your message"
-            + (" or start a new conversation" if len(messages) > 1 else "")
+            f"this conversation is {used:,} tokens long; these models read at most {limit:,} tokens with "
+            f"room for their answers (about {words(limit):,} words of plain English; code, numbers and "
+            f"other languages take more tokens a word): shorten your message by about {cut:,} of its "
+            f"{len(last):,} characters" + (" or start a new conversation" if len(messages) > 1 else "")
         )
 
 
@@ -188,9 +191,13 @@ def _limits_check(*, annotator: AbstractBaseUser) -> None:
         annotator=annotator, created_at__gte=timezone.now() - timedelta(minutes=1)
     ).count()
     if recent >= settings.PREFLOOP_ARENA_TURNS_PER_MINUTE:
+        oldest = ArenaRequest.objects.filter(
+            annotator=annotator, created_at__gte=timezone.now() - timedelta(minutes=1)
+        ).aggregate(first=Min("created_at"))["first"]
+        wait = max(1, 60 - int((timezone.now() - oldest).total_seconds())) if oldest else 60
         raise ArenaBusy(
             f"{recent} answer pairs asked for in the last minute; the limit is "
-            f"{settings.PREFLOOP_ARENA_TURNS_PER_MINUTE}: wait a moment"
+            f"{settings.PREFLOOP_ARENA_TURNS_PER_MINUTE}: try again in {wait} s"
         )
 
 

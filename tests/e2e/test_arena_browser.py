@@ -105,14 +105,14 @@ def test_a_long_prompt_is_refused_up_front_in_words_and_a_failed_turn_always_has
 ):
     settings.PREFLOOP_ARENA_MAX_NEW_TOKENS = 24
     page, _ = _arena_page(live_server, browser_page, chat_model_dir, settings)
-    assert "Up to about 174 words" in page.inner_text("#arena")  # said before anything is typed
+    assert "Up to 232 tokens: about 174 words" in page.inner_text("#arena")  # said before anything is typed
     long_text = "please summarise the history of rivers and seas " * 100
 
     page.fill("#arena textarea[name=text]", long_text)
     page.click("#arena-send")
     page.wait_for_selector("#arena .notice")
 
-    assert "these models read at most about 174" in page.inner_text("#arena .notice")
+    assert "these models read at most 232 tokens" in page.inner_text("#arena .notice")
     assert page.input_value("#arena textarea[name=text]").strip() == long_text.strip()  # nothing lost
     assert not ArenaTurn.objects.exists()
 
