@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import escape
@@ -114,11 +114,16 @@ def _context(campaign: Campaign, turn: ArenaTurn | None, draft: str = "", error:
 def _fragment(
     request: HttpRequest, campaign: Campaign, turn: ArenaTurn | None, *, error: DomainError | None = None
 ) -> HttpResponse:
-    """The arena as it stands; a refused action says why above it, with its status, and keeps the
-    conversation on the page (an error page would replace it) and what was typed."""
+    """The arena as it stands; a refused action says why beside it, with its status, and keeps the
+    conversation on the page (an error page would replace it) and what was typed. Without htmx (no
+    JavaScript) a done action redirects to the arena's page and a refused one renders that page
+    whole: never a bare fragment as the page."""
+    if not request.htmx and error is None:
+        return redirect("annotate:arena", campaign.pk)
     draft = request.POST.get("text", "") if error else ""
     context = _context(campaign, turn, draft, error.detail if error else "")
-    return render(request, "annotate/_arena.html", context, status=error.status if error else 200)
+    template = "annotate/_arena.html" if request.htmx else "annotate/arena.html"
+    return render(request, template, context, status=error.status if error else 200)
 
 
 @never_cache

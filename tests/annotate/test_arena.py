@@ -239,7 +239,11 @@ def test_the_page_streams_escaped_text_then_the_vote_and_reveals_the_names(
     client, campaign, annotator, other_annotator, generation_server
 ):
     client.force_login(annotator)
-    page = client.post(reverse("annotate:arena", args=[campaign.pk]), {"text": "<script>alert(1)</script>"})
+    page = client.post(
+        reverse("annotate:arena", args=[campaign.pk]),
+        {"text": "<script>alert(1)</script>"},
+        HTTP_HX_REQUEST="true",
+    )
     turn = ArenaTurn.objects.get()
     assert (
         page.status_code == 200
@@ -269,7 +273,9 @@ def test_the_page_streams_escaped_text_then_the_vote_and_reveals_the_names(
     again = b"".join(client.get(reverse("annotate:arena-stream", args=[turn.pk])).streaming_content).decode()
     assert again.count("event: done") == 1 and "event: left" not in again  # a finished turn: done at once
 
-    voted = client.post(reverse("annotate:arena-vote", args=[turn.pk]), {"answer": "left"}).content.decode()
+    voted = client.post(
+        reverse("annotate:arena-vote", args=[turn.pk]), {"answer": "left"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "Left was" in voted and turn.conversation.policy_a.name in voted
 
     client.force_login(other_annotator)  # another annotator cannot see, stream or vote on it
@@ -544,3 +550,22 @@ def test_a_vote_the_conversation_went_on_from_no_longer_changes(
     client.force_login(annotator)
     page = client.get(reverse("annotate:change", args=[judgment.pk])).content.decode()
     assert "no longer changes" in page and 'id="change-form"' not in page
+
+
+@pytest.mark.django_db
+def test_without_javascript_the_arena_posts_and_redirects_to_whole_pages(
+    client, campaign, annotator, generation_server, settings
+):
+    client.force_login(annotator)
+    arena_url = reverse("annotate:arena", args=[campaign.pk])
+
+    sent = client.post(arena_url, {"text": "A plain form post?"})
+    assert sent.status_code == 302 and sent["Location"] == arena_url
+    page = client.get(arena_url).content.decode()
+    assert '<header class="top">' in page and "reload the page" in page  # whole, with a way to see them
+
+    answered(ArenaTurn.objects.get())
+    voted = client.post(reverse("annotate:arena-vote", args=[ArenaTurn.objects.get().pk]), {"answer": "left"})
+    assert voted.status_code == 302 and "Your vote" in client.get(arena_url).content.decode()
+    again = client.post(reverse("annotate:arena-vote", args=[ArenaTurn.objects.get().pk]), {"answer": "left"})
+    assert again.status_code == 409 and '<header class="top">' in again.content.decode()  # a whole page
