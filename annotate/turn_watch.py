@@ -53,9 +53,10 @@ class TurnWatch:
     async def _read(self) -> None:
         read = sync_to_async(_rows, thread_sensitive=False)
         while self.waiting:
-            rows = await read(list(self.waiting))
-            for pk, queues in list(self.waiting.items()):
-                for queue in list(queues):
+            asked = list(self.waiting)
+            rows = await read(asked)
+            for pk in asked:  # a stream that joined during the read waits for the next one
+                for queue in list(self.waiting.get(pk, ())):
                     if queue.full():  # a slow stream sees the latest row, not a backlog
                         queue.get_nowait()
                     queue.put_nowait(rows.get(pk))

@@ -569,3 +569,37 @@ def test_without_javascript_the_arena_posts_and_redirects_to_whole_pages(
     assert voted.status_code == 302 and "Your vote" in client.get(arena_url).content.decode()
     again = client.post(reverse("annotate:arena-vote", args=[ArenaTurn.objects.get().pk]), {"answer": "left"})
     assert again.status_code == 409 and '<header class="top">' in again.content.decode()  # a whole page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_that_joins_the_watch_during_a_read_waits_for_its_own_row(campaign, annotator):
+    import asyncio
+
+    from annotate import turn_watch
+
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="hello")
+    watch = turn_watch.TurnWatch()
+    real_rows = turn_watch._rows
+
+    def slow_rows(ids):
+        time.sleep(0.2)
+        return real_rows(ids)
+
+    async def scene():
+        first = watch.rows(-1)  # another stream's turn, read first
+        pending = asyncio.ensure_future(first.__anext__())
+        await asyncio.sleep(0.05)  # the read for [-1] is under way
+        joined = watch.rows(turn.pk)
+        row = await joined.__anext__()
+        await pending
+        await first.aclose()
+        await joined.aclose()
+        return row
+
+    turn_watch._rows = slow_rows
+    try:
+        row = asyncio.run(scene())
+    finally:
+        turn_watch._rows = real_rows
+
+    assert row is not None and row["id"] == turn.pk  # never None for a turn that exists
