@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -229,6 +230,18 @@ def _streaming(text: str, waiting: str = "") -> str:
     return f'<p class="muted">{escape(waiting) or "…"}</p>'
 
 
+def _closing(work: Callable[[], str]) -> Callable[[], str]:
+    """``work`` run in a worker thread that is no request's: its connection goes back when done."""
+
+    def run() -> str:
+        try:
+            return work()
+        finally:
+            connection.close()
+
+    return run
+
+
 class _Relay:
     """What one stream of a turn sends, read from what the arena runner stored: each answer so far as
     it grows, then ``done`` with the turn's fragment. It only reads; it never waits on an engine."""
@@ -306,9 +319,13 @@ def turn_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
                     yield sent
         finally:
             await rows.aclose()
-        yield await sync_to_async(relay.done, thread_sensitive=False)()
+        yield await sync_to_async(_closing(relay.done), thread_sensitive=False)()
 
-    stream = events_async() if isinstance(request, ASGIRequest) else events()
+    if isinstance(request, ASGIRequest):
+        connection.close()  # the stream may last minutes: its connection goes back to the pool now
+        stream: Iterator[str] | AsyncIterator[str] = events_async()
+    else:
+        stream = events()
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on as it comes
     return response

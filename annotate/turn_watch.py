@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from annotate.models import ArenaTurn
 
@@ -26,7 +27,10 @@ def turn_row(pk: int) -> dict[str, Any] | None:
 
 
 def _rows(ids: list[int]) -> dict[int, dict[str, Any]]:
-    return {row["id"]: row for row in ArenaTurn.objects.filter(pk__in=ids).values(*FIELDS)}
+    try:
+        return {row["id"]: row for row in ArenaTurn.objects.filter(pk__in=ids).values(*FIELDS)}
+    finally:
+        connection.close()  # back to the pool: this worker thread is not a request's
 
 
 class TurnWatch:

@@ -11,7 +11,8 @@ relay is asynchronous) and each number of arena users, for --seconds:
 - --annotators annotators judge over the API, one judgment a second each (POST /api/judgments/ with
   next: true).
 
-It prints per row: turns completed and failed, the time from the POST to the first answer text on
+It prints per row: turns completed (and of them, those whose stream showed no text before the end:
+the relay fell behind the whole answer) and failed, the time from the POST to the first answer text on
 the stream (p50/p95; the engine's own first piece comes after 0.05 s), a whole turn (p95: the engine
 alone takes 64/30 = 2.1 s), and the judging latency (p50/p95).
 
@@ -118,10 +119,12 @@ def arena_user(base: str, name: str, arena: int, start: float, stop: float, out:
         vote = session.post(
             f"{base}/annotate/arena/turns/{turn}/vote/", data={"answer": "left"}, headers=csrf, timeout=120
         )
-        ok = done and first is not None and vote.status_code == 200 and "Your vote" in vote.text
-        out.append(
-            ("turn", whole, first) if ok else ("failed", whole, f"done={done} vote={vote.status_code}")
-        )
+        ok = (
+            done and vote.status_code == 200 and "Your vote" in vote.text
+        )  # first None: no text before the end
+        notice = re.search(r'role="alert"[^>]*>([^<]*)<', vote.text)
+        why = f"done={done} vote={vote.status_code} {notice.group(1)[:90] if notice else ''}"
+        out.append(("turn", whole, first) if ok else ("failed", whole, why))
 
 
 def annotator(base: str, token: str, start: float, stop: float, out: list) -> None:
@@ -183,7 +186,8 @@ def row(kind: str, users: int, results: list, seconds: float) -> str:
     turns = [r for r in results if r[0] == "turn"]
     failed = [r for r in results if r[0] == "failed"]
     judged = [r[1] for r in results if r[0] == "judge" and r[2]]
-    firsts = [r[2] for r in turns]
+    firsts = [r[2] for r in turns if r[2] is not None]
+    unstreamed = len(turns) - len(firsts)  # answered, but no text reached the page before the end
     wholes = [r[1] for r in turns]
 
     def ms(values: list[float], q: float) -> str:
@@ -194,7 +198,8 @@ def row(kind: str, users: int, results: list, seconds: float) -> str:
 
     failures = f" ({failed[0][2]})" if failed else ""
     return (
-        f"| {kind} | {users} | {len(turns)} | {len(failed)}{failures} | {s(firsts, 50)} / {s(firsts, 95)} | "
+        f"| {kind} | {users} | {len(turns)} ({unstreamed} unstreamed) | {len(failed)}{failures} | "
+        f"{s(firsts, 50)} / {s(firsts, 95)} | "
         f"{s(wholes, 95)} | {len(judged) / seconds:.1f} | {ms(judged, 50)} / {ms(judged, 95)} |"
     )
 
