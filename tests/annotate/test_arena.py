@@ -277,6 +277,7 @@ def test_the_page_streams_escaped_text_then_the_vote_and_reveals_the_names(
         reverse("annotate:arena-vote", args=[turn.pk]), {"answer": "left"}, HTTP_HX_REQUEST="true"
     ).content.decode()
     assert "Left was" in voted and turn.conversation.policy_a.name in voted
+    assert 'id="progress" class="progress" hx-swap-oob="true">Judged today: <strong>1</strong>' in voted
 
     client.force_login(other_annotator)  # another annotator cannot see, stream or vote on it
     assert client.get(reverse("annotate:arena-stream", args=[turn.pk])).status_code == 404
