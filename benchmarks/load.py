@@ -386,6 +386,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)  # 2,000 open comparisons last longer
     parser.add_argument("--overlap", type=int, default=2, help="judgments each open comparison wants")
     parser.add_argument("--web-workers", type=int, default=4)
+    parser.add_argument(
+        "--web-worker",
+        default="gthread",
+        choices=["gthread", "asgi"],
+        help="gunicorn's kind (PREFLOOP_WEB_WORKER)",
+    )
     parser.add_argument("--client-processes", type=int, default=4)
     parser.add_argument(
         "--as-imported",
@@ -402,7 +408,7 @@ def main() -> None:
     static_collect()
     print("$ python benchmarks/load.py " + " ".join(sys.argv[1:]))
     print(
-        f"gunicorn {args.web_workers} workers (DEBUG off); {args.annotators} annotators with no pause "
+        f"gunicorn {args.web_workers} {args.web_worker} workers (DEBUG off); {args.annotators} annotators with no pause "
         f"({args.htmx_share:.0%} through the htmx page), {args.pace_annotators} at a human pace "
         f"(mean {args.think:g} s between judgments); {args.seconds:g} s per phase; clients on the same machine"
     )
@@ -426,12 +432,13 @@ def main() -> None:
             )
             port = free_port()
             server = subprocess.Popen(
-                [str(Path(sys.executable).with_name("gunicorn")), "-c", "config/gunicorn.py", "config.wsgi"],
+                [str(Path(sys.executable).with_name("gunicorn")), "-c", "config/gunicorn.py"],
                 cwd=ROOT,
                 env=bench_env(
                     url,
                     PREFLOOP_BIND=f"127.0.0.1:{port}",
                     WEB_CONCURRENCY=str(args.web_workers),
+                    PREFLOOP_WEB_WORKER=args.web_worker,
                     PREFLOOP_ACCESS_LOG="",
                 ),
                 stdout=subprocess.DEVNULL,

@@ -1,12 +1,27 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from annotate import api as annotate_api
 from config import views
+from config.errors import NotAllowed
 from generation import api as generation_api
 from training import api as training_api
+
+_admin_login = admin.site.login
+
+
+def admin_login(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    """The admin's login, except for a signed-in annotator: the site's 403 page saying it is for
+    staff (the admin asked them to sign in again, as if their account were wrong)."""
+    if request.user.is_authenticated and not request.user.is_staff:
+        raise NotAllowed(f"the admin is for staff; you are signed in as {request.user.get_username()}")
+    return _admin_login(request, extra_context)
+
+
+admin.site.login = admin_login  # type: ignore[method-assign]
 
 api = [
     path("prompts/", generation_api.PromptListCreateApi.as_view(), name="prompts"),

@@ -322,3 +322,16 @@ def test_an_annotator_is_refused_a_staff_import_before_its_body_is_read(annotato
     answer = client.post(reverse(f"api:{route}"), body, content_type="application/json")
 
     assert answer.status_code == 403 and parsed == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/admin/"])
+def test_an_annotator_opening_a_staff_page_is_told_it_is_for_staff_not_asked_to_log_in(
+    client, annotator, path
+):
+    client.force_login(annotator)
+
+    page = client.get(path, follow=True)
+
+    assert page.status_code == 403 and "is for staff; you are signed in as" in page.content.decode()
+    assert '<header class="top">' in page.content.decode()  # the site's page, with its links
