@@ -42,7 +42,7 @@ from annotate.models import (
 )
 from annotate.selectors import campaign_open_to, campaigns_open_for
 from annotate.services.judgments import ScreenAnswer, judgment_from_screen
-from config.errors import Invalid
+from config.errors import Invalid, NotAllowed
 from generation.backends import GenerationFailed, Sampling, StreamDelta
 from generation.backends.vllm import vllm_url
 from generation.context import context_window, messages_tokens, words
@@ -257,12 +257,12 @@ def turn_continue(*, conversation: ArenaConversation, annotator: AbstractBaseUse
     """The next user turn of ``conversation``, after its last turn was voted on; both policies answer
     the conversation as it went on from the preferred answer."""
     if conversation.annotator_id != annotator.pk:
-        raise Invalid("not your conversation")
+        raise NotAllowed("not your conversation")
     _open_check(conversation.campaign, annotator)
     _lock_annotator(annotator)
     last = conversation.turns.order_by("-number").first()
     if last is None or last.status != TurnStatus.VOTED:
-        raise Invalid("vote on the last answers before going on")
+        raise TurnChanged("vote on the last answers before going on")
     if last.number >= settings.PREFLOOP_ARENA_MAX_TURNS:
         raise Invalid(
             f"this conversation has {last.number} turns, the most one may have "
@@ -290,7 +290,7 @@ def turn_regenerate(*, turn: ArenaTurn, annotator: AbstractBaseUser) -> ArenaTur
     counts against the annotator's limits like a new turn."""
     conversation = turn.conversation
     if conversation.annotator_id != annotator.pk:
-        raise Invalid("not your conversation")
+        raise NotAllowed("not your conversation")
     _open_check(conversation.campaign, annotator)
     _lock_annotator(annotator)
     locked = ArenaTurn.objects.select_for_update().get(pk=turn.pk)
@@ -511,7 +511,7 @@ def turn_vote(
     campaign with the side shown left, and the judgment through the one judging path."""
     conversation = turn.conversation
     if conversation.annotator_id != annotator.pk:
-        raise Invalid("not your conversation")
+        raise NotAllowed("not your conversation")
     locked = ArenaTurn.objects.select_for_update().get(pk=turn.pk)
     if locked.status == TurnStatus.VOTED:
         raise TurnChanged("this turn is voted on already")

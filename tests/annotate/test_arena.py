@@ -111,7 +111,7 @@ def test_the_conversation_goes_on_from_the_preferred_answer_and_exports_as_multi
     assert len(rows) == 2
     assert rows[1]["prompt"] == second.messages
     assert Prompt.objects.filter(messages=second.messages).exists()  # a prompt of the campaign now
-    with pytest.raises(Invalid, match="vote on the last answers"):
+    with pytest.raises(TurnChanged, match="vote on the last answers"):
         third = arena.turn_continue(conversation=first.conversation, annotator=annotator, text="More?")
         arena.turn_continue(conversation=third.conversation, annotator=annotator, text="And more?")
 

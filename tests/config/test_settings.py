@@ -163,7 +163,11 @@ def test_the_lockout_page_is_styled_says_for_how_long_and_links_back(client):
     assert response.status_code == 429
     assert '<link rel="stylesheet"' in html  # the site's page, not axes' plain text
     assert "refused for 15 minutes" in html and "for <strong>target</strong>" in html
-    assert 'href="/login/"' in html and "axes_reset_username target" in html
+    assert (
+        'href="/login/"' in html
+        and "axes_reset_username target" in html
+        and "DEBUG=1 .venv/bin/python" in html
+    )
 
 
 @pytest.mark.django_db
