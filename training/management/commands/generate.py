@@ -168,9 +168,13 @@ class Command(BaseCommand):
                 if interactive:
                     self.bar.set_postfix(tokens=tokens, tokens_s=f"{rate:.1f}", left=left or "?")
                 else:
-                    done = f"{self.prompts}/{total} prompts, " if total else ""
+                    # Prompts finish a batch at a time (a batch often holds them all), so the tokens
+                    # written, out of the most there can be, are what moves; the prompts come after.
+                    most = f" of at most {most_tokens:,}" if most_tokens else ""
+                    done = f", {self.prompts}/{total} prompts done" if total else ""
                     command.say(
-                        f"generate: {done}{tokens} tokens, {rate:.1f} tokens/s{', ' + left if left else ''}"
+                        f"generate: {tokens:,} tokens written{most}{done}, {rate:.1f} tokens/s"
+                        f"{', ' + left + ' at this rate' if left else ''}"
                     )
 
             def __call__(self, done_prompts: int, done_tokens: int) -> None:
