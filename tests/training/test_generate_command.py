@@ -58,4 +58,7 @@ def test_progress_bounds_the_time_left_from_tokens_while_prompts_finish_a_batch_
     with command._progress(12, most_tokens=12 * 3 * 320) as progress:  # make demo: 12 prompts, 3 answers
         progress.show(1520, 20.0)  # 0 of 12 prompts done, but 1,520 of at most 11,520 tokens
 
-    assert "generate: 1,520 tokens written of at most 11,520, 0/12 prompts done, 20.0 tokens/s, at most 8 min left at this rate" in out.getvalue()
+    assert (
+        "generate: 1,520 tokens written of at most 11,520, 0/12 prompts done, 20.0 tokens/s, at most 8 min left at this rate"
+        in out.getvalue()
+    )
