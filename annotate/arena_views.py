@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -20,7 +20,6 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
-from django.utils import timezone
 from django.utils.html import escape
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
@@ -30,7 +29,7 @@ from annotate.models import ArenaConversation, ArenaTurn, Campaign, Side, Task, 
 from annotate.rendering import markdown_html
 from annotate.selectors import campaign_visible_to
 from annotate.services import arena
-from annotate.turn_watch import RELAY_SECONDS, turn_row, turn_watch
+from annotate.turn_watch import RELAY_SECONDS, closing, turn_row, turn_watch
 from config.errors import DomainError, object_or_404
 from generation.context import words
 
@@ -80,12 +79,10 @@ def _sides(turn: ArenaTurn) -> dict:
 
 
 def _went_on_from(turn: ArenaTurn) -> str:
-    """Which answer, as shown, the next turn goes on from (``arena.preferred_text``'s rule)."""
-    judgment = turn.comparison.judgments.first() if turn.comparison_id else None
-    left_is_a = turn.conversation.left == Side.FIRST
-    if judgment is None or judgment.choice not in ("first", "second"):
-        return "left" if (turn.text_a if left_is_a else turn.text_b).strip() else "right"
-    return "left" if (judgment.choice == "first") == left_is_a else "right"
+    """Which answer, as shown, the next turn goes on from."""
+    return (
+        "left" if (arena.preferred_side(turn) == "a") == (turn.conversation.left == Side.FIRST) else "right"
+    )
 
 
 def _context(campaign: Campaign, turn: ArenaTurn | None, draft: str = "", error: str = "") -> dict:
@@ -230,18 +227,6 @@ def _streaming(text: str, waiting: str = "") -> str:
     return f'<p class="muted">{escape(waiting) or "…"}</p>'
 
 
-def _closing(work: Callable[[], str]) -> Callable[[], str]:
-    """``work`` run in a worker thread that is no request's: its connection goes back when done."""
-
-    def run() -> str:
-        try:
-            return work()
-        finally:
-            connection.close()
-
-    return run
-
-
 class _Relay:
     """What one stream of a turn sends, read from what the arena runner stored: each answer so far as
     it grows, then ``done`` with the turn's fragment. It only reads; it never waits on an engine."""
@@ -273,12 +258,10 @@ class _Relay:
         return _event("left", _streaming(left, waiting)) + _event("right", _streaming(right, waiting))
 
     def stalled_why(self, row: dict) -> str:
-        now = timezone.now()
-        if row["claimed_at"] is None and (now - row["requested_at"]).total_seconds() > arena.queue_wait():
-            self.stalled = "no generation slot took these answers in time"
-        elif row["heartbeat_at"] and (now - row["heartbeat_at"]).total_seconds() > arena.HEARTBEAT_DEAD:
-            self.stalled = "the process writing these answers stopped"
-        elif time.monotonic() - self.began > RELAY_LIFE:
+        self.stalled = arena.turn_stalled(
+            claimed_at=row["claimed_at"], requested_at=row["requested_at"], heartbeat_at=row["heartbeat_at"]
+        )
+        if not self.stalled and time.monotonic() - self.began > RELAY_LIFE:
             return "relay life"  # the page reconnects with the fragment
         return self.stalled
 
@@ -319,7 +302,7 @@ def turn_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
                     yield sent
         finally:
             await rows.aclose()
-        yield await sync_to_async(_closing(relay.done), thread_sensitive=False)()
+        yield await sync_to_async(closing(relay.done), thread_sensitive=False)()
 
     if isinstance(request, ASGIRequest):
         connection.close()  # the stream may last minutes: its connection goes back to the pool now

@@ -9,13 +9,15 @@ async code does).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import connection
 
 from annotate.models import ArenaTurn
+
+T = TypeVar("T")
 
 RELAY_SECONDS = 0.25  # how often the turns are read
 FIELDS = ("id", "status", "attempt", "text_a", "text_b", "claimed_at", "requested_at", "heartbeat_at")
@@ -26,11 +28,22 @@ def turn_row(pk: int) -> dict[str, Any] | None:
     return ArenaTurn.objects.filter(pk=pk).values(*FIELDS).first()
 
 
+def closing(work: Callable[..., T]) -> Callable[..., T]:
+    """``work`` for a worker thread that is no request's (``sync_to_async``): the database connection
+    it took goes back (to the pool, under ASGI) when it is done, not when the thread ends."""
+
+    def run(*args: Any) -> T:
+        try:
+            return work(*args)
+        finally:
+            connection.close()
+
+    return run
+
+
+@closing
 def _rows(ids: list[int]) -> dict[int, dict[str, Any]]:
-    try:
-        return {row["id"]: row for row in ArenaTurn.objects.filter(pk__in=ids).values(*FIELDS)}
-    finally:
-        connection.close()  # back to the pool: this worker thread is not a request's
+    return {row["id"]: row for row in ArenaTurn.objects.filter(pk__in=ids).values(*FIELDS)}
 
 
 class TurnWatch:

@@ -17,13 +17,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Min
+from django.db.models import Count, F, Min
 from django.utils import timezone
 
 from annotate.errors import ArenaBusy, CampaignNotOpen, TurnChanged
@@ -128,21 +128,37 @@ def _text_checked(text: str, history: list[dict[str, str]]) -> list[dict[str, st
     return messages
 
 
+RUNNER_DIED = "the process writing these answers stopped"
+NEVER_TAKEN = "no generation slot took these answers in time"
+
+
+def turn_stalled(
+    *, claimed_at: datetime | None, requested_at: datetime, heartbeat_at: datetime | None
+) -> str:
+    """Why a turn still generating has nobody writing it ("" while it is fine): the runner took it
+    and has not written for ``HEARTBEAT_DEAD`` seconds (its process died), or no runner took it
+    within ``queue_wait()`` (none is running, or all are full). ``turns_abandon_dead`` writes the
+    same rule in SQL; the stream reads it off the row it relays."""
+    now = timezone.now()
+    if claimed_at is None and requested_at < now - timedelta(seconds=queue_wait()):
+        return NEVER_TAKEN
+    if claimed_at is not None and heartbeat_at and heartbeat_at < now - timedelta(seconds=HEARTBEAT_DEAD):
+        return RUNNER_DIED
+    return ""
+
+
 def turns_abandon_dead(*, annotator: AbstractBaseUser | None = None) -> int:
-    """Turns still generating that nobody is writing, marked failed (what was stored is kept) so the
-    page says so and Regenerate works: one the runner took and has not written for
-    ``HEARTBEAT_DEAD`` seconds (its process died), or one no runner took within ``QUEUE_WAIT`` (none
-    is running, or all are full). ``annotator``: only theirs. Returns how many."""
+    """Turns still generating that nobody is writing (``turn_stalled``'s rule), marked failed with its
+    reason (what was stored is kept) so the page says so and Regenerate works. ``annotator``: only
+    theirs. Returns how many."""
     now = timezone.now()
     turns = ArenaTurn.objects.filter(status=TurnStatus.GENERATING)
     if annotator is not None:
         turns = turns.filter(conversation__annotator=annotator)
     died = turns.filter(claimed_at__isnull=False, heartbeat_at__lt=now - timedelta(seconds=HEARTBEAT_DEAD))
     unclaimed = turns.filter(claimed_at__isnull=True, requested_at__lt=now - timedelta(seconds=queue_wait()))
-    return died.update(
-        status=TurnStatus.FAILED, error="the process writing these answers stopped", finished_at=now
-    ) + unclaimed.update(
-        status=TurnStatus.FAILED, error="no generation slot took these answers in time", finished_at=now
+    return died.update(status=TurnStatus.FAILED, error=RUNNER_DIED, finished_at=now) + unclaimed.update(
+        status=TurnStatus.FAILED, error=NEVER_TAKEN, finished_at=now
     )
 
 
@@ -187,13 +203,11 @@ def _limits_check(*, annotator: AbstractBaseUser) -> None:
         raise ArenaBusy("an answer pair is still being written for you: stop it or wait for it first")
     if mine.filter(status=TurnStatus.GENERATING, stop_requested=True).exists():
         raise ArenaBusy("the answers you stopped are still being put away: try again in a moment")
-    recent = ArenaRequest.objects.filter(
+    window = ArenaRequest.objects.filter(
         annotator=annotator, created_at__gte=timezone.now() - timedelta(minutes=1)
-    ).count()
+    ).aggregate(recent=Count("id"), oldest=Min("created_at"))
+    recent, oldest = window["recent"], window["oldest"]
     if recent >= settings.PREFLOOP_ARENA_TURNS_PER_MINUTE:
-        oldest = ArenaRequest.objects.filter(
-            annotator=annotator, created_at__gte=timezone.now() - timedelta(minutes=1)
-        ).aggregate(first=Min("created_at"))["first"]
         wait = max(1, 60 - int((timezone.now() - oldest).total_seconds())) if oldest else 60
         raise ArenaBusy(
             f"{recent} answer pairs asked for in the last minute; the limit is "
@@ -239,17 +253,24 @@ def conversation_start(*, campaign: Campaign, annotator: AbstractBaseUser, text:
     )
 
 
-def preferred_text(turn: ArenaTurn) -> str:
-    """The answer the conversation goes on from: the one voted better (a tie or both bad: the one
-    shown left); an empty answer gives way to the other."""
-    judgment = Judgment.objects.filter(comparison=turn.comparison).first()
+def preferred_side(turn: ArenaTurn) -> str:
+    """Which answer (``"a"`` or ``"b"``) the conversation goes on from: the one voted better (a tie
+    or both bad: the one shown left); an empty answer gives way to the other."""
+    judgment = Judgment.objects.filter(comparison=turn.comparison).first() if turn.comparison_id else None
     left_is_a = turn.conversation.left == Side.FIRST
     if judgment is None or judgment.choice not in ("first", "second"):
-        first = turn.text_a if left_is_a else turn.text_b
+        side = "a" if left_is_a else "b"
     else:
-        first = turn.text_a if judgment.choice == "first" else turn.text_b
-    other = turn.text_b if first is turn.text_a else turn.text_a
-    return first.strip() or other.strip()
+        side = "a" if judgment.choice == "first" else "b"
+    other = "b" if side == "a" else "a"
+    return (
+        side if getattr(turn, f"text_{side}").strip() or not getattr(turn, f"text_{other}").strip() else other
+    )
+
+
+def preferred_text(turn: ArenaTurn) -> str:
+    """The text of the answer the conversation goes on from (``preferred_side``)."""
+    return getattr(turn, f"text_{preferred_side(turn)}").strip()
 
 
 @transaction.atomic
