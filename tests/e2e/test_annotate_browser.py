@@ -301,10 +301,7 @@ def test_on_a_phone_the_verdict_keys_stay_on_screen_while_judging_long_pairs(liv
 
 
 def log_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/annotate/")
-    page.fill("#id_username", "kim")
-    page.fill("#id_password", "kim-password-123")
-    page.click("button[type=submit]")
+    log_in_to(page, live_server, "/annotate/")
     judging_ready(page)
 
 

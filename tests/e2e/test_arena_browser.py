@@ -14,14 +14,7 @@ def test_an_annotator_holds_a_two_turn_conversation_and_votes_on_each(
     live_server, browser_page, chat_model_dir, arena_runner, settings
 ):
     settings.PREFLOOP_ARENA_MAX_NEW_TOKENS = 24  # within the tiny model's 256-token window, with the prompt
-    UserFactory(username="kim", password="kim-password-123")
-    pool = [PolicyFactory(name=f"tiny-{i}", location=str(chat_model_dir)) for i in range(2)]
-    campaign = campaign_arena_pool_set(campaign=campaign_create(name="arena", task=Task.ARENA), policies=pool)
-    page = browser_page
-    page.goto(f"{live_server.url}/login/?next=/annotate/")
-    page.fill("#id_username", "kim")
-    page.fill("#id_password", "kim-password-123")
-    page.click("button[type=submit]")
+    page, campaign = _arena_page(live_server, browser_page, chat_model_dir, settings, start="/annotate/")
     page.click("text=Arena: arena")  # the judging page links the arenas open to me
 
     page.fill("#arena textarea[name=text]", "Tell me about <b>bold</b> tags")
@@ -54,13 +47,14 @@ def test_an_annotator_holds_a_two_turn_conversation_and_votes_on_each(
     assert rows[1]["prompt"][-1]["content"] == "And a second question?"
 
 
-def _arena_page(live_server, browser_page, chat_model_dir, settings):
+def _arena_page(live_server, browser_page, chat_model_dir, settings, start=""):
+    """kim, logged in at ``start`` (default: the arena's page), with an arena of two tiny policies."""
     settings.PREFLOOP_ARENA_TURNS_PER_MINUTE = 1000
     UserFactory(username="kim", password="kim-password-123")
     pool = [PolicyFactory(name=f"tiny-{i}", location=str(chat_model_dir)) for i in range(2)]
     campaign = campaign_arena_pool_set(campaign=campaign_create(name="arena", task=Task.ARENA), policies=pool)
     page = browser_page
-    page.goto(f"{live_server.url}/login/?next=/annotate/arena/{campaign.pk}/")
+    page.goto(f"{live_server.url}/login/?next={start or f'/annotate/arena/{campaign.pk}/'}")
     page.fill("#id_username", "kim")
     page.fill("#id_password", "kim-password-123")
     page.click("button[type=submit]")
