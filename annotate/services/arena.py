@@ -434,6 +434,8 @@ def turns_tick(runs: list[TurnRun]) -> list[TurnRun]:
     still generating; one asked to stop is stopped; one no longer current (regenerated, voted,
     deleted) stops without writing; one whose answers ended stores them. Returns those still going.
     The runner calls it every ``UPDATE_SECONDS`` for all its attempts: one connection, however many."""
+    if not runs:  # an idle runner opens no transaction (on SQLite, IMMEDIATE takes the write lock)
+        return []
     stopping = set(
         ArenaTurn.objects.filter(pk__in=[run.turn.pk for run in runs], stop_requested=True).values_list(
             "pk", flat=True
@@ -493,7 +495,6 @@ def _turn_store(turn: ArenaTurn, attempt: int, answers: dict[str, _Answer]) -> N
         heartbeat_at=timezone.now(),
         finished_at=timezone.now(),
     )
-    turn.refresh_from_db()
 
 
 def _prompt_for(messages: list[dict[str, str]]) -> Prompt:
