@@ -95,6 +95,16 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
         raise  # unreachable: parser.error exits
 
 
+def _distributed_end() -> None:
+    """Under torchrun, end the process group before the interpreter does: left to exit, gloo's threads
+    are destroyed still joinable and a rank can abort ("terminate called without an active
+    exception", SIGABRT) after its work is done, failing the whole run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
     try:
@@ -102,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad data or settings, named in the message
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _distributed_end()
     summary = {"final": str(result.final_dir), "steps": result.steps, **result.last_metrics}
     if result.merged_dir:
         summary["merged"] = str(result.merged_dir)
