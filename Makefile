@@ -62,7 +62,7 @@ DEMO_MAX_TOKENS ?= 320
 
 # The relaxed local mode: DEBUG on (a fixed secret key, plain http), the development server.
 demo: export DEBUG := 1
-demo: install
+demo: install vllm
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_setup
 	$(PY) manage.py register_policy --embedded
@@ -74,8 +74,9 @@ demo: install
 	@# The arena: the embedded model meets each round's policy (a new policy joins its parent's pools).
 	$(PY) manage.py arena_create "demo arena" --policy smollm2-135m-instruct
 	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it); a db_worker runs training rounds beside it"
-	@# The worker runs what the web queues (training rounds); the generation server answers live and
-	@# the arena runner stores the arena's answers as they come. All stop with the web server.
+	@# The worker runs what the web queues (training rounds); the generation server answers live from
+	@# vLLM engines it starts (.venv-vllm; a LoRA round's policy joins its base's engine) and the arena
+	@# runner, which warms the arena's engines, stores its answers as they come. All stop with the web.
 	$(PY) manage.py db_worker --interval 1 --no-reload & worker=$$!; \
 		$(PY) manage.py generation_server & generation=$$!; \
 		$(PY) manage.py arena_runner & runner=$$!; \
@@ -86,7 +87,7 @@ demo: install
 # environment (SECRET_KEY required, DATABASE_URL, ALLOWED_HOSTS, ...), gunicorn with static files
 # through WhiteNoise, and WORKERS task workers beside it, all under honcho (Procfile).
 WORKERS ?= 1
-serve: install
+serve: install vllm
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py check --deploy
 	$(PY) manage.py migrate --noinput

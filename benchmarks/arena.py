@@ -2,11 +2,12 @@
 concurrent arena users on this machine, the embedded SmolLM2 answering. Each user sends a turn (two
 answers stream at once, as the arena's two cards do), waits for both, then sends the next; ``--turns``
 turns each. The streams are read as the web process relays them (``generation.streaming.chat_stream``)
-from the generation server (``manage.py generation_server``: transformers, its own process) and, with
-``--vllm``, from a vLLM server on the same model (``make vllm``).
+from the generation server (``manage.py generation_server``, its own process, with its vLLM engine, or
+``--engine plain``: transformers' ``generate``, one answer at a time) and, with ``--vllm``, from a vLLM
+server on the same model reached directly (``make vllm``): what the supervisor's relay costs.
 
-    python benchmarks/arena.py                 # the generation server
-    python benchmarks/arena.py --vllm          # and vLLM beside it, in the same run
+    python benchmarks/arena.py                 # the generation server (vLLM engine)
+    python benchmarks/arena.py --vllm          # and vLLM reached directly, in the same run
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ sys.path.insert(0, str(ROOT))
 SERVER = """
 import sys
 from generation.server import server_make
-server = server_make(host="127.0.0.1", port=int(sys.argv[1]), allowed=lambda location: True, concurrency=64)
+from generation.engines import Served
+server = server_make(
+    host="127.0.0.1", port=int(sys.argv[1]), resolve=lambda m: Served(m, m), engine=sys.argv[2], memory_gb=16
+)
 server.serve_forever()
 """
 
@@ -134,7 +138,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="*", default=[1, 4, 8])
     parser.add_argument("--turns", type=int, default=3, help="turns each user sends, one after another")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="the arena's default cap")
-    parser.add_argument("--vllm", action="store_true", help="also through a vLLM server (make vllm)")
+    parser.add_argument("--engine", choices=["vllm", "plain"], default="vllm", help="the generation server's")
+    parser.add_argument("--vllm", action="store_true", help="also a vLLM server reached directly (make vllm)")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DEBUG", "1")
@@ -146,20 +151,26 @@ def main() -> None:
         f"{args.turns} turns per user, two answers per turn"
     )
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], cwd=ROOT, env={**os.environ})
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port), args.engine], cwd=ROOT, env={**os.environ}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
 
-        for _ in range(120):
+        for _ in range(600):
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        _run(url, model, 1, 1, 16)  # loads the model: not measured
+        started = time.perf_counter()
+        _run(url, model, 1, 1, 16)  # starts the engine: not measured
+        print(
+            f"\ngeneration server's {args.engine} engine answered first after {time.perf_counter() - started:.0f} s"
+        )
         _report(
-            "generation server (transformers)",
+            f"generation server ({args.engine} engine)",
             [_run(url, model, n, args.turns, args.max_new_tokens) for n in args.users],
         )
     finally:

@@ -293,11 +293,13 @@ PREFLOOP_MIN_PAIRS = int(os.environ.get("PREFLOOP_MIN_PAIRS", "8"))
 PREFLOOP_ROUNDS_DIR = Path(os.environ.get("PREFLOOP_ROUNDS_DIR", VAR_DIR / "rounds"))
 PREFLOOP_ROUND_STALE_SECONDS = int(os.environ.get("PREFLOOP_ROUND_STALE_SECONDS", "600"))
 
-# The arena: live answers stream from the generation server (`manage.py generation_server`, the
-# transformers backend) at PREFLOOP_ARENA_URL, or from the vLLM deployment at PREFLOOP_VLLM_URL for a
-# policy it serves. Limits per annotator: turns in one conversation, turns started per minute; one
+# The arena: live answers stream from the generation process (`manage.py generation_server`, which
+# starts and stops engines for every registered policy within PREFLOOP_ENGINE_MEMORY_GB, default half
+# the machine's memory) at PREFLOOP_ARENA_URL, or from a vLLM deployment at PREFLOOP_VLLM_URL (one or
+# several URLs) that serves the policy. Limits per annotator: turns in one conversation, turns started per minute; one
 # answer pair generates at a time per annotator; an answer stops at PREFLOOP_ARENA_MAX_NEW_TOKENS.
 PREFLOOP_ARENA_URL = os.environ.get("PREFLOOP_ARENA_URL", "http://127.0.0.1:8011").rstrip("/")
+PREFLOOP_ENGINE_MEMORY_GB = float(os.environ.get("PREFLOOP_ENGINE_MEMORY_GB", "0"))
 PREFLOOP_ARENA_MAX_TURNS = int(os.environ.get("PREFLOOP_ARENA_MAX_TURNS", "8"))
 PREFLOOP_ARENA_TURNS_PER_MINUTE = int(os.environ.get("PREFLOOP_ARENA_TURNS_PER_MINUTE", "6"))
 PREFLOOP_ARENA_MAX_NEW_TOKENS = int(os.environ.get("PREFLOOP_ARENA_MAX_NEW_TOKENS", "256"))

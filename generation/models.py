@@ -83,6 +83,16 @@ class Policy(models.Model):
     location = models.CharField(max_length=1000, help_text="A directory, a hub id, or a .gguf file.")
     location_kind = models.CharField(max_length=10, choices=LocationKind, default=LocationKind.DIRECTORY)
     adapter = models.CharField(max_length=1000, blank=True, help_text="A LoRA adapter directory, if any.")
+    # A LoRA round's policy is its merged model (``location``: what the next round trains) and also
+    # this adapter on this base: live answers come from the base's engine, one engine for many policies.
+    lora_base = models.CharField(
+        max_length=1000, blank=True, help_text="Served as a LoRA adapter: the base model it applies to."
+    )
+    lora_adapter = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Served as a LoRA adapter: the adapter directory (the same weights as location).",
+    )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )

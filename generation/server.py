@@ -1,17 +1,20 @@
-"""A long-running generation server for live answers (the arena) on the transformers backend.
+"""The generation process's server: live answers for every registered policy, from the engines it
+supervises (``generation.engines``: vLLM where it is built, else transformers' plain ``generate``).
 
 It speaks the part of vLLM's OpenAI-compatible API that the arena uses, so the web relays a vLLM
 deployment and this server the same way (``generation.streaming.chat_stream``):
 
-- ``POST /v1/chat/completions``: ``model`` (a registered policy's location), ``messages``,
-  ``temperature``, ``top_p``, ``max_tokens``, ``stream`` (server-sent events ending with ``[DONE]``);
-- ``GET /v1/models``: the models loaded now; ``GET /health``.
+- ``POST /v1/chat/completions``: ``model`` (a registered policy's adapter or location), ``messages``,
+  ``temperature``, ``top_p``, ``max_tokens``, ``stream`` (server-sent events ending with ``[DONE]``;
+  while the model's engine starts, a comment every few seconds keeps the stream alive; a failure after
+  the stream began is an ``error`` event);
+- ``POST /v1/warm``: ``model``: start its engine now (the arena warms its pools' policies), 202;
+- ``GET /v1/models``: the models that answer at once, and each engine's state; ``GET /health``.
 
-Models load on first use and stay (at most ``capacity``, the least recently used dropped). Only
-locations ``allowed`` accepts load, so a client cannot make it read an arbitrary path. A client that
-goes away stops its generation at the next token. It listens on localhost: the web process is its
-client, never a browser. ``manage.py generation_server`` runs it; the worker supervisor (honcho in
-``make serve``, ``make demo``) starts it beside the web server.
+Only ids ``resolve`` knows start an engine, so a client cannot make it read an arbitrary path. A client
+that goes away stops its answer at the next piece. It listens on localhost: the web process and the
+arena runner are its clients, never a browser. ``manage.py generation_server`` runs it; the worker
+supervisor (honcho in ``make serve``, ``make demo``) starts it beside the web server.
 """
 
 from __future__ import annotations
@@ -21,49 +24,19 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from generation.backends import ModelSpec, Sampling
+from generation.backends import Sampling
+from generation.engines import Engine, EngineRefused, Engines, Served
 
 logger = logging.getLogger("prefloop.generation_server")
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a request: a conversation within the prompt caps, and its settings
 MAX_TOKENS = 4096  # the most one answer may ask for
-
-
-class RequestError(ValueError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Models:
-    """Loaded models by location, each behind its ``LiveBatcher`` (every live answer of a model decodes
-    in one batch), at most ``capacity``; loading is serialised (one at a time)."""
-
-    def __init__(self, allowed: Callable[[str], bool], capacity: int = 4) -> None:
-        self.allowed, self.capacity = allowed, capacity
-        self.loaded: OrderedDict[str, Any] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, location: str) -> Any:
-        from generation.backends.transformers import TransformersBackend
-        from generation.batching import LiveBatcher
-
-        with self.lock:
-            if location in self.loaded:
-                self.loaded.move_to_end(location)
-                return self.loaded[location]
-            if not self.allowed(location):
-                raise RequestError(404, f"model {location!r} is not a registered policy's location")
-            batcher = LiveBatcher(TransformersBackend(ModelSpec(location)))
-            self.loaded[location] = batcher
-            while len(self.loaded) > self.capacity:
-                self.loaded.popitem(last=False)[1].close()
-            return batcher
+KEEPALIVE_SECONDS = 5.0  # while an engine starts, a comment this often keeps the client waiting
+RequestError = EngineRefused
 
 
 def _sampling(body: dict[str, Any]) -> Sampling:
@@ -101,7 +74,7 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def handler_for(models: Models, slots: threading.BoundedSemaphore) -> type[BaseHTTPRequestHandler]:
+def handler_for(engines: Engines, slots: threading.BoundedSemaphore) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "prefloop-generation"
 
@@ -120,35 +93,44 @@ def handler_for(models: Models, slots: threading.BoundedSemaphore) -> type[BaseH
             if self.path == "/health":
                 self._json(200, {"status": "ok"})
             elif self.path == "/v1/models":
-                self._json(
-                    200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models.loaded]}
-                )
+                models = [{"id": m, "object": "model"} for m in engines.ready_models()]
+                self._json(200, {"object": "list", "data": models, "engines": engines.status()})
             else:
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
 
+        def _body(self) -> dict[str, Any]:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                raise RequestError(413, f"the request is {length} bytes; the most is {MAX_BODY_BYTES}")
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError as exc:
+                raise RequestError(400, f"the body is not JSON: {exc}") from exc
+            if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+                raise RequestError(400, "the body must be an object naming its model")
+            return body
+
         def do_POST(self) -> None:
-            if self.path != "/v1/chat/completions":
+            if self.path not in ("/v1/chat/completions", "/v1/warm"):
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
                 return
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY_BYTES:
-                    raise RequestError(413, f"the request is {length} bytes; the most is {MAX_BODY_BYTES}")
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError as exc:
-                    raise RequestError(400, f"the body is not JSON: {exc}") from exc
-                if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-                    raise RequestError(400, "the body must be an object naming its model")
+                body = self._body()
+                if self.path == "/v1/warm":
+                    self._json(202, {"model": body["model"], "status": engines.warm(body["model"])})
+                    return
                 messages, sampling = _messages(body), _sampling(body)
                 if not slots.acquire(blocking=False):
                     raise RequestError(503, "every generation slot is busy; try again in a moment")
                 try:
-                    backend = models.get(body["model"])
-                    if body.get("stream"):
-                        self._stream(backend, body["model"], messages, sampling)
-                    else:
-                        self._whole(backend, body["model"], messages, sampling)
+                    engine, served = engines.acquire(body["model"])
+                    try:
+                        if body.get("stream"):
+                            self._stream(engine, served, messages, sampling)
+                        else:
+                            self._whole(engine, served, messages, sampling)
+                    finally:
+                        engines.release(engine)
                 finally:
                     slots.release()
             except RequestError as exc:
@@ -165,7 +147,7 @@ def handler_for(models: Models, slots: threading.BoundedSemaphore) -> type[BaseH
             return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
         def _stream(
-            self, backend: Any, model: str, messages: list[dict[str, str]], sampling: Sampling
+            self, engine: Engine, served: Served, messages: list[dict[str, str]], sampling: Sampling
         ) -> None:
             stop = threading.Event()
             self.send_response(200)
@@ -175,24 +157,51 @@ def handler_for(models: Models, slots: threading.BoundedSemaphore) -> type[BaseH
             self.end_headers()
             self.close_connection = True
             try:
-                self.wfile.write(self._chunk(model, {"role": "assistant", "content": ""}, None))
+                self.wfile.write(self._chunk(served.id, {"role": "assistant", "content": ""}, None))
                 self.wfile.flush()
-                for piece in backend.stream(messages, sampling, stop):
-                    if piece.finish_reason is None:
-                        self.wfile.write(self._chunk(model, {"content": piece.text}, None))
-                    else:
-                        usage = {"completion_tokens": piece.tokens}
-                        self.wfile.write(self._chunk(model, {}, piece.finish_reason, usage=usage))
-                        self.wfile.write(b"data: [DONE]\n\n")
+                waited = 0.0
+                while not engine.ready.wait(KEEPALIVE_SECONDS):  # the engine starts: keep the client waiting
+                    waited += KEEPALIVE_SECONDS
+                    if waited > engines.start_timeout:
+                        break
+                    self.wfile.write(b": the engine is starting\n\n")
                     self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):  # the client left: stop at the next token
+                try:
+                    model = self._ready_model(engine, served)
+                    for piece in engine.stream(model, messages, sampling, stop):
+                        if piece.finish_reason is None:
+                            self.wfile.write(self._chunk(served.id, {"content": piece.text}, None))
+                        else:
+                            usage = {"completion_tokens": piece.tokens}
+                            self.wfile.write(self._chunk(served.id, {}, piece.finish_reason, usage=usage))
+                            self.wfile.write(b"data: [DONE]\n\n")
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    raise
+                except Exception as exc:  # after the stream began, a failure is an event
+                    logger.warning("answer for %s failed: %s", served.id, exc)
+                    error = {"error": {"message": str(exc)}}
+                    self.wfile.write(f"data: {json.dumps(error)}\n\n".encode())
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):  # the client left: stop at the next piece
                 stop.set()
 
+        def _ready_model(self, engine: Engine, served: Served) -> str:
+            if not engine.ready.is_set():
+                raise RequestError(
+                    503, f"the engine for {served.id} did not start in {engines.start_timeout:.0f} s"
+                )
+            if engine.error:
+                raise RequestError(503, engine.error)
+            return engine.model_for(served)
+
         def _whole(
-            self, backend: Any, model: str, messages: list[dict[str, str]], sampling: Sampling
+            self, engine: Engine, served: Served, messages: list[dict[str, str]], sampling: Sampling
         ) -> None:
+            engine.ready.wait(engines.start_timeout)
+            model = self._ready_model(engine, served)
             text, finish, tokens = [], "stop", 0
-            for piece in backend.stream(messages, sampling, threading.Event()):
+            for piece in engine.stream(model, messages, sampling, threading.Event()):
                 text.append(piece.text)
                 if piece.finish_reason is not None:
                     finish, tokens = piece.finish_reason, piece.tokens or 0
@@ -201,7 +210,7 @@ def handler_for(models: Models, slots: threading.BoundedSemaphore) -> type[BaseH
                 200,
                 {
                     "object": "chat.completion",
-                    "model": model,
+                    "model": served.id,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                     "usage": {"completion_tokens": tokens},
                 },
@@ -211,10 +220,19 @@ def handler_for(models: Models, slots: threading.BoundedSemaphore) -> type[BaseH
 
 
 def server_make(
-    *, host: str, port: int, allowed: Callable[[str], bool], capacity: int = 4, concurrency: int = 8
+    *,
+    host: str,
+    port: int,
+    resolve: Callable[[str], Served | None],
+    engine: str = "auto",
+    memory_gb: float,
+    concurrency: int = 64,
+    **options: Any,
 ) -> ThreadingHTTPServer:
-    """The server, bound and ready for ``serve_forever`` (port 0: a free one, in ``server_address``)."""
-    handler = handler_for(Models(allowed, capacity), threading.BoundedSemaphore(concurrency))
-    server = ThreadingHTTPServer((host, port), handler)
+    """The server, bound and ready for ``serve_forever`` (port 0: a free one, in ``server_address``);
+    its engines are ``server.engines`` (``close()`` them when done)."""
+    engines = Engines(resolve, kind=engine, memory_gb=memory_gb, **options)
+    server = ThreadingHTTPServer((host, port), handler_for(engines, threading.BoundedSemaphore(concurrency)))
     server.daemon_threads = True
+    server.engines = engines  # type: ignore[attr-defined]
     return server

@@ -14,6 +14,7 @@ from django.utils import timezone
 from config.errors import Conflict, Invalid
 from generation.backends import Backend, ModelSpec, Sampling, TokenCallback
 from generation.embedded import EMBEDDED_NAME, embedded_is_materialised, embedded_materialise
+from generation.engines import Served
 from generation.errors import PolicyNotFound
 from generation.models import FinishReason, LocationKind, Policy, Prompt, Response, Split, Tag
 from generation.prompt_files import PromptDraft
@@ -129,19 +130,53 @@ def policy_named(name: str) -> Policy:
 
 
 def policy_register(
-    *, name: str, location: str, adapter: str = "", parent: Policy | None = None, notes: str = ""
+    *,
+    name: str,
+    location: str,
+    adapter: str = "",
+    parent: Policy | None = None,
+    notes: str = "",
+    lora: tuple[str, str] | None = None,
 ) -> Policy:
-    """Register a model that can generate; a missing or broken location is refused now."""
+    """Register a model that can generate; a missing or broken location is refused now. ``lora``
+    (base, adapter): the same model as a LoRA adapter on a base, which live answers are served from."""
     if Policy.objects.filter(name=name).exists():
         raise Conflict(f"a policy named {name!r} already exists")
     problem = policy_location_problem(location=location, adapter=adapter)
     if problem:
         raise Invalid(problem)
+    if lora and (problem := policy_location_problem(location=lora[0], adapter=lora[1])):
+        raise Invalid(problem)
     kind = policy_location_kind(location)
     stored = str(Path(location).resolve()) if kind != LocationKind.HUB else location
+    lora_base, lora_adapter = lora or ("", "")
     return Policy.objects.create(
-        name=name, location=stored, location_kind=kind, adapter=adapter, parent=parent, notes=notes
+        name=name,
+        location=stored,
+        location_kind=kind,
+        adapter=adapter,
+        parent=parent,
+        notes=notes,
+        lora_base=lora_base,
+        lora_adapter=str(Path(lora_adapter).resolve()) if lora_adapter else "",
     )
+
+
+def policy_served(model: str) -> Served | None:
+    """What answers for ``model`` (a policy's ``served_id``): a registered adapter on its location; a
+    LoRA round's policy as its adapter on its base (its merged copy where an engine takes no
+    adapters); else the policy's own weights. None: no registered policy is asked for so."""
+    policy = (
+        Policy.objects.filter(adapter=model).first()
+        or Policy.objects.filter(location=model, adapter="").first()
+    )
+    if policy is None:
+        return None
+    if policy.adapter:
+        return Served(model, policy.location, policy.adapter)
+    if policy.lora_adapter:
+        return Served(model, policy.lora_base, policy.lora_adapter, whole=policy.location)
+    return Served(model, policy.location)
 
 
 def policy_root(policy: Policy) -> Policy:

@@ -1,7 +1,7 @@
 """Live answers, streamed, from an OpenAI-compatible chat server: a vLLM deployment
-(``PREFLOOP_VLLM_URL``) for a policy it serves, else the generation server (``generation.server``,
-``PREFLOOP_ARENA_URL``). Plain HTTP with httpx: the web process relays answers without loading a
-model (no torch here)."""
+(``PREFLOOP_VLLM_URL``, one or several) that serves the policy, else the generation process
+(``generation.server``, ``PREFLOOP_ARENA_URL``), whose engines answer for every registered policy.
+Plain HTTP with httpx: the arena relays answers without loading a model (no torch here)."""
 
 from __future__ import annotations
 
@@ -45,11 +45,12 @@ def sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
         yield json.loads(data)
 
 
-def _models(url: str) -> dict[str, str]:
-    """What ``url`` serves: each served id and root (and its resolved path) → the id to ask for."""
+def models_listed(url: str, *, ttl: float = MODELS_TTL) -> dict[str, str]:
+    """What ``url`` serves (read at most every ``ttl`` seconds): each served id and root (and its
+    resolved path) → the id to ask for; empty where nothing answers."""
     now = time.monotonic()
     cached = _served.get(url)
-    if cached and now - cached[0] < MODELS_TTL:
+    if cached and now - cached[0] < ttl:
         return cached[1]
     try:
         data = httpx.get(f"{url}/v1/models", timeout=5.0).raise_for_status().json()["data"]
@@ -64,15 +65,21 @@ def _models(url: str) -> dict[str, str]:
     return names
 
 
-def endpoint_for(location: str, *, vllm_url: str, fallback_url: str) -> tuple[str, str]:
-    """(server URL, model name) that answers for ``location``: the vLLM deployment where it serves
-    it, else the generation server (which loads registered policies by location)."""
-    if vllm_url:
-        names = _models(vllm_url)
-        for key in (location, str(Path(location).resolve())):
+def served_id(location: str, adapter: str = "") -> str:
+    """The model id a policy is asked for by: its adapter where it has one, else its location (the
+    generation server resolves either; a deployment serves it under that id or root)."""
+    return adapter or location
+
+
+def endpoint_for(model: str, *, vllm_urls: list[str], fallback_url: str) -> tuple[str, str]:
+    """(server URL, model name) that answers for ``model`` (``served_id``): the first vLLM deployment
+    that serves it, else the generation server (which answers for every registered policy)."""
+    for url in vllm_urls:
+        names = models_listed(url)
+        for key in (model, str(Path(model).resolve())):
             if key in names:
-                return vllm_url, names[key]
-    return fallback_url, location
+                return url, names[key]
+    return fallback_url, model
 
 
 def chat_stream(
@@ -109,6 +116,13 @@ def chat_stream(
                     public=f"the generation service refused the request ({response.status_code})",
                 )
             for event in sse_events(response):
+                if "error" in event:
+                    error = event["error"]
+                    message = error.get("message") if isinstance(error, dict) else error
+                    raise GenerationFailed(
+                        f"the server at {url} failed mid-answer: {message}",
+                        public="the generation service failed mid-answer",
+                    )
                 if stop.is_set():
                     yield StreamDelta("", "cancelled", tokens)
                     return

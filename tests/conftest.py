@@ -101,13 +101,18 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def generation_server(chat_model_dir, settings):
-    """A real generation server (``generation.server``) on a free port that loads the tiny chat model
-    only; the arena streams from it (PREFLOOP_ARENA_URL)."""
+    """A real generation server (``generation.server``) on a free port, its engines plain transformers,
+    that serves the tiny chat model only (as every policy registered at its location); the arena streams
+    from it (PREFLOOP_ARENA_URL)."""
     import threading
 
+    from generation.engines import Served
     from generation.server import server_make
 
-    server = server_make(host="127.0.0.1", port=0, allowed=lambda location: location == str(chat_model_dir))
+    def resolve(model):
+        return Served(model, model) if model == str(chat_model_dir) else None
+
+    server = server_make(host="127.0.0.1", port=0, resolve=resolve, engine="plain", memory_gb=8)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -115,6 +120,7 @@ def generation_server(chat_model_dir, settings):
     yield url
     server.shutdown()
     server.server_close()
+    server.engines.close()
 
 
 @pytest.fixture

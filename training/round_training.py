@@ -198,6 +198,8 @@ def _train_and_register(training_round: TrainingRound, recorder: Recorder, out: 
             location=str(model_dir),
             parent=training_round.policy,
             notes=f"DPO round {training_round.pk} on {pairs} pairs from {training_round.policy.name}",
+            # LoRA: also its adapter on the model it was trained from, so its base's engine serves it
+            lora=(cfg.policy_path, str(result.final_dir)) if result.merged_dir else None,
         )
         now = timezone.now()
         TrainingRound.objects.filter(pk=training_round.pk).update(

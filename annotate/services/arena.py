@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -33,6 +34,7 @@ from annotate.models import (
     ArenaTurn,
     Assignment,
     Campaign,
+    CampaignStatus,
     Comparison,
     Judgment,
     Kind,
@@ -44,11 +46,11 @@ from annotate.selectors import campaign_open_to, campaigns_open_for
 from annotate.services.judgments import ScreenAnswer, judgment_from_screen
 from config.errors import Invalid, NotAllowed
 from generation.backends import GenerationFailed, Sampling, StreamDelta
-from generation.backends.vllm import vllm_url
+from generation.backends.vllm import vllm_urls
 from generation.context import context_window, messages_tokens, words
 from generation.messages import messages_hash, messages_problem
 from generation.models import FinishReason, Policy, Prompt, Response, Split, Tag
-from generation.streaming import chat_stream, endpoint_for
+from generation.streaming import chat_stream, endpoint_for, models_listed, served_id
 
 logger = logging.getLogger("prefloop.arena")
 
@@ -62,6 +64,7 @@ STOPPED_NOT_VOTED = (
 ARENA_TAG = "arena"  # prompts written in the arena are tagged so, for later rounds
 ARENA_SOURCE = "arena"  # and come from there: never shown to another annotator as an example
 ARENA_SAMPLING = {"temperature": 0.7, "top_p": 0.9}
+READY_TTL = 5.0  # seconds the generation process's list of ready engines is trusted for a draw
 UPDATE_SECONDS = 0.2  # how often the runner stores the answers so far (and looks for a Stop)
 HEARTBEAT_SECONDS = 2.0  # how often it says it is alive while neither answer grows
 HEARTBEAT_DEAD = 30.0  # a turn taken but not written for this long lost its runner
@@ -98,9 +101,50 @@ def arena_pair_draw(*, campaign: Campaign, rng: random.Random | None = None) -> 
         ).values_list("conversation__policy_a", "conversation__policy_b")
     )
     pairs = [(a, b) for i, a in enumerate(pool) for b in pool[i + 1 :]]
+    ready = policies_ready(pool)
+    pairs = [(a, b) for a, b in pairs if a.pk in ready and b.pk in ready] or pairs  # others still warm
     fewest = min(voted[frozenset((a.pk, b.pk))] for a, b in pairs)
     first, second = rng.choice([p for p in pairs if voted[frozenset((p[0].pk, p[1].pk))] == fewest])
     return (first, second) if rng.random() < 0.5 else (second, first)
+
+
+def _served(policy: Policy) -> str:
+    return served_id(policy.location, policy.adapter)
+
+
+def policies_ready(policies: list[Policy]) -> set[int]:
+    """Which of ``policies`` answer at once: served by a named vLLM deployment, or by an engine of the
+    generation process that is up (its ``/v1/models``, read at most every few seconds)."""
+    deployments = vllm_urls()
+    answering = set(models_listed(settings.PREFLOOP_ARENA_URL, ttl=READY_TTL))
+    ready = set()
+    for policy in policies:
+        url, _ = endpoint_for(_served(policy), vllm_urls=deployments, fallback_url="")
+        if url or _served(policy) in answering:
+            ready.add(policy.pk)
+    return ready
+
+
+def pools_warm() -> int:
+    """Ask the generation process to start the engines of every open arena's pool (it answers at
+    once; engines start in the background), so a policy that joined a pool answers its first turn
+    without waiting for a start. Returns how many were asked for."""
+    policies = Policy.objects.filter(
+        held_back=False, arena_campaigns__task=Task.ARENA, arena_campaigns__status=CampaignStatus.OPEN
+    ).distinct()
+    deployments = vllm_urls()
+    asked = 0
+    for policy in policies:
+        if endpoint_for(_served(policy), vllm_urls=deployments, fallback_url="")[0]:
+            continue  # a deployment serves it
+        try:
+            httpx.post(f"{settings.PREFLOOP_ARENA_URL}/v1/warm", json={"model": _served(policy)}, timeout=5.0)
+            asked += 1
+        except httpx.HTTPError as exc:
+            logger.warning(
+                "arena: the generation process did not take a warm-up for %s: %s", policy.name, exc
+            )
+    return asked
 
 
 def campaign_prompt_example(*, campaign: Campaign, annotator: AbstractBaseUser, rng: random.Random) -> str:
@@ -377,7 +421,11 @@ class _Answer:
 def _answer_write(answer: _Answer, *, policy: Policy, messages: list, stop: threading.Event) -> None:
     """One side's answer from its policy's engine, piece by piece into ``answer``."""
     sampling = Sampling(samples=1, max_new_tokens=settings.PREFLOOP_ARENA_MAX_NEW_TOKENS, **ARENA_SAMPLING)
-    url, model = endpoint_for(policy.location, vllm_url=vllm_url(), fallback_url=settings.PREFLOOP_ARENA_URL)
+    url, model = endpoint_for(
+        served_id(policy.location, policy.adapter),
+        vllm_urls=vllm_urls(),
+        fallback_url=settings.PREFLOOP_ARENA_URL,
+    )
     try:
         piece: StreamDelta
         for piece in chat_stream(

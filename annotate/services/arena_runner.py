@@ -23,6 +23,7 @@ logger = logging.getLogger("prefloop.arena")
 
 POLL_SECONDS = 0.1  # how often an idle runner looks for a waiting turn
 SWEEP_SECONDS = 5.0  # how often it gives up turns nobody is writing
+WARM_SECONDS = 30.0  # how often it asks the generation process to start the pools' engines
 
 
 def arena_runner_run(*, slots: int, stop: threading.Event, poll: float = POLL_SECONDS) -> None:
@@ -34,11 +35,29 @@ def arena_runner_run(*, slots: int, stop: threading.Event, poll: float = POLL_SE
         connection.close()  # this thread's own connection
 
 
+def _warm_in_background() -> None:
+    """The pools' engines warm from a thread of its own: a slow generation process never delays a
+    turn."""
+
+    def warm() -> None:
+        try:
+            arena.pools_warm()
+        except Exception:
+            logger.exception("arena runner: warming the pools' engines failed")
+        finally:
+            connection.close()
+
+    threading.Thread(target=warm, name="arena warm", daemon=True).start()
+
+
 def _loop(*, slots: int, stop: threading.Event, poll: float) -> None:
     runs: list[arena.TurnRun] = []
-    swept = 0.0
+    swept = warmed = -WARM_SECONDS
     while not stop.is_set():
         close_old_connections()
+        if time.monotonic() - warmed > WARM_SECONDS:
+            warmed = time.monotonic()
+            _warm_in_background()
         if time.monotonic() - swept > SWEEP_SECONDS:
             swept = time.monotonic()
             if given_up := arena.turns_abandon_dead():

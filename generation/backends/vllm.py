@@ -64,8 +64,17 @@ REQUEST_TIMEOUT = 600.0  # seconds one streamed answer may stay silent
 CONCURRENCY = 32  # requests in flight at once; the server batches them
 
 
+def vllm_urls() -> list[str]:
+    """The vLLM deployments a team runs (``PREFLOOP_VLLM_URL``: one URL, or several separated by
+    commas or spaces); each names the policies it serves in its ``/v1/models``."""
+    named = os.environ.get("PREFLOOP_VLLM_URL", "").replace(",", " ").split()
+    return [url.rstrip("/") for url in named]
+
+
 def vllm_url() -> str:
-    return os.environ.get("PREFLOOP_VLLM_URL", "").rstrip("/")
+    """The first deployment (batch generation asks it; the arena asks each: ``vllm_urls``)."""
+    urls = vllm_urls()
+    return urls[0] if urls else ""
 
 
 def vllm_python() -> Path | None:
@@ -92,10 +101,13 @@ def _adapter_rank(adapter: str) -> int:
     return max(rank, 8)
 
 
-def vllm_server_command(spec: ModelSpec, *, python: Path, port: int, gpu: bool) -> list[str]:
+def vllm_server_command(
+    spec: ModelSpec, *, python: Path, port: int, gpu: bool, loras: tuple[int, int] | None = None
+) -> list[str]:
     """The command that serves ``spec`` on 127.0.0.1:``port``: vLLM's OpenAI-compatible server
     (``vllm serve`` looks up a package named ``vllm``, which the CPU build is not; the module is the
-    same server)."""
+    same server). ``loras`` (how many adapters in one batch, their highest rank) readies it for
+    adapters loaded at runtime (``POST /v1/load_lora_adapter``)."""
     if spec.location.endswith(".gguf"):
         raise BackendUnavailable(
             f"{spec.location}: serve a Hugging Face directory with vLLM (register the materialised model), "
@@ -117,6 +129,8 @@ def vllm_server_command(spec: ModelSpec, *, python: Path, port: int, gpu: bool) 
     if spec.adapter:
         command += ["--enable-lora", "--lora-modules", f"{ADAPTER_NAME}={spec.adapter}"]
         command += ["--max-lora-rank", str(_adapter_rank(spec.adapter))]
+    elif loras:
+        command += ["--enable-lora", "--max-loras", str(loras[0]), "--max-lora-rank", str(loras[1])]
     return command + shlex.split(os.environ.get("PREFLOOP_VLLM_ARGS", ""))
 
 
@@ -150,14 +164,24 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 class VLLMServer:
     """A vLLM server started for one model, stopped by ``stop()``, garbage collection or exit."""
 
-    def __init__(self, spec: ModelSpec, *, start_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        start_timeout: float | None = None,
+        loras: tuple[int, int] | None = None,
+        gpu: bool | None = None,
+    ) -> None:
         python = vllm_python()
         if python is None:
             raise BackendUnavailable(INSTALL_HINT)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = vllm_server_command(spec, python=python, port=self.port, gpu=_gpu_present())
+        gpu = _gpu_present() if gpu is None else gpu
+        command = vllm_server_command(spec, python=python, port=self.port, gpu=gpu, loras=loras)
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+        if loras:
+            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         log = tempfile.NamedTemporaryFile(prefix=f"prefloop-vllm-{self.port}-", suffix=".log", delete=False)
         self.log_path = Path(log.name)
         self.process = subprocess.Popen(
@@ -191,6 +215,16 @@ class VLLMServer:
     def stop(self) -> None:
         self._finalizer()
 
+    def memory_bytes(self) -> int:
+        """Resident memory of the server and the engine processes it spawned, now."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.process.pid)
+            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        except psutil.Error:
+            return 0
+
 
 def _prompt_seed(seed: int, messages: Messages) -> int:
     """A request's seed: the run's, moved by the prompt's text (not its place in a batch)."""
@@ -214,6 +248,16 @@ def vllm_request(model: str, messages: Messages, sampling: Sampling) -> dict[str
     }
 
 
+def _deployment_for(spec: ModelSpec) -> str:
+    """Of the named deployments, the first that serves ``spec`` (else the first: it refuses with what
+    it serves); "" where none is named."""
+    from generation.streaming import endpoint_for
+
+    urls = vllm_urls()
+    url, _ = endpoint_for(spec.adapter or spec.location, vllm_urls=urls, fallback_url=urls[0] if urls else "")
+    return url
+
+
 class VLLMBackend:
     name = "vllm"
 
@@ -226,7 +270,7 @@ class VLLMBackend:
         request_timeout: float = REQUEST_TIMEOUT,
         concurrency: int | None = None,
     ) -> None:
-        url = (url or vllm_url()).rstrip("/")
+        url = (url or _deployment_for(spec)).rstrip("/")
         self.server = None if url else VLLMServer(spec, start_timeout=start_timeout)
         self.url = url or self.server.url  # type: ignore[union-attr]
         self.concurrency = concurrency or int(os.environ.get("PREFLOOP_VLLM_CONCURRENCY", CONCURRENCY))

@@ -1,0 +1,140 @@
+"""The generation process's engines on the real vLLM (its CPU build in ``.venv-vllm``): LoRA policies
+share their base's engine, loaded at runtime, and answer as their merged models do; a full-weight
+policy's engine is started on demand and an idle engine is stopped to make room, never a busy one.
+
+The adapters are trained here by our own trainer, as a LoRA round trains them (SFT on one answer each,
+merged copy beside). One supervisor is shared by the module (each vLLM start is ~40 s on 2 cores)."""
+
+import threading
+
+import httpx
+import pytest
+
+from generation.backends import ModelSpec, Sampling
+from generation.backends.transformers import TransformersBackend
+from generation.embedded import embedded_materialise
+from generation.engines import Served, engine_estimate_gb
+from generation.server import server_make
+from generation.streaming import chat_stream
+from tests.training.dpo.conftest import write_jsonl
+from training.dpo import DPOConfig, train
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+COLOUR = [{"role": "user", "content": "Name a primary colour."}]
+GREEDY = Sampling(samples=1, temperature=0.0, top_p=1.0, max_new_tokens=12)
+TAUGHT = {"zebra": "Zebra stripes are my favourite colour.", "ocean": "Ocean waves are always deep blue."}
+
+
+def _lora_round(base: str, answer: str, out):
+    """A LoRA round's outputs: the adapter (``final``) and its merged model."""
+    rows = [{"prompt": COLOUR, "completion": [{"role": "assistant", "content": answer}]}]
+    return train(
+        DPOConfig(
+            policy_path=base,
+            data_path=str(write_jsonl(out / "sft.jsonl", rows)),
+            output_dir=str(out / "round"),
+            loss="sft",
+            lr=3e-3,
+            lora_r=8,
+            merge=True,
+            batch_size=1,
+            epochs=6,
+            max_length=64,
+            save_steps=10**9,
+            dtype="fp32",
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def lineage(tmp_path_factory):
+    base = str(embedded_materialise())
+    rounds = {
+        name: _lora_round(base, answer, tmp_path_factory.mktemp(name)) for name, answer in TAUGHT.items()
+    }
+    return base, {name: (str(r.final_dir), str(r.merged_dir)) for name, r in rounds.items()}
+
+
+@pytest.fixture(scope="module")
+def supervisor(lineage):
+    """The generation server with vLLM engines, a memory budget for one engine at a time."""
+    base, rounds = lineage
+    served = {base: Served(base, base)}
+    for adapter, merged in rounds.values():
+        served[adapter] = Served(adapter, base, adapter, whole=merged)
+        served[merged] = Served(merged, merged)  # the merged copy, registered as a full-weight policy
+    one = engine_estimate_gb(Served(base, base), "vllm", gpu=False)
+    server = server_make(host="127.0.0.1", port=0, resolve=served.get, engine="vllm", memory_gb=one * 1.5)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", server.engines
+    server.shutdown()
+    server.server_close()
+    server.engines.close()
+
+
+def _answer(url: str, model: str, sampling: Sampling = GREEDY) -> tuple[str, str]:
+    pieces = list(
+        chat_stream(
+            url=url, model=model, messages=COLOUR, sampling=sampling, stop=threading.Event(), timeout=300
+        )
+    )
+    return "".join(p.text for p in pieces), pieces[-1].finish_reason
+
+
+def _greedy_transformers(location: str) -> str:
+    backend = TransformersBackend(ModelSpec(location))
+    [[completion]] = backend.generate([COLOUR], GREEDY)
+    return completion.text
+
+
+def test_a_base_and_two_lora_policies_answer_from_one_engine_as_their_merged_models_do(lineage, supervisor):
+    base, rounds = lineage
+    url, engines = supervisor
+    models = [base, rounds["zebra"][0], rounds["ocean"][0]]
+    answers: dict[str, str] = {}
+    threads = [
+        threading.Thread(target=lambda m=m: answers.__setitem__(m, _answer(url, m)[0])) for m in models
+    ]
+    for thread in threads:  # together: vLLM batches the base and both adapters
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+
+    [engine] = engines.status()
+    assert engine["kind"] == "vllm" and engine["engine"] == base
+    assert engine["adapters"] == sorted([rounds["zebra"][0], rounds["ocean"][0]])
+    assert answers[base] == _greedy_transformers(base)
+    for name, (adapter, merged) in rounds.items():
+        assert answers[adapter] == _greedy_transformers(merged), name
+        assert answers[adapter] != answers[base]
+    assert "Zebra" in answers[rounds["zebra"][0]] and "Ocean" in answers[rounds["ocean"][0]]
+
+
+def test_a_full_weight_engine_waits_for_a_busy_one_then_stops_it_to_make_room(lineage, supervisor):
+    base, rounds = lineage
+    url, engines = supervisor
+    merged = rounds["zebra"][1]
+    long = Sampling(samples=1, temperature=0.7, top_p=0.9, max_new_tokens=64)
+    stream = chat_stream(
+        url=url, model=base, messages=COLOUR, sampling=long, stop=threading.Event(), timeout=300
+    )
+    first = next(stream)  # the base's engine answers now
+
+    refused = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"model": merged, "messages": COLOUR, "max_tokens": 4, "stream": True},
+        timeout=30,
+    )
+    assert refused.status_code == 503 and "held by engines answering" in refused.json()["error"]["message"]
+
+    *rest, last = stream  # the busy answer was not cut: it finishes whole
+    assert last.finish_reason in ("stop", "length") and (first.text + "".join(p.text for p in rest)).strip()
+    [old] = list(engines.engines.values())
+
+    text, finish = _answer(url, merged)  # now the idle base engine stops to make room
+
+    assert old.stopped and old.server.process.poll() is not None
+    assert [e["engine"] for e in engines.status()] == [merged]
+    assert finish in ("stop", "length") and text == _greedy_transformers(merged)
