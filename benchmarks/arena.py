@@ -94,14 +94,35 @@ def _user(
             thread.join()
 
 
-def _run(url: str, model: str, users: int, turns: int, max_new: int) -> dict:
+def _long_text(model: str, tokens: int) -> str:
+    """A prompt of about ``tokens`` tokens of the model's tokenizer (the demo questions, repeated)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    text = ""
+    while len(tokenizer(text)["input_ids"]) < tokens:
+        text += " ".join(_questions()) + "\n"
+    return tokenizer.decode(tokenizer(text)["input_ids"][:tokens])
+
+
+def _heavy(url: str, model: str, text: str, running: list[threading.Thread], out: list[dict]) -> None:
+    """One user who sends the long prompt again and again while the others chat."""
+    while any(t.is_alive() for t in running):
+        _stream(url, model, text, 16, out)
+
+
+def _run(url: str, model: str, users: int, turns: int, max_new: int, long_text: str = "") -> dict:
     out: list[dict] = []
+    heavy: list[dict] = []
     questions = _questions()
     started = time.perf_counter()
     threads = [
         threading.Thread(target=_user, args=(url, model, questions, turns, i, max_new, out))
         for i in range(users)
     ]
+    if long_text:  # its first prompt is in flight before the others start
+        threading.Thread(target=_heavy, args=(url, model, long_text, threads, heavy), daemon=True).start()
+        time.sleep(0.2)
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -118,6 +139,7 @@ def _run(url: str, model: str, users: int, turns: int, max_new: int) -> dict:
         "mean_tokens": statistics.mean(s["tokens"] for s in out),
         "cut_off": sum(s["finish"] == "length" for s in out),
         "wall": wall,
+        "long_prompts": len(heavy),
     }
 
 
@@ -130,6 +152,7 @@ def _report(engine: str, rows: list[dict]) -> None:
         print(
             f"{r['users']:>5} {r['streams']:>7}  {r['ttft_p50']:7.2f}s  {r['ttft_p95']:7.2f}s  "
             f"{r['rate_p50']:25.1f}  {r['tokens_per_s_all']:11.1f}  {r['mean_tokens']:13.0f}  {r['cut_off']:>7}"
+            + (f"  (long prompts read meanwhile: {r['long_prompts']})" if r["long_prompts"] else "")
         )
 
 
@@ -140,6 +163,18 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="the arena's default cap")
     parser.add_argument("--engine", choices=["vllm", "plain"], default="vllm", help="the generation server's")
     parser.add_argument("--vllm", action="store_true", help="also a vLLM server reached directly (make vllm)")
+    parser.add_argument(
+        "--long-prompt",
+        type=int,
+        default=0,
+        help="one more user sends a prompt of this many tokens, again and again",
+    )
+    parser.add_argument(
+        "--prefill-chunks",
+        type=int,
+        nargs="*",
+        help="one run of the generation server per PREFLOOP_ENGINE_PREFILL_CHUNK value (0: no chunking)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DEBUG", "1")
@@ -150,32 +185,41 @@ def main() -> None:
         f"arena load: {os.cpu_count()} CPU cores, {model}, up to {args.max_new_tokens} new tokens, "
         f"{args.turns} turns per user, two answers per turn"
     )
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(port), args.engine], cwd=ROOT, env={**os.environ}
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
+    long_text = _long_text(model, args.long_prompt) if args.long_prompt else ""
+    if long_text:
+        print(f"one more user sends a {args.long_prompt}-token prompt again and again (16 new tokens each)")
+    for chunk in args.prefill_chunks if args.prefill_chunks is not None else [None]:
+        env = {**os.environ}
+        if chunk is not None:
+            env["PREFLOOP_ENGINE_PREFILL_CHUNK"] = str(chunk)
+        port = _free_port()
+        server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), args.engine], cwd=ROOT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            import httpx
 
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        started = time.perf_counter()
-        _run(url, model, 1, 1, 16)  # starts the engine: not measured
-        print(
-            f"\ngeneration server's {args.engine} engine answered first after {time.perf_counter() - started:.0f} s"
-        )
-        _report(
-            f"generation server ({args.engine} engine)",
-            [_run(url, model, n, args.turns, args.max_new_tokens) for n in args.users],
-        )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            started = time.perf_counter()
+            _run(url, model, 1, 1, 16)  # starts the engine: not measured
+            print(
+                f"\ngeneration server's {args.engine} engine answered first after {time.perf_counter() - started:.0f} s"
+            )
+            name = (
+                f"generation server ({args.engine} engine"
+                + (f", prefill chunk {chunk}" if chunk is not None else "")
+                + ")"
+            )
+            _report(
+                name, [_run(url, model, n, args.turns, args.max_new_tokens, long_text) for n in args.users]
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
     if args.vllm:
         from generation.backends import ModelSpec
         from generation.backends.vllm import VLLMServer

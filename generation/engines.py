@@ -46,6 +46,9 @@ MAX_LORA_RANK = 16  # the highest adapter rank an engine reserves for (a round's
 VLLM_OVERHEAD_GB = 1.5  # a vLLM engine's processes beyond weights and KV cache (measured: docs/benchmarks.md)
 PLAIN_OVERHEAD_GB = 0.3
 ANSWER_SILENCE = 600.0  # seconds an engine's answer may stay silent
+# Prompt tokens a vLLM engine reads in one step between other answers' steps (chunked prefill), so a
+# long prompt delays the others' next tokens by a chunk, not by the whole prompt (docs/benchmarks.md).
+PREFILL_CHUNK = int(os.environ.get("PREFLOOP_ENGINE_PREFILL_CHUNK", "512"))
 
 
 class EngineRefused(Exception):
@@ -160,7 +163,9 @@ class VLLMEngine(_Starting):
     def _start(self) -> None:
         from generation.backends.vllm import VLLMServer
 
-        self.server = VLLMServer(ModelSpec(self.location), loras=self.loras, gpu=self.gpu)
+        self.server = VLLMServer(
+            ModelSpec(self.location), loras=self.loras, gpu=self.gpu, prefill_chunk=PREFILL_CHUNK
+        )
         if self.stopped:  # stopped while starting
             self.server.stop()
             return

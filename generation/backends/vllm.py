@@ -102,12 +102,20 @@ def _adapter_rank(adapter: str) -> int:
 
 
 def vllm_server_command(
-    spec: ModelSpec, *, python: Path, port: int, gpu: bool, loras: tuple[int, int] | None = None
+    spec: ModelSpec,
+    *,
+    python: Path,
+    port: int,
+    gpu: bool,
+    loras: tuple[int, int] | None = None,
+    prefill_chunk: int = 0,
 ) -> list[str]:
     """The command that serves ``spec`` on 127.0.0.1:``port``: vLLM's OpenAI-compatible server
     (``vllm serve`` looks up a package named ``vllm``, which the CPU build is not; the module is the
     same server). ``loras`` (how many adapters in one batch, their highest rank) readies it for
-    adapters loaded at runtime (``POST /v1/load_lora_adapter``)."""
+    adapters loaded at runtime (``POST /v1/load_lora_adapter``). ``prefill_chunk`` tokens: a long
+    prompt is read that many tokens a step, between other answers' steps (for unseeded requests only
+    on a CPU, see below: the live engines'), rather than holding every answer while it is read."""
     if spec.location.endswith(".gguf"):
         raise BackendUnavailable(
             f"{spec.location}: serve a Hugging Face directory with vLLM (register the materialised model), "
@@ -118,14 +126,15 @@ def vllm_server_command(
         "--model", spec.location, "--host", "127.0.0.1", "--port", str(port),
         "--seed", "0", "--enable-prefix-caching", "--max-logprobs", "1",
     ]  # fmt: skip
-    # On a CPU: fp32 eager (bf16 compiles for minutes), and no chunked prefill: a seeded request whose
-    # prefill is split rewinds its torch generator, which the CPU generator refuses ("CPU Generator
-    # does not use offset"), killing the engine under concurrent seeded requests.
-    command += (
-        ["--dtype", "auto"]
-        if gpu
-        else ["--dtype", "float32", "--enforce-eager", "--no-enable-chunked-prefill"]
-    )
+    # On a CPU: fp32 eager (bf16 compiles for minutes), and no chunked prefill for batch sampling: a
+    # seeded request whose prefill is split rewinds its torch generator, which the CPU generator
+    # refuses ("CPU Generator does not use offset"), killing the engine under concurrent seeded
+    # requests. Live answers carry no seed, so their engines chunk (``prefill_chunk``).
+    command += ["--dtype", "auto"] if gpu else ["--dtype", "float32", "--enforce-eager"]
+    if prefill_chunk:
+        command += ["--enable-chunked-prefill", "--max-num-batched-tokens", str(prefill_chunk)]
+    elif not gpu:
+        command += ["--no-enable-chunked-prefill"]
     if spec.adapter:
         command += ["--enable-lora", "--lora-modules", f"{ADAPTER_NAME}={spec.adapter}"]
         command += ["--max-lora-rank", str(_adapter_rank(spec.adapter))]
@@ -171,6 +180,7 @@ class VLLMServer:
         start_timeout: float | None = None,
         loras: tuple[int, int] | None = None,
         gpu: bool | None = None,
+        prefill_chunk: int = 0,
     ) -> None:
         python = vllm_python()
         if python is None:
@@ -178,7 +188,9 @@ class VLLMServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         gpu = _gpu_present() if gpu is None else gpu
-        command = vllm_server_command(spec, python=python, port=self.port, gpu=gpu, loras=loras)
+        command = vllm_server_command(
+            spec, python=python, port=self.port, gpu=gpu, loras=loras, prefill_chunk=prefill_chunk
+        )
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
         if loras:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"

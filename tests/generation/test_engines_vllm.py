@@ -2,8 +2,8 @@
 share their base's engine, loaded at runtime, and answer as their merged models do; a full-weight
 policy's engine is started on demand and an idle engine is stopped to make room, never a busy one.
 
-The adapters are trained here by our own trainer, as a LoRA round trains them (SFT on one answer each,
-merged copy beside). One supervisor is shared by the module (each vLLM start is ~40 s on 2 cores)."""
+The adapters are trained by our own trainer, as a LoRA round trains them (``lora_lineage``: SFT on one
+answer each, merged copy beside). One supervisor is shared by the module (each vLLM start is ~40 s on 2 cores)."""
 
 import threading
 
@@ -12,54 +12,22 @@ import pytest
 
 from generation.backends import ModelSpec, Sampling
 from generation.backends.transformers import TransformersBackend
-from generation.embedded import embedded_materialise
 from generation.engines import Served, engine_estimate_gb
 from generation.server import server_make
 from generation.streaming import chat_stream
-from tests.training.dpo.conftest import write_jsonl
-from training.dpo import DPOConfig, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-COLOUR = [{"role": "user", "content": "Name a primary colour."}]
+COLOUR = [
+    {"role": "user", "content": "Name a primary colour."}
+]  # what the lora_lineage rounds were taught on
 GREEDY = Sampling(samples=1, temperature=0.0, top_p=1.0, max_new_tokens=12)
-TAUGHT = {"zebra": "Zebra stripes are my favourite colour.", "ocean": "Ocean waves are always deep blue."}
-
-
-def _lora_round(base: str, answer: str, out):
-    """A LoRA round's outputs: the adapter (``final``) and its merged model."""
-    rows = [{"prompt": COLOUR, "completion": [{"role": "assistant", "content": answer}]}]
-    return train(
-        DPOConfig(
-            policy_path=base,
-            data_path=str(write_jsonl(out / "sft.jsonl", rows)),
-            output_dir=str(out / "round"),
-            loss="sft",
-            lr=3e-3,
-            lora_r=8,
-            merge=True,
-            batch_size=1,
-            epochs=6,
-            max_length=64,
-            save_steps=10**9,
-            dtype="fp32",
-        )
-    )
 
 
 @pytest.fixture(scope="module")
-def lineage(tmp_path_factory):
-    base = str(embedded_materialise())
-    rounds = {
-        name: _lora_round(base, answer, tmp_path_factory.mktemp(name)) for name, answer in TAUGHT.items()
-    }
-    return base, {name: (str(r.final_dir), str(r.merged_dir)) for name, r in rounds.items()}
-
-
-@pytest.fixture(scope="module")
-def supervisor(lineage):
+def supervisor(lora_lineage):
     """The generation server with vLLM engines, a memory budget for one engine at a time."""
-    base, rounds = lineage
+    base, rounds = lora_lineage
     served = {base: Served(base, base)}
     for adapter, merged in rounds.values():
         served[adapter] = Served(adapter, base, adapter, whole=merged)
@@ -89,8 +57,10 @@ def _greedy_transformers(location: str) -> str:
     return completion.text
 
 
-def test_a_base_and_two_lora_policies_answer_from_one_engine_as_their_merged_models_do(lineage, supervisor):
-    base, rounds = lineage
+def test_a_base_and_two_lora_policies_answer_from_one_engine_as_their_merged_models_do(
+    lora_lineage, supervisor
+):
+    base, rounds = lora_lineage
     url, engines = supervisor
     models = [base, rounds["zebra"][0], rounds["ocean"][0]]
     answers: dict[str, str] = {}
@@ -112,8 +82,8 @@ def test_a_base_and_two_lora_policies_answer_from_one_engine_as_their_merged_mod
     assert "Zebra" in answers[rounds["zebra"][0]] and "Ocean" in answers[rounds["ocean"][0]]
 
 
-def test_a_full_weight_engine_waits_for_a_busy_one_then_stops_it_to_make_room(lineage, supervisor):
-    base, rounds = lineage
+def test_a_full_weight_engine_waits_for_a_busy_one_then_stops_it_to_make_room(lora_lineage, supervisor):
+    base, rounds = lora_lineage
     url, engines = supervisor
     merged = rounds["zebra"][1]
     long = Sampling(samples=1, temperature=0.7, top_p=0.9, max_new_tokens=64)
