@@ -105,9 +105,9 @@ def _long_text(model: str, tokens: int) -> str:
     return tokenizer.decode(tokenizer(text)["input_ids"][:tokens])
 
 
-def _heavy(url: str, model: str, text: str, running: list[threading.Thread], out: list[dict]) -> None:
-    """One user who sends the long prompt again and again while the others chat."""
-    while any(t.is_alive() for t in running):
+def _heavy(url: str, model: str, text: str, done: threading.Event, out: list[dict]) -> None:
+    """One user who sends the long prompt again and again until the others are done."""
+    while not done.is_set():
         _stream(url, model, text, 16, out)
 
 
@@ -120,13 +120,15 @@ def _run(url: str, model: str, users: int, turns: int, max_new: int, long_text: 
         threading.Thread(target=_user, args=(url, model, questions, turns, i, max_new, out))
         for i in range(users)
     ]
+    done = threading.Event()
     if long_text:  # its first prompt is in flight before the others start
-        threading.Thread(target=_heavy, args=(url, model, long_text, threads, heavy), daemon=True).start()
+        threading.Thread(target=_heavy, args=(url, model, long_text, done, heavy), daemon=True).start()
         time.sleep(0.2)
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    done.set()
     wall = time.perf_counter() - started
     ttft = sorted(s["ttft"] for s in out)
     return {
@@ -170,10 +172,10 @@ def main() -> None:
         help="one more user sends a prompt of this many tokens, again and again",
     )
     parser.add_argument(
-        "--prefill-chunks",
-        type=int,
+        "--variants",
         nargs="*",
-        help="one run of the generation server per PREFLOOP_ENGINE_PREFILL_CHUNK value (0: no chunking)",
+        help="one run of the generation server per variant, each KEY=VALUE[,KEY=VALUE] of its environment "
+        "(e.g. PREFLOOP_ENGINE_PRIORITY=0 PREFLOOP_ENGINE_PRIORITY=1)",
     )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -188,10 +190,8 @@ def main() -> None:
     long_text = _long_text(model, args.long_prompt) if args.long_prompt else ""
     if long_text:
         print(f"one more user sends a {args.long_prompt}-token prompt again and again (16 new tokens each)")
-    for chunk in args.prefill_chunks if args.prefill_chunks is not None else [None]:
-        env = {**os.environ}
-        if chunk is not None:
-            env["PREFLOOP_ENGINE_PREFILL_CHUNK"] = str(chunk)
+    for variant in args.variants or [""]:
+        env = {**os.environ, **dict(pair.split("=", 1) for pair in variant.split(",") if pair)}
         port = _free_port()
         server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), args.engine], cwd=ROOT, env=env)
         url = f"http://127.0.0.1:{port}"
@@ -209,11 +209,7 @@ def main() -> None:
             print(
                 f"\ngeneration server's {args.engine} engine answered first after {time.perf_counter() - started:.0f} s"
             )
-            name = (
-                f"generation server ({args.engine} engine"
-                + (f", prefill chunk {chunk}" if chunk is not None else "")
-                + ")"
-            )
+            name = f"generation server ({args.engine} engine{', ' + variant if variant else ''})"
             _report(
                 name, [_run(url, model, n, args.turns, args.max_new_tokens, long_text) for n in args.users]
             )

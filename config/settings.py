@@ -8,7 +8,8 @@ HTTPS          with DEBUG off, each defaults on; "0" turns one off (e.g. to try 
                http): SECURE_SSL_REDIRECT, SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE,
                SECURE_PROXY_SSL_HEADER (trust X-Forwarded-Proto from the proxy in front),
                SECURE_HSTS_SECONDS (31536000), SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD
-PREFLOOP_PROXY_COUNT  reverse proxies in front that append to X-Forwarded-For (default 0): the login
+PREFLOOP_PROXY_COUNT  reverse proxies in front that append to X-Forwarded-For (default 1 where
+               SECURE_PROXY_SSL_HEADER is on, the production default; else 0): the login
                throttle counts failures by the address they saw
 The full list, with what each guards against: docs/security.md.
 """
@@ -55,7 +56,10 @@ CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
 SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", not DEBUG)
-if _env_bool("SECURE_PROXY_SSL_HEADER", not DEBUG):
+# Production's one story: a reverse proxy in front terminates TLS. Its X-Forwarded-Proto is trusted
+# and its entry of X-Forwarded-For counted (PREFLOOP_PROXY_COUNT, 1 by default then, 0 without one).
+_BEHIND_PROXY = _env_bool("SECURE_PROXY_SSL_HEADER", not DEBUG)
+if _BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
@@ -143,7 +147,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
 AXES_LOCKOUT_CALLABLE = "config.views.login_locked_out"  # the site's own page: for how long, what to do
-PREFLOOP_PROXY_COUNT = int(os.environ.get("PREFLOOP_PROXY_COUNT", "0"))
+PREFLOOP_PROXY_COUNT = int(os.environ.get("PREFLOOP_PROXY_COUNT", "1" if _BEHIND_PROXY else "0"))
 
 ROOT_URLCONF = "config.urls"
 

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from generation.backends import Messages, ModelSpec, Sampling, StreamDelta
+from generation.types import Messages, ModelSpec, Sampling, StreamDelta
 
 logger = logging.getLogger("prefloop.generation_server")
 
@@ -46,9 +46,15 @@ MAX_LORA_RANK = 16  # the highest adapter rank an engine reserves for (a round's
 VLLM_OVERHEAD_GB = 1.5  # a vLLM engine's processes beyond weights and KV cache (measured: docs/benchmarks.md)
 PLAIN_OVERHEAD_GB = 0.3
 ANSWER_SILENCE = 600.0  # seconds an engine's answer may stay silent
-# Prompt tokens a vLLM engine reads in one step between other answers' steps (chunked prefill), so a
-# long prompt delays the others' next tokens by a chunk, not by the whole prompt (docs/benchmarks.md).
-PREFILL_CHUNK = int(os.environ.get("PREFLOOP_ENGINE_PREFILL_CHUNK", "512"))
+# Prompt tokens a vLLM engine reads in one step between other answers' steps (chunked prefill; 0:
+# vLLM's own choice, none on a CPU), so a long prompt would delay the others by a chunk, not by the
+# whole prompt; no gain measured on this CPU (docs/benchmarks.md, "One heavy user").
+PREFILL_CHUNK = int(os.environ.get("PREFLOOP_ENGINE_PREFILL_CHUNK", "0"))  # 0: vLLM's own choice
+# vLLM's priority scheduling (off by default: no gain measured on this CPU): each request ranked by
+# its prompt's length (a level per PRIORITY_CHARS characters), so short prompts are read before a long
+# one that waits (docs/benchmarks.md, "One heavy user").
+PRIORITY = os.environ.get("PREFLOOP_ENGINE_PRIORITY", "0") not in ("0", "false", "no", "off")
+PRIORITY_CHARS = 2000
 
 
 class EngineRefused(Exception):
@@ -164,7 +170,11 @@ class VLLMEngine(_Starting):
         from generation.backends.vllm import VLLMServer
 
         self.server = VLLMServer(
-            ModelSpec(self.location), loras=self.loras, gpu=self.gpu, prefill_chunk=PREFILL_CHUNK
+            ModelSpec(self.location),
+            loras=self.loras,
+            gpu=self.gpu,
+            prefill_chunk=PREFILL_CHUNK,
+            priority=PRIORITY,
         )
         if self.stopped:  # stopped while starting
             self.server.stop()
@@ -204,6 +214,7 @@ class VLLMEngine(_Starting):
     ) -> Iterator[StreamDelta]:
         from generation.streaming import chat_stream
 
+        extra = {"priority": sum(len(m["content"]) for m in messages) // PRIORITY_CHARS} if PRIORITY else None
         return chat_stream(
             url=self.server.url,
             model=model,
@@ -211,6 +222,7 @@ class VLLMEngine(_Starting):
             sampling=sampling,
             stop=stop,
             timeout=ANSWER_SILENCE,
+            extra=extra,
         )
 
     def stop(self) -> None:

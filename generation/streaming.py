@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from generation.backends import GenerationFailed, Messages, Sampling, StreamDelta
+from generation.types import GenerationFailed, Messages, Sampling, StreamDelta
 
 MODELS_TTL = 30.0  # seconds a server's list of models is trusted
 _served: dict[str, tuple[float, dict[str, str]]] = {}
@@ -90,6 +90,7 @@ def chat_stream(
     sampling: Sampling,
     stop: threading.Event,
     timeout: float = 60.0,
+    extra: dict[str, Any] | None = None,
 ) -> Iterator[StreamDelta]:
     """One answer to ``messages``, piece by piece; the last piece carries the finish reason (``stop``,
     ``length``, or ``cancelled`` when ``stop`` was set: the connection is closed, which ends the
@@ -103,6 +104,7 @@ def chat_stream(
         "max_tokens": sampling.max_new_tokens,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **(extra or {}),
     }
     finish, tokens = None, None
     try:

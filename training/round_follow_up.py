@@ -23,7 +23,6 @@ from django.db import transaction
 
 from annotate.models import Campaign, Comparison, Kind
 from annotate.services.campaigns import campaign_get_or_create
-from annotate.services.pairing import train_prompts_answer
 from config.errors import Invalid
 from generation.backends import Backend, ModelSpec, Sampling, TokenCallback, backend_load
 from generation.models import FinishReason, Policy, Prompt, Response, Split
@@ -35,6 +34,7 @@ from generation.services import (
     responses_score,
     scorer_load,
 )
+from training.answering import train_prompts_answer
 from training.drift import drift_breaches, drift_summary
 from training.errors import RoundCancelled
 from training.models import Evaluation, TrainingRound
@@ -189,7 +189,7 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
             if report is not None:
                 recorder.log(
                     f"queued {report.extra.get('comparisons', 0)} comparisons in campaign {campaign.name!r} "
-                    f"{_pairing_notes(gen['pairs'], report)}"
+                    f"{pairing_notes(gen['pairs'], report)}"
                 )
         if Response.objects.filter(policy=policy, heldout=True).exists():
             # blind: annotators see the campaign's name, so it names no policy (the round's FK says which)
@@ -295,7 +295,7 @@ def round_drift_measure(
     return drift
 
 
-def _pairing_notes(pairs: str, report: GenerationReport) -> str:
+def pairing_notes(pairs: str, report: GenerationReport) -> str:
     """``(uncertain pairs; pairs left out by the budget: 12)``: how a generation's pairs were chosen."""
     notes = "".join(f"; {k}: {v}" for k, v in report.extra.items() if k != "comparisons" and v)
     return f"({pairs} pairs{notes})"

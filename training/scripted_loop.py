@@ -18,7 +18,6 @@ from django.utils.text import Truncator
 
 from annotate.models import Campaign, Choice
 from annotate.services.campaigns import campaign_get_or_create
-from annotate.services.pairing import train_prompts_answer
 from annotate.services.simulation import comparisons_simulate
 from config.errors import Invalid
 from generation.backends import ModelSpec, backend_load
@@ -27,11 +26,12 @@ from generation.services import (
     TokenMeter,
     policy_register_embedded,
 )
+from training.answering import train_prompts_answer
 from training.execution import round_execute
 from training.leaderboard import check_win_rate, controlled_head_to_head, head_to_head, policy_games
-from training.models import Evaluation, RoundStatus
+from training.models import Evaluation, RoundStatus, TrainingRound
 from training.options import GENERATION_DEFAULTS, sampling_from
-from training.round_follow_up import _pairing_notes, evaluation_campaign, evaluations_queue, heldout_answer
+from training.round_follow_up import evaluation_campaign, evaluations_queue, heldout_answer, pairing_notes
 from training.rounds import RoundRequest, round_create
 from training.selectors import heldout_least_likely
 from training.stats import (
@@ -95,6 +95,127 @@ def _sft(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in hyperparameters.items() if k != "rpo_alpha"}, "loss": "sft"}
 
 
+def _base_answers(
+    *,
+    base: Policy,
+    campaign: Campaign,
+    prompts: int,
+    gen: dict[str, Any],
+    sampling: Any,
+    say: Callable[[str], None],
+) -> None:
+    """The base answers up to ``prompts`` train prompts (queued as comparisons in ``campaign``) and
+    every held-out prompt, with one loaded model."""
+
+    def meter(what: str) -> TokenMeter:
+        return TokenMeter(lambda tokens, rate: say(f"  {what}: {tokens} tokens, {rate:.0f} tokens/s"))
+
+    backend = backend_load(gen["backend"], ModelSpec(base.location, base.adapter))
+
+    say(f"  {base.name} answers up to {prompts} train prompts ({gen['samples']} answers each)")
+    answered, _ = train_prompts_answer(
+        policy=base,
+        campaign=campaign,
+        limit=prompts,
+        sampling=sampling,
+        pairs=gen["pairs"],
+        overlap=gen["overlap"],
+        budget=gen["budget"],
+        backend=backend,
+        on_tokens=meter(f"{base.name} answering"),
+    )
+    if answered is not None:
+        say(
+            f"  {base.name} answered {answered.prompts} prompts: {answered.extra['comparisons']} comparisons "
+            f"{pairing_notes(gen['pairs'], answered)}"
+        )
+    heldout = heldout_answer(
+        policy=base,
+        sampling=sampling,
+        backend=backend,
+        on_tokens=meter(f"{base.name} answering held-out prompts"),
+    )
+    backend.close()  # a vLLM server started for the base stops here
+    if not heldout:
+        raise Invalid("no held-out (eval split) prompts: import some with --split eval")
+    say(f"  {base.name} answered {heldout} held-out prompts")
+
+
+def _rates_add(
+    row: dict[str, Any],
+    *,
+    finished: TrainingRound,
+    new: Policy,
+    current: Policy,
+    base: Policy,
+    check: str,
+    seed: int,
+    say: Callable[[str], None],
+) -> None:
+    """The round's win rates on held-out prompts (against the previous policy and the base; raw,
+    length-controlled, and by a second judge with ``check``) into ``row``, each said as it comes."""
+    for key, opponent in (("vs_previous", current), ("vs_base", base)):
+        games = policy_games(
+            include_simulated=True,
+            evaluations=Evaluation.objects.filter(training_round=finished, policy=new, opponent=opponent),
+        )
+        rate = head_to_head(games, policy=new.pk, opponent=opponent.pk, seed=seed)
+        row[key] = _rate_row(rate, opponent)
+        controlled = controlled_head_to_head(games, policy=new.pk, opponent=opponent.pk, seed=seed)
+        if row[key] is not None and controlled is not None:
+            row[key]["length_controlled"] = controlled
+        if key == "vs_previous" or current.pk != base.pk:  # round 1: the previous is the base
+            say(f"  {new.name} over {opponent.name} on held-out prompts: {_rate_text(row[key])}")
+            if controlled is not None:
+                say(
+                    f"    length-controlled: {controlled['rate']:.3f} [{controlled['low']:.3f}, "
+                    f"{controlled['high']:.3f}] (the judges' length coefficient "
+                    f"{controlled['length_coefficient']:.2f})"
+                )
+        if check:
+            second = check_win_rate(
+                evaluations=Evaluation.objects.filter(training_round=finished),
+                policy=new,
+                opponent=opponent,
+                check=check,
+                seed=seed,
+            )
+            row.setdefault("check", {"judge": check})[key] = _rate_row(second, opponent)
+            if key == "vs_previous" or current.pk != base.pk:
+                say(f"    judged by {check} instead: {_rate_text(row['check'][key])}")
+
+
+def _heldout_add(row: dict[str, Any], *, new: Policy, base: Policy, say: Callable[[str], None]) -> None:
+    """What the new policy's held-out answers look like (length, endings) and its least likely ones
+    under the base, into ``row``, each said."""
+    answers = Response.objects.filter(policy=new, heldout=True)
+    row["heldout_answers"] = {
+        "count": answers.count(),
+        "mean_chars": round(answers.aggregate(n=Avg(Length("text")))["n"] or 0, 1),
+        "stopped": answers.filter(finish_reason=FinishReason.STOP).count(),
+    }
+    say(
+        f"  {new.name}'s held-out answers: {row['heldout_answers']['mean_chars']} characters on "
+        f"average, {row['heldout_answers']['stopped']} of {row['heldout_answers']['count']} ended by "
+        "the model (the rest hit --max-new-tokens)"
+    )
+    row["least_likely"] = [
+        {
+            "prompt": str(unlikely.answer.prompt),
+            "answer": unlikely.answer.text,
+            "base_nll": unlikely.answer.base_nll,
+            "beyond_p95": unlikely.beyond_p95,
+            "base_answer": unlikely.base_answer.text if unlikely.base_answer else None,
+        }
+        for unlikely in heldout_least_likely(policy=new, limit=LEAST_LIKELY_SHOWN)
+    ]
+    if row["least_likely"]:
+        say(f"  {new.name}'s least likely held-out answers under {base.name} (NLL per token):")
+        for item in row["least_likely"]:
+            excerpt = Truncator(" ".join(item["answer"].split())).chars(120)
+            say(f"    {item['base_nll']:.2f} {item['prompt']!r} -> {excerpt!r}")
+
+
 def loop_run(
     *,
     rounds: int,
@@ -146,38 +267,7 @@ def loop_run(
         return report.verdicts
 
     campaign = campaign_get_or_create(name=f"{base.name} answers (run_loop)"[:100])
-    backend = backend_load(gen["backend"], ModelSpec(base.location, base.adapter))
-
-    def meter(what: str) -> TokenMeter:
-        return TokenMeter(lambda tokens, rate: say(f"  {what}: {tokens} tokens, {rate:.0f} tokens/s"))
-
-    say(f"  {base.name} answers up to {prompts} train prompts ({gen['samples']} answers each)")
-    answered, _ = train_prompts_answer(
-        policy=base,
-        campaign=campaign,
-        limit=prompts,
-        sampling=sampling,
-        pairs=gen["pairs"],
-        overlap=gen["overlap"],
-        budget=gen["budget"],
-        backend=backend,
-        on_tokens=meter(f"{base.name} answering"),
-    )
-    if answered is not None:
-        say(
-            f"  {base.name} answered {answered.prompts} prompts: {answered.extra['comparisons']} comparisons "
-            f"{_pairing_notes(gen['pairs'], answered)}"
-        )
-    heldout = heldout_answer(
-        policy=base,
-        sampling=sampling,
-        backend=backend,
-        on_tokens=meter(f"{base.name} answering held-out prompts"),
-    )
-    backend.close()  # a vLLM server started for the base stops here
-    if not heldout:
-        raise Invalid("no held-out (eval split) prompts: import some with --split eval")
-    say(f"  {base.name} answered {heldout} held-out prompts")
+    _base_answers(base=base, campaign=campaign, prompts=prompts, gen=gen, sampling=sampling, say=say)
 
     current, report = base, LoopReport()
     plan = (["sft"] if sft_first else []) + ["preference"] * rounds
@@ -223,62 +313,11 @@ def loop_run(
             "aggregation": finished.aggregation,
             "final_metrics": last.values if last else {},
         }
-        for key, opponent in (("vs_previous", current), ("vs_base", base)):
-            games = policy_games(
-                include_simulated=True,
-                evaluations=Evaluation.objects.filter(training_round=finished, policy=new, opponent=opponent),
-            )
-            rate = head_to_head(games, policy=new.pk, opponent=opponent.pk, seed=judge_seed)
-            row[key] = _rate_row(rate, opponent)
-            controlled = controlled_head_to_head(games, policy=new.pk, opponent=opponent.pk, seed=judge_seed)
-            if row[key] is not None and controlled is not None:
-                row[key]["length_controlled"] = controlled
-            if key == "vs_previous" or current.pk != base.pk:  # round 1: the previous is the base
-                say(f"  {new.name} over {opponent.name} on held-out prompts: {_rate_text(row[key])}")
-                if controlled is not None:
-                    say(
-                        f"    length-controlled: {controlled['rate']:.3f} [{controlled['low']:.3f}, "
-                        f"{controlled['high']:.3f}] (the judges' length coefficient "
-                        f"{controlled['length_coefficient']:.2f})"
-                    )
-            if check:
-                second = check_win_rate(
-                    evaluations=Evaluation.objects.filter(training_round=finished),
-                    policy=new,
-                    opponent=opponent,
-                    check=check,
-                    seed=judge_seed,
-                )
-                row.setdefault("check", {"judge": check})[key] = _rate_row(second, opponent)
-                if key == "vs_previous" or current.pk != base.pk:
-                    say(f"    judged by {check} instead: {_rate_text(row['check'][key])}")
-        answers = Response.objects.filter(policy=new, heldout=True)
-        row["heldout_answers"] = {
-            "count": answers.count(),
-            "mean_chars": round(answers.aggregate(n=Avg(Length("text")))["n"] or 0, 1),
-            "stopped": answers.filter(finish_reason=FinishReason.STOP).count(),
-        }
-        say(
-            f"  {new.name}'s held-out answers: {row['heldout_answers']['mean_chars']} characters on "
-            f"average, {row['heldout_answers']['stopped']} of {row['heldout_answers']['count']} ended by "
-            "the model (the rest hit --max-new-tokens)"
+        _rates_add(
+            row, finished=finished, new=new, current=current, base=base, check=check, seed=judge_seed, say=say
         )
+        _heldout_add(row, new=new, base=base, say=say)
         row["drift"] = finished.drift
-        row["least_likely"] = [
-            {
-                "prompt": str(unlikely.answer.prompt),
-                "answer": unlikely.answer.text,
-                "base_nll": unlikely.answer.base_nll,
-                "beyond_p95": unlikely.beyond_p95,
-                "base_answer": unlikely.base_answer.text if unlikely.base_answer else None,
-            }
-            for unlikely in heldout_least_likely(policy=new, limit=LEAST_LIKELY_SHOWN)
-        ]
-        if row["least_likely"]:
-            say(f"  {new.name}'s least likely held-out answers under {base.name} (NLL per token):")
-            for item in row["least_likely"]:
-                excerpt = Truncator(" ".join(item["answer"].split())).chars(120)
-                say(f"    {item['base_nll']:.2f} {item['prompt']!r} -> {excerpt!r}")
         if finished.kl_checks:
             row["kl_checks"], row["stopped_early"] = finished.kl_checks, finished.stopped_early
         if finished.stopped_early:

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 import transformers
 from transformers import LogitsProcessorList
 
-from generation.backends import Completion, Messages, ModelSpec, Sampling, TokenCallback
 from generation.backends.sampling import NucleusSampler
+from generation.types import Completion, Messages, ModelSpec, Sampling, TokenCallback
 
 CPU_SEQUENCES_PER_BATCH = 64  # on a CPU larger batches stop paying off and only hold memory
 LOGPROB_CHUNK_ELEMENTS = 2**26  # rows x positions x vocabulary per scoring forward (~256 MB of float32)

@@ -41,7 +41,8 @@ from typing import Any
 
 import httpx
 
-from generation.backends import (
+from generation.streaming import sse_events
+from generation.types import (
     BackendUnavailable,
     Completion,
     GenerationFailed,
@@ -50,7 +51,6 @@ from generation.backends import (
     Sampling,
     TokenCallback,
 )
-from generation.streaming import sse_events
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 VLLM_ENV_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
@@ -109,6 +109,7 @@ def vllm_server_command(
     gpu: bool,
     loras: tuple[int, int] | None = None,
     prefill_chunk: int = 0,
+    priority: bool = False,
 ) -> list[str]:
     """The command that serves ``spec`` on 127.0.0.1:``port``: vLLM's OpenAI-compatible server
     (``vllm serve`` looks up a package named ``vllm``, which the CPU build is not; the module is the
@@ -135,6 +136,8 @@ def vllm_server_command(
         command += ["--enable-chunked-prefill", "--max-num-batched-tokens", str(prefill_chunk)]
     elif not gpu:
         command += ["--no-enable-chunked-prefill"]
+    if priority:  # requests carry a priority (lower first): the live engines rank long prompts last
+        command += ["--scheduling-policy", "priority"]
     if spec.adapter:
         command += ["--enable-lora", "--lora-modules", f"{ADAPTER_NAME}={spec.adapter}"]
         command += ["--max-lora-rank", str(_adapter_rank(spec.adapter))]
@@ -181,6 +184,7 @@ class VLLMServer:
         loras: tuple[int, int] | None = None,
         gpu: bool | None = None,
         prefill_chunk: int = 0,
+        priority: bool = False,
     ) -> None:
         python = vllm_python()
         if python is None:
@@ -189,7 +193,13 @@ class VLLMServer:
         self.url = f"http://127.0.0.1:{self.port}"
         gpu = _gpu_present() if gpu is None else gpu
         command = vllm_server_command(
-            spec, python=python, port=self.port, gpu=gpu, loras=loras, prefill_chunk=prefill_chunk
+            spec,
+            python=python,
+            port=self.port,
+            gpu=gpu,
+            loras=loras,
+            prefill_chunk=prefill_chunk,
+            priority=priority,
         )
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
         if loras:

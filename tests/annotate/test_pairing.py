@@ -1,16 +1,18 @@
-"""A policy's answers paired into comparisons of a campaign: annotate.services.pairing."""
+"""A policy's answers paired into comparisons of a campaign: annotate.services.pairing queues them,
+training.answering generates and scores them."""
 
 import random
 
 import pytest
 
 from annotate.models import Campaign, Comparison
-from annotate.services.pairing import comparisons_generate, prompts_pending, responses_pair, uncertain_pairs
+from annotate.services.pairing import prompts_pending, responses_pair
 from config.errors import Invalid
 from generation.backends import Sampling
 from generation.models import Prompt, Response
 from tests.factories import CampaignFactory, PolicyFactory, PromptFactory
 from tests.scripted import ScriptedBackend
+from training.answering import comparisons_generate, uncertain_pairs
 
 
 def run(policy, prompts, backend, **options):
@@ -138,7 +140,7 @@ def test_uncertain_pairing_scores_answers_under_the_policy_and_its_parent(monkey
         policy.pk: TextScorer({"a": -10.0, "b": -12.0, "c": -20.0, "d": -5.0}),
         parent.pk: TextScorer({"a": -11.0, "b": -10.0, "c": -21.0, "d": -9.0}),
     }
-    monkeypatch.setattr("annotate.services.pairing.scorer_load", lambda who, loaded=None: scorers[who.pk])
+    monkeypatch.setattr("training.answering.scorer_load", lambda who, loaded=None: scorers[who.pk])
 
     report = run(
         policy, [PromptFactory()], ScriptedBackend(lambda p: ["a", "b", "c", "d"]), pairs="uncertain"
@@ -154,7 +156,7 @@ def test_uncertain_pairing_scores_answers_under_the_policy_and_its_parent(monkey
 
 @pytest.mark.django_db
 def test_uncertain_pairing_without_a_parent_pairs_at_random_and_says_so(monkeypatch):
-    monkeypatch.setattr("annotate.services.pairing.scorer_load", lambda *a, **k: pytest.fail("scored"))
+    monkeypatch.setattr("training.answering.scorer_load", lambda *a, **k: pytest.fail("scored"))
     base = PolicyFactory(parent=None)
 
     report = run(

@@ -7,12 +7,12 @@ from django.urls import reverse
 from annotate.models import Choice, Comparison, Judgment, Task
 from annotate.selectors import ExportReport, dataset_rows, implied_pairs
 from annotate.services.judgments import dense_ranks, judgment_submit, ranking_submit
-from annotate.services.pairing import comparisons_generate
 from annotate.services.queue import comparison_assign_next
 from config.errors import Invalid
 from generation.backends import Sampling
 from tests.factories import CampaignFactory, ComparisonFactory, PolicyFactory, PromptFactory, ResponseFactory
 from tests.scripted import ScriptedBackend
+from training.answering import comparisons_generate
 
 
 def ranking_item(*texts, overlap=1):

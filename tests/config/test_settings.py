@@ -59,7 +59,7 @@ def test_check_deploy_is_clean_in_production():
         "--deploy",
         "--fail-level",
         "DEBUG",
-        env=production_env(SECRET_KEY=PRODUCTION_KEY, PREFLOOP_PROXY_COUNT="1"),  # behind one proxy
+        env=production_env(SECRET_KEY=PRODUCTION_KEY),  # the defaults: behind one TLS proxy, counted
     )
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
@@ -67,7 +67,8 @@ def test_check_deploy_is_clean_in_production():
 
 @pytest.mark.slow
 def test_check_deploy_warns_when_a_proxy_is_trusted_but_not_counted():
-    result = manage("check", "--deploy", env=production_env(SECRET_KEY=PRODUCTION_KEY))
+    env = production_env(SECRET_KEY=PRODUCTION_KEY, PREFLOOP_PROXY_COUNT="0")
+    result = manage("check", "--deploy", env=env)
     assert "prefloop.W001" in result.stderr + result.stdout
     assert "PREFLOOP_PROXY_COUNT is 0" in result.stderr + result.stdout
 
@@ -92,6 +93,18 @@ def test_production_defaults_turn_https_on_and_each_can_be_turned_off():
     ]
     assert shown(production_env(SECRET_KEY=PRODUCTION_KEY, SECURE_SSL_REDIRECT="0"))[:2] == ["False", "True"]
     assert shown(production_env(DEBUG="1")) == ["False", "False", "False", "0", "None"]
+
+
+@pytest.mark.slow
+def test_the_proxy_is_counted_wherever_it_is_trusted_by_default():
+    def proxies(env):
+        show = "from django.conf import settings as s; print(s.PREFLOOP_PROXY_COUNT)"
+        return manage("shell", "-c", show, env=env).stdout.strip().splitlines()[-1]
+
+    assert proxies(production_env(SECRET_KEY=PRODUCTION_KEY)) == "1"  # behind one TLS proxy
+    assert proxies(production_env(SECRET_KEY=PRODUCTION_KEY, SECURE_PROXY_SSL_HEADER="0")) == "0"  # none
+    assert proxies(production_env(DEBUG="1")) == "0"
+    assert proxies(production_env(SECRET_KEY=PRODUCTION_KEY, PREFLOOP_PROXY_COUNT="2")) == "2"
 
 
 INLINE_HANDLER = re.compile(r"<[^>]+\son[a-z]+\s*=", re.IGNORECASE)

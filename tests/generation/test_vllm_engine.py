@@ -12,7 +12,6 @@ from django.core.management import call_command
 
 from annotate.models import Comparison
 from annotate.services.campaigns import campaign_get_or_create
-from annotate.services.pairing import comparisons_generate
 from generation.backends import BackendUnavailable, GenerationFailed, ModelSpec, Sampling, backend_load
 from generation.backends import vllm as vllm_backend
 from generation.backends.transformers import TransformersBackend, completion_logps
@@ -22,6 +21,7 @@ from generation.models import Prompt, Response
 from generation.services import policy_register_embedded
 from tests.factories import PromptFactory
 from tests.training.dpo.conftest import write_jsonl
+from training.answering import comparisons_generate
 from training.dpo import DPOConfig, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

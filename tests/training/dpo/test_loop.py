@@ -115,7 +115,7 @@ def test_reference_free_losses_compute_no_reference(
     def forbidden(*args, **kwargs):
         raise AssertionError("a reference-free loss computed reference log-probs")
 
-    monkeypatch.setattr(loop_module, "_reference_logps", forbidden)
+    monkeypatch.setattr(loop_module, "reference_logps", forbidden)
     beta = 2.0 if loss == "simpo" else 0.1
     result = train(
         config(chat_model_dir, conversational_pairs, tmp_path / "run", loss=loss, beta=beta, epochs=2)
@@ -162,7 +162,9 @@ def test_lora_uses_the_base_as_reference_and_writes_adapter_and_merged_model(
 def test_bad_data_fails_before_any_model_is_loaded(chat_model_dir, tmp_path, monkeypatch):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x", "chosen": "a"}\n')
-    monkeypatch.setattr(loop_module, "_model", lambda *a, **k: pytest.fail("model loaded before validation"))
+    monkeypatch.setattr(
+        loop_module, "model_load", lambda *a, **k: pytest.fail("model loaded before validation")
+    )
     with pytest.raises(ValueError, match=r"bad.jsonl:1: missing field 'rejected'"):
         train(config(chat_model_dir, bad, tmp_path / "run"))
 
@@ -481,13 +483,15 @@ def test_confidence_smoothing_gives_each_pair_one_minus_its_confidence(
     ]
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
     seen = []
-    original = loop_module.losses.dpo_robust
+    from training.dpo import losses
+
+    original = losses.dpo_robust
 
     def spy(**kwargs):
         seen.append(kwargs["label_smoothing"].tolist())
         return original(**kwargs)
 
-    monkeypatch.setattr(loop_module.losses, "dpo_robust", spy)
+    monkeypatch.setattr(losses, "dpo_robust", spy)
     train(config(plain_model_dir, data, tmp_path / "out", loss="robust", confidence_smoothing=True, epochs=1))
     assert sorted(seen[0]) == pytest.approx(sorted([0.0, 0.2, 0.4, 0.49]), abs=1e-6)
 

@@ -5,11 +5,12 @@ from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from annotate.services.campaigns import campaign_get_or_create
-from annotate.services.pairing import comparisons_generate, prompts_pending
+from annotate.services.pairing import prompts_pending
 from config.commands import Command as BaseCommand
 from generation.backends import BackendUnavailable, GenerationFailed, ModelSpec, Sampling, backend_load
 from generation.models import Prompt, Split
 from generation.services import TokenMeter, policy_named
+from training.answering import comparisons_generate
 from training.options import GENERATION
 from training.round_follow_up import evaluation_campaign, evaluations_queue, heldout_answer
 
