@@ -1,6 +1,7 @@
 import pytest
 from django.urls import reverse
 
+from annotate.models import Comparison, Judgment
 from tests.factories import ComparisonFactory, JudgmentFactory
 
 ADMIN_MODELS = [
@@ -37,9 +38,14 @@ def test_admin_is_closed_to_annotators(client, annotator):
 def test_home_needs_login_and_shows_counts(client, annotator):
     assert client.get(reverse("home")).status_code == 302
     client.force_login(annotator)
+    ComparisonFactory.create_batch(3)
+    JudgmentFactory(annotator=annotator)
     page = client.get(reverse("home"))
     assert page.status_code == 200
-    assert b"Comparisons" in page.content
+    text = " ".join(page.content.decode().split())
+    comparisons, judgments = Comparison.objects.count(), Judgment.objects.count()
+    assert comparisons >= 3 and f"<dt>Comparisons</dt><dd>{comparisons}</dd>" in text
+    assert f"<dt>Judgments</dt><dd>{judgments} (1 yours)</dd>" in text
 
 
 @pytest.mark.django_db
