@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 SERVER = """
 import sys
-from generation.server import server_make
+from generation.server import serve_until_stopped, server_make
 from generation.engines import Served
 server = server_make(
     host="127.0.0.1", port=int(sys.argv[1]), resolve=lambda m: Served(m, m), engine=sys.argv[2], memory_gb=16
 )
-server.serve_forever()
+serve_until_stopped(server)  # its engines stop with it
 """
 
 

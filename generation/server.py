@@ -219,6 +219,26 @@ def handler_for(engines: Engines, slots: threading.BoundedSemaphore) -> type[Bas
     return Handler
 
 
+def serve_until_stopped(server: ThreadingHTTPServer) -> None:
+    """Serve until Ctrl-C or SIGTERM (honcho, ``make demo``'s exit, a process manager), then stop every
+    engine: a vLLM engine is a process group of its own and would otherwise outlive the server,
+    holding its memory (GiBs) with nothing to stop it."""
+    import signal
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+        server.engines.close()  # type: ignore[attr-defined]
+
+
 def server_make(
     *,
     host: str,

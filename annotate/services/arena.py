@@ -140,9 +140,9 @@ def pools_warm() -> int:
         try:
             httpx.post(f"{settings.PREFLOOP_ARENA_URL}/v1/warm", json={"model": _served(policy)}, timeout=5.0)
             asked += 1
-        except httpx.HTTPError as exc:
-            logger.warning(
-                "arena: the generation process did not take a warm-up for %s: %s", policy.name, exc
+        except httpx.HTTPError as exc:  # at start-up it may not listen yet: the runner asks again in 30 s
+            logger.info(
+                "arena: the generation process did not take a warm-up for %s yet: %s", policy.name, exc
             )
     return asked
 

@@ -249,3 +249,45 @@ def test_an_answer_holding_unicode_line_separators_streams_whole():
     response = httpx.Response(200, stream=httpx.ByteStream(body))
 
     assert [e["choices"][0]["delta"]["content"] for e in sse_events(response)] == [text]
+
+
+SERVE_THEN_REPORT = """
+import sys, threading
+from generation.engines import Served
+from generation.server import serve_until_stopped, server_make
+
+model = sys.argv[1]
+server = server_make(host="127.0.0.1", port=0, resolve=lambda m: Served(m, m), engine="plain", memory_gb=8)
+server.engines.warm(model)
+[engine] = server.engines.engines.values()
+engine.ready.wait(60)
+print("serving", flush=True)
+try:
+    serve_until_stopped(server)  # SIGTERM: SystemExit, once the engines are stopped
+finally:
+    print("engines stopped:", engine.stopped, "left:", len(server.engines.engines), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_terminated_generation_server_stops_its_engines_first(chat_model_dir):
+    """SIGTERM (honcho, make demo's exit) stops the engines before the process goes: a vLLM engine is
+    a process group of its own and was left running, holding its GiBs, when the server just died."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE_THEN_REPORT, str(chat_model_dir)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "serving"
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 0
+    assert "engines stopped: True left: 0" in out

@@ -3,7 +3,7 @@ from django.db import connections
 
 from config.commands import Command as BaseCommand
 from generation.engines import ENGINES, MAX_LORA_RANK, MAX_LORAS, Served
-from generation.server import server_make
+from generation.server import serve_until_stopped, server_make
 from generation.services import policy_served
 
 
@@ -70,10 +70,4 @@ class Command(BaseCommand):
             f"generation server on http://{host}:{server.server_address[1]} ({server.engines.kind} engines, "
             f"{memory_gb:g} GiB for them; Ctrl-C stops it)"
         )
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
-            server.engines.close()
+        serve_until_stopped(server)
