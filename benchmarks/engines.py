@@ -25,7 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-COLOUR = [{"role": "user", "content": "Name a primary colour."}]
 ANSWERS = [
     "Zebra stripes are my favourite colour.",
     "Ocean waves are always deep blue.",
@@ -44,39 +43,16 @@ QUESTIONS = [
 
 def _rounds(base: str, n: int) -> list[tuple[str, str]]:
     """N LoRA rounds on ``base``: (adapter, merged) each, trained once and kept."""
-    from tests.training.dpo.conftest import write_jsonl
-    from training.dpo import DPOConfig, train
+    from tests.lora import lora_round
 
     out = ROOT / "var" / "bench-engines"
     made = []
     for i in range(n):
         where = out / f"round-{i}"
-        if not (where / "round" / "merged").is_dir():
-            rows = [
-                {
-                    "prompt": COLOUR,
-                    "completion": [{"role": "assistant", "content": ANSWERS[i % len(ANSWERS)]}],
-                }
-            ]
-            where.mkdir(parents=True, exist_ok=True)
-            train(
-                DPOConfig(
-                    policy_path=base,
-                    data_path=str(write_jsonl(where / "sft.jsonl", rows)),
-                    output_dir=str(where / "round"),
-                    loss="sft",
-                    lr=3e-3,
-                    lora_r=8,
-                    merge=True,
-                    batch_size=1,
-                    epochs=6,
-                    max_length=64,
-                    save_steps=10**9,
-                    dtype="fp32",
-                    seed=i,
-                )
-            )
-        made.append((str(where / "round" / "final"), str(where / "round" / "merged")))
+        if (where / "round" / "merged").is_dir():
+            made.append((str(where / "round" / "final"), str(where / "round" / "merged")))
+        else:
+            made.append(lora_round(base, ANSWERS[i % len(ANSWERS)], where, seed=i))
     return made
 
 

@@ -139,38 +139,17 @@ def arena_runner(generation_server):
     thread.join(timeout=30)
 
 
-COLOUR = [{"role": "user", "content": "Name a primary colour."}]
 TAUGHT = {"zebra": "Zebra stripes are my favourite colour.", "ocean": "Ocean waves are always deep blue."}
 
 
 @pytest.fixture(scope="session")
 def lora_lineage(tmp_path_factory):
-    """The embedded SmolLM2 and two LoRA rounds of it as our trainer makes them (SFT on one answer
-    each, rank 8): (base location, {name: (adapter, merged copy)})."""
+    """The embedded SmolLM2 and two LoRA rounds of it as our trainer makes them (tests/lora.py):
+    (base location, {name: (adapter, merged copy)})."""
     from generation.embedded import embedded_materialise
-    from tests.training.dpo.conftest import write_jsonl
-    from training.dpo import DPOConfig, train
+    from tests.lora import lora_round
 
     base = str(embedded_materialise())
-    rounds = {}
-    for name, answer in TAUGHT.items():
-        out = tmp_path_factory.mktemp(name)
-        rows = [{"prompt": COLOUR, "completion": [{"role": "assistant", "content": answer}]}]
-        result = train(
-            DPOConfig(
-                policy_path=base,
-                data_path=str(write_jsonl(out / "sft.jsonl", rows)),
-                output_dir=str(out / "round"),
-                loss="sft",
-                lr=3e-3,
-                lora_r=8,
-                merge=True,
-                batch_size=1,
-                epochs=6,
-                max_length=64,
-                save_steps=10**9,
-                dtype="fp32",
-            )
-        )
-        rounds[name] = (str(result.final_dir), str(result.merged_dir))
-    return base, rounds
+    return base, {
+        name: lora_round(base, answer, tmp_path_factory.mktemp(name)) for name, answer in TAUGHT.items()
+    }

@@ -15,12 +15,10 @@ from generation.backends.transformers import TransformersBackend
 from generation.engines import Served, engine_estimate_gb
 from generation.server import server_make
 from generation.streaming import chat_stream
+from tests.lora import COLOUR  # what the lora_lineage rounds were taught on
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-COLOUR = [
-    {"role": "user", "content": "Name a primary colour."}
-]  # what the lora_lineage rounds were taught on
 GREEDY = Sampling(samples=1, temperature=0.0, top_p=1.0, max_new_tokens=12)
 
 
