@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from django.utils.module_loading import import_string
 
+from config.invalid_input import InvalidInput
+
 Oracle = Callable[[str, str, str], str]
 
 _BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+", re.MULTILINE)
@@ -75,11 +77,11 @@ def oracle_resolve(name: str) -> Oracle:
     if name in ORACLES:
         return ORACLES[name]
     if "." not in name:
-        raise ValueError(f"unknown oracle {name!r}: use one of {', '.join(ORACLES)} or a dotted path")
+        raise InvalidInput(f"unknown oracle {name!r}: use one of {', '.join(ORACLES)} or a dotted path")
     try:
         oracle = import_string(name)
     except ImportError as exc:
-        raise ValueError(f"cannot import oracle {name!r}: {exc}") from exc
+        raise InvalidInput(f"cannot import oracle {name!r}: {exc}") from exc
     if not callable(oracle):
-        raise ValueError(f"oracle {name!r} is not a function")
+        raise InvalidInput(f"oracle {name!r} is not a function")
     return oracle

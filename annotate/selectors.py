@@ -22,6 +22,7 @@ from django.utils import timezone
 from annotate import sql
 from annotate.models import Campaign, CampaignStatus, Choice, Comparison, Judgment, Kind, Task
 from annotate.reliability import Reliability, reliability_estimate
+from config.invalid_input import InvalidInput
 from generation.models import Policy, Response
 
 EXPORT_FORMATS = ("conversational", "standard")
@@ -279,9 +280,9 @@ def preference_rows(
     comparisons between two of that policy's responses (its own samples: on-policy DPO data).
     """
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {EXPORT_FORMATS} (got {fmt!r})")
+        raise InvalidInput(f"format must be one of {EXPORT_FORMATS} (got {fmt!r})")
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS} (got {aggregation!r})")
+        raise InvalidInput(f"aggregation must be one of {AGGREGATIONS} (got {aggregation!r})")
     comparisons = export_comparisons(campaign=campaign, split=split, kinds=kinds, policy=policy)
     fit = confidence or aggregation == "dawid-skene"
     reliability = comparisons_reliability(comparisons=comparisons) if fit else Reliability()
@@ -445,7 +446,7 @@ def ranking_rows(
     """Every ranking as the ranked list: the answers best first, their ranks (equal ranks tie), one
     row per ranking judgment (``options``: those of ``export_comparisons``)."""
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {EXPORT_FORMATS} (got {fmt!r})")
+        raise InvalidInput(f"format must be one of {EXPORT_FORMATS} (got {fmt!r})")
     report.rows = 0
     comparisons = export_comparisons(**options).filter(response_c__isnull=False)
     judgments = (
@@ -516,7 +517,7 @@ def dataset_rows(
     ``prompt-completion``: each chosen answer as the completion (and each thumbs-up answer). An
     annotator's edit (two pairs in a preference export) is one desirable answer, or one completion."""
     if dataset_type not in DATASET_TYPES:
-        raise ValueError(f"dataset type must be one of {DATASET_TYPES} (got {dataset_type!r})")
+        raise InvalidInput(f"dataset type must be one of {DATASET_TYPES} (got {dataset_type!r})")
     if dataset_type == "preference":
         yield from preference_rows(report=report, **options)
         return

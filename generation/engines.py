@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from config.invalid_input import InvalidInput
 from generation.types import Messages, ModelSpec, Sampling, StreamDelta
 
 logger = logging.getLogger("prefloop.generation_server")
@@ -349,7 +350,7 @@ class Engines:
         gpu: bool | None = None,
     ) -> None:
         if kind not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)} (got {kind!r})")
+            raise InvalidInput(f"engine must be one of {', '.join(ENGINES)} (got {kind!r})")
         self.resolve, self.memory_gb = resolve, memory_gb
         self.kind = engine_kind_default() if kind == "auto" else kind
         self.loras = (max_loras, max_lora_rank)

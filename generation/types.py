@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from config.invalid_input import InvalidInput
+
 Messages = list[dict[str, str]]
 TokenCallback = Callable[[int], None]  # n more tokens decoded (across the batch)
 
@@ -50,13 +52,13 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if not 1 <= self.samples <= 16:
-            raise ValueError(f"samples must be between 1 and 16 (got {self.samples})")
+            raise InvalidInput(f"samples must be between 1 and 16 (got {self.samples})")
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (got {self.temperature})")
+            raise InvalidInput(f"temperature must be >= 0 (got {self.temperature})")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] (got {self.top_p})")
+            raise InvalidInput(f"top_p must be in (0, 1] (got {self.top_p})")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1 (got {self.max_new_tokens})")
+            raise InvalidInput(f"max_new_tokens must be >= 1 (got {self.max_new_tokens})")
 
     def as_dict(self) -> dict[str, float | int]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens}

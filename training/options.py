@@ -12,6 +12,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from annotate.services.pairing import PAIRINGS
+from config.invalid_input import InvalidInput
 from generation.backends import BACKENDS, Sampling
 from training.dpo.config import LOSSES, UNPAIRED, DPOConfig
 
@@ -39,12 +40,12 @@ class Option:
             return None
         if self.kind is bool:
             if not isinstance(value, bool):
-                raise ValueError(f"{self.name} must be true or false (got {value!r})")
+                raise InvalidInput(f"{self.name} must be true or false (got {value!r})")
             return value
         if self.kind is str:
             if not isinstance(value, str) or (self.choices and value not in self.choices):
                 allowed = f"one of {', '.join(self.choices)}" if self.choices else "text"
-                raise ValueError(f"{self.name} must be {allowed} (got {value!r})")
+                raise InvalidInput(f"{self.name} must be {allowed} (got {value!r})")
             return value
         try:  # numbers: JSON numbers, or text that reads as one (a form field, a command line)
             number = float(value) if not isinstance(value, bool) else math.nan
@@ -62,7 +63,7 @@ class Option:
             or (self.low is not None and number < self.low)
             or (self.high is not None and number > self.high)
         ):
-            raise ValueError(f"{self.name} must be {what}{bounds} (got {value!r})")
+            raise InvalidInput(f"{self.name} must be {what}{bounds} (got {value!r})")
         return int(number) if self.kind is int else number
 
 
@@ -175,7 +176,7 @@ def round_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     round, so it says what it did). ValueError names an unknown setting."""
     unknown = sorted(set(hyperparameters) - set(HYPERPARAMETERS))
     if unknown:
-        raise ValueError(f"unknown training option {unknown[0]!r}; known: {', '.join(HYPERPARAMETERS)}")
+        raise InvalidInput(f"unknown training option {unknown[0]!r}; known: {', '.join(HYPERPARAMETERS)}")
     by_name = {option.name: option for option in TRAINING}
     hyperparameters = {name: by_name[name].check(value) for name, value in hyperparameters.items()}
     merged = {**ROUND_DEFAULTS, **hyperparameters}
@@ -216,7 +217,9 @@ def generation_settings(generation: dict[str, Any]) -> dict[str, Any]:
     """The defaults, then ``generation``; ValueError names an unknown or bad setting."""
     unknown = sorted(set(generation) - set(GENERATION_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown generation option {unknown[0]!r}; known: {', '.join(GENERATION_DEFAULTS)}")
+        raise InvalidInput(
+            f"unknown generation option {unknown[0]!r}; known: {', '.join(GENERATION_DEFAULTS)}"
+        )
     merged = {**GENERATION_DEFAULTS, **generation}
     for option in GENERATION:
         merged[option.name] = option.check(merged[option.name])
@@ -268,7 +271,7 @@ def guard_settings(guards: dict[str, Any]) -> dict[str, float]:
     """The defaults, then ``guards``; ValueError names an unknown one or one out of its bounds."""
     unknown = sorted(set(guards) - set(GUARD_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown guard {unknown[0]!r}; known: {', '.join(GUARD_DEFAULTS)}")
+        raise InvalidInput(f"unknown guard {unknown[0]!r}; known: {', '.join(GUARD_DEFAULTS)}")
     by_name = {option.name: option for option in GUARDS}
     return {**GUARD_DEFAULTS, **{name: by_name[name].check(value) for name, value in guards.items()}}
 

@@ -16,6 +16,7 @@ from annotate.oracles import oracle_resolve
 from annotate.services.judgments import _judgment_record, system_user
 from annotate.services.queue import assignment_skip, comparison_assign_next
 from config.errors import Invalid
+from config.invalid_input import InvalidInput
 
 REVERSED = {Choice.FIRST: Choice.SECOND, Choice.SECOND: Choice.FIRST}
 
@@ -67,7 +68,7 @@ def comparisons_simulate(
     """
     try:
         oracle = oracle_resolve(oracle_name)
-    except ValueError as exc:
+    except InvalidInput as exc:
         raise Invalid(str(exc)) from exc
     if not 0.0 <= noise <= 1.0:
         raise Invalid(f"noise must be between 0 and 1 (got {noise})")

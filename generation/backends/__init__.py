@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from config.invalid_input import InvalidInput
 from generation.types import (  # noqa: F401  (re-exported: the backends' interface)
     BackendUnavailable,
     Completion,
@@ -48,7 +49,7 @@ class Backend(Protocol):
 def backend_choose(name: str) -> str:
     """The concrete backend for ``name`` (auto: see the module's docstring)."""
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {name!r})")
+        raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)} (got {name!r})")
     if name != "auto":
         return name
     from generation.backends.vllm import vllm_python, vllm_url

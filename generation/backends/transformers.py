@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import LogitsProcessorList
 
+from config.invalid_input import InvalidInput
 from generation.backends.sampling import NucleusSampler
 from generation.types import Completion, Messages, ModelSpec, Sampling, TokenCallback
 
@@ -151,7 +152,7 @@ class TransformersBackend:
         self.model = model.to(self.device).eval()
         self.eos_ids = stop_ids(self.model, self.tokenizer)
         if not self.eos_ids:
-            raise ValueError(f"{spec.location}: the model has no EOS token; completions could not end")
+            raise InvalidInput(f"{spec.location}: the model has no EOS token; completions could not end")
         self.batch_size = batch_size
         self.prefill_once = prefill_once  # False: every sample prefills its prompt (the plain way)
 
@@ -168,7 +169,7 @@ class TransformersBackend:
             )
         if len(messages) == 1 and messages[0]["role"] == "user":
             return list(self.tokenizer(text=messages[0]["content"])["input_ids"])
-        raise ValueError("a conversation prompt needs a model whose tokenizer has a chat template")
+        raise InvalidInput("a conversation prompt needs a model whose tokenizer has a chat template")
 
     def prompts_per_batch(self, sampling: Sampling, longest_prompt: int) -> int:
         if self.batch_size:

@@ -15,6 +15,7 @@ import sys
 from dataclasses import MISSING, fields
 from typing import Any
 
+from config.invalid_input import InvalidInput
 from training.dpo.config import DTYPES, LOSSES, SHARDING, DPOConfig
 from training.dpo.loop import train
 
@@ -90,7 +91,7 @@ def parse(argv: list[str] | None = None) -> DPOConfig:
     values = vars(parser.parse_args(argv))
     try:
         return DPOConfig(**values)
-    except ValueError as exc:
+    except InvalidInput as exc:
         parser.error(str(exc))
         raise  # unreachable: parser.error exits
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
     try:
         result = train(cfg)
-    except ValueError as exc:  # bad data or settings, named in the message
+    except InvalidInput as exc:  # bad data or settings, named in the message
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

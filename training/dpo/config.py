@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from config.invalid_input import InvalidInput
+
 # Losses, each from its paper (see losses.py). The reference-free ones load no reference model.
 LOSSES = ("sigmoid", "ipo", "hinge", "robust", "dpop", "simpo", "orpo", "kto", "sft")
 REFERENCE_FREE = ("simpo", "orpo", "sft")
@@ -65,46 +67,46 @@ class DPOConfig:
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
+            raise InvalidInput(f"loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
         if self.beta <= 0:
-            raise ValueError(f"beta must be positive (got {self.beta})")
+            raise InvalidInput(f"beta must be positive (got {self.beta})")
         if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5) (got {self.label_smoothing})")
+            raise InvalidInput(f"label_smoothing must be in [0, 0.5) (got {self.label_smoothing})")
         if self.rpo_alpha < 0:
-            raise ValueError(f"rpo_alpha must be >= 0 (got {self.rpo_alpha})")
+            raise InvalidInput(f"rpo_alpha must be >= 0 (got {self.rpo_alpha})")
         if self.rpo_alpha and self.loss in UNPAIRED:
-            raise ValueError(f"rpo_alpha applies to pair losses, not {self.loss}")
+            raise InvalidInput(f"rpo_alpha applies to pair losses, not {self.loss}")
         if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
-            raise ValueError("desirable_weight and undesirable_weight must be positive")
+            raise InvalidInput("desirable_weight and undesirable_weight must be positive")
         if self.loss == "kto" and self.batch_size < 2:
-            raise ValueError("kto needs batch_size >= 2: its KL estimate pairs answers within a batch")
+            raise InvalidInput("kto needs batch_size >= 2: its KL estimate pairs answers within a batch")
         if (self.label_smoothing or self.confidence_smoothing) and self.loss != "robust":
-            raise ValueError("label_smoothing applies to the 'robust' loss only")
+            raise InvalidInput("label_smoothing applies to the 'robust' loss only")
         for name in ("epochs", "batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+                raise InvalidInput(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.max_prompt_length is not None and not 0 < self.max_prompt_length < self.max_length:
-            raise ValueError(
+            raise InvalidInput(
                 f"max_prompt_length must be between 1 and max_length - 1 (got {self.max_prompt_length})"
             )
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
+            raise InvalidInput(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
         if self.sharding not in SHARDING:
-            raise ValueError(f"sharding must be one of {', '.join(SHARDING)} (got {self.sharding!r})")
+            raise InvalidInput(f"sharding must be one of {', '.join(SHARDING)} (got {self.sharding!r})")
         if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0 (got {self.lora_r})")
+            raise InvalidInput(f"lora_r must be >= 0 (got {self.lora_r})")
         if self.merge and not self.lora_r:
-            raise ValueError("merge applies to LoRA training only (set lora_r)")
+            raise InvalidInput("merge applies to LoRA training only (set lora_r)")
         if self.kl_every < 0:
-            raise ValueError(f"kl_every must be >= 0 (got {self.kl_every})")
+            raise InvalidInput(f"kl_every must be >= 0 (got {self.kl_every})")
         if self.kl_every and not (self.kl_budget > 0 and self.kl_prompts_path):
-            raise ValueError("kl_every needs kl_budget > 0 and kl_prompts_path (the held-out prompts)")
+            raise InvalidInput("kl_every needs kl_budget > 0 and kl_prompts_path (the held-out prompts)")
         if self.kl_every and (
             self.kl_max_new_tokens < 1 or self.kl_temperature < 0 or not 0 < self.kl_top_p <= 1
         ):
-            raise ValueError("kl_max_new_tokens must be >= 1, kl_temperature >= 0 and kl_top_p in (0, 1]")
+            raise InvalidInput("kl_max_new_tokens must be >= 1, kl_temperature >= 0 and kl_top_p in (0, 1]")
         if self.kl_every and self.sharding == "fsdp":
-            raise ValueError("kl_every (the early stop) needs whole models per process: use ddp, not fsdp")
+            raise InvalidInput("kl_every (the early stop) needs whole models per process: use ddp, not fsdp")
 
     @property
     def reference_free(self) -> bool:

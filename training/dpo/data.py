@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from config.invalid_input import InvalidInput
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -143,9 +145,9 @@ def pairs_read(path: str | Path) -> list[Pair]:
         shapes.add(pair.conversational)
         pairs.append(pair)
     if problems:
-        raise ValueError(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
+        raise InvalidInput(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
     if not pairs:
-        raise ValueError(f"{path}: no preference pairs")
+        raise InvalidInput(f"{path}: no preference pairs")
     return pairs
 
 
@@ -184,10 +186,12 @@ def pair_tokenize(
 ) -> TokenizedPair:
     """Token ids of one pair; see the module docstring for the rules."""
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token; responses could not be ended")
+        raise InvalidInput("the tokenizer has no EOS token; responses could not be ended")
     if pair.conversational:
         if not tokenizer.chat_template:
-            raise ValueError(f"line {pair.line}: conversational data needs a tokenizer with a chat template")
+            raise InvalidInput(
+                f"line {pair.line}: conversational data needs a tokenizer with a chat template"
+            )
         prompt_ids = list(
             tokenizer.apply_chat_template(
                 pair.prompt, tokenize=True, add_generation_prompt=True, return_dict=True
@@ -350,9 +354,9 @@ def examples_read(path: str | Path, *, labelled: bool) -> list[Example]:
             shapes.add(example.conversational)
             examples.append(example)
     if problems:
-        raise ValueError(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
+        raise InvalidInput(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
     if not examples:
-        raise ValueError(f"{path}: no examples")
+        raise InvalidInput(f"{path}: no examples")
     return examples
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import LogitsProcessorList
 
+from config.invalid_input import InvalidInput
 from generation.backends.sampling import NucleusSampler
 from generation.backends.transformers import completion_logps
 from training.dpo.data import _message_problem, _records
@@ -42,9 +43,9 @@ def prompts_read(path: str) -> list[Any]:
             continue
         prompts.append(prompt)
     if problems:
-        raise ValueError(f"{path}: {len(problems)} bad line(s)\n" + "\n".join(problems))
+        raise InvalidInput(f"{path}: {len(problems)} bad line(s)\n" + "\n".join(problems))
     if not prompts:
-        raise ValueError(f"{path}: no prompts to estimate the held-out KL on")
+        raise InvalidInput(f"{path}: no prompts to estimate the held-out KL on")
     return prompts
 
 

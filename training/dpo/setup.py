@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from config.invalid_input import InvalidInput
 from training.dpo.attention import varlen_enable
 from training.dpo.checkpoint import STATE_FILE
 from training.dpo.config import UNPAIRED, DPOConfig
@@ -91,7 +92,7 @@ def decoder_layers(causal: Any) -> list[nn.Module]:
     decoder = getattr(causal, causal.base_model_prefix)
     layers = getattr(decoder, "layers", None) or getattr(decoder, "h", None)
     if layers is None:
-        raise ValueError(f"{type(causal).__name__}: no decoder layers found to shard")
+        raise InvalidInput(f"{type(causal).__name__}: no decoder layers found to shard")
     return list(layers)
 
 

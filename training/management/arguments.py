@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from annotate.selectors import AGGREGATIONS
+from config.invalid_input import InvalidInput
 from training.options import GENERATION, GUARDS, REFERENCE_MODES, TRAINING, Option
 
 # Where a command-line name differs from the setting's: --gen-seed (--seed is the training seed).
@@ -73,12 +74,12 @@ def training_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     method = options.get("method")
     if method in ("kto", "sft"):
         if hyperparameters.get("loss", method) != method:
-            raise ValueError(
+            raise InvalidInput(
                 f"--method {method} trains with its own loss, not --loss {hyperparameters['loss']}"
             )
         hyperparameters["loss"] = method
     elif method == "dpo" and hyperparameters.get("loss") in ("kto", "sft"):
-        raise ValueError(f"--method dpo takes a DPO-family --loss, not {hyperparameters['loss']}")
+        raise InvalidInput(f"--method dpo takes a DPO-family --loss, not {hyperparameters['loss']}")
     generation = {
         option.name: options[_flag(option, "gen")[1]]
         for option in GENERATION
