@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from config.invalid_input import InvalidInput
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class Batch:
         )
 
 
-def _message_problem(value: Any, field: str, *, assistant_only: bool) -> str | None:
+def message_problem(value: Any, field: str, *, assistant_only: bool) -> str | None:
     if not isinstance(value, list) or not value:
         return f"'{field}' must be a non-empty list of messages"
     for i, message in enumerate(value):
@@ -92,10 +94,10 @@ def _pair_problem(record: Any) -> str | None:
             return f"missing field '{field}'"
     prompt, chosen, rejected = record["prompt"], record["chosen"], record["rejected"]
     if isinstance(prompt, list):
-        if problem := _message_problem(prompt, "prompt", assistant_only=False):
+        if problem := message_problem(prompt, "prompt", assistant_only=False):
             return problem
         for field, value in (("chosen", chosen), ("rejected", rejected)):
-            if problem := _message_problem(value, field, assistant_only=True):
+            if problem := message_problem(value, field, assistant_only=True):
                 return problem
     elif isinstance(prompt, str):
         for field, value in (("chosen", chosen), ("rejected", rejected)):
@@ -129,26 +131,50 @@ def _records(path: str | Path, problems: list[str]) -> Iterator[tuple[int, Any]]
                 problems.append(f"{path}:{number}: JSON nested too deeply")
 
 
-def pairs_read(path: str | Path) -> list[Pair]:
-    """Every pair of a JSONL file, validated; raises ValueError listing every bad line."""
-    pairs: list[Pair] = []
+def jsonl_read(
+    path: str | Path,
+    rows: Callable[[int, Any], list[T] | str],
+    *,
+    nothing: str,
+    unused: str = ", nothing trained",
+) -> list[T]:
+    """The items of a JSONL file, all validated before any is used: ``rows(number, record)`` gives a
+    line's items, or the problem with it; one InvalidInput names every bad line (a line that is not
+    JSON, a bad record, items that mix conversational and standard shapes), or says ``nothing``."""
+    items: list[T] = []
     problems: list[str] = []
     shapes: set[bool] = set()
     for number, record in _records(path, problems):
-        if problem := _pair_problem(record):
-            problems.append(f"{path}:{number}: {problem}")
+        parsed = rows(number, record)
+        if isinstance(parsed, str):
+            problems.append(f"{path}:{number}: {parsed}")
             continue
-        pair = Pair(number, record["prompt"], record["chosen"], record["rejected"], record.get("confidence"))
-        if shapes and pair.conversational not in shapes:
-            problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
-            continue
-        shapes.add(pair.conversational)
-        pairs.append(pair)
+        for item in parsed:
+            shape = getattr(item, "conversational", None)
+            if shape is not None:
+                if shapes and shape not in shapes:
+                    problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
+                    break
+                shapes.add(shape)
+            items.append(item)
     if problems:
-        raise InvalidInput(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
-    if not pairs:
-        raise InvalidInput(f"{path}: no preference pairs")
-    return pairs
+        raise InvalidInput(f"{path}: {len(problems)} bad line(s){unused}\n" + "\n".join(problems))
+    if not items:
+        raise InvalidInput(f"{path}: {nothing}")
+    return items
+
+
+def pairs_read(path: str | Path) -> list[Pair]:
+    """Every pair of a JSONL file, validated; InvalidInput lists every bad line."""
+
+    def pair(number: int, record: Any) -> list[Pair] | str:
+        if problem := _pair_problem(record):
+            return problem
+        return [
+            Pair(number, record["prompt"], record["chosen"], record["rejected"], record.get("confidence"))
+        ]
+
+    return jsonl_read(path, pair, nothing="no preference pairs")
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -296,9 +322,9 @@ class Example:
 
 def _completion_problem(prompt: Any, completion: Any, field: str) -> str | None:
     if isinstance(prompt, list):
-        if problem := _message_problem(prompt, "prompt", assistant_only=False):
+        if problem := message_problem(prompt, "prompt", assistant_only=False):
             return problem
-        return _message_problem(completion, field, assistant_only=True)
+        return message_problem(completion, field, assistant_only=True)
     if not isinstance(prompt, str):
         return "'prompt' must be a string or a list of messages"
     if not isinstance(completion, str):
@@ -336,28 +362,14 @@ def _examples_of(record: Any, *, labelled: bool) -> tuple[list[tuple[Any, Any, b
 
 
 def examples_read(path: str | Path, *, labelled: bool) -> list[Example]:
-    """Every example of a JSONL file, validated; raises ValueError listing every bad line.
+    """Every example of a JSONL file, validated; InvalidInput lists every bad line.
     ``labelled``: KTO (labels kept, pairs give both answers); else SFT (pairs give the chosen one)."""
-    examples: list[Example] = []
-    problems: list[str] = []
-    shapes: set[bool] = set()
-    for number, record in _records(path, problems):
+
+    def examples(number: int, record: Any) -> list[Example] | str:
         rows, problem = _examples_of(record, labelled=labelled)
-        if problem:
-            problems.append(f"{path}:{number}: {problem}")
-            continue
-        for prompt, completion, label in rows:
-            example = Example(number, prompt, completion, label)
-            if shapes and example.conversational not in shapes:
-                problems.append(f"{path}:{number}: mixes conversational and standard rows in one file")
-                break
-            shapes.add(example.conversational)
-            examples.append(example)
-    if problems:
-        raise InvalidInput(f"{path}: {len(problems)} bad line(s), nothing trained\n" + "\n".join(problems))
-    if not examples:
-        raise InvalidInput(f"{path}: no examples")
-    return examples
+        return problem or [Example(number, prompt, completion, label) for prompt, completion, label in rows]
+
+    return jsonl_read(path, examples, nothing="no examples")
 
 
 def examples_tokenize(

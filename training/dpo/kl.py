@@ -19,34 +19,26 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import LogitsProcessorList
 
-from config.invalid_input import InvalidInput
 from generation.backends.sampling import NucleusSampler
 from generation.backends.transformers import completion_logps
-from training.dpo.data import _message_problem, _records
+from training.dpo.data import jsonl_read, message_problem
 
 NOT_A_PROMPT = "'prompt' must be a non-empty string or list of messages"
 
 
 def prompts_read(path: str) -> list[Any]:
-    """The prompts of a JSONL file, one ``{"prompt": str | [messages]}`` per line; ValueError names
+    """The prompts of a JSONL file, one ``{"prompt": str | [messages]}`` per line; InvalidInput names
     every bad line and nothing is used."""
-    prompts: list[Any] = []
-    problems: list[str] = []
-    for number, record in _records(path, problems):
-        prompt = record.get("prompt") if isinstance(record, dict) else None
-        if isinstance(prompt, list):
-            problem = _message_problem(prompt, "prompt", assistant_only=False)
+
+    def prompt(number: int, record: Any) -> list[Any] | str:
+        value = record.get("prompt") if isinstance(record, dict) else None
+        if isinstance(value, list):
+            problem = message_problem(value, "prompt", assistant_only=False)
         else:
-            problem = None if isinstance(prompt, str) and prompt.strip() else NOT_A_PROMPT
-        if problem:
-            problems.append(f"{path}:{number}: {problem}")
-            continue
-        prompts.append(prompt)
-    if problems:
-        raise InvalidInput(f"{path}: {len(problems)} bad line(s)\n" + "\n".join(problems))
-    if not prompts:
-        raise InvalidInput(f"{path}: no prompts to estimate the held-out KL on")
-    return prompts
+            problem = None if isinstance(value, str) and value.strip() else NOT_A_PROMPT
+        return problem or [value]
+
+    return jsonl_read(path, prompt, nothing="no prompts to estimate the held-out KL on", unused="")
 
 
 def prompts_render(tokenizer: Any, prompts: list[Any], *, max_prompt_length: int) -> list[list[int]]:
