@@ -58,7 +58,7 @@ def comparison_assign_next(
     if live is not None:
         return live
     for candidate_campaign in allowed:
-        first = functools.partial(_lock_open, annotator=annotator, now=now, campaign=candidate_campaign)
+        first = functools.partial(_lock_next_open, annotator=annotator, now=now, campaign=candidate_campaign)
         if not candidate_campaign.gold_rate:
             comparison = first(gold=None)
         else:  # gold at the campaign's rate while any is left; else whatever is left
@@ -128,7 +128,7 @@ def _shuffled(letters: str) -> str:
     return "".join(order)
 
 
-def _lock_open(
+def _lock_next_open(
     *, annotator: AbstractBaseUser, now: datetime, campaign: Campaign, gold: bool | None
 ) -> Comparison | None:
     """Lock the first comparison of ``campaign`` open to the annotator (``_first_open``; ``gold``: only
