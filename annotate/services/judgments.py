@@ -1,4 +1,8 @@
-"""Recording verdicts: every judgment, human, imported or simulated, goes through ``_judgment_record``."""
+"""Recording verdicts: every judgment a person or a simulated judge gives goes through
+``judgment_record`` (one at a time, under the comparison's lock, every rule checked). Imports are the
+one exception: ``annotate.services.imports`` writes an import's judgments directly, onto the
+comparisons it creates in the same transaction (nothing else can have judged them; the database's
+constraints still hold)."""
 
 from __future__ import annotations
 
@@ -60,7 +64,7 @@ def import_user() -> AbstractBaseUser:
     return system_user(IMPORT_USERNAME)
 
 
-def _judgment_record(
+def judgment_record(
     *,
     comparison: Comparison,
     annotator: AbstractBaseUser,
@@ -287,7 +291,7 @@ def _verdict_record(
     if edit_of not in ("", Verdict.LEFT, Verdict.RIGHT):
         raise Invalid(f"edit_of must be left, right or blank (got {edit_of!r})")
     locked = _lock_open(comparison=comparison, annotator=annotator)
-    judgment = _judgment_record(
+    judgment = judgment_record(
         locked=locked,
         comparison=comparison,
         annotator=annotator,
@@ -346,7 +350,7 @@ def _ranking_record(
         raise Invalid(problem)
     ranking, choice = _ranking_from_shown(comparison, assignment.order, ranks)
     locked = _lock_open(comparison=comparison, annotator=annotator)
-    return _judgment_record(
+    return judgment_record(
         locked=locked,
         comparison=comparison,
         annotator=annotator,

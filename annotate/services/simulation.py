@@ -13,7 +13,7 @@ from django.db.models import Max
 
 from annotate.models import Campaign, Choice, Comparison, Source
 from annotate.oracles import oracle_resolve
-from annotate.services.judgments import _judgment_record, system_user
+from annotate.services.judgments import judgment_record, system_user
 from annotate.services.queue import assignment_skip, comparison_assign_next
 from config.errors import Invalid
 from config.invalid_input import InvalidInput
@@ -106,7 +106,7 @@ def comparisons_simulate(
                 verdict = REVERSED[verdict]
                 report.flipped += 1
             with transaction.atomic():
-                _judgment_record(
+                judgment_record(
                     comparison=comparison,
                     annotator=user,
                     choice=verdict,
