@@ -199,8 +199,8 @@ def test_warming_starts_an_engine_without_a_request_waiting_on_it(generation_ser
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         listed = httpx.get(f"{generation_server}/v1/models").json()
-        if [m["id"] for m in listed["data"]] == [str(chat_model_dir)]:
-            break
+        if [m["id"] for m in listed["data"]] == [str(chat_model_dir)] and listed["engines"][0]["busy"] == 0:
+            break  # up, and the warm-up no longer holds it
         time.sleep(0.2)
     assert listed["engines"][0]["status"] == "ready" and listed["engines"][0]["busy"] == 0
     refused = httpx.post(f"{generation_server}/v1/warm", json={"model": "/etc"}, timeout=10)
