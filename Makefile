@@ -99,12 +99,13 @@ lint: install
 	$(PY) -m mypy
 
 # The suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set (CI sets it). The tests of the
-# vLLM engine (marker vllm: its servers, ~4 min) run once, on the first: they test the engine, not the
-# database.
+# vLLM engine (marker vllm: its servers, ~6 min) and of the trainer (tests/training/dpo: torch alone,
+# no database) run once, on the first: they test the engine and the trainer, not the database.
 test: lint vllm
 	DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest
-	if [ -n "$$TEST_DATABASE_URL" ]; then DATABASE_URL="$$TEST_DATABASE_URL" $(PY) -m pytest -m "not vllm"; fi
+	if [ -n "$$TEST_DATABASE_URL" ]; then \
+		DATABASE_URL="$$TEST_DATABASE_URL" $(PY) -m pytest -m "not vllm" --ignore=tests/training/dpo; fi
 
 # Everything but real models, subprocesses, vLLM and the browser (markers slow, e2e): under 90 s on 2 cores.
 test-fast: install

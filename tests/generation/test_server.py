@@ -70,26 +70,33 @@ def test_a_multi_turn_conversation_is_answered_whole(generation_server, chat_mod
 
 
 def test_a_stop_mid_answer_ends_the_engine_s_generation(chat_model_dir):
-    """The engine itself stops (not the client marking its copy cancelled): set after the first piece,
-    the answer ends as cancelled well before its token budget."""
+    """The engine itself stops (not the client marking its copy cancelled): the same answer (greedy)
+    written once whole and once with a stop set at its first piece; the stopped one ends as cancelled
+    with far fewer tokens than the whole one took."""
     from generation.engines import Engines, Served
 
-    engines = Engines(lambda m: Served(m, m), kind="plain", memory_gb=8)
-    engine, served = engines.acquire(str(chat_model_dir))
-    engine.ready.wait(60)
-    stop = threading.Event()
-    pieces = []
-    budget = Sampling(samples=1, temperature=1.0, max_new_tokens=200)
-    for piece in engine.stream(
-        engine.model_for(served), [{"role": "user", "content": "tell a story"}], budget, stop
-    ):
-        pieces.append(piece)
-        stop.set()
-    engines.release(engine)
-    engines.close()
+    budget = Sampling(samples=1, temperature=0.0, max_new_tokens=200)
+    story = [{"role": "user", "content": "tell a story"}]
 
-    assert pieces[-1].finish_reason == "cancelled"
-    assert pieces[-1].tokens is not None and pieces[-1].tokens < 20
+    def answer(stop_at_first: bool) -> list:
+        engines = Engines(lambda m: Served(m, m), kind="plain", memory_gb=8)
+        engine, served = engines.acquire(str(chat_model_dir))
+        engine.ready.wait(60)
+        stop, pieces = threading.Event(), []
+        for piece in engine.stream(engine.model_for(served), story, budget, stop):
+            pieces.append(piece)
+            if stop_at_first:
+                stop.set()
+        engines.release(engine)
+        engines.close()
+        return pieces
+
+    whole, stopped = answer(False), answer(True)
+
+    assert whole[-1].finish_reason in ("stop", "length") and whole[-1].tokens > 30  # a long answer
+    assert stopped[-1].finish_reason == "cancelled"
+    assert stopped[-1].tokens < whole[-1].tokens / 2  # cut soon after the stop, not at the end
+    assert "".join(p.text for p in whole).startswith("".join(p.text for p in stopped))
 
 
 def test_an_idle_engine_stops_to_make_room_and_a_busy_one_is_never_stopped(chat_model_dir, tmp_path):
