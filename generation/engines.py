@@ -123,6 +123,10 @@ class Engine(Protocol):
         """The name to ask this engine for ``served`` (loading its adapter first where needed)."""
         ...
 
+    def answers(self) -> list[str]:
+        """The model ids it answers for now (a vLLM engine: its base and the adapters loaded)."""
+        ...
+
     def stream(
         self, model: str, messages: Messages, sampling: Sampling, stop: threading.Event
     ) -> Iterator[StreamDelta]: ...
@@ -187,6 +191,9 @@ class VLLMEngine(_Starting):
             "vLLM engine for %s ready at %s (%.1f GiB)", self.location, self.server.url, self.memory_gb
         )
 
+    def answers(self) -> list[str]:
+        return [self.location, *self.adapters]
+
     def model_for(self, served: Served) -> str:
         if not served.adapter:
             return self.location
@@ -233,13 +240,13 @@ class VLLMEngine(_Starting):
 
 
 class _StopWhen:
-    """A stopping criterion: the client went away."""
+    """A stopping criterion: the client asked to stop, or stopped reading."""
 
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop = stop
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-        return self.stop.is_set()
+        return any(event.is_set() for event in self.events)
 
 
 _PLAIN_ONE = threading.Lock()  # generate samples from torch's one global generator: one answer at a time
@@ -255,7 +262,7 @@ class PlainEngine(_Starting):
     def __init__(self, served: Served, memory_gb: float) -> None:
         self.served = served
         self.backend: Any = None
-        self.answers = 0
+        self.answered = 0
         super().__init__(f"{served.location}{' + ' + served.adapter if served.adapter else ''}", memory_gb)
 
     def _start(self) -> None:
@@ -266,6 +273,9 @@ class PlainEngine(_Starting):
     def model_for(self, served: Served) -> str:
         return served.id
 
+    def answers(self) -> list[str]:
+        return [self.served.id]
+
     def stream(
         self, model: str, messages: Messages, sampling: Sampling, stop: threading.Event
     ) -> Iterator[StreamDelta]:
@@ -273,8 +283,8 @@ class PlainEngine(_Starting):
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         with _PLAIN_ONE:
-            torch.manual_seed(zlib.crc32(self.key.encode()) + self.answers)
-            self.answers += 1
+            torch.manual_seed(zlib.crc32(self.key.encode()) + self.answered)
+            self.answered += 1
             tokenizer, causal = self.backend.tokenizer, self.backend.model
             ids = torch.tensor([self.backend.render(messages)], device=causal.device)
             streamer = TextIteratorStreamer(
@@ -299,19 +309,25 @@ class PlainEngine(_Starting):
                             eos_token_id=self.backend.eos_ids,
                             pad_token_id=tokenizer.pad_token_id,
                             streamer=streamer,
-                            stopping_criteria=StoppingCriteriaList([_StopWhen(stop)]),
+                            stopping_criteria=StoppingCriteriaList([_StopWhen(stop, abandoned)]),
                             **options,
                         )
                 except BaseException as exc:  # the streamer ends either way; the reader raises it
                     out["error"] = exc
                     streamer.end()
 
+            # A reader that goes away (the generator closed) ends the generation before the next answer
+            # starts: a generate left running would draw from the global generator beside it.
+            abandoned = threading.Event()
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
-            for text in streamer:
-                if text:
-                    yield StreamDelta(text)
-            worker.join()
+            try:
+                for text in streamer:
+                    if text:
+                        yield StreamDelta(text)
+            finally:
+                abandoned.set()
+                worker.join()
             if "error" in out:
                 raise out["error"]
             generated = out["ids"][0, ids.shape[1] :].tolist()
@@ -434,13 +450,7 @@ class Engines:
     def warm(self, model: str) -> str:
         """Start ``model``'s engine (and load its adapter) without waiting: its status now."""
         engine, served = self.acquire(model)
-        if engine.ready.is_set():
-            try:
-                if not engine.error:
-                    engine.model_for(served)
-            finally:
-                self.release(engine)
-            return "failed" if engine.error else "ready"
+        status = "failed" if engine.error else "ready" if engine.ready.is_set() else "starting"
 
         def load() -> None:
             try:
@@ -453,7 +463,7 @@ class Engines:
                 self.release(engine)
 
         threading.Thread(target=load, name=f"warm {model}", daemon=True).start()
-        return "starting"
+        return status
 
     def status(self) -> list[dict[str, Any]]:
         """Each engine: its kind, what it serves, whether it is ready, busy, and its memory."""
@@ -478,8 +488,7 @@ class Engines:
             engines = list(self.engines.values())
         for e in engines:
             if e.ready.is_set() and not e.error:
-                names.append(getattr(e, "location", None) or e.served.id)  # type: ignore[attr-defined]
-                names.extend(getattr(e, "adapters", {}))
+                names.extend(e.answers())
         return names
 
     def close(self) -> None:
