@@ -84,7 +84,9 @@ def arena_pools_follow(*, policy: Policy, parent: Policy) -> int:
     return len(campaigns)
 
 
-def arena_pair_draw(*, campaign: Campaign, rng: random.Random | None = None) -> tuple[Policy, Policy]:
+def arena_pair_draw(
+    *, campaign: Campaign, rng: random.Random | None = None, ready: set[int] | None = None
+) -> tuple[Policy, Policy]:
     """Two policies of the pool, the pair with the fewest voted turns first (ties at random), in
     random order. A pool of one meets itself: two samples of the same policy, an on-policy pair
     that trains it like any other but is no game for the leaderboard."""
@@ -101,7 +103,7 @@ def arena_pair_draw(*, campaign: Campaign, rng: random.Random | None = None) -> 
         ).values_list("conversation__policy_a", "conversation__policy_b")
     )
     pairs = [(a, b) for i, a in enumerate(pool) for b in pool[i + 1 :]]
-    ready = policies_ready(pool)
+    ready = policies_ready(pool) if ready is None else ready
     pairs = [(a, b) for a, b in pairs if a.pk in ready and b.pk in ready] or pairs  # others still warm
     fewest = min(voted[frozenset((a.pk, b.pk))] for a, b in pairs)
     first, second = rng.choice([p for p in pairs if voted[frozenset((p[0].pk, p[1].pk))] == fewest])
@@ -276,25 +278,28 @@ def _lock_annotator(annotator: AbstractBaseUser) -> None:
     get_user_model().objects.select_for_update().filter(pk=annotator.pk).first()
 
 
-@transaction.atomic
 def conversation_start(*, campaign: Campaign, annotator: AbstractBaseUser, text: str) -> ArenaTurn:
     """A new conversation with two policies drawn from the pool, and its first turn (generating)."""
-    _open_check(campaign, annotator)
-    messages = _text_checked(text, [])
-    _lock_annotator(annotator)
-    _limits_check(annotator=annotator)
-    policy_a, policy_b = arena_pair_draw(campaign=campaign)
-    _length_check(messages, [policy_a, policy_b])
-    conversation = ArenaConversation.objects.create(
-        campaign=campaign,
-        annotator=annotator,
-        policy_a=policy_a,
-        policy_b=policy_b,
-        left=random.choice([Side.FIRST, Side.SECOND]),
-    )
-    return _requested(
-        ArenaTurn.objects.create(conversation=conversation, number=1, messages=messages), annotator
-    )
+    # Which engines are up is asked over HTTP, before the transaction (on SQLite it holds the write
+    # lock from its start) and the annotator's row lock.
+    ready = policies_ready(arena_pool(campaign))
+    with transaction.atomic():
+        _open_check(campaign, annotator)
+        messages = _text_checked(text, [])
+        _lock_annotator(annotator)
+        _limits_check(annotator=annotator)
+        policy_a, policy_b = arena_pair_draw(campaign=campaign, ready=ready)
+        _length_check(messages, [policy_a, policy_b])
+        conversation = ArenaConversation.objects.create(
+            campaign=campaign,
+            annotator=annotator,
+            policy_a=policy_a,
+            policy_b=policy_b,
+            left=random.choice([Side.FIRST, Side.SECOND]),
+        )
+        return _requested(
+            ArenaTurn.objects.create(conversation=conversation, number=1, messages=messages), annotator
+        )
 
 
 def preferred_side(turn: ArenaTurn) -> str:
