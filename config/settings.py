@@ -319,7 +319,23 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["d
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server"},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
-    "loggers": {"prefloop": {"level": os.environ.get("PREFLOOP_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "prefloop": {"level": os.environ.get("PREFLOOP_LOG_LEVEL", "INFO")},
+        # Django's own console handler (DEBUG only) beside the root's printed each of its lines twice.
+        # (naming it resets its children: the development server's request lines keep their own)
+        "django": {"handlers": [], "level": "INFO"},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+    },
 }

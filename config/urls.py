@@ -23,6 +23,21 @@ def admin_login(request: HttpRequest, extra_context: dict | None = None) -> Http
 
 admin.site.login = admin_login  # type: ignore[method-assign]
 
+_api_docs = SpectacularSwaggerSplitView.as_view(url_name="api:schema")
+
+
+def api_docs(request: HttpRequest) -> HttpResponse:
+    """The API's docs page; a signed-in annotator gets the site's 403 page saying it is for staff
+    (the docs view itself answered a bare "403 Forbidden")."""
+    if request.user.is_authenticated and not request.user.is_staff:
+        raise NotAllowed(
+            f"the API docs are for staff; you are signed in as {request.user.get_username()}. "
+            "Annotators use the API with their token: POST /api/auth/token/, then /api/comparisons/next/ "
+            "and /api/judgments/ (see the README)"
+        )
+    return _api_docs(request)
+
+
 api = [
     path("prompts/", generation_api.PromptListCreateApi.as_view(), name="prompts"),
     path("prompts/import/", generation_api.PromptImportApi.as_view(), name="prompts-import"),
@@ -43,7 +58,7 @@ api = [
     path("rounds/<int:pk>/retry/", training_api.RoundRetryApi.as_view(), name="round-retry"),
     path("auth/token/", views.TokenApi.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/", api_docs, name="docs"),
 ]
 
 urlpatterns = [

@@ -35,6 +35,23 @@ def test_admin_is_closed_to_annotators(client, annotator):
 
 
 @pytest.mark.django_db
+def test_staff_pages_tell_an_annotator_they_are_for_staff(client, annotator, staff):
+    """The admin's login and the API's docs answer a signed-in annotator with the site's page saying
+    why (the docs view answered a bare "403 Forbidden"), in the site's layout."""
+    client.force_login(annotator)
+    for url, says in (
+        ("/admin/login/", "the admin is for staff"),
+        ("/api/docs/", "the API docs are for staff"),
+    ):
+        page = client.get(url)
+        text = " ".join(page.content.decode().split())
+        assert page.status_code == 403, url
+        assert says in text and "signed in as" in text and "<nav" in text, (url, text[:300])
+    client.force_login(staff)
+    assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.django_db
 def test_home_needs_login_and_shows_counts(client, annotator):
     assert client.get(reverse("home")).status_code == 302
     client.force_login(annotator)
