@@ -141,6 +141,12 @@ class Campaign(models.Model):
         return self.name
 
     @property
+    def item_noun(self) -> str:
+        """What the judging page calls one of its items: an answer (thumbs), a ranking, else a
+        comparison."""
+        return {Task.THUMBS: "answer", Task.RANKINGS: "ranking"}.get(Task(self.task), "comparison")
+
+    @property
     def is_open(self) -> bool:
         return self.status == CampaignStatus.OPEN
 

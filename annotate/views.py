@@ -90,13 +90,20 @@ def _queue(request: HttpRequest, *, status: int = 200, recorded: Judgment | None
     assignment = comparison_assign_next(annotator=request.user, campaign=picked)
     recorded_pk = request.session.pop(SESSION_RECORDED, None)
     if recorded is None and recorded_pk:
-        recorded = Judgment.objects.filter(pk=recorded_pk, annotator=request.user).first()
+        recorded = (
+            Judgment.objects.select_related("comparison__campaign")
+            .filter(pk=recorded_pk, annotator=request.user)
+            .first()
+        )
+    skipped = request.session.pop(SESSION_SKIPPED, None)
+    skipped_in = Campaign.objects.filter(comparisons=skipped).first() if skipped else None
     context = {
         "assignment": assignment,
         "picked": picked,
         "notice": request.session.pop(SESSION_NOTICE, ""),
         "rationale_max": settings.PREFLOOP_MAX_RATIONALE_CHARS,
-        "skipped": request.session.pop(SESSION_SKIPPED, None),
+        "skipped": skipped,
+        "skipped_noun": skipped_in.item_noun if skipped_in else "comparison",
         "recorded": recorded,
         "not_recorded": request.session.pop(SESSION_NOT_RECORDED, False) and recorded is not None,
         **(_sides(assignment) if assignment else {}),

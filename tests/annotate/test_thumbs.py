@@ -172,3 +172,23 @@ def test_a_thumb_is_changed_from_good_to_bad_with_its_previous_answer_kept(clien
     judgment.refresh_from_db()
     assert (judgment.choice, judgment.first_choice) == (Choice.BAD, Choice.GOOD)
     assert judgment.revisions.get().choice == Choice.GOOD
+
+
+@pytest.mark.django_db
+def test_the_judging_pages_notices_name_a_thumbs_item_an_answer_and_a_ranking_a_ranking(client, annotator):
+    """The notices after a judgment, a skip and a second answer name what was judged (they said
+    "comparison" for every kind)."""
+    item, other = thumbs_item(text="Blue."), thumbs_item(text="Red.", prompt=PromptFactory())
+    client.force_login(annotator)
+    judge, queue = reverse("annotate:judge"), reverse("annotate:queue")
+    client.get(queue)
+    first = client.post(
+        judge, {"comparison": item.pk, "answer": "good"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert "Recorded on the previous answer: <strong>Good</strong>" in first
+    again = client.post(judge, {"comparison": item.pk, "answer": "bad"}, follow=True).content.decode()
+    assert "You had already judged that answer:" in again
+    skipped = client.post(judge, {"comparison": other.pk, "answer": "skip"}, HTTP_HX_REQUEST="true")
+    assert "Skipped the previous answer: it will not be served to you again." in skipped.content.decode()
+    ranking = CampaignFactory(name="ranks", task=Task.RANKINGS)
+    assert (ranking.item_noun, CampaignFactory(name="pairs").item_noun) == ("ranking", "comparison")
