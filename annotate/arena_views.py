@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -20,6 +21,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.html import escape
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
@@ -34,6 +36,7 @@ from config.errors import DomainError, object_or_404
 from generation.context import words
 
 KEEPALIVE_SECONDS = 10.0  # a comment line this often while nothing changes (proxies close idle streams)
+SLOW_START = 5.0  # seconds claimed with no text before an answer says its engine may be starting
 RELAY_LIFE = 600.0  # a stream ends after this long; the page's fragment reconnects it
 
 
@@ -227,6 +230,19 @@ def _streaming(text: str, waiting: str = "") -> str:
     return f'<p class="muted">{escape(waiting) or "…"}</p>'
 
 
+def _waiting(claimed_at: datetime | None) -> str:
+    """What an answer with no text yet says: waiting for a slot, reading, and after ``SLOW_START``
+    seconds why it can take longer (the model's engine may be starting)."""
+    if claimed_at is None:
+        return "Waiting for a free generation slot…"
+    if timezone.now() - claimed_at < timedelta(seconds=SLOW_START):
+        return "Reading the conversation…"
+    return (
+        "Still reading: the model may be starting up (after a quiet spell the first answer can take a "
+        "minute); this page will show the answer as it comes…"
+    )
+
+
 class _Relay:
     """What one stream of a turn sends, read from what the arena runner stored: each answer so far as
     it grows, then ``done`` with the turn's fragment. It only reads; it never waits on an engine."""
@@ -235,7 +251,7 @@ class _Relay:
         self.request, self.turn = request, turn
         self.left_is_a = turn.conversation.left == Side.FIRST
         self.attempt = turn.attempt
-        self.shown: tuple[str, str] | None = None
+        self.shown: tuple[str, str, str] | None = None
         self.stalled = ""
         self.began = time.monotonic()
         self.quiet = time.monotonic()
@@ -248,13 +264,13 @@ class _Relay:
         if self.stalled_why(row):
             return None
         left, right = (row["text_a"], row["text_b"]) if self.left_is_a else (row["text_b"], row["text_a"])
-        waiting = "Reading the conversation…" if row["claimed_at"] else "Waiting for a free generation slot…"
-        if (left, right) == self.shown:
+        waiting = _waiting(row["claimed_at"])
+        if (left, right, waiting) == self.shown:
             if time.monotonic() - self.quiet < KEEPALIVE_SECONDS:
                 return ""
             self.quiet = time.monotonic()
             return ": waiting\n\n"
-        self.shown, self.quiet = (left, right), time.monotonic()
+        self.shown, self.quiet = (left, right, waiting), time.monotonic()
         return _event("left", _streaming(left, waiting)) + _event("right", _streaming(right, waiting))
 
     def stalled_why(self, row: dict) -> str:

@@ -9,6 +9,7 @@ async code does).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,9 @@ from annotate.models import ArenaTurn
 T = TypeVar("T")
 
 RELAY_SECONDS = 0.25  # how often the turns are read
+READ_LATE = 5.0  # a stream that has had no read for this long restarts the reader if it ended
+
+logger = logging.getLogger("prefloop.arena")
 FIELDS = ("id", "status", "attempt", "text_a", "text_b", "claimed_at", "requested_at", "heartbeat_at")
 
 
@@ -56,11 +60,15 @@ class TurnWatch:
     async def rows(self, pk: int) -> AsyncIterator[dict[str, Any] | None]:
         queue: asyncio.Queue = asyncio.Queue(maxsize=1)
         self.waiting.setdefault(pk, set()).add(queue)
-        if self.reader is None or self.reader.done():
-            self.reader = asyncio.create_task(self._read())
         try:
             while True:
-                yield await queue.get()
+                if self.reader is None or self.reader.done():
+                    self.reader = asyncio.create_task(self._read())
+                try:
+                    row = await asyncio.wait_for(queue.get(), timeout=READ_LATE)
+                except TimeoutError:  # no read for a while: the reader is started again if it ended
+                    continue
+                yield row
         finally:
             streams = self.waiting.get(pk, set())
             streams.discard(queue)
@@ -71,7 +79,12 @@ class TurnWatch:
         read = sync_to_async(_rows, thread_sensitive=False)
         while self.waiting:
             asked = list(self.waiting)
-            rows = await read(asked)
+            try:
+                rows = await read(asked)
+            except Exception:  # the database away or locked a moment: every stream waits for the next read
+                logger.warning("reading arena turns %s for their streams failed", asked, exc_info=True)
+                await asyncio.sleep(RELAY_SECONDS)
+                continue
             for pk in asked:  # a stream that joined during the read waits for the next one
                 for queue in list(self.waiting.get(pk, ())):
                     if queue.full():  # a slow stream sees the latest row, not a backlog

@@ -205,6 +205,24 @@ def test_a_generation_that_fails_says_so_and_the_conversation_is_kept(campaign, 
     assert again.status == TurnStatus.GENERATING and again.messages == turn.messages and not again.error
 
 
+@pytest.mark.django_db
+def test_a_vote_sent_while_the_answers_are_written_is_refused_with_its_reason_on_the_page(
+    client, campaign, annotator
+):
+    """A vote from a stale page or a second tab while both answers are still coming: 409, and the
+    live fragment says why (it showed the streams with no message)."""
+    client.force_login(annotator)
+    client.post(reverse("annotate:arena", args=[campaign.pk]), {"text": "hello"}, HTTP_HX_REQUEST="true")
+    turn = ArenaTurn.objects.get()
+    early = client.post(
+        reverse("annotate:arena-vote", args=[turn.pk]), {"answer": "left"}, HTTP_HX_REQUEST="true"
+    )
+    page = early.content.decode()
+    assert early.status_code == 409 and "sse-connect" in page
+    assert 'id="arena-refused">Wait for both answers (or regenerate them) before voting.' in page
+    assert not Judgment.objects.exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_stop_pressed_while_the_runner_writes_keeps_what_was_written_marked_cut_off(
     campaign, annotator, generation_server, settings
@@ -260,6 +278,10 @@ def test_the_page_streams_escaped_text_then_the_vote_and_reveals_the_names(
     growing = next(chunks).decode()
     assert "Once &lt;b&gt;upon&lt;/b&gt;" in growing and "<b>" not in growing  # escaped as it grows
     assert ArenaTurn.objects.get(pk=turn.pk).status == TurnStatus.GENERATING  # a GET wrote nothing
+    # taken seconds ago and still no text (an engine starting cold): the answer says why it waits
+    ArenaTurn.objects.filter(pk=turn.pk).update(claimed_at=timezone.now() - timedelta(seconds=9), text_a="")
+    slow = next(chunks).decode()
+    assert "Still reading: the model may be starting up" in slow and slow.count("event: ") == 2
     ArenaTurn.objects.filter(pk=turn.pk).update(claimed_at=None, text_a="")
 
     answered(turn)  # the runner writes the answers; the open stream ends with them
@@ -604,3 +626,36 @@ def test_a_stream_that_joins_the_watch_during_a_read_waits_for_its_own_row(campa
         turn_watch._rows = real_rows
 
     assert row is not None and row["id"] == turn.pk  # never None for a turn that exists
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_read_of_the_turns_does_not_leave_their_streams_waiting_for_ever(campaign, annotator):
+    """The watch's one reader outlives a read that fails (the database away a moment): the streams
+    get the next read (a reader that died left every stream of its process waiting for good)."""
+    import asyncio
+
+    from annotate import turn_watch
+
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="hello")
+    real_rows, calls = turn_watch._rows, []
+
+    def failing_once(ids):
+        calls.append(ids)
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        return real_rows(ids)
+
+    async def scene():
+        rows = turn_watch.TurnWatch().rows(turn.pk)
+        try:
+            return await asyncio.wait_for(rows.__anext__(), timeout=10)
+        finally:
+            await rows.aclose()
+
+    turn_watch._rows = failing_once
+    try:
+        row = asyncio.run(scene())
+    finally:
+        turn_watch._rows = real_rows
+
+    assert len(calls) == 2 and row is not None and row["id"] == turn.pk
