@@ -165,6 +165,19 @@ class TrainingRound(models.Model):
         return self.status in (RoundStatus.FAILED, RoundStatus.CANCELLED)
 
     @property
+    def follow_up_ended_at(self) -> datetime | None:
+        """When its follow-up (the new policy answering) ended, after training finished: the worker's
+        last sign of life once it has ended; None while it runs or when there was none."""
+        if (
+            not self.output_policy_id
+            or self.following_up
+            or self.finished_at is None
+            or self.heartbeat_at is None
+        ):
+            return None
+        return self.heartbeat_at if self.heartbeat_at > self.finished_at else None
+
+    @property
     def is_settled(self) -> bool:
         """Finished, and nothing more will happen: the page stops polling."""
         return self.is_finished and not self.following_up

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from annotate.models import Campaign, Comparison, Kind
 from annotate.services.campaigns import campaign_get_or_create
@@ -216,7 +217,10 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
             error=f"after training: {type(exc).__name__}: {exc}"
         )
     finally:
-        TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
+        # its end is the worker's last sign of life: the round page says when the follow-up ended
+        TrainingRound.objects.filter(pk=training_round.pk).update(
+            following_up=False, heartbeat_at=timezone.now()
+        )
         training_round.refresh_from_db()
 
 

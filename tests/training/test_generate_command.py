@@ -59,6 +59,6 @@ def test_progress_bounds_the_time_left_from_tokens_while_prompts_finish_a_batch_
         progress.show(1520, 20.0)  # 0 of 12 prompts done, but 1,520 of at most 11,520 tokens
 
     assert (
-        "generate: 1,520 tokens written of at most 11,520, 0/12 prompts done, 20.0 tokens/s, at most 8 min left at this rate"
+        "generate: 1,520 tokens written of at most 11,520, 0/12 prompts stored (a batch at a time), 20.0 tokens/s, at most 8 min left at this rate"
         in out.getvalue()
     )

@@ -197,9 +197,14 @@ def test_the_follow_up_is_its_own_phase_with_progress_and_cancel(client, staff):
     training_round.refresh_from_db()
     assert training_round.status == RoundStatus.SUCCEEDED and training_round.cancel_requested
 
-    TrainingRound.objects.filter(pk=training_round.pk).update(following_up=False)
+    TrainingRound.objects.filter(pk=training_round.pk).update(
+        following_up=False, heartbeat_at="2026-01-01T00:21:07Z"
+    )
     settled = client.get(live, headers={"HX-Request": "true"})
     assert settled.status_code == 286 and "Cancel" not in settled.content.decode()
+    # training's end and the follow-up's, each named (it said "finished" at training's end alone)
+    status = " ".join(settled.content.decode().split())
+    assert "· trained 00:00:00 · follow-up ended 00:21:07" in status, status[:600]
 
 
 @pytest.mark.django_db

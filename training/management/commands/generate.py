@@ -172,7 +172,7 @@ class Command(BaseCommand):
                     # Prompts finish a batch at a time (a batch often holds them all), so the tokens
                     # written, out of the most there can be, are what moves; the prompts come after.
                     most = f" of at most {most_tokens:,}" if most_tokens else ""
-                    done = f", {self.prompts}/{total} prompts done" if total else ""
+                    done = f", {self.prompts}/{total} prompts stored (a batch at a time)" if total else ""
                     command.say(
                         f"generate: {tokens:,} tokens written{most}{done}, {rate:.1f} tokens/s"
                         f"{', ' + left + ' at this rate' if left else ''}"
