@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,14 +312,9 @@ def preference_rows(
         if aggregation == "dawid-skene":
             winner = reliability.most_likely(comparison.pk)
             agreement = choices.count(winner) / len(choices)
-        if winner is None:
-            report.excluded["no majority"] += 1
-            continue
-        if agreement < min_agreement:
-            report.excluded[f"agreement below {min_agreement:g}"] += 1
-            continue
-        if winner in (Choice.TIE, Choice.BOTH_BAD) and not include_ties:
-            report.excluded["tie" if winner == Choice.TIE else "both bad"] += 1
+        if not _kept(
+            winner, agreement, report, min_agreement, dropped=None if include_ties else _PAIR_DROPPED
+        ):
             continue
         prompt = _prompt_of(comparison.prompt.as_messages(), fmt)
         if prompt is None:
@@ -342,6 +337,33 @@ def preference_rows(
         yield row
 
 
+_PAIR_DROPPED = {Choice.TIE: "tie", Choice.BOTH_BAD: "both bad"}  # a pair's verdicts with no chosen answer
+
+
+def _kept(
+    winner: str | None,
+    agreement: float,
+    report: ExportReport,
+    min_agreement: float,
+    *,
+    dropped: Mapping[str, str] | None = None,
+    what: str = "",
+) -> bool:
+    """The one ladder from an item's majority to a row, for pairs, thumbs and ranking pairs: no
+    majority, agreement below ``min_agreement``, or a verdict ``dropped`` names (ties, both bad) leave
+    it out, counted in ``report`` under that reason (``what`` tells a ranking pair's majority apart)."""
+    if winner is None:
+        reason = f"no majority{what}"
+    elif agreement < min_agreement:
+        reason = f"agreement below {min_agreement:g}"
+    elif dropped and winner in dropped:
+        reason = dropped[winner]
+    else:
+        return True
+    report.excluded[reason] += 1
+    return False
+
+
 def _thumbs_row(
     comparison: Comparison,
     choices: list[str],
@@ -355,11 +377,7 @@ def _thumbs_row(
         report.excluded["thumbs (one answer: export --type unpaired)"] += 1
         return
     winner, agreement = majority(choices)
-    if winner is None:
-        report.excluded["no majority"] += 1
-        return
-    if agreement < min_agreement:
-        report.excluded[f"agreement below {min_agreement:g}"] += 1
+    if not _kept(winner, agreement, report, min_agreement):
         return
     prompt = _prompt_of(comparison.prompt.as_messages(), fmt)
     if prompt is None:
@@ -414,14 +432,8 @@ def _ranking_pairs(
             votes.setdefault((i, j), []).append(verdict)
     for (i, j), verdicts in votes.items():
         winner, agreement = majority(verdicts)
-        if winner is None:
-            report.excluded["no majority (ranking pair)"] += 1
-            continue
-        if agreement < min_agreement:
-            report.excluded[f"agreement below {min_agreement:g}"] += 1
-            continue
-        if winner == Choice.TIE and not include_ties:
-            report.excluded["tie (ranking pair)"] += 1
+        dropped = None if include_ties else {Choice.TIE: "tie (ranking pair)"}
+        if not _kept(winner, agreement, report, min_agreement, dropped=dropped, what=" (ranking pair)"):
             continue
         chosen, rejected = (answers[j], answers[i]) if winner == Choice.SECOND else (answers[i], answers[j])
         row: dict[str, Any] = {
