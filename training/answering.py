@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,24 @@ def implicit_rewards(
     return {r.pk: m - t for r, m, t in zip(responses, mine, theirs, strict=True)}
 
 
+@dataclass(frozen=True)
+class Queueing:
+    """How a policy's answers are queued as comparisons: which ``pairs`` (``PAIRINGS``), each one's
+    ``overlap`` (None: the campaign's), the ``budget`` of comparisons of this policy's answers the
+    campaign takes (None: the campaign's ``pair_budget``), and the DPO ``beta`` that scores
+    uncertainty. The generate command, a round's follow-up and the scripted loop each build one."""
+
+    pairs: str = "random"
+    overlap: int | None = None
+    budget: int | None = None
+    beta: float = 0.1
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any], *, beta: float = 0.1) -> Queueing:
+        """From generation options as a round or a command holds them (``pairs``, ``overlap``, ``budget``)."""
+        return cls(pairs=options["pairs"], overlap=options["overlap"], budget=options["budget"], beta=beta)
+
+
 def comparisons_generate(
     *,
     policy: Policy,
@@ -83,16 +101,13 @@ def comparisons_generate(
     sampling: Sampling,
     backend: Backend,
     campaign: Campaign,
-    pairs: str = "random",
-    overlap: int | None = None,
-    budget: int | None = None,
-    beta: float = 0.1,
+    queueing: Queueing = Queueing(),
     on_progress: Callable[[int, int], None] | None = None,
     on_tokens: TokenCallback | None = None,
 ) -> GenerationReport:
-    """Sample responses from ``policy`` and queue train comparisons of distinct ones in ``campaign``.
-    ``overlap``: the campaign's unless given; ``budget``: the most comparisons of this policy's answers
-    the campaign takes (the campaign's ``pair_budget`` unless given; None: no cap).
+    """Sample responses from ``policy`` and queue train comparisons of distinct ones in ``campaign``,
+    as ``queueing`` says (its ``budget``: the most comparisons of this policy's answers the campaign
+    takes; None there and on the campaign: no cap).
 
     Random, all and best-worst pairs are queued batch by batch (responses and their comparisons
     commit together). With a budget, or ``pairs="uncertain"``, the answers are stored batch by batch
@@ -101,11 +116,12 @@ def comparisons_generate(
     (``uncertain_pairs``); a policy with no parent has no implicit reward (every margin would be 0),
     so its answers are paired at random, and the report says so. A budget under random pairing keeps
     a random subset of the pairs."""
+    pairs, beta = queueing.pairs, queueing.beta
     if pairs not in PAIRINGS:
         raise Invalid(f"pairs must be one of {', '.join(PAIRINGS)} (got {pairs!r})")
     rng = random.Random(sampling.seed)
-    wanted = overlap or campaign.overlap
-    budget = campaign.pair_budget if budget is None else budget
+    wanted = queueing.overlap or campaign.overlap
+    budget = campaign.pair_budget if queueing.budget is None else queueing.budget
     if budget is not None and budget < 0:
         raise Invalid(f"budget must be 0 or more (got {budget})")
     # Thumbs: one item per distinct answer; rankings: one item of up to 4 answers per prompt. Neither pairs.
@@ -183,10 +199,7 @@ def train_prompts_answer(
     campaign: Campaign,
     limit: int,
     sampling: Sampling,
-    pairs: str = "random",
-    overlap: int | None = None,
-    budget: int | None = None,
-    beta: float = 0.1,
+    queueing: Queueing = Queueing(),
     backend_name: str = "auto",
     backend: Backend | None = None,
     on_start: Callable[[int], Callable[[int, int], None] | None] | None = None,
@@ -210,10 +223,7 @@ def train_prompts_answer(
         sampling=sampling,
         backend=backend,
         campaign=campaign,
-        pairs=pairs,
-        overlap=overlap,
-        budget=budget,
-        beta=beta,
+        queueing=queueing,
         on_progress=on_progress,
         on_tokens=on_tokens,
     )

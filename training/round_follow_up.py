@@ -35,7 +35,7 @@ from generation.services import (
     responses_score,
     scorer_load,
 )
-from training.answering import train_prompts_answer
+from training.answering import Queueing, train_prompts_answer
 from training.drift import drift_breaches, drift_summary
 from training.errors import RoundCancelled
 from training.models import Evaluation, TrainingRound
@@ -179,10 +179,7 @@ def round_follow_up(training_round: TrainingRound, recorder: Recorder) -> None:
                 campaign=campaign,
                 limit=training_round.then_generate,
                 sampling=sampling,
-                pairs=gen["pairs"],
-                overlap=gen["overlap"],
-                budget=gen["budget"],
-                beta=float(training_round.hyperparameters.get("beta", 0.1)),
+                queueing=Queueing.of(gen, beta=float(training_round.hyperparameters.get("beta", 0.1))),
                 backend=backend,
                 on_start=lambda n: _generating(recorder, policy, gen["samples"], n),
                 on_tokens=recorder.meter(f"{policy.name} answering"),

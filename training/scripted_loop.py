@@ -26,7 +26,7 @@ from generation.services import (
     TokenMeter,
     policy_register_embedded,
 )
-from training.answering import train_prompts_answer
+from training.answering import Queueing, train_prompts_answer
 from training.execution import round_execute
 from training.leaderboard import check_win_rate, controlled_head_to_head, head_to_head, policy_games
 from training.models import Evaluation, RoundStatus, TrainingRound
@@ -118,9 +118,7 @@ def _base_answers(
         campaign=campaign,
         limit=prompts,
         sampling=sampling,
-        pairs=gen["pairs"],
-        overlap=gen["overlap"],
-        budget=gen["budget"],
+        queueing=Queueing.of(gen),
         backend=backend,
         on_tokens=meter(f"{base.name} answering"),
     )

@@ -12,11 +12,12 @@ from generation.backends import Sampling
 from generation.models import Prompt, Response
 from tests.factories import CampaignFactory, PolicyFactory, PromptFactory
 from tests.scripted import ScriptedBackend
-from training.answering import comparisons_generate, uncertain_pairs
+from training.answering import Queueing, comparisons_generate, uncertain_pairs
 
 
 def run(policy, prompts, backend, **options):
-    settings = {"sampling": Sampling(samples=4), "campaign": CampaignFactory(name="r1"), "pairs": "random"}
+    queueing = Queueing(**{k: options.pop(k) for k in ("pairs", "overlap", "budget", "beta") if k in options})
+    settings = {"sampling": Sampling(samples=4), "campaign": CampaignFactory(name="r1"), "queueing": queueing}
     return comparisons_generate(policy=policy, prompts=prompts, backend=backend, **(settings | options))
 
 

@@ -10,7 +10,7 @@ from config.commands import Command as BaseCommand
 from generation.backends import BackendUnavailable, GenerationFailed, ModelSpec, Sampling, backend_load
 from generation.models import Prompt, Split
 from generation.services import TokenMeter, policy_named
-from training.answering import comparisons_generate
+from training.answering import Queueing, comparisons_generate
 from training.options import GENERATION
 from training.round_follow_up import evaluation_campaign, evaluations_queue, heldout_answer
 
@@ -103,9 +103,7 @@ class Command(BaseCommand):
                     sampling=sampling,
                     backend=backend,
                     campaign=campaign,
-                    pairs=o["pairs"],
-                    overlap=o["overlap"],
-                    budget=o["budget"],
+                    queueing=Queueing.of(o),
                     on_progress=progress,
                     on_tokens=progress.on_tokens,
                 )
