@@ -477,6 +477,8 @@ class Engines:
                 "busy": e.busy,
                 "memory_gb": round(e.memory_gb, 2),
                 "adapters": sorted(getattr(e, "adapters", {})),
+                # a ready vLLM engine's own server: batch work on this machine samples from it
+                "url": e.server.url if isinstance(e, VLLMEngine) and e.ready.is_set() and e.server else "",
             }
             for e in engines
         ]

@@ -7,9 +7,10 @@ layer maps Policies and Responses onto these types.
 - ``transformers``: batched ``generate`` on CPU or GPU, always available.
 - ``vllm``: a vLLM OpenAI-compatible server, a deployment named by ``PREFLOOP_VLLM_URL`` or one started
   from vLLM's own environment (``make vllm``) for the model and stopped afterwards.
-- ``auto``: vllm where a deployment is named, or where vLLM is built and a GPU is present; else
-  transformers (on a CPU the transformers backend samples a batch faster and starts in a second, where
-  a vLLM server takes ~40 s: docs/benchmarks.md).
+- ``auto``: the model's vLLM engine where the generation process has one up for it (the arena's: it
+  is not loaded a second time); else vllm where a deployment is named, or where vLLM is built and a GPU
+  is present; else transformers (on a CPU the transformers backend samples a batch faster and starts
+  in a second, where a vLLM server takes ~40 s: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def backend_choose(name: str) -> str:
 
 def backend_load(name: str, spec: ModelSpec, **options: object) -> Backend:
     """Load the model behind ``spec`` into the chosen backend (slow: seconds to minutes)."""
+    if name == "auto" and "url" not in options:
+        from generation.backends.vllm import VLLMBackend, engine_up_for
+
+        if url := engine_up_for(spec):
+            options.pop("batch_size", None)
+            return VLLMBackend(spec, url=url, **options)  # type: ignore[arg-type]
     chosen = backend_choose(name)
     if chosen == "vllm":
         from generation.backends.vllm import VLLMBackend

@@ -270,6 +270,28 @@ def vllm_request(model: str, messages: Messages, sampling: Sampling) -> dict[str
     }
 
 
+def engine_up_for(spec: ModelSpec) -> str:
+    """The URL of a vLLM engine that the generation process (``PREFLOOP_ARENA_URL``) has up and
+    ready for ``spec``'s model (a base or full-weight policy; not an adapter), else "": batch work
+    then samples from it rather than loading the model a second time. Asked with a short timeout; no
+    generation process, no engine. The engine stays the generation process's: closing the backend
+    leaves it up, and should that process stop it to make room, the batch fails with the server's
+    error and a rerun continues."""
+    if spec.adapter:
+        return ""
+    url = os.environ.get("PREFLOOP_ARENA_URL", "http://127.0.0.1:8011").rstrip("/")
+    try:
+        listed = httpx.get(f"{url}/v1/models", timeout=2.0).raise_for_status().json()
+    except (httpx.HTTPError, ValueError):
+        return ""
+    wanted = {spec.location, str(Path(spec.location).resolve())}
+    for engine in listed.get("engines", []) if isinstance(listed, dict) else []:
+        up = engine.get("kind") == "vllm" and engine.get("status") == "ready" and engine.get("url")
+        if up and engine.get("engine") in wanted:
+            return str(engine["url"])
+    return ""
+
+
 def _deployment_for(spec: ModelSpec) -> str:
     """Of the named deployments, the first that serves ``spec`` (else the first: it refuses with what
     it serves); "" where none is named."""

@@ -10,7 +10,7 @@ import threading
 import httpx
 import pytest
 
-from generation.backends import ModelSpec, Sampling
+from generation.backends import ModelSpec, Sampling, backend_load
 from generation.backends.transformers import TransformersBackend
 from generation.engines import Served, engine_estimate_gb
 from generation.server import server_make
@@ -78,6 +78,31 @@ def test_a_base_and_two_lora_policies_answer_from_one_engine_as_their_merged_mod
         assert answers[adapter] == _greedy_transformers(merged), name
         assert answers[adapter] != answers[base]
     assert "Zebra" in answers[rounds["zebra"][0]] and "Ocean" in answers[rounds["ocean"][0]]
+
+
+def test_batch_work_samples_from_a_policys_engine_when_it_is_up(lora_lineage, supervisor, monkeypatch):
+    """``auto`` takes the engine the generation process has up for the policy (no second copy of the
+    model, no server of its own), and closing the backend leaves the engine up; with no generation
+    process it keeps its measured choice (transformers on this CPU)."""
+    base, _ = lora_lineage
+    url, engines = supervisor
+    _answer(url, base)  # the base's engine is up (the arena asked for it)
+    [engine] = [e for e in engines.status() if e["engine"] == base]
+    monkeypatch.setenv("PREFLOOP_ARENA_URL", url)
+
+    backend = backend_load("auto", ModelSpec(base))
+    try:
+        assert backend.name == "vllm" and backend.server is None and backend.url == engine["url"]
+        [[completion]] = backend.generate([COLOUR], GREEDY)
+    finally:
+        backend.close()
+
+    assert completion.text == _greedy_transformers(base)
+    assert [e["status"] for e in engines.status() if e["engine"] == base] == ["ready"]
+    monkeypatch.setenv("PREFLOOP_ARENA_URL", "http://127.0.0.1:9")  # nothing listens there
+    alone = backend_load("auto", ModelSpec(base))
+    alone.close()
+    assert alone.name == "transformers"
 
 
 def test_a_full_weight_engine_waits_for_a_busy_one_then_stops_it_to_make_room(lora_lineage, supervisor):
