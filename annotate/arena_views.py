@@ -109,6 +109,10 @@ def _context(campaign: Campaign, turn: ArenaTurn | None, draft: str = "", error:
         "busy_elsewhere": "still being written" in error,
         "error": error,
         "stopped_note": arena.STOPPED_NOT_VOTED,
+        "identical": turn is not None
+        and turn.status == TurnStatus.ANSWERED
+        and arena.answers_identical(turn),
+        "identical_note": arena.IDENTICAL_NOT_PREFERRED,
     }
 
 

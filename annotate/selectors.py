@@ -321,6 +321,9 @@ def preference_rows(
             report.excluded[MULTI_TURN] += 1
             continue
         first, second = comparison.response_a.text, comparison.response_b.text
+        if first.strip() == second.strip():  # two responses of the same text: no preference to learn
+            report.excluded[IDENTICAL] += 1
+            continue
         chosen, rejected = (second, first) if winner == Choice.SECOND else (first, second)
         row: dict[str, Any] = {
             "prompt": prompt,
@@ -337,6 +340,7 @@ def preference_rows(
         yield row
 
 
+IDENTICAL = "identical answers"  # a pair of responses with the same text (two samples, one answer)
 _PAIR_DROPPED = {Choice.TIE: "tie", Choice.BOTH_BAD: "both bad"}  # a pair's verdicts with no chosen answer
 
 
@@ -436,6 +440,9 @@ def _ranking_pairs(
         if not _kept(winner, agreement, report, min_agreement, dropped=dropped, what=" (ranking pair)"):
             continue
         chosen, rejected = (answers[j], answers[i]) if winner == Choice.SECOND else (answers[i], answers[j])
+        if chosen.text.strip() == rejected.text.strip():
+            report.excluded[IDENTICAL] += 1
+            continue
         row: dict[str, Any] = {
             "prompt": prompt,
             "chosen": _answer(chosen.text, fmt),

@@ -35,6 +35,7 @@ from annotate.models import (
     Assignment,
     Campaign,
     CampaignStatus,
+    Choice,
     Comparison,
     Judgment,
     Kind,
@@ -577,6 +578,18 @@ def _response(prompt: Prompt, policy: Policy, text: str, finish: str, tokens: in
     )
 
 
+IDENTICAL_NOT_PREFERRED = (
+    "both answers are the same text, so neither is better: vote tie or both bad to go on (neither trains "
+    "a preference), or regenerate both"
+)
+
+
+def answers_identical(turn: ArenaTurn) -> bool:
+    """The two answers are the same text (one policy sampled twice often says the same short thing):
+    a preference between them would teach nothing, and a trainer refuses such a pair."""
+    return turn.text_a.strip() == turn.text_b.strip()
+
+
 @transaction.atomic
 def turn_vote(
     *, turn: ArenaTurn, annotator: AbstractBaseUser, verdict: str, strength: str = "", rationale: str = ""
@@ -594,6 +607,8 @@ def turn_vote(
         raise TurnChanged("wait for both answers (or regenerate them) before voting")
     if locked.stopped:
         raise TurnChanged(STOPPED_NOT_VOTED)
+    if answers_identical(locked) and verdict not in (Choice.TIE, Choice.BOTH_BAD):
+        raise TurnChanged(IDENTICAL_NOT_PREFERRED)
     prompt = _prompt_for(locked.messages)
     response_a = _response(prompt, conversation.policy_a, locked.text_a, locked.finish_a, locked.tokens_a)
     response_b = _response(prompt, conversation.policy_b, locked.text_b, locked.finish_b, locked.tokens_b)

@@ -29,7 +29,7 @@ from annotate.services import arena
 from annotate.services.campaigns import campaign_arena_pool_set, campaign_create
 from config.errors import Invalid
 from generation.models import Prompt
-from tests.factories import ComparisonFactory, PolicyFactory, PromptFactory
+from tests.factories import ComparisonFactory, JudgmentFactory, PolicyFactory, PromptFactory
 from training.leaderboard import policy_games
 
 
@@ -659,3 +659,32 @@ def test_a_failed_read_of_the_turns_does_not_leave_their_streams_waiting_for_eve
         turn_watch._rows = real_rows
 
     assert len(calls) == 2 and row is not None and row["id"] == turn.pk
+
+
+@pytest.mark.django_db
+def test_two_identical_answers_take_only_a_tie_or_both_bad_and_never_reach_training_as_a_pair(
+    client, campaign, annotator
+):
+    """One policy sampled twice often says the same short thing: a left or right vote on it is
+    refused with the reason (it made a round's data refuse to train), tie and both bad go on; and a
+    pair of identical texts from anywhere is left out of the preference export."""
+    client.force_login(annotator)
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="Say hi.")
+    ArenaTurn.objects.filter(pk=turn.pk).update(
+        status=TurnStatus.ANSWERED, text_a="Hi!", text_b="Hi! ", finish_a="stop", finish_b="stop"
+    )
+    turn.refresh_from_db()
+
+    page = client.get(reverse("annotate:arena", args=[campaign.pk])).content.decode()
+    assert 'id="arena-identical">Both answers are the same text' in page
+    assert 'value="left"' not in page and 'value="right:clear"' not in page and 'value="tie"' in page
+    with pytest.raises(TurnChanged, match="both answers are the same text"):
+        arena.turn_vote(turn=turn, annotator=annotator, verdict="left")
+    judgment = arena.turn_vote(turn=turn, annotator=annotator, verdict="tie")
+    assert judgment.choice == "tie"
+
+    pair = ComparisonFactory(response_a__text="Same.", response_b__text="Same.")
+    JudgmentFactory(comparison=pair, choice="first")
+    report = ExportReport()
+    assert list(preference_rows(report=report, include_ties=True)) == []  # not even as a tie
+    assert report.excluded["identical answers"] == 2  # the arena's tie and the pair
