@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -24,6 +24,16 @@ def admin_login(request: HttpRequest, extra_context: dict | None = None) -> Http
 admin.site.login = admin_login  # type: ignore[method-assign]
 
 _api_docs = SpectacularSwaggerSplitView.as_view(url_name="api:schema")
+_api_schema = SpectacularAPIView.as_view()
+
+
+def api_schema(request: HttpRequest) -> HttpResponse:
+    """The OpenAPI schema; a signed-in annotator gets the API's JSON 403 (the schema view answered in
+    its own YAML, which a browser downloads as a file)."""
+    if request.user.is_authenticated and not request.user.is_staff:
+        error = NotAllowed(f"the API schema is for staff; you are signed in as {request.user.get_username()}")
+        return JsonResponse(error.as_dict(), status=error.status)
+    return _api_schema(request)
 
 
 def api_docs(request: HttpRequest) -> HttpResponse:
@@ -57,7 +67,7 @@ api = [
     path("rounds/<int:pk>/cancel/", training_api.RoundCancelApi.as_view(), name="round-cancel"),
     path("rounds/<int:pk>/retry/", training_api.RoundRetryApi.as_view(), name="round-retry"),
     path("auth/token/", views.TokenApi.as_view(), name="token"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", api_schema, name="schema"),
     path("docs/", api_docs, name="docs"),
 ]
 

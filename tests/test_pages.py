@@ -47,8 +47,10 @@ def test_staff_pages_tell_an_annotator_they_are_for_staff(client, annotator, sta
         text = " ".join(page.content.decode().split())
         assert page.status_code == 403, url
         assert says in text and "signed in as" in text and "<nav" in text, (url, text[:300])
+    schema = client.get("/api/schema/")  # JSON, not the schema's YAML (a browser downloads that)
+    assert schema.status_code == 403 and schema.json()["detail"].startswith("the API schema is for staff")
     client.force_login(staff)
-    assert client.get("/api/docs/").status_code == 200
+    assert client.get("/api/docs/").status_code == 200 and client.get("/api/schema/").status_code == 200
 
 
 @pytest.mark.django_db
