@@ -149,15 +149,19 @@ def arena_page(request: HttpRequest, pk: int) -> HttpResponse:
     draft = ""
     if request.GET.get("example"):
         draft = arena.campaign_prompt_example(campaign=campaign, annotator=request.user, rng=random.Random())
-    turn = None
-    if not request.GET.get("new") and not draft:
-        turn = (
-            ArenaTurn.objects.filter(conversation__campaign=campaign, conversation__annotator=request.user)
-            .select_related("conversation__policy_a", "conversation__policy_b", "conversation__campaign")
-            .order_by("-conversation_id", "-number")
-            .first()
-        )
-    context = _context(campaign, turn, draft)
+    turn = (
+        ArenaTurn.objects.filter(conversation__campaign=campaign, conversation__annotator=request.user)
+        .select_related("conversation__policy_a", "conversation__policy_b", "conversation__campaign")
+        .order_by("-conversation_id", "-number")
+        .first()
+    )
+    note = ""
+    if request.GET.get("new") or request.GET.get("example"):
+        if turn is not None and turn.status == TurnStatus.GENERATING:  # a reload of ?new=1 mid-stream
+            note = "these answers are still being written: a new conversation can start once they are done"
+        else:
+            turn = None
+    context = _context(campaign, turn, draft, note)
     template = "annotate/_arena.html" if request.htmx else "annotate/arena.html"
     return render(request, template, context)
 

@@ -332,6 +332,11 @@ def turn_continue(*, conversation: ArenaConversation, annotator: AbstractBaseUse
     _open_check(conversation.campaign, annotator)
     _lock_annotator(annotator)
     last = conversation.turns.order_by("-number").first()
+    if last is not None and last.status == TurnStatus.GENERATING:
+        raise TurnChanged(
+            "answers are still being written in this conversation (perhaps in another tab): vote on them "
+            "once they are done, then go on; your message is kept here"
+        )
     if last is None or last.status != TurnStatus.VOTED:
         raise TurnChanged("vote on the last answers before going on")
     if last.number >= settings.PREFLOOP_ARENA_MAX_TURNS:

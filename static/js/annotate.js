@@ -48,9 +48,48 @@
     }, 0);
   });
 
+  // The arena's message box keeps what was typed until it is sent: a send refused (answers still being
+  // written, perhaps in another tab) and the swap that ends a stream put it back in the box (this tab's
+  // sessionStorage; removed once a send succeeds).
+  var DRAFT = "prefloop-arena-draft";
+  function askOf(event) { return event.target.closest && event.target.closest(".arena-ask"); }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var ask = askOf(event);
+    var box = ask && ask.querySelector('textarea[name="text"]');
+    if (box && box.value) sessionStorage.setItem(DRAFT, box.value);
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (askOf(event) && event.detail.successful) sessionStorage.removeItem(DRAFT);
+  });
+  function draftRestore() {
+    var box = document.querySelector('#arena .arena-ask textarea[name="text"]');
+    var kept = sessionStorage.getItem(DRAFT);
+    if (box && kept && !box.value) box.value = kept;
+  }
+  document.addEventListener("htmx:afterSettle", draftRestore);
+  document.addEventListener("htmx:sseMessage", function () { setTimeout(draftRestore, 50); });
+  document.addEventListener("DOMContentLoaded", draftRestore);
+
+  // A vote key pressed twice: the second lands in the next message box the vote brings (it takes the
+  // focus), so a digit 1-4 typed into the arena box within a second of a vote is dropped.
+  var votedAt = 0;
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.target.closest && event.target.closest("#arena #judge")) votedAt = Date.now();
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    if (votedAt && Date.now() - votedAt < 10000) votedAt = Date.now();
+  });
+
   document.addEventListener("keydown", function (event) {
     var target = event.target;
     if (target.closest && target.closest("textarea, input, select, [contenteditable]")) {
+      if (
+        target.closest(".arena-ask") && Date.now() - votedAt < 1000 &&
+        /^Digit[1-4]$/.test(event.code || "")
+      ) {
+        event.preventDefault();
+        return;
+      }
       if (event.key === "Escape") target.blur();
       // Ctrl+Enter (Cmd+Enter) sends the arena's message box.
       var ask = target.closest(".arena-ask");
@@ -95,6 +134,12 @@
       return;
     }
     var button = document.querySelector('#judge button[data-key="' + key + '"]');
+    var waiting = document.getElementById("arena-wait");
+    if (!button && waiting && /^(shift\+)?[1-4]$/.test(key)) {  // the arena's answers still coming: say so
+      event.preventDefault();
+      waiting.hidden = false;
+      return;
+    }
     if (!button || button.disabled) return;
     event.preventDefault();
     button.click();

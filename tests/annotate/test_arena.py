@@ -111,7 +111,7 @@ def test_the_conversation_goes_on_from_the_preferred_answer_and_exports_as_multi
     assert len(rows) == 2
     assert rows[1]["prompt"] == second.messages
     assert Prompt.objects.filter(messages=second.messages).exists()  # a prompt of the campaign now
-    with pytest.raises(TurnChanged, match="vote on the last answers"):
+    with pytest.raises(TurnChanged, match="still being written in this conversation"):
         third = arena.turn_continue(conversation=first.conversation, annotator=annotator, text="More?")
         arena.turn_continue(conversation=third.conversation, annotator=annotator, text="And more?")
 
@@ -688,3 +688,18 @@ def test_two_identical_answers_take_only_a_tie_or_both_bad_and_never_reach_train
     report = ExportReport()
     assert list(preference_rows(report=report, include_ties=True)) == []  # not even as a tie
     assert report.excluded["identical answers"] == 2  # the arena's tie and the pair
+
+
+@pytest.mark.django_db
+def test_a_new_conversation_asked_while_answers_are_written_shows_those_answers(client, campaign, annotator):
+    """A reload of ``?new=1`` (or ``?example=1``) mid-stream: the running pair and why no new
+    conversation (it showed an empty form while the pair went on out of sight)."""
+    client.force_login(annotator)
+    turn = arena.conversation_start(campaign=campaign, annotator=annotator, text="hello")
+    for ask in ("?new=1", "?example=1"):
+        page = client.get(reverse("annotate:arena", args=[campaign.pk]) + ask).content.decode()
+        assert f'sse-connect="/annotate/arena/turns/{turn.pk}/stream/"' in page, ask
+        assert "These answers are still being written: a new conversation can start once" in page
+    ArenaTurn.objects.filter(pk=turn.pk).update(status=TurnStatus.FAILED, error="x")
+    fresh = client.get(reverse("annotate:arena", args=[campaign.pk]) + "?new=1").content.decode()
+    assert 'id="arena-send"' in fresh and "sse-connect" not in fresh

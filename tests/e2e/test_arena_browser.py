@@ -2,6 +2,7 @@
 see their names, go on for a second turn, vote again; the export holds both turns as pairs."""
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from annotate.models import ArenaTurn, Task, TurnStatus
 from annotate.selectors import ExportReport, preference_rows
@@ -144,3 +145,48 @@ def test_a_refused_continue_keeps_the_typed_text_and_says_why_where_it_was_typed
     expect(page.locator("#arena-refused")).to_be_in_viewport()
     assert "in the last minute" in page.inner_text("#arena-refused")
     assert page.input_value("#arena textarea[name=text]") == "My careful follow-up, typed at length."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_tab_keeps_its_text_through_a_refusal_and_the_stream_and_vote_keys_say_or_do_no_harm(
+    live_server, browser_page, chat_model_dir, settings
+):
+    """Tab B sends a message while tab A's pair is still being written in the same conversation: the
+    refusal says so and the text comes back in tab B's box once that pair is voted on; a vote key
+    pressed while answers stream says why nothing happened; a vote key pressed twice leaves no digit
+    in the next message box. (No runner: the test writes the answers, as the runner would.)"""
+    from annotate.services import arena
+
+    page, campaign = _arena_page(live_server, browser_page, chat_model_dir, settings)
+    annotator = get_user_model().objects.get(username="kim")
+
+    def answer(turn):
+        ArenaTurn.objects.filter(pk=turn.pk).update(
+            status=TurnStatus.ANSWERED,
+            text_a=f"One {turn.pk}.",
+            text_b=f"Two {turn.pk}.",
+            finish_a="stop",
+            finish_b="stop",
+        )
+
+    first = arena.conversation_start(campaign=campaign, annotator=annotator, text="A first question?")
+    answer(first)
+    arena.turn_vote(turn=first, annotator=annotator, verdict="left")
+    page.goto(page.url)  # tab B: the voted turn, its message box
+    arena.turn_continue(conversation=first.conversation, annotator=annotator, text="From tab A.")  # tab A
+
+    page.fill("#arena textarea[name=text]", "Tab B's careful message.")
+    page.click("#arena-continue")
+    page.wait_for_selector("#arena-refused")
+    assert "still being written in this conversation" in page.inner_text("#arena-refused")
+    page.keyboard.press("1")  # too early: said, not silently dropped
+    page.wait_for_selector("#arena-wait", state="visible")
+
+    answer(ArenaTurn.objects.get(number=2))  # tab A's pair ends: the stream brings the vote buttons
+    page.wait_for_selector("#judge", timeout=30_000)
+    page.keyboard.press("2")
+    page.keyboard.press("2")  # pressed twice: the second must not land in the message box
+    page.wait_for_selector("#arena-continue")
+    page.wait_for_timeout(300)
+    assert page.input_value("#arena textarea[name=text]") == "Tab B's careful message."
+    assert ArenaTurn.objects.get(number=2).status == TurnStatus.VOTED
