@@ -392,6 +392,12 @@ def test_my_judgments_with_rankings_keeps_review_change_in_view_and_the_page_fro
     assert box is not None and box["x"] >= frame["x"]  # shown, and within its box: not clipped
     assert box["x"] + box["width"] <= min(width, frame["x"] + frame["width"])
     assert page.evaluate("document.documentElement.scrollWidth") <= width  # the page does not scroll sideways
+    scroller = page.locator(".table-scroll")
+    inner = scroller.evaluate("e => e.scrollWidth - e.clientWidth")
+    assert width > 1000 or inner <= 1  # a phone: each judgment a card, no sideways scroller inside either
+    if width < 1000:
+        named = "e => getComputedStyle(e, '::before').content"  # each field named on its card
+        assert page.locator('table.mine td[data-label="Prompt"]').first.evaluate(named) == '"Prompt: "'
 
 
 def log_in_to(page, live_server, path: str) -> None:
