@@ -16,7 +16,8 @@ scikit-learn) is imported on first use, so importing this module costs nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,3 +97,21 @@ def reliability_estimate(
             )
         )
     return Reliability(posteriors, annotators)
+
+
+def bootstrap_interval(
+    values: Sequence[object],
+    statistic: Callable[[Sequence[object]], float],
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over ``values`` resampled with replacement."""
+    if not values:
+        return (math.nan, math.nan)
+    rng = random.Random(seed)
+    n = len(values)
+    estimates = sorted(statistic([values[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return estimates[int(tail * (resamples - 1))], estimates[math.ceil((1 - tail) * (resamples - 1))]

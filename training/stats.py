@@ -3,7 +3,7 @@
 - Bradley-Terry strengths from pairwise outcomes (Hunter's MM algorithm), on an Elo-like scale, and
   the length-controlled fit: the answers' length difference as a covariate (Chatbot Arena's style
   control), so a policy does not climb by getting shorter or longer alone.
-- Win rates with percentile-bootstrap intervals, resampling comparisons, never narrower than the
+- Win rates with percentile-bootstrap intervals (``annotate.reliability``), resampling comparisons, never narrower than the
   Wilson score interval: a bootstrap over four identical outcomes has no width, four games do not
   justify that (4-0 is 100% [51%, 100%]).
 """
@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from annotate.reliability import bootstrap_interval
 
 ELO_SCALE = 400 / math.log(10)  # a 400-point gap is 10:1 odds, as in chess ratings
 ELO_CENTRE = 1000.0
@@ -111,24 +112,6 @@ def bradley_terry_controlled(
     return ControlledFit(
         {name: ELO_CENTRE + ELO_SCALE * theta[index[name]] for name in players}, float(params[n])
     )
-
-
-def bootstrap_interval(
-    values: Sequence[object],
-    statistic: Callable[[Sequence[object]], float],
-    *,
-    resamples: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic`` over ``values`` resampled with replacement."""
-    if not values:
-        return (math.nan, math.nan)
-    rng = random.Random(seed)
-    n = len(values)
-    estimates = sorted(statistic([values[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
-    tail = (1 - level) / 2
-    return estimates[int(tail * (resamples - 1))], estimates[math.ceil((1 - tail) * (resamples - 1))]
 
 
 def wilson_interval(successes: float, n: int, *, z: float = Z95) -> tuple[float, float]:

@@ -12,8 +12,7 @@ matrix, the share of order-consistent verdicts, calibration (expected calibratio
 probability that the first answer is better, on comparisons people decided), and length bias (how
 often the judge and the people chose the longer answer, on comparisons both decided).
 
-These are the measures an AI judge's page, its routing and its weight in training will read; the
-judge itself (registered, run over a campaign, its judgments stored) is not built yet.
+``annotate.services.ai_judges`` runs judges and reads these measures off the database.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from training.stats import bootstrap_interval
+from annotate.reliability import bootstrap_interval
 
 FIRST, SECOND, TIE, BOTH_BAD = "first", "second", "tie", "both_bad"  # annotate.models.Choice's values
 LABELS = (FIRST, SECOND, TIE, BOTH_BAD)

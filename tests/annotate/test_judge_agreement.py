@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from training.judge_agreement import (
+from annotate.judge_agreement import (
     BOTH_BAD,
     FIRST,
     SECOND,
