@@ -1,4 +1,4 @@
-from config.errors import Conflict, NotAllowed, NotFound
+from config.errors import Conflict, DomainError, NotAllowed, NotFound
 
 
 class AlreadyJudged(Conflict):
@@ -49,3 +49,10 @@ class JudgmentSteered(Conflict):
     """An arena vote the conversation went on from: it no longer changes."""
 
     code = "judgment_steered"
+
+
+class JudgeFailed(DomainError):
+    """An AI judge's endpoint could not be reached, timed out, or answered something unusable."""
+
+    status = 502
+    code = "judge_failed"

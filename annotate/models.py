@@ -503,3 +503,89 @@ class ArenaRequest(models.Model):
 
     def __str__(self) -> str:
         return f"Arena request by {self.annotator} at {self.created_at:%H:%M:%S}"
+
+
+DEFAULT_RUBRIC = """You judge which of two answers to a conversation is better for the person who asked.
+
+{guidelines}
+
+The conversation:
+{prompt}
+
+Answer A:
+{first}
+
+Answer B:
+{second}
+
+Which answer is better? Reply with the single letter A or B."""
+
+
+class AIJudge(models.Model):
+    """A model that judges comparisons beside people: an endpoint (a policy the project serves, or any
+    OpenAI-compatible chat API by URL, its key read from the environment variable named here, never
+    stored) and a rubric. Its verdicts are ``AIVerdict`` rows, never ``Judgment`` rows: no count,
+    overlap, queue, export or reliability fit of people's judgments can take one by accident."""
+
+    name = models.CharField(max_length=100, unique=True)
+    policy = models.ForeignKey(
+        "generation.Policy",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="A policy the project serves (the generation process answers for it); else the URL.",
+    )
+    url = models.URLField(blank=True, help_text="An OpenAI-compatible API's base URL (…/v1 is added).")
+    model = models.CharField(max_length=300, blank=True, help_text="The model name the URL serves.")
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The environment variable holding its API key (the key is not stored).",
+    )
+    rubric = models.TextField(
+        default=DEFAULT_RUBRIC,
+        help_text="The judge's instructions: {guidelines}, {prompt}, {first} and {second} are filled in; it "
+        "must ask for the single letter A or B.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(policy__isnull=False) & Q(url="")) | (Q(policy__isnull=True) & ~Q(url="")),
+                name="ai_judge_one_endpoint",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AIVerdict(models.Model):
+    """An AI judge's verdict on one pair, from two readings (its answers in both orders): the choice in
+    the comparison's own order, the probability that response_a is better (from the verdict tokens'
+    log-probabilities; 0 or 1 where the endpoint gives none), and whether both readings agreed."""
+
+    judge = models.ForeignKey(AIJudge, on_delete=models.CASCADE, related_name="verdicts")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="ai_verdicts")
+    choice = models.CharField(max_length=8, choices=Choice)
+    probability_first = models.FloatField()
+    consistent = models.BooleanField()
+    readings = models.JSONField(default=list, help_text="Each reading: the order shown and the probability.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["judge", "comparison"], name="ai_verdict_once"),
+            models.CheckConstraint(
+                condition=Q(choice__in=[Choice.FIRST, Choice.SECOND]), name="ai_verdict_side"
+            ),
+            models.CheckConstraint(
+                condition=Q(probability_first__gte=0.0) & Q(probability_first__lte=1.0),
+                name="ai_verdict_probability",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.judge} on comparison {self.comparison_id}: {self.choice}"

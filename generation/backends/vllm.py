@@ -125,8 +125,9 @@ def vllm_server_command(
     command = [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", spec.location, "--host", "127.0.0.1", "--port", str(port),
-        "--seed", "0", "--enable-prefix-caching", "--max-logprobs", "1",
+        "--seed", "0", "--enable-prefix-caching", "--max-logprobs", "5",
     ]  # fmt: skip
+    # (--max-logprobs: batch sampling asks the chosen token's; an AI judge its verdict's top 5)
     # On a CPU: fp32 eager (bf16 compiles for minutes), and no chunked prefill for batch sampling: a
     # seeded request whose prefill is split rewinds its torch generator, which the CPU generator
     # refuses ("CPU Generator does not use offset"), killing the engine under concurrent seeded

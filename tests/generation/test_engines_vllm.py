@@ -5,6 +5,7 @@ policy's engine is started on demand and an idle engine is stopped to make room,
 The adapters are trained by our own trainer, as a LoRA round trains them (``lora_lineage``: SFT on one
 answer each, merged copy beside). One supervisor is shared by the module (each vLLM start is ~40 s on 2 cores)."""
 
+import math
 import threading
 
 import httpx
@@ -131,3 +132,50 @@ def test_a_full_weight_engine_waits_for_a_busy_one_then_stops_it_to_make_room(lo
     assert old.stopped and old.server.process.poll() is not None
     assert [e["engine"] for e in engines.status()] == [merged]
     assert finish in ("stop", "length") and text == _greedy_transformers(merged)
+
+
+@pytest.mark.django_db
+def test_the_embedded_model_judges_pairs_through_its_engine_with_log_probs(
+    lora_lineage, supervisor, settings
+):
+    """An AI judge on a policy the project serves: its engine warmed and asked directly, each pair
+    read in both orders, the verdict's probability from the verdict tokens' log-probabilities (not a
+    hard 0 or 1 read off the text), stored as the judge's and never as a person's judgment."""
+    from annotate.models import AIVerdict, Judgment
+    from annotate.services.ai_judges import judge_campaign, judge_register
+    from tests.factories import (
+        CampaignFactory,
+        ComparisonFactory,
+        PolicyFactory,
+        PromptFactory,
+        ResponseFactory,
+    )
+
+    base, _ = lora_lineage
+    url, _ = supervisor
+    settings.PREFLOOP_ARENA_URL = url
+    campaign = CampaignFactory(name="judged")
+    for question, good, bad in [
+        ("What is 2 + 2?", "2 + 2 = 4.", "2 + 2 = 5."),
+        ("Name the capital of France.", "Paris.", "Berlin."),
+    ]:
+        prompt = PromptFactory(text=question)
+        ComparisonFactory(
+            campaign=campaign,
+            prompt=prompt,
+            response_a=ResponseFactory(prompt=prompt, text=good),
+            response_b=ResponseFactory(prompt=prompt, text=bad),
+        )
+    judge = judge_register(name="smollm2", policy=PolicyFactory(name="smol", location=base))
+
+    assert judge_campaign(judge=judge, campaign=campaign) == 2
+
+    verdicts = list(AIVerdict.objects.all())
+    readings = [r for v in verdicts for r in v.readings]
+    assert len(readings) == 4 and all(r["top_logprobs"] for r in readings)  # read from log-probs
+    for r in readings:  # p(A) / (p(A) + p(B)) of what the engine gave (B may be beyond its top 5)
+        top = {t.strip().upper(): math.exp(lp) for t, lp in r["top_logprobs"].items()}
+        assert r["probability_shown_first"] == pytest.approx(
+            top.get("A", 0) / (top.get("A", 0) + top.get("B", 0))
+        )
+    assert all(v.choice in ("first", "second") for v in verdicts) and not Judgment.objects.exists()

@@ -1,0 +1,212 @@
+"""AI judges against a stand-in OpenAI-compatible server (the real engine's test is marked vllm):
+both orders read, one verdict per pair stored beside people's judgments and never among them, errors
+that say what went wrong, a rerun that judges what is left, agreement read off the database."""
+
+import io
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotate.errors import JudgeFailed
+from annotate.models import AIVerdict, Judgment
+from annotate.selectors import ExportReport, preference_rows
+from annotate.services.ai_judges import judge_agreement_with_people, judge_campaign, judge_register
+from config.errors import Invalid
+from tests.factories import (
+    CampaignFactory,
+    ComparisonFactory,
+    JudgmentFactory,
+    PromptFactory,
+    ResponseFactory,
+    UserFactory,
+)
+
+
+class Judge(BaseHTTPRequestHandler):
+    """Prefers the answer that says "good" (p 0.9), as a chat completion of one token with its top
+    log-probs; ``mode`` makes it biased to A, text-only, unhelpful, or failing."""
+
+    mode = "fair"
+    asked: list[dict] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body["authorization"] = self.headers.get("Authorization", "")
+        Judge.asked.append(body)
+        if Judge.mode == "broken":
+            self._send(500, {"error": "engine down"})
+            return
+        text = body["messages"][0]["content"]
+        a = text.split("Answer A:")[1].split("Answer B:")[0]
+        p_a = 0.8 if Judge.mode == "biased" else 0.9 if "good" in a else 0.1
+        letter = "A" if p_a >= 0.5 else "B"
+        choice = {"index": 0, "message": {"role": "assistant", "content": letter}, "finish_reason": "length"}
+        if Judge.mode == "chatty":
+            choice["message"]["content"] = "Sure, here is my view"
+        elif Judge.mode != "text":
+            top = [{"token": "A", "logprob": math.log(p_a)}, {"token": "B", "logprob": math.log(1 - p_a)}]
+            choice["logprobs"] = {"content": [{"token": letter, "logprob": 0.0, "top_logprobs": top}]}
+        self._send(200, {"object": "chat.completion", "choices": [choice]})
+
+    def _send(self, status, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def endpoint():
+    Judge.mode, Judge.asked = "fair", []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def pair(campaign, first, second, *people):
+    prompt = PromptFactory()
+    comparison = ComparisonFactory(
+        campaign=campaign,
+        prompt=prompt,
+        response_a=ResponseFactory(prompt=prompt, text=first),
+        response_b=ResponseFactory(prompt=prompt, text=second),
+    )
+    for choice in people:
+        JudgmentFactory(comparison=comparison, annotator=UserFactory(), choice=choice)
+    return comparison
+
+
+@pytest.mark.django_db
+def test_a_judge_reads_each_pair_in_both_orders_and_its_verdicts_never_count_as_peoples(endpoint):
+    campaign = CampaignFactory(name="pairs", guidelines="Prefer answers that are good.")
+    pairs = [
+        pair(campaign, "a good answer", "a poor one", "first", "first"),
+        pair(campaign, "meh", "really good", "second"),
+        pair(campaign, "good too", "poor", "second", "second", "first"),  # people disagree with the judge
+    ]
+    judge = judge_register(name="stronger", url=endpoint + "/v1", model="big-model")
+    people_before = Judgment.objects.count()
+    rows_before = len(list(preference_rows(report=ExportReport())))
+
+    assert judge_campaign(judge=judge, campaign=campaign) == 3
+
+    verdicts = {v.comparison_id: v for v in AIVerdict.objects.all()}
+    assert [verdicts[p.pk].choice for p in pairs] == ["first", "second", "first"]
+    assert all(v.consistent for v in verdicts.values())
+    assert verdicts[pairs[0].pk].probability_first == pytest.approx(0.9)
+    assert len(Judge.asked) == 6  # two readings a pair: the answers swapped in the second
+    first_reading, second_reading = (a["messages"][0]["content"] for a in Judge.asked[:2])
+    assert first_reading.index("a good answer") < first_reading.index("a poor one")
+    assert second_reading.index("a poor one") < second_reading.index("a good answer")
+    assert "Prefer answers that are good." in first_reading  # the campaign's guidelines
+    assert {a["max_tokens"] for a in Judge.asked} == {1} and Judge.asked[0]["top_logprobs"] == 5
+    assert Judgment.objects.count() == people_before  # stored beside people's, never among them
+    assert len(list(preference_rows(report=ExportReport()))) == rows_before
+
+    agreement = judge_agreement_with_people(judge=judge, campaign=campaign, resamples=100)
+    # people: first, second, second; the judge: first, second, first -> observed 2/3; chance: people
+    # first 1/3, judge first 2/3: 1/3*2/3 + 2/3*1/3 = 4/9; kappa = (2/3 - 4/9) / (5/9) = 0.4
+    assert agreement.compared == 3 and agreement.kappa == pytest.approx(0.4)
+    assert agreement.consistency == 1.0 and agreement.confusion[1][:2] == [1, 1]
+
+
+@pytest.mark.django_db
+def test_a_rerun_judges_what_is_left_and_an_error_keeps_what_was_judged(endpoint):
+    campaign = CampaignFactory(name="pairs")
+    for i in range(3):
+        pair(campaign, f"good {i}", f"poor {i}", "first")
+    judge = judge_register(name="j", url=endpoint, model="m")
+
+    assert judge_campaign(judge=judge, campaign=campaign, limit=1) == 1
+    Judge.mode = "broken"
+    with pytest.raises(JudgeFailed, match=r"/v1/chat/completions answered 500: .*engine down"):
+        judge_campaign(judge=judge, campaign=campaign)
+    assert AIVerdict.objects.count() == 1  # what was judged is kept
+    Judge.mode = "fair"
+    assert judge_campaign(judge=judge, campaign=campaign) == 2 and AIVerdict.objects.count() == 3
+    assert judge_campaign(judge=judge, campaign=campaign) == 0  # nothing left
+
+
+@pytest.mark.django_db
+def test_a_judge_biased_to_the_first_position_is_inconsistent_and_unsure(endpoint):
+    campaign = CampaignFactory(name="pairs")
+    pair(campaign, "good", "poor", "first")
+    judge = judge_register(name="biased", url=endpoint, model="m")
+    Judge.mode = "biased"  # "A" at 0.8 whatever it reads
+
+    judge_campaign(judge=judge, campaign=campaign)
+
+    verdict = AIVerdict.objects.get()
+    assert not verdict.consistent and verdict.probability_first == pytest.approx(0.5)
+    assert [r["probability_shown_first"] for r in verdict.readings] == [pytest.approx(0.8)] * 2
+
+
+@pytest.mark.django_db
+def test_an_endpoint_without_log_probs_is_read_from_its_text_and_a_stray_answer_is_named(endpoint):
+    campaign = CampaignFactory(name="pairs")
+    pair(campaign, "good", "poor", "first")
+    judge = judge_register(name="plain", url=endpoint, model="m")
+    Judge.mode = "chatty"
+    with pytest.raises(JudgeFailed, match="the judge answered 'Sure, here is my view', not A or B"):
+        judge_campaign(judge=judge, campaign=campaign)
+    Judge.mode = "text"
+    judge_campaign(judge=judge, campaign=campaign)
+    assert AIVerdict.objects.get().probability_first == 1.0
+
+
+@pytest.mark.django_db
+def test_unreachable_endpoints_keys_and_bad_registrations_say_what_is_wrong(endpoint, monkeypatch):
+    campaign = CampaignFactory(name="pairs")
+    pair(campaign, "good", "poor", "first")
+    gone = judge_register(name="gone", url="http://127.0.0.1:9", model="m")
+    with pytest.raises(JudgeFailed, match=r"http://127.0.0.1:9/v1/chat/completions could not be reached"):
+        judge_campaign(judge=gone, campaign=campaign)
+
+    keyed = judge_register(name="keyed", url=endpoint, model="m", api_key_env="JUDGE_KEY")
+    monkeypatch.delenv("JUDGE_KEY", raising=False)
+    with pytest.raises(
+        JudgeFailed, match="the environment variable JUDGE_KEY holding keyed's key is not set"
+    ):
+        judge_campaign(judge=keyed, campaign=campaign)
+    monkeypatch.setenv("JUDGE_KEY", "sk-test")
+    judge_campaign(judge=keyed, campaign=campaign)
+    assert Judge.asked[-1]["authorization"] == "Bearer sk-test"
+    assert "sk-test" not in str(list(keyed.__class__.objects.values()))  # the key is not stored
+
+    with pytest.raises(Invalid, match="name the model"):
+        judge_register(name="x", url=endpoint)
+    with pytest.raises(Invalid, match="one endpoint"):
+        judge_register(name="x")
+    with pytest.raises(Invalid, match=r"must hold \{first\}, \{second\}"):
+        judge_register(name="x", url=endpoint, model="m", rubric="Judge {prompt}")
+    with pytest.raises(Invalid, match="exists already"):
+        judge_register(name="gone", url=endpoint, model="m")
+    with pytest.raises(Invalid, match="an AI judge judges pairs"):
+        judge_campaign(judge=keyed, campaign=CampaignFactory(name="t", task="thumbs"))
+
+
+@pytest.mark.django_db
+def test_the_commands_register_a_judge_run_it_and_print_its_agreement(endpoint):
+    campaign = CampaignFactory(name="pairs")
+    pair(campaign, "good", "poor", "first")
+    pair(campaign, "poor", "good", "second", "second")
+    out = io.StringIO()
+    call_command("register_judge", "cmd", url=endpoint, model="m", stdout=out)
+    call_command("judge_campaign", judge="cmd", campaign="pairs", stdout=out)
+    text = out.getvalue()
+    assert "AI judge 'cmd' registered" in text and "judged 2 of 2 pairs" in text
+    assert "against the people's majority on 2 pairs: kappa 1.00" in text
+    assert "consistent in both orders 100%" in text
+    with pytest.raises(CommandError, match="no AI judge named 'nobody'"):
+        call_command("judge_campaign", judge="nobody", campaign="pairs", stdout=out)
