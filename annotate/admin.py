@@ -1,6 +1,15 @@
 from django.contrib import admin
 
-from annotate.models import Assignment, Campaign, Comparison, Judgment, JudgmentRevision
+from annotate.models import (
+    AIJudge,
+    AIVerdict,
+    Assignment,
+    Campaign,
+    Comparison,
+    JudgeRun,
+    Judgment,
+    JudgmentRevision,
+)
 
 
 class JudgmentInline(admin.TabularInline):
@@ -88,3 +97,25 @@ class JudgmentRevisionAdmin(ReadOnlyAdmin):
     list_display = ["judgment", "choice", "strength", "changed_at"]
     list_filter = ["choice"]
     search_fields = ["judgment__annotator__username", "rationale"]
+
+
+@admin.register(AIJudge)
+class AIJudgeAdmin(admin.ModelAdmin):
+    """A judge's endpoint and rubric may be edited here (registered with ``register_judge``); its
+    key is never stored, only the name of the variable holding it."""
+
+    list_display = ["name", "policy", "url", "model", "api_key_env", "created_at"]
+    search_fields = ["name", "model", "url"]
+
+
+@admin.register(AIVerdict)
+class AIVerdictAdmin(ReadOnlyAdmin):
+    list_display = ["id", "judge", "comparison", "choice", "probability_first", "consistent", "created_at"]
+    list_filter = ["judge", "consistent", "comparison__campaign"]
+    raw_id_fields = ["comparison"]
+
+
+@admin.register(JudgeRun)
+class JudgeRunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "judge", "campaign", "status", "done", "total", "created_at", "finished_at"]
+    list_filter = ["status", "judge"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import ClassVar
 
@@ -19,6 +20,7 @@ from rest_framework.views import APIView
 from annotate.datacard import datacard_render, datacard_stats
 from annotate.errors import CampaignNotFound
 from annotate.models import (
+    AIJudge,
     Assignment,
     Campaign,
     CampaignStatus,
@@ -42,6 +44,7 @@ from annotate.selectors import (
     export_comparisons,
     judgments_visible_to,
 )
+from annotate.services.ai_judges import judge_agreement_with_people
 from annotate.services.campaigns import (
     campaign_create,
     campaign_get_or_create,
@@ -533,3 +536,35 @@ class CampaignDetailApi(StaffOnly, APIView):
         if members is not None:
             campaign_members_set(campaign=campaign, members=members)
         return Response(CampaignSerializer(self._get(pk)).data)
+
+
+class JudgeAgreementQuerySerializer(serializers.Serializer):
+    campaign = serializers.CharField(help_text="the campaign's name")
+
+
+class JudgeListApi(StaffOnly, APIView):
+    """Every AI judge (staff), and with ``?campaign=NAME`` its agreement there with the people's
+    majority: Cohen's kappa with a 95% bootstrap interval, the confusion matrix (rows: people; columns:
+    the judge; labels in order), the share of verdicts the same in both orders, the calibration error
+    of its probability, and how often it and the people chose the longer answer."""
+
+    @extend_schema(parameters=[JudgeAgreementQuerySerializer], responses={200: dict})
+    def get(self, request: Request) -> Response:
+        campaign = None
+        if name := request.query_params.get("campaign"):
+            campaign = object_or_404(Campaign, error=CampaignNotFound, what="campaign", name=name)
+        rows = []
+        for judge in AIJudge.objects.select_related("policy").order_by("name"):
+            row: dict = {
+                "name": judge.name,
+                "policy": judge.policy.name if judge.policy else None,
+                "url": judge.url or None,
+                "model": judge.model or None,
+            }
+            if campaign is not None:
+                agreement = judge_agreement_with_people(judge=judge, campaign=campaign)
+                row["campaign"] = campaign.name
+                row["verdicts"] = judge.verdicts.filter(comparison__campaign=campaign).count()
+                row["agreement"] = dataclasses.asdict(agreement)
+            rows.append(row)
+        return Response(rows)

@@ -589,3 +589,40 @@ class AIVerdict(models.Model):
 
     def __str__(self) -> str:
         return f"{self.judge} on comparison {self.comparison_id}: {self.choice}"
+
+
+class JudgeRunStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+
+class JudgeRun(models.Model):
+    """An AI judge judging a campaign's pairs as a background job (``manage.py db_worker``): how far it
+    got, and why it stopped if it failed (a rerun judges what is left)."""
+
+    judge = models.ForeignKey(AIJudge, on_delete=models.CASCADE, related_name="runs")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="judge_runs")
+    status = models.CharField(max_length=9, choices=JudgeRunStatus, default=JudgeRunStatus.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["judge", "campaign"],
+                condition=Q(status__in=["queued", "running"]),
+                name="judge_run_one_at_a_time",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.judge} on {self.campaign} ({self.status})"
+
+    @property
+    def active(self) -> bool:
+        return self.status in (JudgeRunStatus.QUEUED, JudgeRunStatus.RUNNING)

@@ -14,18 +14,31 @@ from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from annotate.errors import AlreadyJudged, CampaignNotFound, CampaignNotOpen, ComparisonNotFound
 from annotate.forms import CampaignForm
-from annotate.models import Assignment, Campaign, CampaignStatus, Comparison, Judgment, Side, Task
+from annotate.models import (
+    AIJudge,
+    Assignment,
+    Campaign,
+    CampaignStatus,
+    Comparison,
+    JudgeRun,
+    Judgment,
+    Side,
+    Task,
+)
 from annotate.selectors import (
     campaign_closed_reason,
     campaign_open_to,
     campaign_visible_to,
     campaigns_open_for,
 )
+from annotate.services.ai_judges import judge_agreement_with_people, judge_run_start
 from annotate.services.campaigns import (
     campaign_arena_pool_set,
     campaign_create,
@@ -40,7 +53,7 @@ from annotate.services.judgments import (
     ranking_change,
 )
 from annotate.services.queue import assignment_skip, assignment_unskip, comparison_assign_next
-from config.errors import object_or_404
+from config.errors import NotFound, object_or_404
 from config.security import staff_required
 
 SESSION_CAMPAIGN = "annotate_campaign"  # the campaign the annotator picked; absent: all open to them
@@ -332,6 +345,44 @@ def campaign(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "annotate/campaign.html",
-        {"campaign": current, "form": form, "comparisons": current.comparisons.count()},
+        {"campaign": current, "form": form, "comparisons": current.comparisons.count(), **_judges(current)},
         status=400 if request.method == "POST" else 200,
     )
+
+
+def _judges(campaign: Campaign) -> dict:
+    """The campaign page's AI judges: each one's agreement with people here, and the latest runs."""
+    rows = [
+        {
+            "judge": judge,
+            "verdicts": judge.verdicts.filter(comparison__campaign=campaign).count(),
+            "agreement": judge_agreement_with_people(judge=judge, campaign=campaign, resamples=500),
+        }
+        for judge in AIJudge.objects.order_by("name")
+    ]
+    runs = list(JudgeRun.objects.filter(campaign=campaign).select_related("judge").order_by("-id")[:5])
+    return {
+        "judge_rows": rows,
+        "runs": runs,
+        "active_run": any(run.active for run in runs),
+        "can_judge": campaign.task not in (Task.THUMBS, Task.RANKINGS),
+    }
+
+
+@staff_required
+def campaign_judges(request: HttpRequest, pk: int) -> HttpResponse:
+    """The AI judges' part of the campaign page, polled every 2 s while a run is queued or running."""
+    current = object_or_404(Campaign, error=CampaignNotFound, pk=pk)
+    context = {"campaign": current, **_judges(current)}
+    response = render(request, "annotate/_judges.html", context)
+    return response if context["active_run"] else HttpResponseStopPolling(response.content)
+
+
+@staff_required
+@require_POST
+def campaign_judge(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start a judge's background run over the campaign's pairs; back to the campaign's judges."""
+    current = object_or_404(Campaign, error=CampaignNotFound, pk=pk)
+    judge = object_or_404(AIJudge, error=NotFound, what="AI judge", pk=request.POST.get("judge", ""))
+    judge_run_start(judge=judge, campaign=current)
+    return redirect(f"{reverse('annotate:campaign', args=[current.pk])}#judges")

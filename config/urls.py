@@ -62,6 +62,7 @@ api = [
     path("preferences/import/", annotate_api.PreferenceImportApi.as_view(), name="preferences-import"),
     path("export/", annotate_api.ExportApi.as_view(), name="export"),
     path("export/card/", annotate_api.ExportCardApi.as_view(), name="export-card"),
+    path("judges/", annotate_api.JudgeListApi.as_view(), name="judges"),
     path("rounds/", training_api.RoundListApi.as_view(), name="rounds"),
     path("rounds/<int:pk>/", training_api.RoundDetailApi.as_view(), name="round"),
     path("rounds/<int:pk>/cancel/", training_api.RoundCancelApi.as_view(), name="round-cancel"),

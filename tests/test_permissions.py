@@ -19,7 +19,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from annotate.models import ArenaConversation, ArenaTurn, Assignment, Judgment
+from annotate.models import AIJudge, ArenaConversation, ArenaTurn, Assignment, Judgment
 from tests.factories import CampaignFactory, ComparisonFactory, PolicyFactory, UserFactory
 from training.models import RoundStatus, TrainingRound
 
@@ -44,6 +44,8 @@ TABLE: dict[str, dict[str, tuple[str, ...]]] = {
     "annotate:change": {"get": OWNER, "post": OWNER},
     "annotate:campaigns": {"get": STAFF, "post": STAFF},
     "annotate:campaign": {"get": STAFF, "post": STAFF},
+    "annotate:campaign-judges": {"get": STAFF},
+    "annotate:campaign-judge": {"post": STAFF},
     "annotate:arena": {"get": MEMBERS, "post": MEMBERS},
     "annotate:arena-continue": {"post": OWNER},
     "annotate:arena-turn": {"get": OWNER},
@@ -72,6 +74,7 @@ TABLE: dict[str, dict[str, tuple[str, ...]]] = {
     "api:preferences-import": {"post": STAFF},
     "api:export": {"get": STAFF},
     "api:export-card": {"get": STAFF},
+    "api:judges": {"get": STAFF},
     "api:rounds": {"get": STAFF, "post": STAFF},
     "api:round": {"get": STAFF},
     "api:round-cancel": {"post": STAFF},
@@ -162,6 +165,7 @@ def world(db):
         "judgment": judgment,
         "policy": held,
         "round": training_round,
+        "judge": AIJudge.objects.create(name="a judge", url="http://127.0.0.1:9", model="m"),
     }
 
 
@@ -170,6 +174,8 @@ def url_for(name: str, w: dict) -> tuple[str, dict]:
     pk = {
         "annotate:change": w["judgment"].pk,
         "annotate:campaign": w["campaign"].pk,
+        "annotate:campaign-judges": w["campaign"].pk,
+        "annotate:campaign-judge": w["campaign"].pk,
         "api:campaign": w["campaign"].pk,
         "api:policy": w["policy"].pk,
         "api:policy-promote": w["policy"].pk,
@@ -190,6 +196,8 @@ def url_for(name: str, w: dict) -> tuple[str, dict]:
         "annotate:change": f"/annotate/mine/{pk}/",
         "annotate:campaigns": "/annotate/campaigns/",
         "annotate:campaign": f"/annotate/campaigns/{pk}/",
+        "annotate:campaign-judges": f"/annotate/campaigns/{pk}/judges/",
+        "annotate:campaign-judge": f"/annotate/campaigns/{pk}/judge/",
         "training:dashboard": "/training/",
         "training:start": "/training/rounds/start/",
         "training:round": f"/training/rounds/{pk}/",
@@ -222,6 +230,7 @@ def url_for(name: str, w: dict) -> tuple[str, dict]:
             "api:preferences-import": "preferences/import/",
             "api:export": "export/",
             "api:export-card": "export/card/",
+            "api:judges": f"judges/?campaign={w['campaign'].name}",
             "api:rounds": "rounds/",
             "api:round": f"rounds/{pk}/",
             "api:round-cancel": f"rounds/{pk}/cancel/",
@@ -234,6 +243,7 @@ def url_for(name: str, w: dict) -> tuple[str, dict]:
     body = {
         "annotate:judge": {"comparison": w["comparison"].pk, "answer": "left"},
         "annotate:change": {"answer": "right"},
+        "annotate:campaign-judge": {"judge": w["judge"].pk},
         "api:judgments": {"comparison": w["comparison"].pk, "verdict": "left"},
         "api:comparisons-next": {"campaign": w["campaign"].name},
     }.get(name, {})

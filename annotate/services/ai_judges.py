@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from annotate.errors import JudgeFailed
 from annotate.judge_agreement import (
@@ -28,9 +29,9 @@ from annotate.judge_agreement import (
     judge_agreement,
     verdict_probability,
 )
-from annotate.models import AIJudge, AIVerdict, Campaign, Comparison, Judgment, Task
+from annotate.models import AIJudge, AIVerdict, Campaign, Comparison, JudgeRun, JudgeRunStatus, Judgment, Task
 from annotate.selectors import majority
-from config.errors import Invalid
+from config.errors import Conflict, Invalid
 from generation.backends.vllm import vllm_urls
 from generation.models import Policy
 from generation.streaming import endpoint_for, served_id
@@ -222,7 +223,7 @@ def judge_campaign(
     client: httpx.Client | None = None,
 ) -> int:
     """The judge reads each of the campaign's unjudged pairs in both orders and stores its verdict;
-    returns how many it judged. ``on_progress(done, total)`` after each. Thumbs, rankings and arena
+    returns how many it judged. ``on_progress(done, total)`` before the first and after each. Thumbs, rankings and arena
     campaigns: pairs only (an arena's voted turns are pairs)."""
     if campaign.task in (Task.THUMBS, Task.RANKINGS):
         raise Invalid(f"campaign {campaign.name!r} holds {campaign.task}; an AI judge judges pairs")
@@ -230,6 +231,8 @@ def judge_campaign(
     endpoint = judge_endpoint(judge)
     own = client is None
     client = client or httpx.Client(timeout=httpx.Timeout(TIMEOUT, connect=10.0))
+    if on_progress is not None:
+        on_progress(0, len(pending))
     try:
         for done, comparison in enumerate(pending, start=1):
             straight = reading(client, endpoint, judge_messages(judge, comparison, swapped=False))
@@ -286,3 +289,49 @@ def judge_agreement_with_people(
             )
         )
     return judge_agreement(pairs, resamples=resamples, seed=seed)
+
+
+def judge_run_start(*, judge: AIJudge, campaign: Campaign) -> JudgeRun:
+    """A background run of ``judge`` over ``campaign`` (its task enqueued in the same transaction);
+    refused while one is queued or running for the two."""
+    if campaign.task in (Task.THUMBS, Task.RANKINGS):
+        raise Invalid(f"campaign {campaign.name!r} holds {campaign.task}; an AI judge judges pairs")
+    from annotate.tasks import judge_run_task
+
+    with transaction.atomic():
+        if (
+            JudgeRun.objects.select_for_update()
+            .filter(judge=judge, campaign=campaign, status__in=["queued", "running"])
+            .exists()
+        ):
+            raise Conflict(f"{judge.name} is already judging {campaign.name!r}: wait for that run to end")
+        run = JudgeRun.objects.create(judge=judge, campaign=campaign)
+        judge_run_task.enqueue(run_id=run.pk)
+    return run
+
+
+def judge_run_execute(run_id: int) -> str:
+    """Run a queued ``JudgeRun``: progress written as it goes; a failure ends it with its reason
+    (what was judged is kept). Returns its status."""
+    run = JudgeRun.objects.select_related("judge", "campaign").get(pk=run_id)
+    JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRunStatus.RUNNING)
+
+    def progress(done: int, total: int) -> None:
+        JudgeRun.objects.filter(pk=run.pk).update(done=done, total=total)
+
+    try:
+        judged = judge_campaign(judge=run.judge, campaign=run.campaign, on_progress=progress)
+    except (JudgeFailed, Invalid) as exc:
+        JudgeRun.objects.filter(pk=run.pk).update(
+            status=JudgeRunStatus.FAILED, error=exc.detail, finished_at=timezone.now()
+        )
+        return JudgeRunStatus.FAILED
+    except Exception as exc:
+        JudgeRun.objects.filter(pk=run.pk).update(
+            status=JudgeRunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+        )
+        raise
+    JudgeRun.objects.filter(pk=run.pk).update(
+        status=JudgeRunStatus.SUCCEEDED, done=judged, total=judged, finished_at=timezone.now()
+    )
+    return JudgeRunStatus.SUCCEEDED

@@ -210,3 +210,80 @@ def test_the_commands_register_a_judge_run_it_and_print_its_agreement(endpoint):
     assert "consistent in both orders 100%" in text
     with pytest.raises(CommandError, match="no AI judge named 'nobody'"):
         call_command("judge_campaign", judge="nobody", campaign="pairs", stdout=out)
+
+
+@pytest.mark.django_db
+def test_staff_run_a_judge_from_the_campaign_page_and_see_its_agreement_there(client, staff, endpoint):
+    """The campaign page lists the judges with their agreement here; its button enqueues a background
+    run, which the worker executes with progress, and the page polls until the run has ended."""
+    from django.urls import reverse
+    from django_tasks_db.models import DBTaskResult
+
+    from annotate.models import JudgeRun
+    from annotate.tasks import judge_run_task
+
+    campaign = CampaignFactory(name="pairs")
+    pair(campaign, "good", "poor", "first", "first")
+    pair(campaign, "poor", "good", "second")
+    judge = judge_register(name="stronger", url=endpoint, model="m")
+    client.force_login(staff)
+    page = client.get(reverse("annotate:campaign", args=[campaign.pk])).content.decode()
+    assert "AI judges" in page and "stronger" in page and "Judge this campaign's pairs" in page
+
+    started = client.post(reverse("annotate:campaign-judge", args=[campaign.pk]), {"judge": judge.pk})
+    assert started.status_code == 302 and started.url.endswith("#judges")
+    run = JudgeRun.objects.get()
+    task = DBTaskResult.objects.get()
+    assert task.task_path == "annotate.tasks.judge_run_task" and task.args_kwargs["kwargs"] == {
+        "run_id": run.pk
+    }
+    live = client.get(reverse("annotate:campaign-judges", args=[campaign.pk]))
+    assert live.status_code == 200 and 'hx-trigger="every 2s"' in live.content.decode()  # polled while queued
+    again = client.post(reverse("annotate:campaign-judge", args=[campaign.pk]), {"judge": judge.pk})
+    assert again.status_code == 409 and "already judging" in again.content.decode()
+
+    assert judge_run_task.func(run_id=run.pk) == "succeeded"  # what db_worker does
+    run.refresh_from_db()
+    assert (run.done, run.total) == (2, 2) and run.finished_at is not None
+    settled = client.get(reverse("annotate:campaign-judges", args=[campaign.pk]))
+    text = " ".join(settled.content.decode().split())
+    assert settled.status_code == 286 and "every 2s" not in text  # the polling stops
+    assert "<td>stronger</td> <td>2</td> <td>2</td> <td>1.00" in text and "succeeded" in text
+
+
+@pytest.mark.django_db
+def test_a_run_that_fails_says_why_on_the_page_and_keeps_what_was_judged(client, staff, endpoint):
+    from django.urls import reverse
+
+    from annotate.models import JudgeRun
+    from annotate.services.ai_judges import judge_run_execute, judge_run_start
+
+    campaign = CampaignFactory(name="pairs")
+    pair(campaign, "good", "poor", "first")
+    judge = judge_register(name="gone", url="http://127.0.0.1:9", model="m")
+    run = judge_run_start(judge=judge, campaign=campaign)
+    assert judge_run_execute(run.pk) == "failed"
+    run.refresh_from_db()
+    assert "could not be reached" in run.error and run.finished_at is not None
+    client.force_login(staff)
+    page = client.get(reverse("annotate:campaign", args=[campaign.pk])).content.decode()
+    assert "http://127.0.0.1:9/v1/chat/completions could not be reached" in page
+    judge_run_start(judge=judge, campaign=campaign)  # a failed run does not block the next
+    assert JudgeRun.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_api_lists_judges_with_their_agreement_in_a_campaign(api, staff, endpoint):
+    campaign = CampaignFactory(name="pairs")
+    pair(campaign, "good", "poor", "first")
+    pair(campaign, "poor", "good", "second")
+    judge = judge_register(name="stronger", url=endpoint, model="m")
+    judge_campaign(judge=judge, campaign=campaign)
+    api.force_authenticate(staff)
+
+    [row] = api.get("/api/judges/", {"campaign": "pairs"}).json()
+
+    assert row["name"] == "stronger" and row["url"] == endpoint and row["verdicts"] == 2
+    assert row["agreement"]["kappa"] == 1.0 and row["agreement"]["compared"] == 2
+    assert row["agreement"]["consistency"] == 1.0 and row["agreement"]["labels"][:2] == ["first", "second"]
+    assert api.get("/api/judges/", {"campaign": "nope"}).json()["error"] == "campaign_not_found"
