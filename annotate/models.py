@@ -182,6 +182,14 @@ class Comparison(models.Model):
     needs_judgments = models.BooleanField(
         default=True, editable=False, help_text="Fewer judgments than its overlap (gold: always)."
     )
+    routed_by = models.ForeignKey(
+        "AIJudge",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The AI judge whose confident, order-consistent verdict lowered its overlap by one.",
+    )
 
     class Meta:
         ordering = ["id"]

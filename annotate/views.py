@@ -38,7 +38,12 @@ from annotate.selectors import (
     campaign_visible_to,
     campaigns_open_for,
 )
-from annotate.services.ai_judges import judge_agreement_with_people, judge_run_start
+from annotate.services.ai_judges import (
+    ROUTE_CONFIDENCE,
+    judge_agreement_with_people,
+    judge_route,
+    judge_run_start,
+)
 from annotate.services.campaigns import (
     campaign_arena_pool_set,
     campaign_create,
@@ -366,6 +371,7 @@ def _judges(campaign: Campaign) -> dict:
         "runs": runs,
         "active_run": any(run.active for run in runs),
         "can_judge": campaign.task not in (Task.THUMBS, Task.RANKINGS),
+        "route_confidence": ROUTE_CONFIDENCE,
     }
 
 
@@ -376,6 +382,21 @@ def campaign_judges(request: HttpRequest, pk: int) -> HttpResponse:
     context = {"campaign": current, **_judges(current)}
     response = render(request, "annotate/_judges.html", context)
     return response if context["active_run"] else HttpResponseStopPolling(response.content)
+
+
+@staff_required
+@require_POST
+def campaign_route(request: HttpRequest, pk: int) -> HttpResponse:
+    """Lower the overlap of the pairs a judge is sure of (``judge_route``); the page says how many."""
+    current = object_or_404(Campaign, error=CampaignNotFound, pk=pk)
+    judge = object_or_404(AIJudge, error=NotFound, what="AI judge", pk=request.POST.get("judge", ""))
+    report = judge_route(judge=judge, campaign=current)
+    messages.success(
+        request,
+        f"{judge.name}: {report.lowered} pairs need one person fewer ({report.judgments_saved} judgments saved); "
+        f"{report.kept} it was unsure of or read differently in the two orders keep the campaign's overlap.",
+    )
+    return redirect(f"{reverse('annotate:campaign', args=[current.pk])}#judges")
 
 
 @staff_required

@@ -335,3 +335,48 @@ def judge_run_execute(run_id: int) -> str:
         status=JudgeRunStatus.SUCCEEDED, done=judged, total=judged, finished_at=timezone.now()
     )
     return JudgeRunStatus.SUCCEEDED
+
+
+ROUTE_CONFIDENCE = 0.8  # a verdict this sure (either way) with both orders agreeing lowers its pair's overlap
+
+
+@dataclass(frozen=True)
+class RouteReport:
+    lowered: int  # comparisons whose overlap went down by one
+    kept: int  # judged by the judge, but unsure or inconsistent: the campaign's overlap stays
+    judgments_saved: int  # people's judgments no longer asked for
+
+
+def judge_route(*, judge: AIJudge, campaign: Campaign, confidence: float = ROUTE_CONFIDENCE) -> RouteReport:
+    """People where the judge is unsure: each train pair of ``campaign`` the judge read the same way in
+    both orders with a probability of at least ``confidence`` for one answer needs one person fewer
+    (its overlap lowered by one, never below one, and never below the judgments it has); the pairs it
+    was unsure of or read differently in the two orders keep theirs. Gold pairs are untouched. Run
+    once per judge and campaign: a pair lowered before is not lowered again."""
+    from annotate.models import Kind
+
+    if not 0.5 < confidence <= 1.0:
+        raise Invalid(f"confidence must be above 0.5 and at most 1 (got {confidence})")
+    lowered = kept = saved = 0
+    with transaction.atomic():
+        verdicts = AIVerdict.objects.filter(
+            judge=judge, comparison__campaign=campaign, comparison__routed_by__isnull=True
+        ).select_related("comparison")
+        for verdict in verdicts:
+            comparison = verdict.comparison
+            if comparison.kind == Kind.GOLD:
+                continue
+            sure = max(verdict.probability_first, 1 - verdict.probability_first) >= confidence
+            if not (sure and verdict.consistent):
+                kept += 1
+                continue
+            locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
+            overlap = max(1, locked.judgment_count, locked.overlap - 1)
+            if overlap == locked.overlap:
+                continue
+            saved += locked.overlap - overlap
+            Comparison.objects.filter(pk=locked.pk).update(
+                overlap=overlap, needs_judgments=locked.judgment_count < overlap, routed_by=judge
+            )
+            lowered += 1
+    return RouteReport(lowered=lowered, kept=kept, judgments_saved=saved)

@@ -287,3 +287,58 @@ def test_the_api_lists_judges_with_their_agreement_in_a_campaign(api, staff, end
     assert row["agreement"]["kappa"] == 1.0 and row["agreement"]["compared"] == 2
     assert row["agreement"]["consistency"] == 1.0 and row["agreement"]["labels"][:2] == ["first", "second"]
     assert api.get("/api/judges/", {"campaign": "nope"}).json()["error"] == "campaign_not_found"
+
+
+@pytest.mark.django_db
+def test_routing_lowers_the_overlap_only_of_pairs_the_judge_read_surely_and_the_same_both_ways(client, staff):
+    """Hand-set verdicts: sure and consistent (lowered by one), sure but inconsistent, unsure, gold,
+    and one already judged by as many people as the lowered overlap asks; a second route changes
+    nothing."""
+    from django.urls import reverse
+
+    from annotate.models import Comparison, Kind
+    from annotate.services.ai_judges import judge_route
+
+    campaign = CampaignFactory(name="pairs", overlap=3)
+    judge = judge_register(name="j", url="http://127.0.0.1:9", model="m")
+    cases = {  # (probability_first, consistent, kind, people already judged)
+        "sure": (0.9, True, Kind.TRAIN, 0),
+        "sure second": (0.1, True, Kind.TRAIN, 1),
+        "inconsistent": (0.9, False, Kind.TRAIN, 0),
+        "unsure": (0.7, True, Kind.TRAIN, 0),
+        "gold": (0.95, True, Kind.GOLD, 0),
+        "judged": (0.9, True, Kind.TRAIN, 3),
+    }
+    made = {}
+    for name, (p, consistent, kind, people) in cases.items():
+        comparison = pair(campaign, f"{name} a", f"{name} b", *["first"] * people)
+        Comparison.objects.filter(pk=comparison.pk).update(
+            overlap=3,
+            kind=kind,
+            gold_answer="first" if kind == Kind.GOLD else "",
+            judgment_count=people,
+            needs_judgments=people < 3 or kind == Kind.GOLD,
+        )
+        AIVerdict.objects.create(
+            judge=judge,
+            comparison=comparison,
+            choice="first" if p >= 0.5 else "second",
+            probability_first=p,
+            consistent=consistent,
+        )
+        made[name] = comparison.pk
+
+    report = judge_route(judge=judge, campaign=campaign)
+
+    overlaps = {name: Comparison.objects.get(pk=pk).overlap for name, pk in made.items()}
+    assert overlaps == {"sure": 2, "sure second": 2, "inconsistent": 3, "unsure": 3, "gold": 3, "judged": 3}
+    assert (report.lowered, report.kept, report.judgments_saved) == (2, 2, 2)
+    assert Comparison.objects.get(pk=made["sure"]).routed_by == judge
+    assert judge_route(judge=judge, campaign=campaign).lowered == 0  # once per judge and campaign
+    client.force_login(staff)
+    page = client.post(
+        reverse("annotate:campaign-route", args=[campaign.pk]), {"judge": judge.pk}, follow=True
+    )
+    assert "j: 0 pairs need one person fewer" in page.content.decode()
+    with pytest.raises(Invalid, match=r"confidence must be above 0\.5"):
+        judge_route(judge=judge, campaign=campaign, confidence=0.5)
