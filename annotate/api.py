@@ -44,7 +44,7 @@ from annotate.selectors import (
     export_comparisons,
     judgments_visible_to,
 )
-from annotate.services.ai_judges import judge_agreement_with_people
+from annotate.services.ai_judges import judge_agreement_with_people, judges_named
 from annotate.services.campaigns import (
     campaign_create,
     campaign_get_or_create,
@@ -361,6 +361,11 @@ class ExportQuerySerializer(serializers.Serializer):
     kind = serializers.MultipleChoiceField(choices=Kind.choices, required=False)
     min_agreement = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
     include_ties = serializers.BooleanField(default=False)
+    ai_judge = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="count these AI judges' verdicts on pairs too (repeat the parameter); left out unless named",
+    )
 
 
 def _export_query(request: Request) -> dict:
@@ -382,6 +387,7 @@ def _export_query(request: Request) -> dict:
         "kinds": sorted(params.get("kind") or (Kind.TRAIN, Kind.GOLD)),
         "min_agreement": params["min_agreement"],
         "include_ties": params["include_ties"],
+        **({"ai_judges": judges_named(params["ai_judge"])} if params.get("ai_judge") else {}),
     }
 
 

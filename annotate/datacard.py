@@ -186,6 +186,16 @@ def datacard_render(
             if report.ranking_pairs
             else []
         ),
+        *(
+            [
+                "- AI judges' verdicts among the votes (asked for; rows carry `ai_votes`): "
+                + ", ".join(f"{name}: {n}" for name, n in sorted(report.judge_votes.items()))
+                + ". Each counts as one vote in a majority, and under Dawid-Skene weighs by its judge's fitted "
+                "reliability, as a person's does."
+            ]
+            if report.judge_votes
+            else []
+        ),
         "",
         "## Who judged",
         "",

@@ -20,7 +20,17 @@ from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from annotate import sql
-from annotate.models import Campaign, CampaignStatus, Choice, Comparison, Judgment, Kind, Task
+from annotate.models import (
+    AIJudge,
+    AIVerdict,
+    Campaign,
+    CampaignStatus,
+    Choice,
+    Comparison,
+    Judgment,
+    Kind,
+    Task,
+)
 from annotate.reliability import Reliability, reliability_estimate
 from config.invalid_input import InvalidInput
 from generation.models import Policy, Response
@@ -33,8 +43,12 @@ DATASET_TYPES = ("preference", "unpaired", "prompt-completion", "ranking")
 AGGREGATIONS = ("majority", "dawid-skene")
 
 
-def comparisons_reliability(*, comparisons: QuerySet[Comparison]) -> Reliability:
-    """Dawid-Skene over the judgments of ``comparisons``, gold comparisons held at their answer."""
+def comparisons_reliability(
+    *, comparisons: QuerySet[Comparison], ai_votes: dict[int, list[tuple[int, str]]] | None = None
+) -> Reliability:
+    """Dawid-Skene over the judgments of ``comparisons``, gold comparisons held at their answer;
+    ``ai_votes`` (comparison → [(judge id, choice)]) add AI judges as annotators of their own (ids
+    negated: -judge id), so each judge's verdicts weigh by its fitted reliability as a person's do."""
     # thumbs items are not comparisons of two: left out of the fit. On gold the answer first given
     # counts: revising it after learning it was wrong must not raise an annotator's weight.
     votes = (
@@ -50,7 +64,10 @@ def comparisons_reliability(*, comparisons: QuerySet[Comparison]) -> Reliability
     gold = dict(
         comparisons.filter(kind=Kind.GOLD).exclude(gold_answer="").values_list("id", "gold_answer").order_by()
     )
-    return reliability_estimate(votes.order_by("id").iterator(chunk_size=5000), gold=gold)
+    machine = [(cid, -judge, choice) for cid, votes_ in (ai_votes or {}).items() for judge, choice in votes_]
+    return reliability_estimate(
+        itertools.chain(votes.order_by("id").iterator(chunk_size=5000), machine), gold=gold
+    )
 
 
 EXPORT_SPLITS = ("train", "eval", "all")
@@ -65,6 +82,9 @@ class ExportReport:
     rows: int | None = None  # unpaired / prompt-completion exports: rows written (a pair gives 1 or 2)
     edits: int = 0  # annotators' rewrites among them (each: two pairs, or one SFT / desirable row)
     ranking_pairs: int = 0  # pairs implied by rankings among them
+    judge_votes: Counter[str] = field(
+        default_factory=Counter
+    )  # AI judges' verdicts in the written rows, by judge
 
     def summary(self) -> str:
         parts = [
@@ -259,8 +279,14 @@ def preference_rows(
     aggregation: str = "majority",
     confidence: bool = True,
     thumbs: bool = False,
+    ai_judges: Sequence[AIJudge] = (),
 ) -> Iterator[dict[str, Any]]:
     """Aggregate each comparison's judgments (majority vote) into one TRL preference row.
+
+    ``ai_judges``: their verdicts on pairs count too, only when asked: each is one more vote in the
+    majority, and under ``dawid-skene`` an annotator of its own whose weight is its fitted reliability
+    (a pair only a judge read is exported from its verdict alone). Rows then carry ``ai_votes``, and
+    ``report.judge_votes`` counts each judge's verdicts in the rows written (the data card says them).
 
     A thumbs item (one answer judged good or bad) has no pair: left out, unless ``thumbs``, which
     yields it as an unpaired row (``completion``, ``label``: the majority says good) for
@@ -284,8 +310,18 @@ def preference_rows(
     if aggregation not in AGGREGATIONS:
         raise InvalidInput(f"aggregation must be one of {AGGREGATIONS} (got {aggregation!r})")
     comparisons = export_comparisons(campaign=campaign, split=split, kinds=kinds, policy=policy)
+    names = {judge.pk: judge.name for judge in ai_judges}
+    ai_votes: dict[int, list[tuple[int, str]]] = {}
+    if names:
+        verdicts = AIVerdict.objects.filter(judge__in=list(names), comparison__in=comparisons)
+        for cid, judge_id, choice in verdicts.values_list("comparison_id", "judge_id", "choice").order_by(
+            "id"
+        ):
+            ai_votes.setdefault(cid, []).append((judge_id, choice))
     fit = confidence or aggregation == "dawid-skene"
-    reliability = comparisons_reliability(comparisons=comparisons) if fit else Reliability()
+    reliability = (
+        comparisons_reliability(comparisons=comparisons, ai_votes=ai_votes) if fit else Reliability()
+    )
     judged = Judgment.objects.select_related("edit").only(
         "comparison_id", "choice", "ranking", "edit__id", "edit__text"
     )
@@ -298,7 +334,8 @@ def preference_rows(
         judgments = comparison.judgments.all()
         yield from _edit_rows(comparison, [j.edit for j in judgments if j.edit is not None], report, fmt, fit)
         choices = [judgment.choice for judgment in judgments]
-        if not choices:
+        machine = ai_votes.get(comparison.pk, []) if comparison.response_b is not None else []
+        if not choices and not machine:
             report.excluded["not judged"] += 1
             continue
         if comparison.response_b is None:
@@ -308,6 +345,7 @@ def preference_rows(
             rankings = [j.ranking for j in judgments if j.ranking]
             yield from _ranking_pairs(comparison, rankings, report, fmt, include_ties, fit, min_agreement)
             continue
+        choices += [choice for _, choice in machine]
         winner, agreement = majority(choices)
         if aggregation == "dawid-skene":
             winner = reliability.most_likely(comparison.pk)
@@ -336,6 +374,9 @@ def preference_rows(
         if fit and winner in (Choice.FIRST, Choice.SECOND):
             posterior = reliability.confidence(comparison.pk, winner)
             row["confidence"] = round(0.5 if posterior is None else posterior, 4)
+        if names:
+            row["ai_votes"] = len(machine)
+            report.judge_votes.update(names[judge_id] for judge_id, _ in machine)
         report.written += 1
         yield row
 

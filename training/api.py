@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotate.models import AIJudge
 from annotate.selectors import AGGREGATIONS
 from config.errors import object_or_404
 from config.permissions import StaffOnly
@@ -27,6 +28,7 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
     started_by = serializers.SlugRelatedField(read_only=True, slug_field="username")
     campaign = serializers.SlugRelatedField(read_only=True, slug_field="name")
     eval_campaign = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    ai_judges = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     silent = serializers.BooleanField(
         source="is_silent",
         read_only=True,
@@ -48,6 +50,7 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
             "then_generate",
             "generation",
             "aggregation",
+            "ai_judges",
             "guards",
             "drift",
             "campaign",
@@ -113,6 +116,13 @@ class RoundStartSerializer(serializers.Serializer):
         required=False,
         help_text="how each comparison's judgments become its label: majority (default) or dawid-skene",
     )
+    ai_judges = serializers.SlugRelatedField(
+        queryset=AIJudge.objects.all(),
+        slug_field="name",
+        many=True,
+        required=False,
+        help_text="AI judges whose verdicts count beside people's (by name; none: people's only)",
+    )
     then_generate = serializers.IntegerField(required=False, min_value=0, default=0)
     guards = serializers.DictField(
         required=False,
@@ -138,7 +148,8 @@ class RoundListApi(StaffOnly, generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = RoundStartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        started = round_start(request=RoundRequest(**data.validated_data), started_by=request.user)
+        fields = {**data.validated_data, "ai_judges": tuple(data.validated_data.get("ai_judges", ()))}
+        started = round_start(request=RoundRequest(**fields), started_by=request.user)
         return Response(TrainingRoundSerializer(started).data, status=201)
 
 

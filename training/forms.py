@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 
+from annotate.models import AIJudge
 from generation.models import Policy
 from training.dpo.config import UNPAIRED
 from training.options import GENERATION, GUARDS, TRAINING, Option
@@ -70,6 +71,13 @@ class StartRoundForm(forms.Form):
         label="Labels",
         help_text="how each comparison's judgments become its label",
     )
+    ai_judges = forms.ModelMultipleChoiceField(
+        queryset=AIJudge.objects.order_by("name"),
+        required=False,
+        label="AI judges' verdicts too",
+        help_text="none: people's judgments only; each judge's verdict is one more vote (weighed by its "
+        "reliability under Dawid-Skene)",
+    )
     then_generate = forms.IntegerField(
         initial=8, min_value=0, label="Then generate for N prompts", help_text="0: train only"
     )
@@ -109,6 +117,7 @@ class StartRoundForm(forms.Form):
             guards=guards,
             reference_mode=data.get("reference_mode") or "",
             aggregation=data.get("aggregation") or "majority",
+            ai_judges=tuple(data.get("ai_judges") or ()),
             hyperparameters=hyperparameters,
             then_generate=data["then_generate"],
             generation=generation,

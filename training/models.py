@@ -83,6 +83,12 @@ class TrainingRound(models.Model):
         default="majority",
         help_text="How a comparison's judgments become its label: majority or dawid-skene (annotate.selectors).",
     )
+    ai_judges = models.ManyToManyField(
+        "annotate.AIJudge",
+        blank=True,
+        related_name="+",
+        help_text="AI judges whose verdicts count beside people's (none: people's judgments only).",
+    )
     guards = models.JSONField(
         default=dict, blank=True, help_text="kl_budget, fluency_limit, outlier_limit (training.options)."
     )

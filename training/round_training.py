@@ -50,8 +50,13 @@ def _export(training_round: TrainingRound, out: Path) -> tuple[Path, int, Counte
     digest = hashlib.sha256()
 
     def lines() -> Iterator[str]:
+        judges = list(training_round.ai_judges.all())  # counted beside people's only when the round asks
         for row in dataset_rows(
-            report=report, dataset_type=dataset_type, policy=training_round.policy, aggregation=aggregation
+            report=report,
+            dataset_type=dataset_type,
+            policy=training_round.policy,
+            aggregation=aggregation,
+            **({"ai_judges": judges} if judges else {}),
         ):
             line = json.dumps(row, ensure_ascii=False) + "\n"
             digest.update(line.encode("utf-8"))

@@ -10,6 +10,7 @@ a worker runs.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from annotate.models import AIJudge
 from annotate.selectors import AGGREGATIONS, ExportReport, dataset_rows, preference_rows
 from generation.models import LocationKind, Policy, Prompt, Split
 from generation.services import policy_root
@@ -49,15 +51,20 @@ def policy_trainable_problem(policy: Policy) -> str | None:
     return None
 
 
-def round_pairs_count(*, policy: Policy, unpaired: bool = False) -> tuple[int, Counter[str]]:
+def round_pairs_count(
+    *, policy: Policy, unpaired: bool = False, ai_judges: Sequence[AIJudge] = ()
+) -> tuple[int, Counter[str]]:
     """How many preference pairs the policy's judged comparisons give now (``unpaired``: KTO's
-    examples, thumbs items included), and what is left out."""
+    examples, thumbs items included; ``ai_judges``: their verdicts counted too), and what is left out."""
     report = ExportReport()
+    extra: dict[str, Any] = {"ai_judges": ai_judges} if ai_judges else {}
     if unpaired:
-        for _ in dataset_rows(report=report, dataset_type="unpaired", policy=policy, confidence=False):
+        for _ in dataset_rows(
+            report=report, dataset_type="unpaired", policy=policy, confidence=False, **extra
+        ):
             pass
         return report.rows or 0, report.excluded
-    for _ in preference_rows(report=report, policy=policy, confidence=False):
+    for _ in preference_rows(report=report, policy=policy, confidence=False, **extra):
         pass
     return report.written, report.excluded
 
@@ -76,6 +83,7 @@ class RoundRequest:
     guards: dict[str, Any] = field(default_factory=dict)  # drift budgets
     reference_mode: str = ""  # parent (rolling, the default) or base (anchored at the lineage's base)
     aggregation: str = "majority"  # how a comparison's judgments become its label
+    ai_judges: tuple[AIJudge, ...] = ()  # AI judges whose verdicts count beside people's (asked for)
 
     @classmethod
     def of(cls, training_round: TrainingRound) -> RoundRequest:
@@ -89,6 +97,7 @@ class RoundRequest:
             generation=training_round.generation,
             guards=training_round.guards,
             aggregation=training_round.aggregation,
+            ai_judges=tuple(training_round.ai_judges.all()),
         )
 
 
@@ -132,7 +141,7 @@ def round_create(*, request: RoundRequest, started_by: AbstractBaseUser | None =
     if needed < 1:
         raise NotTrainable(f"min_pairs must be at least 1 (got {needed})")
     unpaired = hyperparameters.get("loss") == "kto"
-    pairs, excluded = round_pairs_count(policy=policy, unpaired=unpaired)
+    pairs, excluded = round_pairs_count(policy=policy, unpaired=unpaired, ai_judges=request.ai_judges)
     if pairs < needed:
         left_out = ", ".join(f"{reason}: {n}" for reason, n in sorted(excluded.items())) or "none"
         what = "unpaired examples (KTO: pairs and thumbs)" if unpaired else "preference pairs"
@@ -142,7 +151,7 @@ def round_create(*, request: RoundRequest, started_by: AbstractBaseUser | None =
             pairs=pairs,
             needed=needed,
         )
-    return TrainingRound.objects.create(
+    created = TrainingRound.objects.create(
         policy=policy,
         reference=reference,
         hyperparameters=hyperparameters,
@@ -153,6 +162,8 @@ def round_create(*, request: RoundRequest, started_by: AbstractBaseUser | None =
         aggregation=aggregation,
         started_by=started_by,
     )
+    created.ai_judges.set(request.ai_judges)
+    return created
 
 
 def round_cancel(*, training_round: TrainingRound) -> TrainingRound:

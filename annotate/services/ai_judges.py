@@ -31,7 +31,7 @@ from annotate.judge_agreement import (
 )
 from annotate.models import AIJudge, AIVerdict, Campaign, Comparison, JudgeRun, JudgeRunStatus, Judgment, Task
 from annotate.selectors import majority
-from config.errors import Conflict, Invalid
+from config.errors import Conflict, Invalid, NotFound
 from generation.backends.vllm import vllm_urls
 from generation.models import Policy
 from generation.streaming import endpoint_for, served_id
@@ -73,6 +73,17 @@ def judge_register(
         raise Invalid(f"a judge named {judge.name!r} exists already")
     judge.save()
     return judge
+
+
+def judges_named(names: Iterable[str]) -> list[AIJudge]:
+    """The AI judges called ``names``; an unknown name is refused, naming it."""
+    judges = []
+    for name in names:
+        judge = AIJudge.objects.filter(name=name).first()
+        if judge is None:
+            raise NotFound(f"no AI judge named {name!r} (register_judge registers one)")
+        judges.append(judge)
+    return judges
 
 
 def _conversation(messages: list[dict[str, str]]) -> str:

@@ -287,6 +287,10 @@ def test_the_api_lists_judges_with_their_agreement_in_a_campaign(api, staff, end
     assert row["agreement"]["kappa"] == 1.0 and row["agreement"]["compared"] == 2
     assert row["agreement"]["consistency"] == 1.0 and row["agreement"]["labels"][:2] == ["first", "second"]
     assert api.get("/api/judges/", {"campaign": "nope"}).json()["error"] == "campaign_not_found"
+    exported = api.get("/api/export/", {"campaign": "pairs", "ai_judge": "stronger"})
+    rows = [json.loads(line) for line in b"".join(exported.streaming_content).decode().splitlines()]
+    assert [r["ai_votes"] for r in rows] == [1, 1]
+    assert api.get("/api/export/", {"ai_judge": "nobody"}).status_code == 404
 
 
 @pytest.mark.django_db
@@ -342,3 +346,89 @@ def test_routing_lowers_the_overlap_only_of_pairs_the_judge_read_surely_and_the_
     assert "j: 0 pairs need one person fewer" in page.content.decode()
     with pytest.raises(Invalid, match=r"confidence must be above 0\.5"):
         judge_route(judge=judge, campaign=campaign, confidence=0.5)
+
+
+@pytest.mark.django_db
+def test_exports_take_an_ai_judges_verdicts_only_when_asked_and_the_card_counts_them(tmp_path):
+    """Without the option no AI verdict reaches an export; with it, each is one vote (a pair only the
+    judge read is exported from it; a 1-1 split has no majority), rows carry ai_votes, the report and
+    the data card count each judge's verdicts; under Dawid-Skene the judge is fitted as an annotator."""
+    from annotate.selectors import comparisons_reliability, export_comparisons
+
+    campaign = CampaignFactory(name="pairs")
+    split = pair(campaign, "a1", "b1", "first")
+    alone = pair(campaign, "a2", "b2")
+    agreed = pair(campaign, "a3", "b3", "first", "first")
+    judge = judge_register(name="j", url="http://127.0.0.1:9", model="m")
+    for comparison, choice in ((split, "second"), (alone, "first"), (agreed, "first")):
+        AIVerdict.objects.create(
+            judge=judge, comparison=comparison, choice=choice, probability_first=0.9, consistent=True
+        )
+
+    people = list(preference_rows(report=ExportReport(), campaign=campaign))
+    assert [r["comparison_id"] for r in people] == [split.pk, agreed.pk] and "ai_votes" not in people[0]
+
+    report = ExportReport()
+    both = list(preference_rows(report=report, campaign=campaign, ai_judges=[judge]))
+    assert [(r["comparison_id"], r["ai_votes"], r["judgments"]) for r in both] == [
+        (alone.pk, 1, 1),
+        (agreed.pk, 1, 3),
+    ]
+    assert report.excluded["no majority"] == 1 and report.judge_votes == {"j": 2}
+    fitted = comparisons_reliability(
+        comparisons=export_comparisons(campaign=campaign, split="train", kinds=("train", "gold")),
+        ai_votes={split.pk: [(judge.pk, "second")], agreed.pk: [(judge.pk, "first")]},
+    )
+    assert -judge.pk in fitted.annotators  # the judge, an annotator of its own
+
+    out = tmp_path / "prefs.jsonl"
+    call_command("export_preferences", out=str(out), campaign="pairs", ai_judge=["j"], stdout=io.StringIO())
+    card = (tmp_path / "README.md").read_text()
+    assert "AI judges' verdicts among the votes (asked for; rows carry `ai_votes`): j: 2" in card
+    assert '--ai-judge "j"' in card  # what wrote it, with the option
+    with pytest.raises(CommandError, match="no AI judge named 'nobody'"):
+        call_command("export_preferences", out=str(out), ai_judge=["nobody"], stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_a_round_counts_an_ai_judges_verdicts_only_when_asked_from_the_command_the_api_and_its_data(
+    api, staff, tmp_path, settings
+):
+    """Three pairs people judged and five only the judge read: a round of people's alone is refused
+    (3 < 8); asked with the judge it has 8, keeps the judge (a retry asks again), and its data holds
+    the judge's rows with ai_votes and a card that counts them."""
+    from annotate.models import AIVerdict
+    from tests.factories import PolicyFactory, judged_pairs
+    from training.models import TrainingRound
+    from training.round_training import _export
+    from training.rounds import RoundRequest, round_create
+
+    policy = PolicyFactory(name="smol")
+    judged_pairs(policy, 3)
+    judge = judge_register(name="j", url="http://127.0.0.1:9", model="m")
+    for _ in range(5):
+        prompt = PromptFactory()
+        comparison = ComparisonFactory(
+            prompt=prompt,
+            response_a=ResponseFactory(prompt=prompt, policy=policy),
+            response_b=ResponseFactory(prompt=prompt, policy=policy),
+        )
+        AIVerdict.objects.create(
+            judge=judge, comparison=comparison, choice="second", probability_first=0.1, consistent=True
+        )
+
+    with pytest.raises(CommandError, match="has 3 preference pairs"):
+        call_command("train_round", policy="smol", enqueue=True, stdout=io.StringIO())
+    call_command("train_round", policy="smol", enqueue=True, ai_judge=["j"], stdout=io.StringIO())
+    queued = TrainingRound.objects.get()
+    assert list(queued.ai_judges.all()) == [judge] and RoundRequest.of(queued).ai_judges == (judge,)
+    api.force_authenticate(staff)
+    started = api.post("/api/rounds/", {"policy": "smol", "ai_judges": ["j"]}, format="json")
+    assert started.status_code == 201 and started.json()["ai_judges"] == ["j"]
+
+    path, count, _, _, card = _export(queued, tmp_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert count == 8 and sum(r["ai_votes"] for r in rows) == 5
+    assert "AI judges' verdicts among the votes (asked for; rows carry `ai_votes`): j: 5" in card
+    people_only = round_create(request=RoundRequest(policy=policy, min_pairs=1))
+    assert list(people_only.ai_judges.all()) == []

@@ -53,6 +53,13 @@ def add_training_arguments(parser: Any) -> None:
         help="how each comparison's judgments become its label: majority (default) or dawid-skene "
         "(weighted by each annotator's estimated reliability)",
     )
+    group.add_argument(
+        "--ai-judge",
+        action="append",
+        default=[],
+        help="count this AI judge's verdicts beside people's (repeatable): one vote each, weighed by its "
+        "fitted reliability under dawid-skene",
+    )
     guard = parser.add_argument_group("guards: a new policy beyond any is held back")
     for option in GUARDS:
         flag, dest = _flag(option, "guard")

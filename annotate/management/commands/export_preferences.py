@@ -21,6 +21,7 @@ from annotate.selectors import (
     dataset_rows,
     export_comparisons,
 )
+from annotate.services.ai_judges import judges_named
 from annotate.services.campaigns import campaign_named
 from config.commands import Command as BaseCommand
 
@@ -51,6 +52,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--campaign", help="only comparisons of this campaign")
         parser.add_argument(
+            "--ai-judge",
+            action="append",
+            default=[],
+            help="count this AI judge's verdicts on pairs too (repeatable): one vote each, weighed by its "
+            "reliability under dawid-skene; left out unless named",
+        )
+        parser.add_argument(
             "--no-card",
             action="store_true",
             help="skip the data card (README.md beside the file, a Hugging Face dataset folder's)",
@@ -79,6 +87,7 @@ class Command(BaseCommand):
         min_agreement,
         include_ties,
         no_card,
+        ai_judge,
         **options,
     ):
         if not 0.0 <= min_agreement <= 1.0:
@@ -96,6 +105,7 @@ class Command(BaseCommand):
             kinds=kinds,
             min_agreement=min_agreement,
             include_ties=include_ties,
+            **({"ai_judges": judges_named(ai_judge)} if ai_judge else {}),
         )
         if out == "-":
             for row in rows:
@@ -125,6 +135,7 @@ class Command(BaseCommand):
                     f"`export_preferences --type {dataset_type} --format {format} --aggregation {aggregation} "
                     f"--split {split} --kind {' --kind '.join(kinds)}"
                     + (f" --campaign {json.dumps(campaign)}" if campaign else "")
+                    + "".join(f" --ai-judge {json.dumps(name)}" for name in ai_judge)
                     + "`"
                 ),
             ),

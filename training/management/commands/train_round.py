@@ -1,5 +1,6 @@
 from django.core.management.base import CommandError
 
+from annotate.services.ai_judges import judges_named
 from config.commands import Command as BaseCommand
 from generation.services import policy_named
 from training.execution import round_execute
@@ -41,6 +42,7 @@ class Command(BaseCommand):
             guards=guard_options(o),
             reference_mode=o["reference_mode"],
             aggregation=o["aggregation"],
+            ai_judges=tuple(judges_named(o["ai_judge"])),
         )
         if o["enqueue"]:
             queued = round_start(request=request)
