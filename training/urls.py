@@ -5,6 +5,7 @@ from training import views
 app_name = "training"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("trust/", views.trust, name="trust"),
     path("rounds/start/", views.start, name="start"),
     path("rounds/<int:pk>/", views.round_detail, name="round"),
     path("rounds/<int:pk>/live/", views.round_live, name="round-live"),

@@ -30,6 +30,15 @@ from training.rounds import round_cancel, round_pairs_count
 from training.selectors import annotation_stats, heldout_least_likely, rounds_recent
 from training.stats import MIN_RATED_GAMES
 from training.tasks import round_retry, round_start
+from training.trust import (
+    CHANCE_KAPPA,
+    FAST_SHARE,
+    MIN_COMPARED,
+    MIN_FLAGGED,
+    ONE_SIDE,
+    READING_WPM,
+    trust_rows,
+)
 
 
 def _include_simulated(request: HttpRequest) -> bool:
@@ -91,6 +100,26 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "export_types": DATASET_TYPES,
             "export_aggregations": AGGREGATIONS,
             "export_splits": EXPORT_SPLITS,
+        },
+    )
+
+
+@staff_required
+def trust(request: HttpRequest) -> HttpResponse:
+    """Whom to trust: every annotator, person or AI judge, with the flags for the suspicious."""
+    simulated = _include_simulated(request)
+    return render(
+        request,
+        "training/trust.html",
+        {
+            "rows": trust_rows(include_simulated=simulated),
+            "simulated": simulated,
+            "wpm": READING_WPM,
+            "fast_share": f"{FAST_SHARE:.0%}",
+            "one_side": f"{ONE_SIDE:.0%}",
+            "chance_kappa": CHANCE_KAPPA,
+            "min_flagged": MIN_FLAGGED,
+            "min_compared": MIN_COMPARED,
         },
     )
 
