@@ -36,6 +36,7 @@ class CampaignForm(forms.ModelForm):
             "gold_rate",
             "pair_budget",
             "adjudicate",
+            "suggest_judge",
             "open_to_all",
             "members",
             "arena_policies",

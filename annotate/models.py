@@ -114,6 +114,15 @@ class Campaign(models.Model):
         help_text="A comparison whose judgments split with no majority is sent to one more annotator "
         f"(at most {ADJUDICATIONS} more than the campaign's overlap).",
     )
+    suggest_judge = models.ForeignKey(
+        "AIJudge",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Off when blank. An AI judge whose verdict half the annotators see beside each pair it "
+        "judged (the other half do not, so the campaign page shows how much the suggestion sways them).",
+    )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="campaigns")
     arena_policies = models.ManyToManyField(
         "generation.Policy",
@@ -375,6 +384,11 @@ class Assignment(models.Model):
     served_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
     skipped_at = models.DateTimeField(null=True, blank=True, help_text="Skipped: not served to them again.")
+    suggested = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Shown with an AI judge's verdict (the campaign's suggestions, to half its annotators).",
+    )
 
     class Meta:
         constraints = [

@@ -43,6 +43,8 @@ from annotate.services.ai_judges import (
     judge_agreement_with_people,
     judge_route,
     judge_run_start,
+    suggestion_effect,
+    suggestion_for,
 )
 from annotate.services.campaigns import (
     campaign_arena_pool_set,
@@ -125,6 +127,7 @@ def _queue(request: HttpRequest, *, status: int = 200, recorded: Judgment | None
         "recorded": recorded,
         "not_recorded": request.session.pop(SESSION_NOT_RECORDED, False) and recorded is not None,
         **(_sides(assignment) if assignment else {}),
+        "suggestion": suggestion_for(assignment, request.user) if assignment else None,
     }
     if request.htmx:
         return render(request, "annotate/_comparison_swap.html", context, status=status)
@@ -372,6 +375,7 @@ def _judges(campaign: Campaign) -> dict:
         "active_run": any(run.active for run in runs),
         "can_judge": campaign.task not in (Task.THUMBS, Task.RANKINGS),
         "route_confidence": ROUTE_CONFIDENCE,
+        "suggestions": suggestion_effect(campaign=campaign),
     }
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
@@ -29,7 +32,20 @@ from annotate.judge_agreement import (
     judge_agreement,
     verdict_probability,
 )
-from annotate.models import AIJudge, AIVerdict, Campaign, Comparison, JudgeRun, JudgeRunStatus, Judgment, Task
+from annotate.models import (
+    AIJudge,
+    AIVerdict,
+    Assignment,
+    Campaign,
+    Choice,
+    Comparison,
+    JudgeRun,
+    JudgeRunStatus,
+    Judgment,
+    Side,
+    Source,
+    Task,
+)
 from annotate.selectors import majority
 from config.errors import Conflict, Invalid, NotFound
 from generation.backends.vllm import vllm_urls
@@ -391,3 +407,85 @@ def judge_route(*, judge: AIJudge, campaign: Campaign, confidence: float = ROUTE
             )
             lowered += 1
     return RouteReport(lowered=lowered, kept=kept, judgments_saved=saved)
+
+
+def sees_suggestions(campaign: Campaign, annotator: AbstractBaseUser) -> bool:
+    """Whether ``annotator`` is in the half of ``campaign``'s annotators shown its judge's verdicts:
+    fixed per campaign and annotator (a hash of the two), so each person stays in one half."""
+    return zlib.crc32(f"{campaign.pk}:{annotator.pk}".encode()) % 2 == 0
+
+
+def suggestion_for(assignment: Assignment, annotator: AbstractBaseUser) -> dict[str, Any] | None:
+    """The campaign's judge's verdict on a served pair, in screen terms, for an annotator in the half
+    that sees them (None otherwise, or when the judge has not read the pair); the lease is marked
+    ``suggested`` so the campaign page can tell the two halves apart."""
+    comparison = assignment.comparison
+    campaign = comparison.campaign
+    if campaign.suggest_judge_id is None or comparison.response_b_id is None or comparison.response_c_id:
+        return None
+    if not sees_suggestions(campaign, annotator):
+        return None
+    verdict = AIVerdict.objects.filter(judge_id=campaign.suggest_judge_id, comparison=comparison).first()
+    if verdict is None:
+        return None
+    if not assignment.suggested:
+        Assignment.objects.filter(pk=assignment.pk).update(suggested=True)
+        assignment.suggested = True
+    first_left = (assignment.left or Side.FIRST) == Side.FIRST
+    return {
+        "judge": campaign.suggest_judge.name if campaign.suggest_judge else "",
+        "side": "Left" if (verdict.choice == Choice.FIRST) == first_left else "Right",
+        "sure": max(verdict.probability_first, 1 - verdict.probability_first),
+        "consistent": verdict.consistent,
+    }
+
+
+@dataclass(frozen=True)
+class SuggestionEffect:
+    """People's agreement with the judge on the pairs it read: those shown its verdict, and the half
+    not shown it. A gap between the two is the suggestion's pull (anchoring)."""
+
+    shown_agreed: int
+    shown: int
+    hidden_agreed: int
+    hidden: int
+
+    @property
+    def shown_share(self) -> float | None:
+        return self.shown_agreed / self.shown if self.shown else None
+
+    @property
+    def hidden_share(self) -> float | None:
+        return self.hidden_agreed / self.hidden if self.hidden else None
+
+
+def suggestion_effect(*, campaign: Campaign) -> SuggestionEffect | None:
+    """``SuggestionEffect`` over the people's decisive verdicts on pairs the campaign's judge read."""
+    if campaign.suggest_judge_id is None:
+        return None
+    verdicts = dict(
+        AIVerdict.objects.filter(
+            judge_id=campaign.suggest_judge_id, comparison__campaign=campaign
+        ).values_list("comparison_id", "choice")
+    )
+    counts = {True: [0, 0], False: [0, 0]}
+    suggested = set(
+        Assignment.objects.filter(comparison__campaign=campaign, suggested=True).values_list(
+            "comparison_id", "annotator_id"
+        )
+    )
+    people = Judgment.objects.filter(
+        comparison_id__in=list(verdicts), source=Source.HUMAN, choice__in=[Choice.FIRST, Choice.SECOND]
+    )
+    for cid, who, choice in people.values_list("comparison_id", "annotator_id", "choice"):
+        shown = (cid, who) in suggested
+        if not shown and sees_suggestions(campaign, _Who(who)):  # type: ignore[arg-type]
+            continue  # in the shown half, but served before the judge read the pair: neither half
+        counts[shown][0] += choice == verdicts[cid]
+        counts[shown][1] += 1
+    return SuggestionEffect(counts[True][0], counts[True][1], counts[False][0], counts[False][1])
+
+
+@dataclass(frozen=True)
+class _Who:
+    pk: int

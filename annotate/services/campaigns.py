@@ -25,6 +25,7 @@ EDITABLE = (
     "open_to_all",
     "adjudicate",
     "status",
+    "suggest_judge",
 )
 
 

@@ -432,3 +432,52 @@ def test_a_round_counts_an_ai_judges_verdicts_only_when_asked_from_the_command_t
     assert "AI judges' verdicts among the votes (asked for; rows carry `ai_votes`): j: 5" in card
     people_only = round_create(request=RoundRequest(policy=policy, min_pairs=1))
     assert list(people_only.ai_judges.all()) == []
+
+
+@pytest.mark.django_db
+def test_suggestions_go_to_half_the_annotators_and_the_campaign_page_shows_their_pull(client, staff):
+    """Off by default; on, one fixed half of the annotators see the judge's verdict in screen terms
+    (its lease marked), the other half do not, and the campaign page compares their agreement."""
+    from django.urls import reverse
+
+    from annotate.models import Assignment, Comparison
+    from annotate.services.ai_judges import sees_suggestions
+
+    campaign = CampaignFactory(name="pairs", overlap=2, gold_rate=0.0)
+    comparison = pair(campaign, "good", "poor")
+    Comparison.objects.filter(pk=comparison.pk).update(overlap=2)  # both people judge it
+    judge = judge_register(name="stronger", url="http://127.0.0.1:9", model="m")
+    AIVerdict.objects.create(
+        judge=judge, comparison=comparison, choice="first", probability_first=0.9, consistent=True
+    )
+    people = [UserFactory() for _ in range(12)]
+    shown = next(p for p in people if sees_suggestions(campaign, p))
+    hidden = next(p for p in people if not sees_suggestions(campaign, p))
+
+    client.force_login(shown)
+    assert 'id="suggestion"' not in client.get(reverse("annotate:queue")).content.decode()  # off by default
+    Assignment.objects.all().delete()
+    campaign.suggest_judge = judge
+    campaign.save()
+    page = client.get(reverse("annotate:queue")).content.decode()
+    lease = Assignment.objects.get(annotator=shown)
+    side = "Left" if lease.left == "first" else "Right"
+    assert (
+        f"AI judge <strong>stronger</strong> suggests: <strong>{side}</strong> is better (90% sure)" in page
+    )
+    assert lease.suggested
+    client.post(reverse("annotate:judge"), {"comparison": comparison.pk, "answer": side.lower()})
+
+    client.force_login(hidden)
+    page = client.get(reverse("annotate:queue")).content.decode()
+    lease = Assignment.objects.get(annotator=hidden)
+    assert 'id="suggestion"' not in page and not lease.suggested
+    other = "right" if lease.left == "first" else "left"  # the answer the judge did not prefer
+    client.post(reverse("annotate:judge"), {"comparison": comparison.pk, "answer": other})
+
+    client.force_login(staff)
+    text = " ".join(client.get(reverse("annotate:campaign", args=[campaign.pk])).content.decode().split())
+    assert (
+        "those who saw them agreed with it on 100% of 1 decisive verdicts; those who did not, on 0% of 1"
+        in text
+    )
