@@ -114,6 +114,11 @@ class Campaign(models.Model):
         help_text="A comparison whose judgments split with no majority is sent to one more annotator "
         f"(at most {ADJUDICATIONS} more than the campaign's overlap).",
     )
+    people_first = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Routed by an AI judge: the pairs it was unsure of are served first.",
+    )
     suggest_judge = models.ForeignKey(
         "AIJudge",
         null=True,
@@ -190,6 +195,11 @@ class Comparison(models.Model):
     judgment_count = models.PositiveIntegerField(default=0, editable=False)
     needs_judgments = models.BooleanField(
         default=True, editable=False, help_text="Fewer judgments than its overlap (gold: always)."
+    )
+    people_first = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Routed: an AI judge was unsure of it, so it is served before the campaign's other pairs.",
     )
     routed_by = models.ForeignKey(
         "AIJudge",

@@ -398,7 +398,8 @@ def campaign_route(request: HttpRequest, pk: int) -> HttpResponse:
     messages.success(
         request,
         f"{judge.name}: {report.lowered} pairs need one person fewer ({report.judgments_saved} judgments saved); "
-        f"{report.kept} it was unsure of or read differently in the two orders keep the campaign's overlap.",
+        f"{report.kept} it was unsure of or read differently in the two orders keep the campaign's overlap "
+        "and are served first.",
     )
     return redirect(f"{reverse('annotate:campaign', args=[current.pk])}#judges")
 

@@ -378,8 +378,9 @@ def judge_route(*, judge: AIJudge, campaign: Campaign, confidence: float = ROUTE
     """People where the judge is unsure: each train pair of ``campaign`` the judge read the same way in
     both orders with a probability of at least ``confidence`` for one answer needs one person fewer
     (its overlap lowered by one, never below one, and never below the judgments it has); the pairs it
-    was unsure of or read differently in the two orders keep theirs. Gold pairs are untouched. Run
-    once per judge and campaign: a pair lowered before is not lowered again."""
+    was unsure of or read differently in the two orders keep theirs and are served to people before
+    the campaign's other pairs (``Comparison.people_first``). Gold pairs are untouched. Once per pair:
+    a pair routed before is not routed again."""
     from annotate.models import Kind
 
     if not 0.5 < confidence <= 1.0:
@@ -394,7 +395,8 @@ def judge_route(*, judge: AIJudge, campaign: Campaign, confidence: float = ROUTE
             if comparison.kind == Kind.GOLD:
                 continue
             sure = max(verdict.probability_first, 1 - verdict.probability_first) >= confidence
-            if not (sure and verdict.consistent):
+            if not (sure and verdict.consistent):  # people first: served before the campaign's others
+                Comparison.objects.filter(pk=comparison.pk).update(people_first=True, routed_by=judge)
                 kept += 1
                 continue
             locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
@@ -406,6 +408,8 @@ def judge_route(*, judge: AIJudge, campaign: Campaign, confidence: float = ROUTE
                 overlap=overlap, needs_judgments=locked.judgment_count < overlap, routed_by=judge
             )
             lowered += 1
+        if kept:
+            Campaign.objects.filter(pk=campaign.pk).update(people_first=True)
     return RouteReport(lowered=lowered, kept=kept, judgments_saved=saved)
 
 

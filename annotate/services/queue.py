@@ -59,6 +59,8 @@ def comparison_assign_next(
         return live
     for candidate_campaign in allowed:
         first = functools.partial(_lock_next_open, annotator=annotator, now=now, campaign=candidate_campaign)
+        if candidate_campaign.people_first:  # routed: the pairs its AI judge was unsure of come first
+            first = functools.partial(_unsure_first, first)
         if not candidate_campaign.gold_rate:
             comparison = first(gold=None)
         else:  # gold at the campaign's rate while any is left; else whatever is left
@@ -128,8 +130,14 @@ def _shuffled(letters: str) -> str:
     return "".join(order)
 
 
+def _unsure_first(first: functools.partial, *, gold: bool | None) -> Comparison | None:
+    """A routed campaign's next pair: one its AI judge was unsure of while any is open (never when
+    gold was asked for), else ``first``'s."""
+    return (None if gold else first(gold=False, unsure=True)) or first(gold=gold)
+
+
 def _lock_next_open(
-    *, annotator: AbstractBaseUser, now: datetime, campaign: Campaign, gold: bool | None
+    *, annotator: AbstractBaseUser, now: datetime, campaign: Campaign, gold: bool | None, unsure: bool = False
 ) -> Comparison | None:
     """Lock the first comparison of ``campaign`` open to the annotator (``_first_open``; ``gold``: only
     gold ones, none, or either), make sure it is still open once locked, and load what is shown.
@@ -143,7 +151,9 @@ def _lock_next_open(
     annotator's own judgments and skips are not anyone else's to add. SQLite needs no second look:
     the transaction took the write lock first, so its reads are current.)
     """
-    find = functools.partial(_first_open, annotator=annotator, now=now, campaign=campaign, gold=gold)
+    find = functools.partial(
+        _first_open, annotator=annotator, now=now, campaign=campaign, gold=gold, unsure=unsure
+    )
     found: int | None = None
     if connection.vendor == "sqlite":
         row = find(passed=(), lock="")
@@ -194,6 +204,7 @@ def _first_open(
     gold: bool | None,
     passed: Sequence[int],
     lock: str,
+    unsure: bool = False,
 ) -> tuple[int, str, int, int] | None:
     """The first comparison of ``campaign`` (oldest first) the annotator may be served, locked with
     ``lock``: its id, kind, judgment count and overlap. May be served: not judged or skipped by them,
@@ -207,6 +218,8 @@ def _first_open(
     if gold is not None:
         where.append("c.kind = %s" if gold else "c.kind <> %s")
         params.append(Kind.GOLD)
+    if unsure:  # a routed campaign's pairs its AI judge was unsure of
+        where.append("c.people_first")
     if passed:
         where.append(f"c.id NOT IN ({', '.join(['%s'] * len(passed))})")
         params.extend(passed)

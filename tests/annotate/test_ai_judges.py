@@ -339,6 +339,15 @@ def test_routing_lowers_the_overlap_only_of_pairs_the_judge_read_surely_and_the_
     assert (report.lowered, report.kept, report.judgments_saved) == (2, 2, 2)
     assert Comparison.objects.get(pk=made["sure"]).routed_by == judge
     assert judge_route(judge=judge, campaign=campaign).lowered == 0  # once per judge and campaign
+    # people first where it was unsure: the oldest such pair is served before older sure ones
+    from annotate.services.queue import comparison_assign_next
+
+    campaign.refresh_from_db()
+    campaign.gold_rate = 0.0
+    campaign.save()
+    newcomer = UserFactory()
+    served = [comparison_assign_next(annotator=newcomer).comparison_id]
+    assert served == [made["inconsistent"]] and campaign.people_first
     client.force_login(staff)
     page = client.post(
         reverse("annotate:campaign-route", args=[campaign.pk]), {"judge": judge.pk}, follow=True

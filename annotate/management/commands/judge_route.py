@@ -9,7 +9,7 @@ class Command(BaseCommand):
     help = (
         "People where the judge is unsure: each pair the judge read the same way in both orders with a "
         f"probability of at least --confidence (default {ROUTE_CONFIDENCE}) needs one person fewer (its "
-        "overlap lowered by one, never below one); the others keep the campaign's overlap."
+        "overlap lowered by one, never below one); the others keep the campaign's overlap and are served first."
     )
 
     def add_arguments(self, parser):
@@ -24,5 +24,6 @@ class Command(BaseCommand):
         report = judge_route(judge=found, campaign=campaign_named(campaign), confidence=confidence)
         self.say(
             f"{report.lowered} pairs need one person fewer ({report.judgments_saved} judgments no longer asked "
-            f"for); {report.kept} the judge was unsure of or read differently in the two orders keep theirs"
+            f"for); {report.kept} the judge was unsure of or read differently in the two orders keep theirs and "
+            "are served to people first"
         )
