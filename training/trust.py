@@ -27,7 +27,7 @@ from annotate.judge_agreement import cohen_kappa
 from annotate.models import AIVerdict, Choice, Judgment, Kind
 from annotate.reliability import left_chosen, reliability_estimate
 from annotate.selectors import majority
-from training.selectors import judgment_sources
+from training.selectors import AnnotatorStats, judgment_sources
 from training.stats import median
 
 READING_WPM = 250  # words a minute a careful reader takes in
@@ -41,39 +41,22 @@ WEEKS = 6
 
 
 @dataclass
-class Trust:
-    name: str
-    kind: str  # "person" or "AI judge"
-    judgments: int = 0
-    times: list[float] = field(default_factory=list)  # seconds per judgment
+class Trust(AnnotatorStats):
+    """The dashboard's figures of one annotator (``AnnotatorStats``: judgments, times, agreement,
+    gold, position), with what this page adds; an AI judge's position is the answer shown as A."""
+
+    kind: str = "person"  # or "AI judge"
     reading: list[float] = field(default_factory=list)  # time on task / reading time, per timed judgment
     pairs: list[tuple[str, str]] = field(default_factory=list)  # (their verdict, the others' majority)
-    first_chosen: int = 0
-    decided: int = 0
-    gold_correct: int = 0
-    gold_judged: int = 0
-    reliability: float | None = None
     weeks: dict[date, list[int]] = field(default_factory=dict)  # week's Monday → [agreed, compared]
 
     @property
-    def median_seconds(self) -> float | None:
-        return median(self.times)
-
-    @property
-    def agreement(self) -> float | None:
-        return sum(a == b for a, b in self.pairs) / len(self.pairs) if self.pairs else None
+    def name(self) -> str:
+        return self.username
 
     @property
     def kappa(self) -> float | None:
         return cohen_kappa([a for a, _ in self.pairs], [b for _, b in self.pairs]) if self.pairs else None
-
-    @property
-    def left_share(self) -> float | None:
-        return self.first_chosen / self.decided if self.decided else None
-
-    @property
-    def gold_accuracy(self) -> float | None:
-        return self.gold_correct / self.gold_judged if self.gold_judged else None
 
     @property
     def by_week(self) -> list[tuple[date, float | None, int]]:
@@ -142,7 +125,7 @@ def trust_rows(*, include_simulated: bool = False) -> list[Trust]:
     for cid, who, username, choice, first, left, ms, created, kind, answer, texts in votes.iterator(
         chunk_size=2000
     ):
-        person = rows.setdefault(who, Trust(username, "person"))
+        person = rows.setdefault(who, Trust(username=username))
         person.judgments += 1
         if ms:
             person.times.append(ms / 1000)
@@ -150,7 +133,7 @@ def trust_rows(*, include_simulated: bool = False) -> list[Trust]:
                 person.reading.append(ms / 1000 / _reading_seconds(texts))
         if choice in (Choice.FIRST, Choice.SECOND) and left:
             person.decided += 1
-            person.first_chosen += left_chosen(choice, left)
+            person.left_chosen += left_chosen(choice, left)
         if kind == Kind.GOLD:
             person.gold_judged += 1
             person.gold_correct += first == answer
@@ -162,11 +145,11 @@ def trust_rows(*, include_simulated: bool = False) -> list[Trust]:
         when[(cid, who)] = created
     for verdict in AIVerdict.objects.select_related("judge").order_by("id"):
         key = -verdict.judge_id  # a judge: an annotator of its own (its id negated)
-        judge = rows.setdefault(key, Trust(verdict.judge.name, "AI judge"))
+        judge = rows.setdefault(key, Trust(username=verdict.judge.name, kind="AI judge"))
         judge.judgments += 1
         for reading in verdict.readings:  # position bias: the answer shown as A, each reading
             judge.decided += 1
-            judge.first_chosen += reading["probability_shown_first"] >= 0.5
+            judge.left_chosen += reading["probability_shown_first"] >= 0.5
         by_comparison[verdict.comparison_id].append((key, verdict.choice))
         when[(verdict.comparison_id, key)] = verdict.created_at
     for cid, cast in by_comparison.items():
@@ -177,6 +160,8 @@ def trust_rows(*, include_simulated: bool = False) -> list[Trust]:
                 continue
             row = rows[who]
             row.pairs.append((choice, others))
+            row.compared += 1
+            row.agreed += choice == others
             week = row.weeks.setdefault(_monday(when[(cid, who)]), [0, 0])
             week[0] += choice == others
             week[1] += 1
@@ -185,4 +170,4 @@ def trust_rows(*, include_simulated: bool = False) -> list[Trust]:
     )
     for key, row in rows.items():
         row.reliability = fitted.annotators.get(key)
-    return sorted(rows.values(), key=lambda r: (-r.judgments, r.name))
+    return sorted(rows.values(), key=lambda r: (-r.judgments, r.username))
