@@ -73,6 +73,8 @@ demo: install vllm
 	$(PY) manage.py queue_answers --policy smollm2-135m-instruct --campaign "demo rankings" --task rankings
 	@# The arena: the embedded model meets each round's policy (a new policy joins its parent's pools).
 	$(PY) manage.py arena_create "demo arena" --policy smollm2-135m-instruct
+	@# An AI judge beside the people: the embedded model itself (a weak one: the campaign page shows how weak).
+	$(PY) manage.py register_judge "smollm2 judge" --policy smollm2-135m-instruct --exist-ok
 	@echo "prefloop is at http://$(HOST)/ (Ctrl-C stops it); a db_worker runs training rounds beside it"
 	@# The worker runs what the web queues (training rounds); the generation server answers live from
 	@# vLLM engines it starts (.venv-vllm; a LoRA round's policy joins its base's engine) and the arena

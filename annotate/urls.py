@@ -13,6 +13,7 @@ urlpatterns = [
     path("campaigns/<int:pk>/judges/", views.campaign_judges, name="campaign-judges"),
     path("campaigns/<int:pk>/judge/", views.campaign_judge, name="campaign-judge"),
     path("campaigns/<int:pk>/route/", views.campaign_route, name="campaign-route"),
+    path("campaigns/<int:pk>/judges/new/", views.judge_new, name="judge-new"),
     path("arena/<int:pk>/", arena_views.arena_page, name="arena"),
     path("arena/conversations/<int:pk>/continue/", arena_views.turn_continue, name="arena-continue"),
     path("arena/turns/<int:pk>/", arena_views.turn_fragment, name="arena-turn"),

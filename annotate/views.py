@@ -41,6 +41,7 @@ from annotate.selectors import (
 from annotate.services.ai_judges import (
     ROUTE_CONFIDENCE,
     judge_agreement_with_people,
+    judge_register,
     judge_route,
     judge_run_start,
     suggestion_effect,
@@ -62,6 +63,7 @@ from annotate.services.judgments import (
 from annotate.services.queue import assignment_skip, assignment_unskip, comparison_assign_next
 from config.errors import NotFound, object_or_404
 from config.security import staff_required
+from generation.models import Policy
 
 SESSION_CAMPAIGN = "annotate_campaign"  # the campaign the annotator picked; absent: all open to them
 SESSION_RECORDED = "annotate_recorded"  # the judgment just recorded: shown once, with its undo
@@ -376,6 +378,7 @@ def _judges(campaign: Campaign) -> dict:
         "can_judge": campaign.task not in (Task.THUMBS, Task.RANKINGS),
         "route_confidence": ROUTE_CONFIDENCE,
         "suggestions": suggestion_effect(campaign=campaign),
+        "policies": Policy.objects.order_by("name"),
     }
 
 
@@ -386,6 +389,25 @@ def campaign_judges(request: HttpRequest, pk: int) -> HttpResponse:
     context = {"campaign": current, **_judges(current)}
     response = render(request, "annotate/_judges.html", context)
     return response if context["active_run"] else HttpResponseStopPolling(response.content)
+
+
+@staff_required
+@require_POST
+def judge_new(request: HttpRequest, pk: int) -> HttpResponse:
+    """Register an AI judge from a campaign's page (``judge_register``'s checks); back to its judges."""
+    current = object_or_404(Campaign, error=CampaignNotFound, pk=pk)
+    policy_pk = request.POST.get("policy", "")
+    policy = object_or_404(Policy, error=NotFound, what="policy", pk=policy_pk) if policy_pk else None
+    judge = judge_register(
+        name=request.POST.get("name", ""),
+        policy=policy,
+        url=request.POST.get("url", "").strip(),
+        model=request.POST.get("model", "").strip(),
+        api_key_env=request.POST.get("api_key_env", "").strip(),
+        rubric=request.POST.get("rubric", "").strip(),
+    )
+    messages.success(request, f"AI judge {judge.name} registered: judge this campaign's pairs with it below.")
+    return redirect(f"{reverse('annotate:campaign', args=[current.pk])}#judges")
 
 
 @staff_required

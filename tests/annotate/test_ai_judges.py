@@ -210,6 +210,10 @@ def test_the_commands_register_a_judge_run_it_and_print_its_agreement(endpoint):
     assert "consistent in both orders 100%" in text
     with pytest.raises(CommandError, match="no AI judge named 'nobody'"):
         call_command("judge_campaign", judge="nobody", campaign="pairs", stdout=out)
+    call_command("register_judge", "cmd", url=endpoint, model="m", exist_ok=True, stdout=out)  # make demo again
+    assert "AI judge 'cmd' is registered already" in out.getvalue()
+    with pytest.raises(CommandError, match="exists already"):
+        call_command("register_judge", "cmd", url=endpoint, model="m", stdout=out)
 
 
 @pytest.mark.django_db
@@ -490,3 +494,28 @@ def test_suggestions_go_to_half_the_annotators_and_the_campaign_page_shows_their
         "those who saw them agreed with it on 100% of 1 decisive verdicts; those who did not, on 0% of 1"
         in text
     )
+
+
+@pytest.mark.django_db
+def test_staff_register_a_judge_from_the_campaign_page_and_bad_input_says_why(client, staff):
+    from django.urls import reverse
+
+    from annotate.models import AIJudge
+    from tests.factories import PolicyFactory
+
+    campaign = CampaignFactory(name="pairs")
+    policy = PolicyFactory(name="smol")
+    client.force_login(staff)
+    page = client.get(reverse("annotate:campaign", args=[campaign.pk])).content.decode()
+    assert "Register an AI judge" in page and "No AI judge is registered yet" in page
+    new = reverse("annotate:judge-new", args=[campaign.pk])
+
+    done = client.post(new, {"name": "house judge", "policy": policy.pk}, follow=True)
+    assert "AI judge house judge registered" in done.content.decode()
+    assert AIJudge.objects.get(name="house judge").policy == policy
+    bad = client.post(new, {"name": "api judge", "url": "https://api.example.com/v1"})
+    assert (
+        bad.status_code == 400
+        and "name the model the URL https://api.example.com/v1 serves" in bad.content.decode()
+    )
+    assert not AIJudge.objects.filter(name="api judge").exists()

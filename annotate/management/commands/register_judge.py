@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from annotate.models import AIJudge
 from annotate.services.ai_judges import judge_register
 from config.commands import Command as BaseCommand
 from config.errors import Invalid
@@ -21,8 +22,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--rubric", type=Path, help="a file with the judge's instructions ({prompt}, {first}, {second})"
         )
+        parser.add_argument(
+            "--exist-ok", action="store_true", help="a judge of that name already there is fine"
+        )
 
-    def handle(self, *args, name, policy, url, model, api_key_env, rubric, **options):
+    def handle(self, *args, name, policy, url, model, api_key_env, rubric, exist_ok, **options):
+        if exist_ok and AIJudge.objects.filter(name=name.strip()).exists():
+            self.say(f"AI judge {name.strip()!r} is registered already")
+            return
         text = ""
         if rubric is not None:
             try:
