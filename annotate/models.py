@@ -639,6 +639,11 @@ class JudgeRun(models.Model):
     status = models.CharField(max_length=9, choices=JudgeRunStatus, default=JudgeRunStatus.QUEUED)
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(null=True, blank=True)
+    skipped = models.PositiveIntegerField(
+        default=0,
+        db_default=0,
+        help_text="Pairs the judge gave no verdict on (neither A nor B): left unjudged.",
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -21,6 +21,7 @@ import httpx
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotate.errors import JudgeFailed
@@ -72,7 +73,7 @@ def judge_register(
     if (policy is None) == (not url):
         raise Invalid("a judge has one endpoint: a policy, or a URL with its model name")
     if url and not model:
-        raise Invalid(f"name the model the URL {url} serves (--model)")
+        raise Invalid(f"name the model the URL {url} serves")
     if url and not url.startswith(("http://", "https://")):
         raise Invalid(f"the URL must start with http:// or https:// (got {url!r})")
     if api_key_env and not api_key_env.replace("_", "").isalnum():
@@ -180,6 +181,13 @@ def _policy_endpoint(policy: Policy) -> Endpoint:
     raise JudgeFailed(f"the engine for {policy.name} was not up within {ENGINE_WAIT:.0f} s")
 
 
+class Unreadable(JudgeFailed):
+    """A reading with no verdict: neither A nor B among the verdict token's candidates or in its text."""
+
+
+FIRST_READABLE = 5  # a run whose first pairs (this many, or all) give no verdict at all fails
+
+
 @dataclass(frozen=True)
 class Reading:
     """One reading: the probability that the answer shown as A is better, the judge's answer, and
@@ -228,7 +236,7 @@ def reading(client: httpx.Client, endpoint: Endpoint, messages: list[dict[str, s
     letter = text.strip()[:1].upper()
     if letter in ("A", "B"):
         return Reading(1.0 if letter == "A" else 0.0, text, candidates)
-    raise JudgeFailed(f"the judge answered {text.strip()[:80]!r}, not A or B: check its rubric and model")
+    raise Unreadable(f"the judge answered {text.strip()[:80]!r}, not A or B")
 
 
 def campaign_pairs_unjudged(judge: AIJudge, campaign: Campaign) -> Iterable[Comparison]:
@@ -247,10 +255,14 @@ def judge_campaign(
     campaign: Campaign,
     limit: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_skip: Callable[[str], None] | None = None,
     client: httpx.Client | None = None,
 ) -> int:
     """The judge reads each of the campaign's unjudged pairs in both orders and stores its verdict;
-    returns how many it judged. ``on_progress(done, total)`` before the first and after each. Thumbs, rankings and arena
+    returns how many it judged. ``on_progress(done, total)`` before the first and after each. A pair
+    the judge gives no verdict on (neither A nor B) is skipped, told to ``on_skip(why)``, and left
+    unjudged; a run whose first ``FIRST_READABLE`` pairs all give none fails (its rubric or model
+    cannot judge). Thumbs, rankings and arena
     campaigns: pairs only (an arena's voted turns are pairs)."""
     if campaign.task in (Task.THUMBS, Task.RANKINGS):
         raise Invalid(f"campaign {campaign.name!r} holds {campaign.task}; an AI judge judges pairs")
@@ -260,10 +272,23 @@ def judge_campaign(
     client = client or httpx.Client(timeout=httpx.Timeout(TIMEOUT, connect=10.0))
     if on_progress is not None:
         on_progress(0, len(pending))
+    skipped = 0
     try:
         for done, comparison in enumerate(pending, start=1):
-            straight = reading(client, endpoint, judge_messages(judge, comparison, swapped=False))
-            swapped = reading(client, endpoint, judge_messages(judge, comparison, swapped=True))
+            try:
+                straight = reading(client, endpoint, judge_messages(judge, comparison, swapped=False))
+                swapped = reading(client, endpoint, judge_messages(judge, comparison, swapped=True))
+            except Unreadable as exc:
+                skipped += 1
+                if skipped == done and done >= min(FIRST_READABLE, len(pending)):
+                    raise JudgeFailed(
+                        f"{exc.detail} on each of the first {done} pairs: check its rubric and model"
+                    ) from exc
+                if on_skip is not None:
+                    on_skip(exc.detail)
+                if on_progress is not None:
+                    on_progress(done, len(pending))
+                continue
             verdict = both_orders(straight.probability, swapped.probability)
             with transaction.atomic():
                 AIVerdict.objects.create(
@@ -287,7 +312,7 @@ def judge_campaign(
     finally:
         if own:
             client.close()
-    return len(pending)
+    return len(pending) - skipped
 
 
 def judge_agreement_with_people(
@@ -346,8 +371,11 @@ def judge_run_execute(run_id: int) -> str:
     def progress(done: int, total: int) -> None:
         JudgeRun.objects.filter(pk=run.pk).update(done=done, total=total)
 
+    def skip(why: str) -> None:
+        JudgeRun.objects.filter(pk=run.pk).update(skipped=F("skipped") + 1)
+
     try:
-        judged = judge_campaign(judge=run.judge, campaign=run.campaign, on_progress=progress)
+        judge_campaign(judge=run.judge, campaign=run.campaign, on_progress=progress, on_skip=skip)
     except (JudgeFailed, Invalid) as exc:
         JudgeRun.objects.filter(pk=run.pk).update(
             status=JudgeRunStatus.FAILED, error=exc.detail, finished_at=timezone.now()
@@ -358,9 +386,7 @@ def judge_run_execute(run_id: int) -> str:
             status=JudgeRunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
         )
         raise
-    JudgeRun.objects.filter(pk=run.pk).update(
-        status=JudgeRunStatus.SUCCEEDED, done=judged, total=judged, finished_at=timezone.now()
-    )
+    JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRunStatus.SUCCEEDED, finished_at=timezone.now())
     return JudgeRunStatus.SUCCEEDED
 
 
@@ -413,6 +439,9 @@ def judge_route(*, judge: AIJudge, campaign: Campaign, confidence: float = ROUTE
     return RouteReport(lowered=lowered, kept=kept, judgments_saved=saved)
 
 
+SUGGEST_SURE = 0.7  # a suggestion is shown only for a verdict this sure and the same in both orders
+
+
 def sees_suggestions(campaign: Campaign, annotator: AbstractBaseUser) -> bool:
     """Whether ``annotator`` is in the half of ``campaign``'s annotators shown its judge's verdicts:
     fixed per campaign and annotator (a hash of the two), so each person stays in one half."""
@@ -430,7 +459,10 @@ def suggestion_for(assignment: Assignment, annotator: AbstractBaseUser) -> dict[
     if not sees_suggestions(campaign, annotator):
         return None
     verdict = AIVerdict.objects.filter(judge_id=campaign.suggest_judge_id, comparison=comparison).first()
-    if verdict is None:
+    sure = (
+        verdict is not None and max(verdict.probability_first, 1 - verdict.probability_first) >= SUGGEST_SURE
+    )
+    if verdict is None or not verdict.consistent or not sure:  # a coin flip shown to people is noise
         return None
     if not assignment.suggested:
         Assignment.objects.filter(pk=assignment.pk).update(suggested=True)

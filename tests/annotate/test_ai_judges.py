@@ -48,7 +48,7 @@ class Judge(BaseHTTPRequestHandler):
         p_a = 0.8 if Judge.mode == "biased" else 0.9 if "good" in a else 0.1
         letter = "A" if p_a >= 0.5 else "B"
         choice = {"index": 0, "message": {"role": "assistant", "content": letter}, "finish_reason": "length"}
-        if Judge.mode == "chatty":
+        if Judge.mode == "chatty" or (Judge.mode == "chatty on odd" and "odd" in text):
             choice["message"]["content"] = "Sure, here is my view"
         elif Judge.mode != "text":
             top = [{"token": "A", "logprob": math.log(p_a)}, {"token": "B", "logprob": math.log(1 - p_a)}]
@@ -210,7 +210,9 @@ def test_the_commands_register_a_judge_run_it_and_print_its_agreement(endpoint):
     assert "consistent in both orders 100%" in text
     with pytest.raises(CommandError, match="no AI judge named 'nobody'"):
         call_command("judge_campaign", judge="nobody", campaign="pairs", stdout=out)
-    call_command("register_judge", "cmd", url=endpoint, model="m", exist_ok=True, stdout=out)  # make demo again
+    call_command(
+        "register_judge", "cmd", url=endpoint, model="m", exist_ok=True, stdout=out
+    )  # make demo again
     assert "AI judge 'cmd' is registered already" in out.getvalue()
     with pytest.raises(CommandError, match="exists already"):
         call_command("register_judge", "cmd", url=endpoint, model="m", stdout=out)
@@ -405,7 +407,7 @@ def test_exports_take_an_ai_judges_verdicts_only_when_asked_and_the_card_counts_
 
 @pytest.mark.django_db
 def test_a_round_counts_an_ai_judges_verdicts_only_when_asked_from_the_command_the_api_and_its_data(
-    api, staff, tmp_path, settings
+    api, client, staff, tmp_path, settings
 ):
     """Three pairs people judged and five only the judge read: a round of people's alone is refused
     (3 < 8); asked with the judge it has 8, keeps the judge (a retry asks again), and its data holds
@@ -445,6 +447,13 @@ def test_a_round_counts_an_ai_judges_verdicts_only_when_asked_from_the_command_t
     assert "AI judges' verdicts among the votes (asked for; rows carry `ai_votes`): j: 5" in card
     people_only = round_create(request=RoundRequest(policy=policy, min_pairs=1))
     assert list(people_only.ai_judges.all()) == []
+    from django.urls import reverse
+
+    client.force_login(staff)
+    page = " ".join(client.get(reverse("training:round", args=[queued.pk])).content.decode().split())
+    assert "majority vote; with the verdicts of AI judge <strong>j</strong> (one vote each" in page
+    plain = client.get(reverse("training:round", args=[people_only.pk])).content.decode()
+    assert "people&#x27;s judgments only" in plain or "people's judgments only" in plain
 
 
 @pytest.mark.django_db
@@ -519,3 +528,26 @@ def test_staff_register_a_judge_from_the_campaign_page_and_bad_input_says_why(cl
         and "name the model the URL https://api.example.com/v1 serves" in bad.content.decode()
     )
     assert not AIJudge.objects.filter(name="api judge").exists()
+
+
+@pytest.mark.django_db
+def test_a_pair_the_judge_gives_no_verdict_on_is_skipped_and_the_run_goes_on(endpoint):
+    """One pair the judge answers neither A nor B: skipped, left unjudged and counted, the rest judged
+    (one such pair stopped every run at it for good); a rerun tries it again."""
+    from annotate.models import JudgeRun
+    from annotate.services.ai_judges import judge_run_execute, judge_run_start
+
+    campaign = CampaignFactory(name="pairs")
+    pair(campaign, "good 1", "poor 1", "first")
+    odd = pair(campaign, "odd good", "odd poor", "first")
+    pair(campaign, "poor 3", "good 3", "second")
+    judge = judge_register(name="j", url=endpoint, model="m")
+    Judge.mode = "chatty on odd"
+
+    run = judge_run_start(judge=judge, campaign=campaign)
+    assert judge_run_execute(run.pk) == "succeeded"
+    run = JudgeRun.objects.get(pk=run.pk)
+    assert (run.done, run.total, run.skipped) == (3, 3, 1)
+    assert AIVerdict.objects.count() == 2 and not AIVerdict.objects.filter(comparison=odd).exists()
+    Judge.mode = "fair"
+    assert judge_campaign(judge=judge, campaign=campaign) == 1  # the skipped pair, tried again

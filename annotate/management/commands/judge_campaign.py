@@ -31,7 +31,12 @@ class Command(BaseCommand):
             if done == total or done % 10 == 0:
                 self.say(f"judged {done} of {total} pairs")
 
-        judged = judge_campaign(judge=found, campaign=target, limit=limit, on_progress=progress)
+        skipped: list[str] = []
+        judged = judge_campaign(
+            judge=found, campaign=target, limit=limit, on_progress=progress, on_skip=skipped.append
+        )
+        if skipped:
+            self.say(f"{len(skipped)} pairs skipped, left unjudged: {skipped[-1]}")
         agreement = judge_agreement_with_people(judge=found, campaign=target)
         self.say(f"{found.name} judged {judged} pairs of {target.name!r} now")
         kappa = "–" if agreement.kappa is None else f"{agreement.kappa:.2f}"
