@@ -330,11 +330,15 @@ def test_a_round_trains_on_the_arena_votes_of_its_policy_multi_turn_included(
     settings.PREFLOOP_ROUNDS_DIR = tmp_path / "rounds"
     first = arena.conversation_start(campaign=campaign, annotator=annotator, text="Name a fruit.")
     answered(first)
+    # the tiny random model may end an answer at once, or say the same twice: the texts are set, so
+    # the round always has two pairs to learn (an empty or identical pair is left out of the export)
+    ArenaTurn.objects.filter(pk=first.pk).update(text_a="An apple.", text_b="A pear.")
     arena.turn_vote(turn=first, annotator=annotator, verdict="left")
     second = arena.turn_continue(
         conversation=first.conversation, annotator=annotator, text="And a vegetable?"
     )
     answered(second)
+    ArenaTurn.objects.filter(pk=second.pk).update(text_a="A carrot.", text_b="A leek.")
     arena.turn_vote(turn=second, annotator=annotator, verdict="right")
     policy = pool[0]
     assert round_pairs_count(policy=policy)[0] == 2  # its arena votes, against another policy
@@ -688,6 +692,10 @@ def test_two_identical_answers_take_only_a_tie_or_both_bad_and_never_reach_train
     report = ExportReport()
     assert list(preference_rows(report=report, include_ties=True)) == []  # not even as a tie
     assert report.excluded["identical answers"] == 2  # the arena's tie and the pair
+    empty = ComparisonFactory(response_a__text="Something.", response_b__text="  ")
+    JudgmentFactory(comparison=empty, choice="first")
+    report = ExportReport()
+    assert list(preference_rows(report=report)) == [] and report.excluded["an empty answer"] == 1
 
 
 @pytest.mark.django_db
