@@ -362,9 +362,6 @@ def preference_rows(
         if first.strip() == second.strip():  # two responses of the same text: no preference to learn
             report.excluded[IDENTICAL] += 1
             continue
-        if not first.strip() or not second.strip():  # a trainer refuses an empty answer in a pair
-            report.excluded[EMPTY] += 1
-            continue
         chosen, rejected = (second, first) if winner == Choice.SECOND else (first, second)
         row: dict[str, Any] = {
             "prompt": prompt,
@@ -384,7 +381,6 @@ def preference_rows(
         yield row
 
 
-EMPTY = "an empty answer"  # a pair with an answer of no text (a model that ended at once)
 IDENTICAL = "identical answers"  # a pair of responses with the same text (two samples, one answer)
 _PAIR_DROPPED = {Choice.TIE: "tie", Choice.BOTH_BAD: "both bad"}  # a pair's verdicts with no chosen answer
 
@@ -487,9 +483,6 @@ def _ranking_pairs(
         chosen, rejected = (answers[j], answers[i]) if winner == Choice.SECOND else (answers[i], answers[j])
         if chosen.text.strip() == rejected.text.strip():
             report.excluded[IDENTICAL] += 1
-            continue
-        if not chosen.text.strip() or not rejected.text.strip():
-            report.excluded[EMPTY] += 1
             continue
         row: dict[str, Any] = {
             "prompt": prompt,
