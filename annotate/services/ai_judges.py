@@ -442,10 +442,10 @@ def judge_route(*, judge: AIJudge, campaign: Campaign, confidence: float = ROUTE
 SUGGEST_SURE = 0.7  # a suggestion is shown only for a verdict this sure and the same in both orders
 
 
-def sees_suggestions(campaign: Campaign, annotator: AbstractBaseUser) -> bool:
+def sees_suggestions(campaign: Campaign, annotator_id: int) -> bool:
     """Whether ``annotator`` is in the half of ``campaign``'s annotators shown its judge's verdicts:
     fixed per campaign and annotator (a hash of the two), so each person stays in one half."""
-    return zlib.crc32(f"{campaign.pk}:{annotator.pk}".encode()) % 2 == 0
+    return zlib.crc32(f"{campaign.pk}:{annotator_id}".encode()) % 2 == 0
 
 
 def suggestion_for(assignment: Assignment, annotator: AbstractBaseUser) -> dict[str, Any] | None:
@@ -456,7 +456,7 @@ def suggestion_for(assignment: Assignment, annotator: AbstractBaseUser) -> dict[
     campaign = comparison.campaign
     if campaign.suggest_judge_id is None or comparison.response_b_id is None or comparison.response_c_id:
         return None
-    if not sees_suggestions(campaign, annotator):
+    if not sees_suggestions(campaign, annotator.pk):
         return None
     verdict = AIVerdict.objects.filter(judge_id=campaign.suggest_judge_id, comparison=comparison).first()
     sure = (
@@ -515,13 +515,8 @@ def suggestion_effect(*, campaign: Campaign) -> SuggestionEffect | None:
     )
     for cid, who, choice in people.values_list("comparison_id", "annotator_id", "choice"):
         shown = (cid, who) in suggested
-        if not shown and sees_suggestions(campaign, _Who(who)):  # type: ignore[arg-type]
+        if not shown and sees_suggestions(campaign, who):
             continue  # in the shown half, but served before the judge read the pair: neither half
         counts[shown][0] += choice == verdicts[cid]
         counts[shown][1] += 1
     return SuggestionEffect(counts[True][0], counts[True][1], counts[False][0], counts[False][1])
-
-
-@dataclass(frozen=True)
-class _Who:
-    pk: int

@@ -473,8 +473,8 @@ def test_suggestions_go_to_half_the_annotators_and_the_campaign_page_shows_their
         judge=judge, comparison=comparison, choice="first", probability_first=0.9, consistent=True
     )
     people = [UserFactory() for _ in range(12)]
-    shown = next(p for p in people if sees_suggestions(campaign, p))
-    hidden = next(p for p in people if not sees_suggestions(campaign, p))
+    shown = next(p for p in people if sees_suggestions(campaign, p.pk))
+    hidden = next(p for p in people if not sees_suggestions(campaign, p.pk))
 
     client.force_login(shown)
     assert 'id="suggestion"' not in client.get(reverse("annotate:queue")).content.decode()  # off by default
